@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Types shared by the BPF programs and the Go loader. bpf2go generates the
+ * Go twins (tcptraceEvent, tcptraceCounters) from these definitions; a
+ * root-free Go test pins their sizes, so a change here that is not
+ * regenerated fails the tests.
+ */
+#ifndef TCPTRACE_H
+#define TCPTRACE_H
+
+/* Event flags (struct event.flags). */
+#define EV_DWELL_KNOWN   0x01 /* dwell_ns is the time spent in oldstate */
+#define EV_OWNER_KNOWN   0x02 /* pid/comm are the socket's owner */
+#define EV_NEW           0x04 /* first transition of a socket born while tracing */
+#define EV_INHERITED     0x08 /* owner came from the listener (accepted child) */
+#define EV_RESCUED       0x10 /* recorded by the backup program (primary was busy) */
+#define EV_COOKIE_SYNTH  0x20 /* tracepoint fallback: cookie assigned by the tracer */
+
+/*
+ * One TCP state transition, as the kernel reported it. u64 fields first,
+ * then the 16-byte address arrays, then the small fields; 88 bytes, no
+ * implicit padding.
+ */
+struct event {
+	__u64 ts_ns;    /* bpf_ktime_get_ns() at the transition (CLOCK_MONOTONIC) */
+	__u64 cookie;   /* socket cookie: stable id of the socket for its lifetime */
+	__u64 dwell_ns; /* time spent in oldstate, valid with EV_DWELL_KNOWN */
+	__u8 saddr[16]; /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16]; /* remote address */
+	__u32 netns;    /* network namespace inode */
+	__u32 pid;      /* owner's tgid, valid with EV_OWNER_KNOWN */
+	__u16 sport;    /* local port, host order (0 before connect() picks one) */
+	__u16 dport;    /* remote port, host order */
+	__u8 family;    /* AF_INET (2) or AF_INET6 (10) */
+	__u8 oldstate;  /* kernel TCP state numbers: TCP_ESTABLISHED = 1 ... */
+	__u8 newstate;
+	__u8 flags;     /* EV_* */
+	char comm[16];  /* owner's command, valid with EV_OWNER_KNOWN */
+};
+
+/*
+ * Per-CPU health counters, one entry (key 0) in a PERCPU_ARRAY. User space
+ * sums the CPUs.
+ */
+struct counters {
+	__u64 busy;          /* primary program running on this CPU (not a counter) */
+	__u64 rescued;       /* events the backup program recorded for the primary */
+	__u64 ringbuf_drops; /* bpf_ringbuf_reserve failed: ring full */
+	__u64 storage_fail;  /* no per-socket storage could be had: dwell/owner unknown */
+	__u64 filtered;      /* TCP transitions dropped by the user's filters */
+};
+
+/* Owner of a socket and when it entered its current state. */
+struct sock_info {
+	__u64 cookie; /* socket this entry was written for; differs after a clone */
+	__u64 ts_ns;  /* when the socket entered its current state; 0 = unknown */
+	__u32 pid;    /* owner tgid; 0 = unknown */
+	__u32 _pad;
+	char comm[16];
+};
+
+#endif /* TCPTRACE_H */

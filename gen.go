@@ -1,0 +1,8 @@
+// Package tcptracebpf is the root of tcptrace-bpf: the BPF programs live in
+// bpf/, the loader and everything after it in internal/, the CLI in
+// cmd/tcptrace-bpf. This file holds the one go:generate line that compiles
+// bpf/tcptrace.bpf.c into the committed internal/probe/tcptrace_bpfel.{go,o}
+// (run `make generate`; it needs clang, see the Makefile for the version).
+package tcptracebpf
+
+//go:generate go tool bpf2go -cc clang-14 -target bpfel -go-package probe -output-dir internal/probe -type event -type counters -type sock_info tcptrace bpf/tcptrace.bpf.c -- -I bpf/include -I bpf -Wall -Werror

@@ -1,0 +1,170 @@
+package event
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Flags say which fields of an Event are known and where they came from.
+// The bits are those of EV_* in bpf/tcptrace.h.
+type Flags uint8
+
+const (
+	DwellKnown   Flags = 0x01 // Dwell is the time spent in Old
+	OwnerKnown   Flags = 0x02 // PID and Comm are the socket's owner
+	New          Flags = 0x04 // first transition of a socket born while tracing
+	Inherited    Flags = 0x08 // owner came from the listener (accepted child)
+	Rescued      Flags = 0x10 // recorded by the backup program
+	CookieSynth  Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
+	knownFlagSet       = DwellKnown | OwnerKnown | New | Inherited | Rescued | CookieSynth
+)
+
+// Family is the address family as reported: v4-mapped IPv6 counts as IPv4.
+type Family uint8
+
+const (
+	IPv4 Family = 4
+	IPv6 Family = 6
+)
+
+// String returns "inet" or "inet6".
+func (f Family) String() string {
+	if f == IPv6 {
+		return "inet6"
+	}
+	return "inet"
+}
+
+// Event is one TCP state transition as the kernel reported it.
+type Event struct {
+	Mono   uint64        // kernel CLOCK_MONOTONIC time of the transition, ns
+	Cookie uint64        // socket cookie
+	Dwell  time.Duration // time spent in Old; valid with DwellKnown
+	Src    netip.AddrPort
+	Dst    netip.AddrPort
+	Netns  uint32
+	PID    uint32 // owner tgid; valid with OwnerKnown
+	Family Family
+	Old    State
+	New    State
+	Flags  Flags
+	Comm   [16]byte // owner command, NUL-padded; valid with OwnerKnown
+}
+
+// Has reports whether all of f are set on e.
+func (e *Event) Has(f Flags) bool { return e.Flags&f == f }
+
+// CommString returns the owner's command as a string (allocates).
+func (e *Event) CommString() string { return string(CommBytes(&e.Comm)) }
+
+// CommBytes returns c up to its first NUL.
+func CommBytes(c *[16]byte) []byte {
+	for i, b := range c {
+		if b == 0 {
+			return c[:i]
+		}
+	}
+	return c[:]
+}
+
+// Size is the size of struct event in bpf/tcptrace.h.
+const Size = 88
+
+// Offsets of struct event's fields.
+const (
+	offTS     = 0
+	offCookie = 8
+	offDwell  = 16
+	offSaddr  = 24
+	offDaddr  = 40
+	offNetns  = 56
+	offPID    = 60
+	offSport  = 64
+	offDport  = 66
+	offFamily = 68
+	offOld    = 69
+	offNew    = 70
+	offFlags  = 71
+	offComm   = 72
+)
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// Decode fills e from one raw record. It checks the length, the address
+// family and the states, and never panics on bad input.
+func Decode(b []byte, e *Event) error {
+	if len(b) != Size {
+		return fmt.Errorf("record of %d bytes, want %d", len(b), Size)
+	}
+	ne := binary.NativeEndian
+	e.Mono = ne.Uint64(b[offTS:])
+	e.Cookie = ne.Uint64(b[offCookie:])
+	e.Dwell = time.Duration(ne.Uint64(b[offDwell:]))
+	e.Netns = ne.Uint32(b[offNetns:])
+	e.PID = ne.Uint32(b[offPID:])
+	sport := ne.Uint16(b[offSport:])
+	dport := ne.Uint16(b[offDport:])
+	e.Old = State(b[offOld])
+	e.New = State(b[offNew])
+	e.Flags = Flags(b[offFlags])
+	copy(e.Comm[:], b[offComm:offComm+16])
+
+	var src, dst netip.Addr
+	switch b[offFamily] {
+	case afInet:
+		src = netip.AddrFrom4([4]byte(b[offSaddr : offSaddr+4]))
+		dst = netip.AddrFrom4([4]byte(b[offDaddr : offDaddr+4]))
+		e.Family = IPv4
+	case afInet6:
+		src = netip.AddrFrom16([16]byte(b[offSaddr : offSaddr+16]))
+		dst = netip.AddrFrom16([16]byte(b[offDaddr : offDaddr+16]))
+		e.Family = IPv6
+		// A dual-stack socket talking IPv4 reports v4-mapped addresses;
+		// show them as the IPv4 they are. An unspecified end (a listener,
+		// or a connect before binding) follows the other end.
+		if (src.Is4In6() || src.IsUnspecified()) && (dst.Is4In6() || dst.IsUnspecified()) &&
+			(src.Is4In6() || dst.Is4In6()) {
+			src, dst = unmapOrZero4(src), unmapOrZero4(dst)
+			e.Family = IPv4
+		}
+	default:
+		return fmt.Errorf("unknown address family %d", b[offFamily])
+	}
+	e.Src = netip.AddrPortFrom(src, sport)
+	e.Dst = netip.AddrPortFrom(dst, dport)
+	if !e.Old.Valid() || !e.New.Valid() {
+		return fmt.Errorf("unknown TCP state %d -> %d", b[offOld], b[offNew])
+	}
+	if e.Flags&^knownFlagSet != 0 {
+		return fmt.Errorf("unknown flags %#x", uint8(e.Flags))
+	}
+	return nil
+}
+
+func unmapOrZero4(a netip.Addr) netip.Addr {
+	if a.IsUnspecified() {
+		return netip.IPv4Unspecified()
+	}
+	return a.Unmap()
+}
+
+// Clock converts kernel CLOCK_MONOTONIC nanoseconds to wall time, with an
+// offset measured once at start.
+type Clock struct {
+	offset int64 // wall ns - mono ns
+}
+
+// NewClock returns a Clock from one reading of both clocks.
+func NewClock(wall time.Time, mono uint64) Clock {
+	return Clock{offset: wall.UnixNano() - int64(mono)}
+}
+
+// Wall returns the wall time of a kernel monotonic timestamp.
+func (c Clock) Wall(mono uint64) time.Time {
+	return time.Unix(0, int64(mono)+c.offset)
+}

@@ -1,0 +1,83 @@
+//go:build linux
+
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+)
+
+// Capability numbers (linux/capability.h); x/sys/unix lacks the two newest.
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// ErrPrivileges is returned when the process may not load BPF programs.
+var ErrPrivileges = errors.New("needs root, or the capabilities CAP_BPF and CAP_PERFMON: run it with sudo")
+
+// effectiveCaps returns the effective capability set as a bitmask.
+func effectiveCaps() (uint64, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("reading capabilities: %w", err)
+	}
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, nil
+}
+
+// CheckPrivileges fails with ErrPrivileges unless the process holds
+// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which implies both).
+func CheckPrivileges() error {
+	caps, err := effectiveCaps()
+	if err != nil {
+		return err
+	}
+	has := func(c uint) bool { return caps&(1<<c) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return ErrPrivileges
+}
+
+// checkKernel names the first missing kernel feature the attach mode needs.
+func checkKernel(a Attach) error {
+	if err := CheckPrivileges(); err != nil {
+		return err
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y, Linux 5.8 or later, is needed", errors.Unwrap(err))
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return fmt.Errorf("kernel has no BPF ring buffer (Linux 5.8 or later is needed): %w", err)
+	}
+	if a == AttachBTF {
+		if err := features.HaveMapType(ebpf.SkStorage); err != nil {
+			return fmt.Errorf("kernel has no BPF socket storage (Linux 5.11 or later for tp_btf use; try --attach tracepoint): %w", err)
+		}
+	}
+	return nil
+}
+
+const tracefsPath = "/sys/kernel/tracing"
+
+// ensureTracefs mounts tracefs at /sys/kernel/tracing unless tracefs or
+// debugfs already offers the tracepoint. The returned function undoes
+// what ensureTracefs did.
+func ensureTracefs() (undo func(), err error) {
+	for _, dir := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(dir + "/events/sock/inet_sock_set_state/id"); err == nil {
+			return func() {}, nil
+		}
+	}
+	if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
+		return nil, fmt.Errorf("tracefs is not mounted and mounting it at %s failed (mount it, or use --attach tp_btf): %w", tracefsPath, err)
+	}
+	return func() { _ = unix.Unmount(tracefsPath, unix.MNT_DETACH) }, nil
+}

@@ -1,0 +1,246 @@
+//go:build linux
+
+// Package probe loads the BPF programs of bpf/tcptrace.bpf.c, attaches them
+// to the inet_sock_set_state tracepoint, and reads their ring buffer and
+// health counters. It is the only package that talks to cilium/ebpf.
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
+)
+
+// Attach selects how the programs are attached.
+type Attach string
+
+const (
+	// AttachBTF is the BTF-typed tracepoint (tp_btf): no tracefs needed,
+	// socket cookies and socket storage available. The default.
+	AttachBTF Attach = "tp_btf"
+	// AttachTracepoint is the classic tracepoint, for kernels without
+	// tp_btf; tracefs is mounted for the attach if it is not.
+	AttachTracepoint Attach = "tracepoint"
+)
+
+// ParseAttach checks an --attach value.
+func ParseAttach(s string) (Attach, error) {
+	switch Attach(s) {
+	case AttachBTF, AttachTracepoint:
+		return Attach(s), nil
+	}
+	return "", fmt.Errorf("unknown attach mode %q (use tp_btf or tracepoint)", s)
+}
+
+// Options configure the programs before they are loaded. Filters given
+// here run in the kernel.
+type Options struct {
+	Attach      Attach
+	Ports       []uint16 // either end; empty: all
+	Family      int      // 0 any, 4, 6
+	PID         uint32   // owner tgid; 0 any
+	Netns       uint32   // netns inode; 0 any
+	RingSize    int      // bytes, a power of two multiple of the page size
+	WakeupBytes int      // wake the reader once this many bytes wait; 0: kernel default
+	MaxSockets  int      // tracepoint fallback: sockets tracked at once
+
+	// Owners and NetnsPaths (from sockowner.Scan) seed the sockets that
+	// exist already with their owner; see Seed.
+	Owners     sockowner.Table
+	NetnsPaths []string
+}
+
+// Probe is the loaded and attached set of programs.
+type Probe struct {
+	opts   Options
+	coll   *ebpf.Collection
+	links  []link.Link
+	reader *ringbuf.Reader
+	// primary is the program whose recursion misses count as potential loss.
+	primary *ebpf.Program
+}
+
+// Load checks the kernel, loads the programs with opts and attaches them.
+// The caller must Close the Probe.
+func Load(opts Options) (p *Probe, err error) {
+	if opts.RingSize == 0 {
+		opts.RingSize = 16 << 20
+	}
+	if opts.MaxSockets == 0 {
+		opts.MaxSockets = 262144
+	}
+	if err := checkKernel(opts.Attach); err != nil {
+		return nil, err
+	}
+	spec, err := loadTcptrace()
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded BPF object: %w", err)
+	}
+	if err := configure(spec, opts); err != nil {
+		return nil, err
+	}
+
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading BPF programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	p = &Probe{opts: opts, coll: coll}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+
+	// The reader exists before the programs run, so nothing reserved
+	// between attach and read is at risk.
+	if p.reader, err = ringbuf.NewReader(coll.Maps[tcptraceMapEvents]); err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	if err := p.attach(); err != nil {
+		return nil, err
+	}
+	// Seeding after the attach leaves no window in which a socket is
+	// neither seeded nor traced.
+	if err := p.Seed(opts.Owners, opts.NetnsPaths); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// configure sets the filters and sizes on the spec and removes the
+// programs the chosen attach mode does not use, so that a kernel without
+// tp_btf can still load the fallback.
+func configure(spec *ebpf.CollectionSpec, o Options) error {
+	set := func(name string, v any) error {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("BPF object has no variable %q", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+		return nil
+	}
+	var bitmap [8192]uint8
+	for _, port := range o.Ports {
+		bitmap[port>>3] |= 1 << (port & 7)
+	}
+	filterPorts := uint8(0)
+	if len(o.Ports) > 0 {
+		filterPorts = 1
+	}
+	for name, v := range map[string]any{
+		tcptraceVarFilterFamily: uint8(o.Family),
+		tcptraceVarFilterPorts:  filterPorts,
+		tcptraceVarFilterNetns:  o.Netns,
+		tcptraceVarFilterPid:    o.PID,
+		tcptraceVarWakeupBytes:  uint64(o.WakeupBytes),
+		tcptraceVarPortBitmap:   bitmap,
+	} {
+		if err := set(name, v); err != nil {
+			return err
+		}
+	}
+	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
+	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
+
+	switch o.Attach {
+	case AttachBTF:
+		delete(spec.Programs, tcptraceProgOnStateTp)
+	case AttachTracepoint:
+		delete(spec.Programs, tcptraceProgOnState)
+		delete(spec.Programs, tcptraceProgOnStateBackup)
+		// Without socket storage there is no iterator seeding either.
+		delete(spec.Programs, tcptraceProgSeedOwners)
+		spec.Maps[tcptraceMapTpSocks].MaxEntries = uint32(o.MaxSockets)
+		spec.Maps[tcptraceMapTpListeners].MaxEntries = 16384
+	default:
+		return fmt.Errorf("unknown attach mode %q", o.Attach)
+	}
+	return nil
+}
+
+func (p *Probe) attach() error {
+	switch p.opts.Attach {
+	case AttachBTF:
+		p.primary = p.coll.Programs[tcptraceProgOnState]
+		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup} {
+			l, err := link.AttachTracing(link.TracingOptions{Program: p.coll.Programs[name]})
+			if err != nil {
+				return fmt.Errorf("attaching %s to tp_btf/inet_sock_set_state: %w", name, err)
+			}
+			p.links = append(p.links, l)
+		}
+	case AttachTracepoint:
+		p.primary = p.coll.Programs[tcptraceProgOnStateTp]
+		unmount, err := ensureTracefs()
+		if err != nil {
+			return err
+		}
+		l, err := link.Tracepoint("sock", "inet_sock_set_state", p.primary, nil)
+		// The perf event holds the tracepoint by id: tracefs is not
+		// needed once attached, so leave the host's mounts as they were.
+		unmount()
+		if err != nil {
+			return fmt.Errorf("attaching to tracepoint sock/inet_sock_set_state: %w", err)
+		}
+		p.links = append(p.links, l)
+	}
+	return nil
+}
+
+// Attach returns the attach mode in use.
+func (p *Probe) Attach() Attach { return p.opts.Attach }
+
+// RingSize returns the ring buffer's size in bytes.
+func (p *Probe) RingSize() int { return p.reader.BufferSize() }
+
+// SetDeadline bounds the next ReadInto calls: once it passes, ReadInto
+// returns what is left in the ring, then os.ErrDeadlineExceeded.
+func (p *Probe) SetDeadline(t time.Time) { p.reader.SetDeadline(t) }
+
+// ReadInto reads the next record into rec, reusing its buffer.
+func (p *Probe) ReadInto(rec *ringbuf.Record) error { return p.reader.ReadInto(rec) }
+
+// Flush makes a blocked ReadInto return: the records still in the ring
+// first, then ringbuf.ErrFlushed.
+func (p *Probe) Flush() error { return p.reader.Flush() }
+
+// Detach stops the programs; records already in the ring stay readable.
+func (p *Probe) Detach() {
+	for _, l := range p.links {
+		l.Close()
+	}
+	p.links = nil
+}
+
+// Close detaches the programs and frees every map and program.
+func (p *Probe) Close() {
+	p.Detach()
+	if p.reader != nil {
+		p.reader.Close()
+	}
+	if p.coll != nil {
+		p.coll.Close()
+	}
+}
+
+// IsDeadline reports whether err is the deadline set by SetDeadline.
+func IsDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// IsFlushed reports whether err marks the end of a Flush.
+func IsFlushed(err error) bool { return errors.Is(err, ringbuf.ErrFlushed) }
+
+// IsClosed reports whether err means the reader was closed.
+func IsClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
