@@ -1,0 +1,243 @@
+// Package timeline assembles the transitions of each socket into one
+// connection record: every state entered, in order, with when it was
+// entered and how long it was held.
+package timeline
+
+import (
+	"net/netip"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+)
+
+// Span is one state a connection held.
+type Span struct {
+	State      event.State
+	Enter      uint64 // kernel monotonic ns when entered; 0 = unknown
+	Dwell      uint64 // ns held; valid with DwellKnown
+	DwellKnown bool
+	// Unseen: the transition into this state was not seen (lost or
+	// filtered); the state is known only as the old state of the next one.
+	Unseen bool
+}
+
+// Conn is one socket's timeline.
+type Conn struct {
+	Cookie     uint64
+	Netns      uint32
+	Family     event.Family
+	Src, Dst   netip.AddrPort
+	PID        uint32
+	Comm       [16]byte
+	OwnerKnown bool
+	// Start is when the first state was entered (0 when unknown: the
+	// socket existed before tracing began). End is when CLOSE was entered,
+	// or for an open connection the time it was flushed.
+	Start, End uint64
+	// Partial: the beginning was not seen, or a transition is missing.
+	// Set when the connection is emitted.
+	Partial bool
+	// Open: the connection had not reached CLOSE when it was emitted;
+	// the last span's Dwell is the time held so far.
+	Open bool
+	// Evicted: emitted early because the table was full.
+	Evicted bool
+	States  []Span
+
+	startUnknown bool // born before tracing began
+	unseen       int  // spans with Unseen set
+
+	prev, next *Conn // LRU list, most recently active first
+}
+
+// Last returns the current (last) span.
+func (c *Conn) Last() *Span { return &c.States[len(c.States)-1] }
+
+// Stats counts what the tracker did besides assembling timelines.
+type Stats struct {
+	Evictions uint64 // connections emitted early because the table was full
+	Gaps      uint64 // transitions whose old state was not the known current one
+	Reordered uint64 // transitions older than the connection's latest one
+}
+
+// Tracker holds the connections that have not reached CLOSE. It reuses
+// Conn values, so a Conn passed to the emit function is valid only until
+// that function returns.
+type Tracker struct {
+	conns    map[uint64]*Conn
+	capacity int
+	head     Conn // sentinel of the LRU ring
+	free     []*Conn
+	emit     func(*Conn)
+	stats    Stats
+}
+
+// New returns a Tracker that holds at most capacity open connections and
+// passes every finished (or evicted) connection to emit.
+func New(capacity int, emit func(*Conn)) *Tracker {
+	t := &Tracker{conns: make(map[uint64]*Conn), capacity: max(capacity, 1), emit: emit}
+	t.head.prev, t.head.next = &t.head, &t.head
+	return t
+}
+
+// Len returns the number of open connections held.
+func (t *Tracker) Len() int { return len(t.conns) }
+
+// Stats returns the counters.
+func (t *Tracker) Stats() Stats { return t.stats }
+
+// Observe applies one transition.
+func (t *Tracker) Observe(e *event.Event) {
+	c := t.conns[e.Cookie]
+	if c != nil && e.Has(event.New) {
+		// The socket was reborn (reconnected after CLOSE without our
+		// seeing the CLOSE): close the books on the old timeline.
+		t.finish(c, e.Mono, true)
+		c = nil
+	}
+	if c == nil {
+		c = t.insert(e)
+	} else {
+		t.touch(c)
+	}
+	t.apply(c, e)
+	if e.New == event.Close && c.Last().State == event.Close {
+		c.End = e.Mono
+		t.finish(c, e.Mono, false)
+	}
+}
+
+func (t *Tracker) insert(e *event.Event) *Conn {
+	if len(t.conns) >= t.capacity {
+		t.stats.Evictions++
+		oldest := t.head.prev
+		oldest.Evicted = true
+		t.finish(oldest, e.Mono, true)
+	}
+	var c *Conn
+	if n := len(t.free); n > 0 {
+		c = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		c = &Conn{States: make([]Span, 0, 8)}
+	}
+	c.Cookie = e.Cookie
+	if e.Has(event.New) {
+		c.Start = e.Mono
+	} else {
+		// Born before we looked: the old state's start is known only if
+		// the kernel knew its dwell.
+		c.startUnknown = true
+		s := Span{State: e.Old}
+		if e.Has(event.DwellKnown) {
+			s.Enter = e.Mono - uint64(e.Dwell)
+			c.Start = s.Enter
+		}
+		c.States = append(c.States, s)
+	}
+	t.conns[e.Cookie] = c
+	c.next, c.prev = t.head.next, &t.head
+	c.next.prev, t.head.next = c, c
+	return c
+}
+
+// apply records e on c: the old state's dwell, then the new state.
+func (t *Tracker) apply(c *Conn, e *event.Event) {
+	c.Netns, c.Family, c.Dst = e.Netns, e.Family, e.Dst
+	// The local port reads 0 before connect() picks one and after a
+	// closing socket releases it: keep the one we know.
+	if e.Src.Port() != 0 || !c.Src.IsValid() {
+		c.Src = e.Src
+	}
+	if e.Has(event.OwnerKnown) {
+		c.PID, c.Comm, c.OwnerKnown = e.PID, e.Comm, true
+	}
+
+	n := len(c.States)
+	if n > 0 && e.Mono < c.States[n-1].Enter {
+		t.insertOutOfOrder(c, e)
+		return
+	}
+	if n > 0 && c.States[n-1].State != e.Old {
+		// A transition into e.Old was not seen (lost, or filtered).
+		t.stats.Gaps++
+		c.unseen++
+		s := Span{State: e.Old, Unseen: true}
+		if e.Has(event.DwellKnown) {
+			s.Enter = e.Mono - uint64(e.Dwell)
+		}
+		c.States = append(c.States, s)
+	}
+	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) {
+		c.States[n-1].Dwell, c.States[n-1].DwellKnown = uint64(e.Dwell), true
+	}
+	c.States = append(c.States, Span{State: e.New, Enter: e.Mono})
+}
+
+// insertOutOfOrder places a transition that arrived after a later one of
+// the same socket where its timestamp puts it. The kernel serialises a
+// socket's transitions, so this means records were reordered on the way.
+func (t *Tracker) insertOutOfOrder(c *Conn, e *event.Event) {
+	t.stats.Reordered++
+	i := len(c.States) - 1
+	for i > 0 && c.States[i-1].Enter > e.Mono {
+		i--
+	}
+	// c.States[i] is the first span entered after e. If the state e
+	// entered is already there as an unseen gap, e fills it in.
+	if i > 0 && c.States[i-1].Unseen && c.States[i-1].State == e.New {
+		i--
+		c.States[i].Unseen = false
+		c.States[i].Enter = e.Mono
+		c.unseen--
+	} else {
+		c.States = append(c.States, Span{})
+		copy(c.States[i+1:], c.States[i:])
+		c.States[i] = Span{State: e.New, Enter: e.Mono, Dwell: c.States[i+1].Enter - e.Mono, DwellKnown: true}
+	}
+	if i > 0 && e.Has(event.DwellKnown) {
+		c.States[i-1].Dwell, c.States[i-1].DwellKnown = uint64(e.Dwell), true
+	}
+	if i == 0 || c.States[i-1].State != e.Old {
+		// Still nothing known of how the socket got into e.Old.
+		c.startUnknown = c.startUnknown || i == 0
+		if i > 0 {
+			c.unseen++
+			t.stats.Gaps++
+		}
+	}
+}
+
+func (t *Tracker) touch(c *Conn) {
+	if t.head.next == c {
+		return
+	}
+	c.prev.next, c.next.prev = c.next, c.prev
+	c.next, c.prev = t.head.next, &t.head
+	c.next.prev, t.head.next = c, c
+}
+
+// finish emits c and recycles it. open marks a connection emitted before
+// it reached CLOSE; now is then its end and bounds the last dwell.
+func (t *Tracker) finish(c *Conn, now uint64, open bool) {
+	if open {
+		c.Open = true
+		c.End = now
+		if last := c.Last(); last.Enter != 0 && now >= last.Enter {
+			last.Dwell, last.DwellKnown = now-last.Enter, true
+		}
+	}
+	c.Partial = c.startUnknown || c.unseen > 0
+	delete(t.conns, c.Cookie)
+	c.prev.next, c.next.prev = c.next, c.prev
+	t.emit(c)
+	*c = Conn{States: c.States[:0]}
+	t.free = append(t.free, c)
+}
+
+// Flush emits every connection still open, least recently active first,
+// with now (kernel monotonic ns) as the time they were seen last.
+func (t *Tracker) Flush(now uint64) {
+	for t.head.prev != &t.head {
+		t.finish(t.head.prev, now, true)
+	}
+}

@@ -1,0 +1,239 @@
+package timeline
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+)
+
+// ev builds a transition of socket cookie at time ms (milliseconds).
+func ev(cookie uint64, ms uint64, old, new event.State, dwellMs int64, flags event.Flags) event.Event {
+	e := event.Event{
+		Mono: ms * 1e6, Cookie: cookie, Old: old, New: new, Flags: flags,
+		Src: netip.MustParseAddrPort("10.0.0.1:80"), Dst: netip.MustParseAddrPort("10.0.0.2:4000"),
+		Family: event.IPv4, PID: 42, Netns: 7,
+	}
+	copy(e.Comm[:], "nginx")
+	if dwellMs >= 0 {
+		e.Dwell = time.Duration(dwellMs) * time.Millisecond
+		e.Flags |= event.DwellKnown
+	}
+	return e
+}
+
+type span struct {
+	state     event.State
+	enterMs   uint64 // 0 = unknown
+	dwellMs   uint64
+	dwellKnow bool
+}
+
+func spansOf(c *Conn) []span {
+	var out []span
+	for _, s := range c.States {
+		out = append(out, span{s.State, s.Enter / 1e6, s.Dwell / 1e6, s.DwellKnown})
+	}
+	return out
+}
+
+const own = event.OwnerKnown
+
+func TestTimelines(t *testing.T) {
+	tests := []struct {
+		name        string
+		events      []event.Event
+		flushAt     uint64 // ms; 0 = no flush
+		want        [][]span
+		wantPartial []bool
+		wantOpen    []bool
+		wantStats   Stats
+	}{
+		{
+			name: "client closes first",
+			events: []event.Event{
+				ev(1, 100, event.Close, event.SynSent, -1, own|event.New),
+				ev(1, 101, event.SynSent, event.Established, 1, own),
+				ev(1, 600, event.Established, event.FinWait1, 499, own),
+				ev(1, 601, event.FinWait1, event.FinWait2, 1, own),
+				ev(1, 602, event.FinWait2, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.SynSent, 100, 1, true}, {event.Established, 101, 499, true},
+				{event.FinWait1, 600, 1, true}, {event.FinWait2, 601, 1, true}, {event.Close, 602, 0, false},
+			}},
+			wantPartial: []bool{false}, wantOpen: []bool{false},
+		},
+		{
+			name: "accepted child, passive close",
+			events: []event.Event{
+				ev(2, 10, event.Listen, event.SynRecv, -1, own|event.New|event.Inherited),
+				ev(2, 10, event.SynRecv, event.Established, 0, own),
+				ev(2, 20, event.Established, event.CloseWait, 10, own),
+				ev(2, 1020, event.CloseWait, event.LastAck, 1000, own),
+				ev(2, 1021, event.LastAck, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.SynRecv, 10, 0, true}, {event.Established, 10, 10, true},
+				{event.CloseWait, 20, 1000, true}, {event.LastAck, 1020, 1, true}, {event.Close, 1021, 0, false},
+			}},
+			wantPartial: []bool{false}, wantOpen: []bool{false},
+		},
+		{
+			name: "missing start: socket older than the tracer",
+			events: []event.Event{
+				ev(3, 50, event.Established, event.CloseWait, -1, 0),
+				ev(3, 80, event.CloseWait, event.LastAck, 30, own),
+				ev(3, 81, event.LastAck, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.Established, 0, 0, false}, {event.CloseWait, 50, 30, true},
+				{event.LastAck, 80, 1, true}, {event.Close, 81, 0, false},
+			}},
+			wantPartial: []bool{true}, wantOpen: []bool{false},
+		},
+		{
+			name: "lost transition leaves a gap",
+			events: []event.Event{
+				ev(4, 1, event.Close, event.SynSent, -1, own|event.New),
+				ev(4, 2, event.SynSent, event.Established, 1, own),
+				// ESTABLISHED -> FIN_WAIT1 lost
+				ev(4, 9, event.FinWait1, event.FinWait2, 3, own),
+				ev(4, 10, event.FinWait2, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.SynSent, 1, 1, true}, {event.Established, 2, 0, false},
+				{event.FinWait1, 6, 3, true}, {event.FinWait2, 9, 1, true}, {event.Close, 10, 0, false},
+			}},
+			wantPartial: []bool{true}, wantOpen: []bool{false},
+			wantStats:   Stats{Gaps: 1},
+		},
+		{
+			name: "out of order arrival is put in place",
+			events: []event.Event{
+				ev(5, 1, event.Close, event.SynSent, -1, own|event.New),
+				ev(5, 5, event.Established, event.CloseWait, 3, own),
+				ev(5, 2, event.SynSent, event.Established, 1, own),
+				ev(5, 9, event.CloseWait, event.LastAck, 4, own),
+				ev(5, 10, event.LastAck, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.SynSent, 1, 1, true}, {event.Established, 2, 3, true},
+				{event.CloseWait, 5, 4, true}, {event.LastAck, 9, 1, true}, {event.Close, 10, 0, false},
+			}},
+			wantPartial: []bool{false}, wantOpen: []bool{false},
+			wantStats:   Stats{Gaps: 1, Reordered: 1},
+		},
+		{
+			name: "open at exit: dwell so far",
+			events: []event.Event{
+				ev(6, 100, event.Close, event.SynSent, -1, own|event.New),
+				ev(6, 110, event.SynSent, event.Established, 10, own),
+			},
+			flushAt: 1110,
+			want: [][]span{{
+				{event.SynSent, 100, 10, true}, {event.Established, 110, 1000, true},
+			}},
+			wantPartial: []bool{false}, wantOpen: []bool{true},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got [][]span
+			var partial, open []bool
+			tr := New(100, func(c *Conn) {
+				got = append(got, spansOf(c))
+				partial = append(partial, c.Partial)
+				open = append(open, c.Open)
+				if c.PID != 42 || string(event.CommBytes(&c.Comm)) != "nginx" {
+					t.Errorf("owner = %d %q", c.PID, event.CommBytes(&c.Comm))
+				}
+			})
+			for i := range tc.events {
+				tr.Observe(&tc.events[i])
+			}
+			if tc.flushAt != 0 {
+				tr.Flush(tc.flushAt * 1e6)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d connections, want %d: %+v", len(got), len(tc.want), got)
+			}
+			for i := range tc.want {
+				if len(got[i]) != len(tc.want[i]) {
+					t.Fatalf("conn %d: spans\n got %+v\nwant %+v", i, got[i], tc.want[i])
+				}
+				for j := range tc.want[i] {
+					if got[i][j] != tc.want[i][j] {
+						t.Errorf("conn %d span %d: got %+v want %+v", i, j, got[i][j], tc.want[i][j])
+					}
+				}
+				if partial[i] != tc.wantPartial[i] || open[i] != tc.wantOpen[i] {
+					t.Errorf("conn %d: partial=%v open=%v, want %v %v", i, partial[i], open[i], tc.wantPartial[i], tc.wantOpen[i])
+				}
+			}
+			if tr.Stats() != tc.wantStats {
+				t.Errorf("stats = %+v, want %+v", tr.Stats(), tc.wantStats)
+			}
+			if tr.Len() != 0 {
+				t.Errorf("%d connections left in the table", tr.Len())
+			}
+		})
+	}
+}
+
+func TestEvictsLeastRecentlyActive(t *testing.T) {
+	var evicted []uint64
+	tr := New(2, func(c *Conn) {
+		if !c.Evicted || !c.Open {
+			t.Errorf("cookie %d emitted without evicted/open", c.Cookie)
+		}
+		evicted = append(evicted, c.Cookie)
+	})
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(2, 2, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 3, event.SynSent, event.Established, 2, own), // 1 is now the most recent
+		ev(3, 4, event.Close, event.SynSent, -1, own|event.New),
+	} {
+		tr.Observe(&e)
+	}
+	if len(evicted) != 1 || evicted[0] != 2 {
+		t.Fatalf("evicted %v, want [2]", evicted)
+	}
+	if tr.Len() != 2 || tr.Stats().Evictions != 1 {
+		t.Fatalf("len=%d evictions=%d", tr.Len(), tr.Stats().Evictions)
+	}
+}
+
+func TestReusedSocketStartsNewTimeline(t *testing.T) {
+	var n int
+	tr := New(10, func(c *Conn) { n++ })
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 5, event.Close, event.SynSent, -1, own|event.New), // CLOSE never seen
+	} {
+		tr.Observe(&e)
+	}
+	if n != 1 || tr.Len() != 1 {
+		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, tr.Len())
+	}
+}
+
+func BenchmarkObserveConnection(b *testing.B) {
+	tr := New(1<<16, func(*Conn) {})
+	seq := []event.Event{
+		ev(0, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(0, 2, event.SynSent, event.Established, 1, own),
+		ev(0, 3, event.Established, event.FinWait1, 1, own),
+		ev(0, 4, event.FinWait1, event.FinWait2, 1, own),
+		ev(0, 5, event.FinWait2, event.Close, 1, own),
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		for j := range seq {
+			seq[j].Cookie = uint64(i)
+			tr.Observe(&seq[j])
+		}
+	}
+}
