@@ -107,7 +107,7 @@ func TestTimelines(t *testing.T) {
 				{event.FinWait1, 6, 3, true}, {event.FinWait2, 9, 1, true}, {event.Close, 10, 0, false},
 			}},
 			wantPartial: []bool{true}, wantOpen: []bool{false},
-			wantStats:   Stats{Gaps: 1},
+			wantStats: Stats{Gaps: 1},
 		},
 		{
 			name: "out of order arrival is put in place",
@@ -123,7 +123,7 @@ func TestTimelines(t *testing.T) {
 				{event.CloseWait, 5, 4, true}, {event.LastAck, 9, 1, true}, {event.Close, 10, 0, false},
 			}},
 			wantPartial: []bool{false}, wantOpen: []bool{false},
-			wantStats:   Stats{Gaps: 1, Reordered: 1},
+			wantStats: Stats{Gaps: 1, Reordered: 1},
 		},
 		{
 			name: "open at exit: dwell so far",
