@@ -7,4 +7,6 @@ require (
 	golang.org/x/sys v0.50.0
 )
 
+require github.com/spf13/pflag v1.1.0
+
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -81,3 +81,11 @@ func ensureTracefs() (undo func(), err error) {
 	}
 	return func() { _ = unix.Unmount(tracefsPath, unix.MNT_DETACH) }, nil
 }
+
+// MonotonicNow returns CLOCK_MONOTONIC in nanoseconds, the clock of
+// bpf_ktime_get_ns().
+func MonotonicNow() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

@@ -65,6 +65,7 @@ type Probe struct {
 	reader *ringbuf.Reader
 	// primary is the program whose recursion misses count as potential loss.
 	primary *ebpf.Program
+	rec     ringbuf.Record
 }
 
 // Load checks the kernel, loads the programs with opts and attaches them.
@@ -210,9 +211,6 @@ func (p *Probe) RingSize() int { return p.reader.BufferSize() }
 // returns what is left in the ring, then os.ErrDeadlineExceeded.
 func (p *Probe) SetDeadline(t time.Time) { p.reader.SetDeadline(t) }
 
-// ReadInto reads the next record into rec, reusing its buffer.
-func (p *Probe) ReadInto(rec *ringbuf.Record) error { return p.reader.ReadInto(rec) }
-
 // Flush makes a blocked ReadInto return: the records still in the ring
 // first, then ringbuf.ErrFlushed.
 func (p *Probe) Flush() error { return p.reader.Flush() }
@@ -244,3 +242,12 @@ func IsFlushed(err error) bool { return errors.Is(err, ringbuf.ErrFlushed) }
 
 // IsClosed reports whether err means the reader was closed.
 func IsClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
+
+// Next returns the next raw record, blocking until one arrives or the
+// deadline passes. The slice is reused by the following call.
+func (p *Probe) Next() ([]byte, error) {
+	if err := p.reader.ReadInto(&p.rec); err != nil {
+		return nil, err
+	}
+	return p.rec.RawSample, nil
+}

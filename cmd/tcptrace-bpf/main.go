@@ -1,0 +1,180 @@
+// Command tcptrace-bpf traces TCP state transitions with eBPF and writes
+// per-connection timelines and per-state dwell-time histograms.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: tcptrace-bpf [flags]
+
+Trace every TCP state transition on this host with eBPF, and write
+per-connection timelines and per-state dwell-time histograms.
+
+Examples:
+  sudo tcptrace-bpf --port 8080                  NDJSON to stdout
+  sudo tcptrace-bpf --port 443 --format text     a table, histograms at exit
+  sudo tcptrace-bpf --emit histograms --duration 60s --format text
+
+Flags:
+`
+
+func main() {
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	os.Exit(code)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, done, err := parseFlags(args, stdout)
+	if done {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf: %v\n", err)
+		return 2
+	}
+	// Writes to a closed stdout return EPIPE instead of killing us, so
+	// the run can end cleanly (| head -1).
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := tracer.Run(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags returns the configuration, or done for --help/--version.
+func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, err error) {
+	cfg = tracer.Defaults()
+	fs := flag.NewFlagSet("tcptrace-bpf", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		ports    = fs.String("port", "", "only sockets with this local or remote port; a comma-separated list (applied in the kernel)")
+		v4       = fs.BoolP("ipv4", "4", false, "IPv4 only (v4-mapped IPv6 counts as IPv4)")
+		v6       = fs.BoolP("ipv6", "6", false, "IPv6 only")
+		pid      = fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id")
+		netns    = fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)")
+		emit     = fs.String("emit", "transitions,connections,histograms", "records to write: transitions, connections, histograms, all or none")
+		format   = fs.String("format", string(output.FormatNDJSON), "ndjson or text")
+		attach   = fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)")
+		ringSize = fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)")
+		help     = fs.BoolP("help", "h", false, "show this help")
+		showVer  = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms every DURATION as well as at exit (0: at exit only)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after DURATION (0: until SIGINT/SIGTERM)")
+	fs.DurationVar(&cfg.Flush, "flush", cfg.Flush, "longest time a record waits inside the tracer before it is written")
+	fs.StringVarP(&cfg.Output, "output", "o", "", "write records to FILE (appended, created 0640) instead of stdout")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections tracked at once; beyond it the least recently active are written early, marked evicted")
+
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, fmt.Errorf("%v (see --help)", err)
+	}
+	if *help {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return cfg, true, nil
+	}
+	if *showVer {
+		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
+		return cfg, true, nil
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if cfg.Ports, err = parsePorts(*ports); err != nil {
+		return cfg, false, err
+	}
+	switch {
+	case *v4 && *v6:
+		return cfg, false, errors.New("-4 and -6 exclude each other: give one, or neither for both")
+	case *v4:
+		cfg.Family = 4
+	case *v6:
+		cfg.Family = 6
+	}
+	cfg.PID, cfg.Netns = *pid, *netns
+	if cfg.Emit, err = tracer.ParseEmit(*emit); err != nil {
+		return cfg, false, err
+	}
+	cfg.Format = output.Format(*format)
+	cfg.Attach = probe.Attach(*attach)
+	if cfg.RingSize, err = parseSize(*ringSize); err != nil {
+		return cfg, false, fmt.Errorf("--ring-size: %v", err)
+	}
+	return cfg, false, cfg.Validate()
+}
+
+func parsePorts(s string) ([]uint16, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var ports []uint16
+	for _, part := range strings.Split(s, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(part), 10, 32)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("invalid --port %q: a port is a number from 1 to 65535", part)
+		}
+		ports = append(ports, uint16(n))
+	}
+	return ports, nil
+}
+
+// parseSize reads a byte count with an optional KiB/MiB/GiB (or K/M/G) suffix.
+func parseSize(s string) (int, error) {
+	num := strings.TrimRight(s, "KMGiBkmgb")
+	unit := strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s[len(num):], "B"), "b"))
+	mult := map[string]int{"": 1, "K": 1 << 10, "KI": 1 << 10, "M": 1 << 20, "MI": 1 << 20, "G": 1 << 30, "GI": 1 << 30}[unit]
+	n, err := strconv.Atoi(num)
+	if err != nil || mult == 0 || n <= 0 {
+		return 0, fmt.Errorf("invalid size %q (e.g. 16MiB)", s)
+	}
+	return n * mult, nil
+}
+
+func buildInfo() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown build"
+	}
+	rev, dirty := "", ""
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		rev = "unknown revision"
+	}
+	return rev + dirty + ", " + bi.GoVersion
+}

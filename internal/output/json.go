@@ -1,0 +1,71 @@
+package output
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Append helpers for an allocation-free JSON encoder. Each appends to dst
+// and returns the extended slice, like strconv.AppendInt.
+
+func appendKey(dst []byte, key string) []byte {
+	dst = append(dst, ',', '"')
+	dst = append(dst, key...)
+	return append(dst, '"', ':')
+}
+
+func appendUint(dst []byte, key string, v uint64) []byte {
+	return strconv.AppendUint(appendKey(dst, key), v, 10)
+}
+
+func appendBool(dst []byte, key string, v bool) []byte {
+	return strconv.AppendBool(appendKey(dst, key), v)
+}
+
+func appendTime(dst []byte, key string, t time.Time) []byte {
+	dst = append(appendKey(dst, key), '"')
+	dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+	return append(dst, '"')
+}
+
+// appendStr appends key and a JSON string; raw strings are state names
+// and other constants that need no escaping.
+func appendStr(dst []byte, key, raw string) []byte {
+	dst = append(appendKey(dst, key), '"')
+	dst = append(dst, raw...)
+	return append(dst, '"')
+}
+
+const hex = "0123456789abcdef"
+
+// appendQuoted appends s as a JSON string, escaping quotes, backslashes
+// and control characters and replacing invalid UTF-8 with U+FFFD.
+func appendQuoted(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			switch {
+			case b == '"' || b == '\\':
+				dst = append(dst, '\\', b)
+			case b < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			default:
+				dst = append(dst, b)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
+
+func appendUintRaw(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 10) }

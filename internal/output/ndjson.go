@@ -1,0 +1,204 @@
+package output
+
+import (
+	"bufio"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// NDJSON writes one JSON object a line. Field names are a contract
+// (docs/ndjson.md): add fields freely, never rename one.
+type NDJSON struct {
+	w       *bufio.Writer
+	clock   event.Clock
+	buf     []byte
+	buckets []histogram.Bucket
+	err     error
+}
+
+// NewNDJSON returns an NDJSON writer on w that converts kernel timestamps
+// to wall time with clock.
+func NewNDJSON(w io.Writer, clock event.Clock) *NDJSON {
+	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, buf: make([]byte, 0, 4096)}
+}
+
+func (n *NDJSON) write() {
+	n.buf = append(n.buf, '\n')
+	if n.err == nil {
+		_, n.err = n.w.Write(n.buf)
+	}
+}
+
+// start begins a record of the given type.
+func (n *NDJSON) start(typ string) []byte {
+	n.buf = append(n.buf[:0], `{"type":"`...)
+	n.buf = append(n.buf, typ...)
+	return append(n.buf, '"')
+}
+
+func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) []byte {
+	dst = appendStr(dst, "family", family.String())
+	dst = append(appendKey(dst, "saddr"), '"')
+	dst = src.Addr().AppendTo(dst)
+	dst = append(dst, '"')
+	dst = appendUint(dst, "sport", uint64(src.Port()))
+	dst = append(appendKey(dst, "daddr"), '"')
+	dst = dst_.Addr().AppendTo(dst)
+	dst = append(dst, '"')
+	return appendUint(dst, "dport", uint64(dst_.Port()))
+}
+
+func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
+	if !known {
+		return dst
+	}
+	dst = appendUint(dst, "pid", uint64(pid))
+	return appendQuoted(appendKey(dst, "comm"), event.CommBytes(comm))
+}
+
+// Transition writes a "transition" record.
+func (n *NDJSON) Transition(e *event.Event) {
+	b := n.start("transition")
+	b = appendTime(b, "ts", n.clock.Wall(e.Mono))
+	b = appendUint(b, "cookie", e.Cookie)
+	b = appendUint(b, "netns", uint64(e.Netns))
+	b = appendEndpoints(b, e.Family, e.Src, e.Dst)
+	b = appendStr(b, "old", e.Old.String())
+	b = appendStr(b, "new", e.New.String())
+	if e.Has(event.DwellKnown) {
+		b = appendUint(b, "dwell_ns", uint64(e.Dwell))
+	}
+	b = appendOwner(b, e.Has(event.OwnerKnown), e.PID, &e.Comm)
+	if e.Has(event.Inherited) {
+		b = appendStr(b, "owner_from", "listener")
+	}
+	if e.Has(event.CookieSynth) {
+		b = appendBool(b, "cookie_synthetic", true)
+	}
+	n.buf = append(b, '}')
+	n.write()
+}
+
+// Connection writes a "connection" record.
+func (n *NDJSON) Connection(c *timeline.Conn) {
+	b := n.start("connection")
+	b = appendUint(b, "cookie", c.Cookie)
+	b = appendUint(b, "netns", uint64(c.Netns))
+	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
+	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
+	if c.Start != 0 {
+		b = appendTime(b, "start", n.clock.Wall(c.Start))
+	}
+	b = appendTime(b, "end", n.clock.Wall(c.End))
+	if c.Start != 0 && c.End >= c.Start {
+		b = appendUint(b, "duration_ns", c.End-c.Start)
+	}
+	b = appendBool(b, "open", c.Open)
+	b = appendBool(b, "partial", c.Partial)
+	if c.Evicted {
+		b = appendBool(b, "evicted", true)
+	}
+	b = append(appendKey(b, "states"), '[')
+	for i := range c.States {
+		s := &c.States[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"state":"`...)
+		b = append(b, s.State.String()...)
+		b = append(b, '"')
+		if s.Enter != 0 {
+			b = appendTime(b, "ts", n.clock.Wall(s.Enter))
+		}
+		if s.DwellKnown {
+			b = appendUint(b, "dwell_ns", s.Dwell)
+		}
+		if s.Unseen {
+			b = appendBool(b, "unseen", true)
+		}
+		b = append(b, '}')
+	}
+	n.buf = append(b, ']', '}')
+	n.write()
+}
+
+// Histograms writes one "histogram" record per state that has values.
+func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
+	for st := range hs {
+		h := &hs[st]
+		if h.Count() == 0 {
+			continue
+		}
+		b := n.start("histogram")
+		b = appendTime(b, "ts", ts)
+		b = appendTime(b, "since", since)
+		b = appendStr(b, "state", event.State(st).String())
+		b = appendUint(b, "count", h.Count())
+		b = appendUint(b, "sum_ns", h.Sum())
+		b = appendUint(b, "min_ns", h.Min())
+		b = appendUint(b, "max_ns", h.Max())
+		b = appendUint(b, "p50_ns", h.Quantile(0.50))
+		b = appendUint(b, "p90_ns", h.Quantile(0.90))
+		b = appendUint(b, "p99_ns", h.Quantile(0.99))
+		b = append(appendKey(b, "buckets"), '[')
+		n.buckets = h.AppendBuckets(n.buckets[:0])
+		for i, bk := range n.buckets {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"ge_ns":`...)
+			b = appendUintRaw(b, bk.Lo)
+			b = appendUint(b, "le_ns", bk.Hi)
+			b = appendUint(b, "count", bk.Count)
+			b = append(b, '}')
+		}
+		n.buf = append(b, ']', '}')
+		n.write()
+	}
+}
+
+// Lost writes a "lost" record.
+func (n *NDJSON) Lost(l *Lost) {
+	b := n.start("lost")
+	b = appendTime(b, "ts", l.TS)
+	b = appendUint(b, "count", l.Count())
+	b = appendUint(b, "ringbuf_full", l.RingbufFull)
+	b = appendUint(b, "recursion", l.Recursion)
+	b = appendUint(b, "decode_errors", l.Decode)
+	b = appendUint(b, "total", l.Total())
+	n.buf = append(b, '}')
+	n.write()
+}
+
+// Stats writes the closing "stats" record.
+func (n *NDJSON) Stats(s *Stats) {
+	b := n.start("stats")
+	b = appendTime(b, "ts", s.TS)
+	b = appendStr(b, "attach", s.Attach)
+	b = appendUint(b, "events", s.Events)
+	b = appendUint(b, "connections", s.Connections)
+	b = appendUint(b, "open", s.Open)
+	b = appendUint(b, "evictions", s.Evictions)
+	b = appendUint(b, "rescued", s.Rescued)
+	b = appendUint(b, "storage_fail", s.StorageFail)
+	b = appendUint(b, "lost", s.Lost)
+	if s.Runs != 0 {
+		b = appendUint(b, "bpf_runs", s.Runs)
+		b = appendUint(b, "bpf_run_time_ns", s.RunTimeNs)
+	}
+	n.buf = append(b, '}')
+	n.write()
+}
+
+// Flush writes out the buffer.
+func (n *NDJSON) Flush() error {
+	if n.err == nil {
+		n.err = n.w.Flush()
+	}
+	return n.err
+}

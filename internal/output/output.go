@@ -1,0 +1,67 @@
+// Package output writes what the tracer saw: NDJSON for machines (one
+// object a line, the contract in docs/ndjson.md) or a text table for a
+// person. Writers buffer; Flush pushes the buffer out, and the first
+// write error sticks and is returned by every later Flush.
+package output
+
+import (
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// Histograms holds one dwell-time histogram per state, indexed by State.
+type Histograms [event.NumStates]histogram.Histogram
+
+// Lost reports transitions that never reached the tracer, since the
+// previous report (the deltas) and since start (the totals).
+type Lost struct {
+	TS                                   time.Time
+	RingbufFull, Recursion, Decode       uint64
+	TotalRingbufFull, TotalRecursion     uint64
+	TotalDecode                          uint64
+}
+
+// Count is the number lost since the previous report.
+func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode }
+
+// Total is the number lost since start.
+func (l *Lost) Total() uint64 { return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode }
+
+// Stats is the closing account of a run.
+type Stats struct {
+	TS          time.Time
+	Attach      string
+	Events      uint64 // transitions received
+	Connections uint64 // connection records written
+	Open        uint64 // of which still open at exit
+	Evictions   uint64
+	Rescued     uint64 // recorded by the backup program
+	StorageFail uint64
+	Lost        uint64
+	RunTimeNs   uint64 // BPF run time, with kernel.bpf_stats_enabled=1
+	Runs        uint64
+}
+
+// Sink receives everything the tracer emits.
+type Sink interface {
+	Transition(e *event.Event)
+	Connection(c *timeline.Conn)
+	// Histograms writes the non-empty histograms, cumulative since since.
+	Histograms(ts, since time.Time, h *Histograms)
+	Lost(l *Lost)
+	Stats(s *Stats)
+	// Flush writes out what is buffered; it returns the first error any
+	// write met.
+	Flush() error
+}
+
+// Format names an output format.
+type Format string
+
+const (
+	FormatNDJSON Format = "ndjson"
+	FormatText   Format = "text"
+)

@@ -1,0 +1,186 @@
+package output
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/bits"
+	"strings"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// TextWriter writes a table for a person: one line per transition, one per
+// finished connection, and bcc-style histograms.
+type TextWriter struct {
+	w       *bufio.Writer
+	clock   event.Clock
+	header  bool
+	buckets []histogram.Bucket
+	err     error
+}
+
+// NewText returns a text writer on w.
+func NewText(w io.Writer, clock event.Clock) *TextWriter {
+	return &TextWriter{w: bufio.NewWriterSize(w, 64<<10), clock: clock}
+}
+
+func (t *TextWriter) printf(format string, args ...any) {
+	if t.err == nil {
+		_, t.err = fmt.Fprintf(t.w, format, args...)
+	}
+}
+
+const textRow = "%-15s %-7s %-15s %-39s %-39s %-11s -> %-12s %s\n"
+
+func owner(known bool, pid uint32, comm *[16]byte) (string, string) {
+	if !known {
+		return "?", "?"
+	}
+	return fmt.Sprint(pid), string(event.CommBytes(comm))
+}
+
+// Transition writes one table row.
+func (t *TextWriter) Transition(e *event.Event) {
+	if !t.header {
+		t.header = true
+		t.printf(textRow, "TIME", "PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "OLD", "NEW", "DWELL")
+	}
+	dwell := "-"
+	if e.Has(event.DwellKnown) {
+		dwell = FormatDuration(uint64(e.Dwell))
+	}
+	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
+	t.printf(textRow, t.clock.Wall(e.Mono).Format("15:04:05.000000"), pid, comm,
+		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
+}
+
+// Connection writes one line: who, where, and the path through the states.
+func (t *TextWriter) Connection(c *timeline.Conn) {
+	var path strings.Builder
+	for i := range c.States {
+		s := &c.States[i]
+		if i > 0 {
+			path.WriteString(" > ")
+		}
+		path.WriteString(s.State.String())
+		if s.DwellKnown {
+			path.WriteString(" " + FormatDuration(s.Dwell))
+		}
+	}
+	var tags []string
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{c.Open, "open"}, {c.Partial, "partial"}, {c.Evicted, "evicted"}} {
+		if f.on {
+			tags = append(tags, f.name)
+		}
+	}
+	tag := ""
+	if len(tags) > 0 {
+		tag = " [" + strings.Join(tags, ",") + "]"
+	}
+	dur := "?"
+	if c.Start != 0 && c.End >= c.Start {
+		dur = FormatDuration(c.End - c.Start)
+	}
+	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
+	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", t.clock.Wall(c.End).Format("15:04:05.000000"),
+		pid, comm, c.Src, c.Dst, dur, path.String(), tag)
+}
+
+// Histograms writes each non-empty state's summary and power-of-two bars.
+func (t *TextWriter) Histograms(ts, since time.Time, hs *Histograms) {
+	t.printf("\nDwell time per state, %s to %s (%s):\n", since.Format("15:04:05"), ts.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
+	any := false
+	for st := range hs {
+		h := &hs[st]
+		if h.Count() == 0 {
+			continue
+		}
+		any = true
+		t.printf("\n%s: count %d  min %s  p50 %s  p90 %s  p99 %s  max %s\n", event.State(st), h.Count(),
+			FormatDuration(h.Min()), FormatDuration(h.Quantile(.5)), FormatDuration(h.Quantile(.9)),
+			FormatDuration(h.Quantile(.99)), FormatDuration(h.Max()))
+		t.bars(h)
+	}
+	if !any {
+		t.printf("  (no completed dwell times)\n")
+	}
+}
+
+// bars folds the log-linear buckets into powers of two, as bcc prints.
+func (t *TextWriter) bars(h *histogram.Histogram) {
+	var pow [65]uint64
+	t.buckets = h.AppendBuckets(t.buckets[:0])
+	lo, hi := 64, 0
+	for _, b := range t.buckets {
+		k := bits.Len64(b.Lo) // 0 for value 0, else floor(log2)+1
+		pow[k] += b.Count
+		lo, hi = min(lo, k), max(hi, k)
+	}
+	var peak uint64
+	for k := lo; k <= hi; k++ {
+		peak = max(peak, pow[k])
+	}
+	for k := lo; k <= hi; k++ {
+		from, to := uint64(0), uint64(0)
+		if k > 0 {
+			from, to = 1<<(k-1), 1<<k
+		} else {
+			to = 1
+		}
+		n := int(pow[k] * 40 / peak)
+		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(from), FormatDuration(to), pow[k], strings.Repeat("*", n))
+	}
+}
+
+// Lost writes a warning line.
+func (t *TextWriter) Lost(l *Lost) {
+	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d); %d since start\n",
+		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Total())
+}
+
+// Stats writes the closing summary.
+func (t *TextWriter) Stats(s *Stats) {
+	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
+		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
+}
+
+// Flush writes out the buffer.
+func (t *TextWriter) Flush() error {
+	if t.err == nil {
+		t.err = t.w.Flush()
+	}
+	return t.err
+}
+
+// FormatDuration prints nanoseconds with three significant digits.
+func FormatDuration(ns uint64) string {
+	d := float64(ns)
+	switch {
+	case ns < 1_000:
+		return fmt.Sprintf("%dns", ns)
+	case ns < 1_000_000:
+		return trim(d/1e3) + "µs"
+	case ns < 1_000_000_000:
+		return trim(d/1e6) + "ms"
+	case ns < 60_000_000_000:
+		return trim(d/1e9) + "s"
+	}
+	return time.Duration(ns).Round(time.Second).String()
+}
+
+func trim(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}

@@ -1,0 +1,148 @@
+// Package tracer wires the kernel probe to timelines, histograms and the
+// output: the data path kernel -> ring buffer -> decode -> timeline and
+// histogram -> sink.
+package tracer
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+)
+
+// Emit selects the record types written.
+type Emit uint8
+
+const (
+	EmitTransitions Emit = 1 << iota
+	EmitConnections
+	EmitHistograms
+	EmitAll = EmitTransitions | EmitConnections | EmitHistograms
+)
+
+// ParseEmit reads a comma-separated list of transitions, connections,
+// histograms, or "all" or "none".
+func ParseEmit(s string) (Emit, error) {
+	var e Emit
+	for _, part := range strings.Split(s, ",") {
+		switch strings.TrimSpace(strings.ToLower(part)) {
+		case "transitions", "transition":
+			e |= EmitTransitions
+		case "connections", "connection":
+			e |= EmitConnections
+		case "histograms", "histogram":
+			e |= EmitHistograms
+		case "all":
+			e |= EmitAll
+		case "none":
+		default:
+			return 0, fmt.Errorf("unknown --emit value %q (use transitions, connections, histograms, all or none)", part)
+		}
+	}
+	return e, nil
+}
+
+// String lists the selected record types.
+func (e Emit) String() string {
+	var names []string
+	for _, x := range []struct {
+		bit  Emit
+		name string
+	}{{EmitTransitions, "transitions"}, {EmitConnections, "connections"}, {EmitHistograms, "histograms"}} {
+		if e&x.bit != 0 {
+			names = append(names, x.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// Config is everything a run needs.
+type Config struct {
+	Ports    []uint16
+	Family   int    // 0, 4 or 6
+	PID      uint32 // owner; 0 any
+	Netns    uint32 // netns inode; 0 any
+	Emit     Emit
+	Interval time.Duration // histograms every Interval; 0: at exit only
+	Duration time.Duration // stop after; 0: until a signal
+	Flush    time.Duration // longest time a record waits in the tracer
+	Output   string        // file, or "" / "-" for stdout
+	Format   output.Format
+	Attach   probe.Attach
+	RingSize int // bytes
+	MaxConns int // open connections tracked at once
+}
+
+// Defaults returns the configuration of a bare `tcptrace-bpf`.
+func Defaults() Config {
+	return Config{
+		Emit:     EmitAll,
+		Flush:    100 * time.Millisecond,
+		Format:   output.FormatNDJSON,
+		Attach:   probe.AttachBTF,
+		RingSize: 16 << 20,
+		MaxConns: 262144,
+	}
+}
+
+// Validate reports the first invalid setting, worded for the command line.
+func (c *Config) Validate() error {
+	switch {
+	case c.Family != 0 && c.Family != 4 && c.Family != 6:
+		return fmt.Errorf("family must be 4 or 6, not %d", c.Family)
+	case c.Interval < 0:
+		return fmt.Errorf("--interval must not be negative (got %s); 0 means histograms only at exit", c.Interval)
+	case c.Duration < 0:
+		return fmt.Errorf("--duration must not be negative (got %s); 0 means until interrupted", c.Duration)
+	case c.Flush <= 0 || c.Flush > time.Minute:
+		return fmt.Errorf("--flush must be between 1ms and 1m (got %s)", c.Flush)
+	case c.Format != output.FormatNDJSON && c.Format != output.FormatText:
+		return fmt.Errorf("--format must be ndjson or text, not %q", c.Format)
+	case c.RingSize < 4096 || c.RingSize&(c.RingSize-1) != 0 || c.RingSize > 1<<30:
+		return fmt.Errorf("--ring-size must be a power of two between 4KiB and 1GiB (got %d)", c.RingSize)
+	case c.MaxConns < 1:
+		return fmt.Errorf("--max-conns must be at least 1 (got %d)", c.MaxConns)
+	}
+	if _, err := probe.ParseAttach(string(c.Attach)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ErrNoPrivileges is returned when the process may not load BPF programs.
+var ErrNoPrivileges = probe.ErrPrivileges
+
+// describe is the "what, which filters" part of the start-up line.
+func (c *Config) describe() string {
+	var f []string
+	if len(c.Ports) > 0 {
+		ps := make([]string, len(c.Ports))
+		for i, p := range c.Ports {
+			ps[i] = fmt.Sprint(p)
+		}
+		f = append(f, "port "+strings.Join(ps, ","))
+	}
+	if c.Family != 0 {
+		f = append(f, fmt.Sprintf("IPv%d", c.Family))
+	}
+	if c.PID != 0 {
+		f = append(f, fmt.Sprintf("pid %d", c.PID))
+	}
+	if c.Netns != 0 {
+		f = append(f, fmt.Sprintf("netns %d", c.Netns))
+	}
+	filters := "none"
+	if len(f) > 0 {
+		filters = strings.Join(f, ", ")
+	}
+	out := c.Output
+	if out == "" || out == "-" {
+		out = "stdout"
+	}
+	return fmt.Sprintf("filters: %s; emit %s as %s to %s", filters, c.Emit, c.Format, out)
+}

@@ -1,0 +1,261 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// Run traces until ctx ends or cfg.Duration passes, writing records to
+// cfg.Output (or stdout) and status lines to stderr. Everything captured
+// is written out before it returns, also on error where the output still
+// works. A closed stdout ends the run without error.
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := probe.CheckPrivileges(); err != nil {
+		return err
+	}
+	w, closeOut, err := openOutput(cfg.Output, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+
+	owners, netns, err := sockowner.Scan("/proc")
+	if err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf: warning: cannot read /proc (%v): owners of sockets that exist now are unknown\n", err)
+	}
+	p, err := probe.Load(probe.Options{
+		Attach:      cfg.Attach,
+		Ports:       cfg.Ports,
+		Family:      cfg.Family,
+		PID:         cfg.PID,
+		Netns:       cfg.Netns,
+		RingSize:    cfg.RingSize,
+		WakeupBytes: cfg.RingSize / 8,
+		MaxSockets:  cfg.MaxConns,
+		Owners:      owners,
+		NetnsPaths:  netns,
+	})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+
+	start := time.Now()
+	clock := event.NewClock(start, probe.MonotonicNow())
+	var sink output.Sink
+	if cfg.Format == output.FormatText {
+		sink = output.NewText(w, clock)
+	} else {
+		sink = output.NewNDJSON(w, clock)
+	}
+	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start}
+	if cfg.Emit&EmitConnections != 0 {
+		r.tracker = timeline.New(cfg.MaxConns, r.connection)
+	}
+
+	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
+		p.Attach(), p.RingSize()>>20, len(owners), cfg.describe())
+
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	err = r.loop(ctx)
+	if errors.Is(err, syscall.EPIPE) {
+		return nil // the reader went away: | head -1
+	}
+	return err
+}
+
+// openOutput opens the output file (created 0640, appended to), or
+// returns stdout.
+func openOutput(path string, stdout io.Writer) (io.Writer, func(), error) {
+	if path == "" || path == "-" {
+		return stdout, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot open output file: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}
+
+type run struct {
+	cfg     Config
+	p       *probe.Probe
+	sink    output.Sink
+	tracker *timeline.Tracker
+	stderr  io.Writer
+	start   time.Time
+
+	ev          event.Event
+	hists       output.Histograms
+	events      uint64
+	conns       uint64
+	open        uint64
+	decodeErrs  uint64
+	lastHealth  probe.Health
+	lastDecode  uint64
+	lastLostAt  time.Time
+	lastHistsAt time.Time
+}
+
+func (r *run) connection(c *timeline.Conn) {
+	r.conns++
+	if c.Open {
+		r.open++
+	}
+	r.sink.Connection(c)
+}
+
+// handle processes one raw record.
+func (r *run) handle(raw []byte) {
+	if err := event.Decode(raw, &r.ev); err != nil {
+		r.decodeErrs++
+		return
+	}
+	r.events++
+	e := &r.ev
+	// CLOSE is where sockets start and end, not a state they dwell in.
+	if e.Has(event.DwellKnown) && e.Old != event.Close {
+		r.hists[e.Old].Record(uint64(e.Dwell))
+	}
+	if r.cfg.Emit&EmitTransitions != 0 {
+		r.sink.Transition(e)
+	}
+	if r.tracker != nil {
+		r.tracker.Observe(e)
+	}
+}
+
+// loop reads the ring buffer in batches: each ReadInto returns at once
+// while records wait, and the deadline bounds how long a record can sit
+// in the ring (the kernel side wakes us only past a fill watermark).
+func (r *run) loop(ctx context.Context) error {
+	r.lastLostAt, r.lastHistsAt = r.start, r.start
+	for {
+		r.p.SetDeadline(time.Now().Add(r.cfg.Flush))
+		for n := 0; ; n++ {
+			raw, err := r.p.Next()
+			if err != nil {
+				if probe.IsDeadline(err) {
+					break
+				}
+				return r.finish(fmt.Errorf("reading ring buffer: %w", err))
+			}
+			r.handle(raw)
+			// A ring that never runs dry must not starve the periodic work.
+			if n&4095 == 4095 && ctx.Err() != nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			return r.finish(nil)
+		}
+		if err := r.periodic(time.Now()); err != nil {
+			return r.finish(err)
+		}
+	}
+}
+
+func (r *run) periodic(now time.Time) error {
+	if now.Sub(r.lastLostAt) >= time.Second {
+		r.lastLostAt = now
+		if err := r.reportLost(now); err != nil {
+			return err
+		}
+	}
+	if r.cfg.Interval > 0 && r.cfg.Emit&EmitHistograms != 0 && now.Sub(r.lastHistsAt) >= r.cfg.Interval {
+		r.lastHistsAt = now
+		r.sink.Histograms(now, r.start, &r.hists)
+	}
+	return r.sink.Flush()
+}
+
+// reportLost writes a lost record when the kernel dropped or skipped
+// anything, or a record was bad, since the last report.
+func (r *run) reportLost(now time.Time) error {
+	h, err := r.p.Health()
+	if err != nil {
+		return err
+	}
+	l := output.Lost{
+		TS:               now,
+		RingbufFull:      h.RingbufFull - r.lastHealth.RingbufFull,
+		Recursion:        h.Recursion - r.lastHealth.Recursion,
+		Decode:           r.decodeErrs - r.lastDecode,
+		TotalRingbufFull: h.RingbufFull,
+		TotalRecursion:   h.Recursion,
+		TotalDecode:      r.decodeErrs,
+	}
+	r.lastHealth, r.lastDecode = h, r.decodeErrs
+	if l.Count() > 0 {
+		r.sink.Lost(&l)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d)\n",
+			l.Count(), l.RingbufFull, l.Recursion, l.Decode)
+	}
+	return nil
+}
+
+// finish detaches the programs, drains what is left in the ring, and
+// writes the closing records. cause is returned, or the first error of
+// the closing work.
+func (r *run) finish(cause error) error {
+	r.p.Detach()
+	if cause == nil {
+		if err := r.p.Flush(); err == nil {
+			for {
+				raw, err := r.p.Next()
+				if err != nil {
+					break // ringbuf.ErrFlushed: drained
+				}
+				r.handle(raw)
+			}
+		}
+	}
+	now := time.Now()
+	if r.tracker != nil {
+		r.tracker.Flush(probe.MonotonicNow())
+	}
+	lostErr := r.reportLost(now)
+	if r.cfg.Emit&EmitHistograms != 0 {
+		r.sink.Histograms(now, r.start, &r.hists)
+	}
+	h := r.lastHealth
+	st := output.Stats{
+		TS: now, Attach: string(r.p.Attach()), Events: r.events, Connections: r.conns, Open: r.open,
+		Rescued: h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.decodeErrs,
+		Runs: h.Runs, RunTimeNs: h.RunTimeNs,
+	}
+	if r.tracker != nil {
+		st.Evictions = r.tracker.Stats().Evictions
+	}
+	r.sink.Stats(&st)
+	flushErr := r.sink.Flush()
+	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.events, r.conns, st.Lost)
+	if cause != nil {
+		return cause
+	}
+	if lostErr != nil {
+		return lostErr
+	}
+	if flushErr != nil {
+		return fmt.Errorf("writing output: %w", flushErr)
+	}
+	return nil
+}
