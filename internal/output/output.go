@@ -18,10 +18,10 @@ type Histograms [event.NumStates]histogram.Histogram
 // Lost reports transitions that never reached the tracer, since the
 // previous report (the deltas) and since start (the totals).
 type Lost struct {
-	TS                                   time.Time
-	RingbufFull, Recursion, Decode       uint64
-	TotalRingbufFull, TotalRecursion     uint64
-	TotalDecode                          uint64
+	TS                               time.Time
+	RingbufFull, Recursion, Decode   uint64
+	TotalRingbufFull, TotalRecursion uint64
+	TotalDecode                      uint64
 }
 
 // Count is the number lost since the previous report.
