@@ -182,7 +182,7 @@ func (n *NDJSON) Stats(s *Stats) {
 	b = appendStr(b, "attach", s.Attach)
 	b = appendUint(b, "events", s.Events)
 	b = appendUint(b, "connections", s.Connections)
-	b = appendUint(b, "open", s.Open)
+	b = appendUint(b, "open_connections", s.Open)
 	b = appendUint(b, "evictions", s.Evictions)
 	b = appendUint(b, "rescued", s.Rescued)
 	b = appendUint(b, "storage_fail", s.StorageFail)

@@ -1,0 +1,135 @@
+// Package nettest gives privileged tests a network namespace of their own
+// and peer processes (a TCP server and client) to run inside it, so that
+// real traffic never touches the host's interfaces and tests can run in
+// parallel, each filtering on its own namespace.
+package nettest
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RequireEnv makes every privilege skip a failure when set to 1.
+const RequireEnv = "TCPTRACE_REQUIRE_BPF"
+
+// RequirePrivileges skips t unless the process is root with ip(8)
+// available; under TCPTRACE_REQUIRE_BPF=1 it fails instead.
+func RequirePrivileges(t testing.TB) {
+	t.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "needs root (loads BPF programs, creates network namespaces)"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		reason = "needs ip(8) from iproute2 to create network namespaces"
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("%s, and %s=1 forbids skipping", reason, RequireEnv)
+	}
+	t.Skip(reason)
+}
+
+var seq atomic.Uint32
+
+// Netns is a network namespace made for one test, with loopback up.
+type Netns struct {
+	Name  string
+	Inode uint32
+}
+
+// NewNetns creates a namespace that is deleted when t ends.
+func NewNetns(t testing.TB) *Netns {
+	t.Helper()
+	name := fmt.Sprintf("tcptrace-test-%d-%d", os.Getpid(), seq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", name, err, out)
+		}
+	})
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("bringing lo up in %s: %v: %s", name, err, out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat("/run/netns/"+name, &st); err != nil {
+		t.Fatalf("stat netns %s: %v", name, err)
+	}
+	return &Netns{Name: name, Inode: uint32(st.Ino)}
+}
+
+// Peer is a peer process running inside a namespace.
+type Peer struct {
+	Cmd   *exec.Cmd
+	PID   int // the peer's own PID, as it reported it
+	Port  int // the server's port
+	lines *bufio.Scanner
+	t     testing.TB
+}
+
+// Start runs this test binary as a peer (see PeerMain) inside ns with
+// the given arguments, and waits for its "ready" line.
+func (ns *Netns) Start(t testing.TB, args ...string) *Peer {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, self}, args...)...)
+	cmd.Env = append(os.Environ(), peerEnv+"=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting peer %v: %v", args, err)
+	}
+	p := &Peer{Cmd: cmd, lines: bufio.NewScanner(out), t: t}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line := p.Line()
+	if _, err := fmt.Sscanf(line, "ready %d %d", &p.Port, &p.PID); err != nil {
+		t.Fatalf("peer %v: got %q, want ready PORT PID", args, line)
+	}
+	return p
+}
+
+// Line returns the peer's next output line (10 s at most).
+func (p *Peer) Line() string {
+	p.t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		if p.lines.Scan() {
+			got <- p.lines.Text()
+		} else {
+			got <- "EOF: " + fmt.Sprint(p.lines.Err())
+		}
+	}()
+	select {
+	case l := <-got:
+		return l
+	case <-time.After(10 * time.Second):
+		p.t.Fatal("peer said nothing for 10 s")
+		return ""
+	}
+}
+
+// Wait waits for the peer to exit and fails t if it failed.
+func (p *Peer) Wait() {
+	p.t.Helper()
+	if err := p.Cmd.Wait(); err != nil {
+		p.t.Fatalf("peer %v: %v", p.Cmd.Args, err)
+	}
+}

@@ -1,0 +1,101 @@
+package nettest
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+const peerEnv = "TCPTRACE_TEST_PEER"
+
+// IsPeer reports whether this process was started by Netns.Start. Call it
+// first in TestMain: if true, call PeerMain instead of running tests.
+func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
+
+// PeerMain runs the peer role named by the arguments and exits:
+//
+//	server ADDR N CLOSE_DELAY   listen, print "ready PORT PID", accept N
+//	                            connections; for each, read to EOF (the
+//	                            client closes first), wait CLOSE_DELAY,
+//	                            close; then close the listener
+//	client ADDR N               connect N times, one at a time, closing
+//	                            each at once after a 1-byte write; print
+//	                            "ready 0 PID" first and "done" at the end
+//	connect ADDR TIMEOUT        one connect with a timeout; prints the error
+func PeerMain() {
+	flag.CommandLine = flag.NewFlagSet("peer", flag.ExitOnError)
+	args := os.Args[1:]
+	if err := peer(args); err != nil {
+		fmt.Fprintf(os.Stderr, "peer %v: %v\n", args, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func peer(args []string) error {
+	if len(args) < 2 {
+		return fmt.Errorf("usage: server|client|connect ADDR ...")
+	}
+	switch args[0] {
+	case "server":
+		var n int
+		var delay time.Duration
+		if len(args) != 4 {
+			return fmt.Errorf("server ADDR N CLOSE_DELAY")
+		}
+		fmt.Sscan(args[2], &n)
+		delay, err := time.ParseDuration(args[3])
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+		for i := 0; i < n; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(io.Discard, c); err != nil {
+				return err
+			}
+			time.Sleep(delay)
+			c.Close()
+		}
+		return ln.Close()
+	case "client":
+		var n int
+		if len(args) != 3 {
+			return fmt.Errorf("client ADDR N")
+		}
+		fmt.Sscan(args[2], &n)
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("tcp", args[1])
+			if err != nil {
+				return err
+			}
+			if _, err := c.Write([]byte{1}); err != nil {
+				return err
+			}
+			c.Close()
+		}
+		fmt.Println("done")
+		return nil
+	case "connect":
+		timeout, err := time.ParseDuration(args[2])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		_, err = net.DialTimeout("tcp", args[1], timeout)
+		fmt.Printf("result %v\n", err)
+		return nil
+	}
+	return fmt.Errorf("unknown role %q", args[0])
+}

@@ -1,0 +1,156 @@
+package tracer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// record is any NDJSON record, with the fields the tests look at.
+type record struct {
+	Type     string  `json:"type"`
+	TS       string  `json:"ts"`
+	Cookie   uint64  `json:"cookie"`
+	Netns    uint32  `json:"netns"`
+	Family   string  `json:"family"`
+	Saddr    string  `json:"saddr"`
+	Sport    int     `json:"sport"`
+	Daddr    string  `json:"daddr"`
+	Dport    int     `json:"dport"`
+	Old      string  `json:"old"`
+	New      string  `json:"new"`
+	DwellNs  *uint64 `json:"dwell_ns"`
+	PID      *int    `json:"pid"`
+	Comm     string  `json:"comm"`
+	Open     bool    `json:"open"`
+	Partial  bool    `json:"partial"`
+	Start    string  `json:"start"`
+	States   []struct {
+		State   string  `json:"state"`
+		TS      string  `json:"ts"`
+		DwellNs *uint64 `json:"dwell_ns"`
+	} `json:"states"`
+	State  string `json:"state"`
+	Count  uint64 `json:"count"`
+	P50    uint64 `json:"p50_ns"`
+	Events uint64 `json:"events"`
+	Lost   uint64 `json:"lost"`
+	Attach string `json:"attach"`
+}
+
+// lockedBuffer is an io.Writer safe for the tracer and the test to share.
+type lockedBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{}
+	once  sync.Once
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ready != nil && bytes.Contains(p, []byte("tcptrace-bpf: tracing")) {
+		b.once.Do(func() { close(b.ready) })
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type traced struct {
+	cancel context.CancelFunc
+	done   chan error
+	out    *lockedBuffer
+	errOut *lockedBuffer
+}
+
+// startTracer runs Run in the background and returns once the probes are
+// attached.
+func startTracer(t *testing.T, cfg Config) *traced {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &traced{cancel: cancel, done: make(chan error, 1), out: &lockedBuffer{},
+		errOut: &lockedBuffer{ready: make(chan struct{})}}
+	go func() { tr.done <- Run(ctx, cfg, tr.out, tr.errOut) }()
+	select {
+	case <-tr.errOut.ready:
+	case err := <-tr.done:
+		cancel()
+		t.Fatalf("tracer ended before it was ready: %v\nstderr: %s", err, tr.errOut)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatalf("tracer not ready after 20 s; stderr: %s", tr.errOut)
+	}
+	t.Cleanup(cancel)
+	return tr
+}
+
+// stop ends the run like SIGINT would and returns every record written.
+func (tr *traced) stop(t *testing.T) []record {
+	t.Helper()
+	tr.cancel()
+	select {
+	case err := <-tr.done:
+		if err != nil {
+			t.Fatalf("tracer: %v\nstderr: %s", err, tr.errOut)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("tracer did not stop within 20 s of cancel")
+	}
+	return parseRecords(t, tr.out.String())
+}
+
+func parseRecords(t *testing.T, s string) []record {
+	t.Helper()
+	var recs []record
+	sc := bufio.NewScanner(strings.NewReader(s))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var r record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line is not JSON: %v: %q", err, sc.Text())
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func ofType(recs []record, typ string) []record {
+	var out []record
+	for _, r := range recs {
+		if r.Type == typ {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// byCookie groups transitions per socket, in arrival order.
+func byCookie(recs []record) map[uint64][]record {
+	m := map[uint64][]record{}
+	for _, r := range ofType(recs, "transition") {
+		m[r.Cookie] = append(m[r.Cookie], r)
+	}
+	return m
+}
+
+// path renders a socket's transitions as "CLOSE>SYN_SENT>ESTABLISHED...".
+func path(ts []record) string {
+	if len(ts) == 0 {
+		return ""
+	}
+	parts := []string{ts[0].Old}
+	for _, r := range ts {
+		parts = append(parts, r.New)
+	}
+	return strings.Join(parts, ">")
+}

@@ -1,0 +1,336 @@
+//go:build linux
+
+package tracer
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+)
+
+const (
+	clientPath = "CLOSE>SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE"
+	childPath  = "LISTEN>SYN_RECV>ESTABLISHED>CLOSE_WAIT>LAST_ACK>CLOSE"
+	listenPath = "CLOSE>LISTEN>CLOSE"
+)
+
+// peerComm is what the kernel shows as the peers' command.
+func peerComm(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := filepath.Base(exe)
+	return c[:min(len(c), 15)]
+}
+
+func nsConfig(ns *nettest.Netns) Config {
+	cfg := Defaults()
+	cfg.Netns = ns.Inode
+	cfg.Flush = 20 * time.Millisecond
+	return cfg
+}
+
+// oneConnection runs a server that holds CLOSE_WAIT for closeDelay and a
+// client that connects once and closes first; it returns both peers.
+func oneConnection(t *testing.T, ns *nettest.Netns, listen, connectHost string, closeDelay time.Duration) (server, client *nettest.Peer) {
+	t.Helper()
+	server = ns.Start(t, "server", listen, "1", closeDelay.String())
+	client = ns.Start(t, "client", fmt.Sprintf("%s:%d", connectHost, server.Port), "1")
+	if l := client.Line(); l != "done" {
+		t.Fatalf("client: %q", l)
+	}
+	client.Wait()
+	server.Wait()
+	return server, client
+}
+
+// checkSockets asserts the exact transition sequence and owner of each
+// socket of one client/server exchange, and returns the child's records.
+func checkSockets(t *testing.T, recs []record, server, client *nettest.Peer, family string) (child []record) {
+	t.Helper()
+	socks := byCookie(recs)
+	if len(socks) != 3 {
+		for c, ts := range socks {
+			t.Logf("cookie %d: %s", c, path(ts))
+		}
+		t.Fatalf("saw %d sockets, want 3 (listener, client, accepted child)", len(socks))
+	}
+	comm := peerComm(t)
+	found := map[string]bool{}
+	for cookie, ts := range socks {
+		p := path(ts)
+		var wantPID int
+		switch p {
+		case clientPath:
+			wantPID = client.PID
+		case childPath:
+			wantPID = server.PID
+			child = ts
+		case listenPath:
+			wantPID = server.PID
+		default:
+			t.Fatalf("socket %d: unexpected sequence %s", cookie, p)
+		}
+		found[p] = true
+		for _, r := range ts {
+			if r.PID == nil || *r.PID != wantPID || r.Comm != comm {
+				t.Errorf("%s %s->%s: owner %v %q, want %d %q", p, r.Old, r.New, r.PID, r.Comm, wantPID, comm)
+			}
+			if r.Family != family {
+				t.Errorf("%s %s->%s: family %q, want %q", p, r.Old, r.New, r.Family, family)
+			}
+			// Dwell is known for every transition but a socket's birth.
+			birth := r.Old == "CLOSE" || (r.Old == "LISTEN" && r.New == "SYN_RECV")
+			if birth != (r.DwellNs == nil) {
+				t.Errorf("%s %s->%s: dwell_ns %v", p, r.Old, r.New, r.DwellNs)
+			}
+		}
+	}
+	if len(found) != 3 {
+		t.Fatalf("sequences seen: %v", found)
+	}
+	return child
+}
+
+func checkCloseWait(t *testing.T, child []record, want time.Duration) {
+	t.Helper()
+	for _, r := range child {
+		if r.Old == "CLOSE_WAIT" {
+			got := time.Duration(*r.DwellNs)
+			if math.Abs(float64(got-want)) > 0.1*float64(want) {
+				t.Errorf("CLOSE_WAIT dwell %v, want %v within 10%%", got, want)
+			}
+			return
+		}
+	}
+	t.Error("no CLOSE_WAIT->LAST_ACK transition")
+}
+
+func checkNothingLost(t *testing.T, recs []record) {
+	t.Helper()
+	if l := ofType(recs, "lost"); len(l) != 0 {
+		t.Errorf("lost records: %+v", l)
+	}
+	st := ofType(recs, "stats")
+	if len(st) != 1 || st[0].Lost != 0 {
+		t.Errorf("stats records: %+v", st)
+	}
+}
+
+func TestClientClosesFirst(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	for _, attach := range []probe.Attach{probe.AttachBTF, probe.AttachTracepoint} {
+		t.Run(string(attach), func(t *testing.T) {
+			ns := nettest.NewNetns(t)
+			cfg := nsConfig(ns)
+			cfg.Attach = attach
+			mountsBefore := tracefsMounted(t)
+			tr := startTracer(t, cfg)
+			if got := tracefsMounted(t); got != mountsBefore {
+				t.Errorf("tracefs mounted = %v after attach, %v before: the host's mounts changed", got, mountsBefore)
+			}
+			const hold = time.Second
+			server, client := oneConnection(t, ns, "127.0.0.1:0", "127.0.0.1", hold)
+			recs := tr.stop(t)
+
+			child := checkSockets(t, recs, server, client, "inet")
+			checkCloseWait(t, child, hold)
+			checkNothingLost(t, recs)
+
+			conns := ofType(recs, "connection")
+			if len(conns) != 3 {
+				t.Fatalf("%d connection records, want 3", len(conns))
+			}
+			for _, c := range conns {
+				var states []string
+				for _, s := range c.States {
+					states = append(states, s.State)
+				}
+				got := strings.Join(states, ">")
+				if c.Open || c.Partial || c.Start == "" {
+					t.Errorf("connection %s: open=%v partial=%v start=%q", got, c.Open, c.Partial, c.Start)
+				}
+				if !slices.Contains([]string{
+					"SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE",
+					"SYN_RECV>ESTABLISHED>CLOSE_WAIT>LAST_ACK>CLOSE",
+					"LISTEN>CLOSE",
+				}, got) {
+					t.Errorf("connection timeline %s", got)
+				}
+			}
+			var cw *record
+			for _, h := range ofType(recs, "histogram") {
+				if h.State == "CLOSE_WAIT" {
+					cw = &h
+				}
+			}
+			if cw == nil || cw.Count != 1 || math.Abs(float64(cw.P50)-float64(hold)) > 0.1*float64(hold) {
+				t.Errorf("CLOSE_WAIT histogram %+v, want one value near %v", cw, hold)
+			}
+			if st := ofType(recs, "stats"); len(st) == 1 && st[0].Attach != string(attach) {
+				t.Errorf("stats attach %q, want %q", st[0].Attach, attach)
+			}
+		})
+	}
+}
+
+func tracefsMounted(t *testing.T) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), " /sys/kernel/tracing ")
+}
+
+func TestIPv6AndMapped(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	t.Run("ipv6", func(t *testing.T) {
+		ns := nettest.NewNetns(t)
+		tr := startTracer(t, nsConfig(ns))
+		server, client := oneConnection(t, ns, "[::1]:0", "[::1]", 50*time.Millisecond)
+		recs := tr.stop(t)
+		child := checkSockets(t, recs, server, client, "inet6")
+		if child[0].Saddr != "::1" || child[0].Daddr != "::1" {
+			t.Errorf("child addresses %s -> %s", child[0].Saddr, child[0].Daddr)
+		}
+	})
+	t.Run("v4-mapped reads as IPv4", func(t *testing.T) {
+		ns := nettest.NewNetns(t)
+		tr := startTracer(t, nsConfig(ns))
+		server := ns.Start(t, "server", "[::]:0", "1", "10ms")
+		client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "1")
+		client.Line()
+		client.Wait()
+		server.Wait()
+		recs := tr.stop(t)
+		for _, ts := range byCookie(recs) {
+			if path(ts) == childPath {
+				for _, r := range ts {
+					if r.Family != "inet" || r.Saddr != "127.0.0.1" || r.Daddr != "127.0.0.1" {
+						t.Errorf("accepted v4 client on a dual-stack listener: %s %s -> %s", r.Family, r.Saddr, r.Daddr)
+					}
+				}
+				return
+			}
+		}
+		t.Fatal("no accepted child seen")
+	})
+}
+
+func TestPortFilter(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	cfg := nsConfig(ns)
+	cfg.Ports = []uint16{8080}
+	tr := startTracer(t, cfg)
+	oneConnection(t, ns, "127.0.0.1:9090", "127.0.0.1", 10*time.Millisecond)
+	server, client := oneConnection(t, ns, "127.0.0.1:8080", "127.0.0.1", 10*time.Millisecond)
+	recs := tr.stop(t)
+	for _, r := range ofType(recs, "transition") {
+		if r.Sport != 8080 && r.Dport != 8080 {
+			t.Errorf("transition on ports %d/%d passed --port 8080", r.Sport, r.Dport)
+		}
+	}
+	checkSockets(t, recs, server, client, "inet")
+}
+
+func TestPIDFilter(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	server := ns.Start(t, "server", "127.0.0.1:0", "1", "10ms")
+	cfg := nsConfig(ns)
+	cfg.PID = uint32(server.PID)
+	tr := startTracer(t, cfg)
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "1")
+	client.Line()
+	client.Wait()
+	server.Wait()
+	recs := tr.stop(t)
+	socks := byCookie(recs)
+	var paths []string
+	for _, ts := range socks {
+		paths = append(paths, path(ts))
+	}
+	slices.Sort(paths)
+	want := []string{"LISTEN>CLOSE", childPath}
+	if !slices.Equal(paths, want) {
+		t.Fatalf("--pid %d saw %v, want %v (the listener, seeded at start, and its child)", server.PID, paths, want)
+	}
+}
+
+// A server that was listening before the tracer started: its accepted
+// children must still carry its PID (seeded from /proc through the
+// socket iterator and inherited at accept), and the listener's own
+// timeline is partial.
+func TestSeedsExistingListener(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	server := ns.Start(t, "server", "127.0.0.1:0", "1", "10ms")
+	tr := startTracer(t, nsConfig(ns))
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "1")
+	client.Line()
+	client.Wait()
+	server.Wait()
+	recs := tr.stop(t)
+	var sawChild, sawListener bool
+	for _, ts := range byCookie(recs) {
+		switch path(ts) {
+		case childPath:
+			sawChild = true
+			for _, r := range ts {
+				if r.PID == nil || *r.PID != server.PID {
+					t.Errorf("child %s->%s owner %v, want server %d", r.Old, r.New, r.PID, server.PID)
+				}
+			}
+		case "LISTEN>CLOSE":
+			sawListener = true
+			if ts[0].DwellNs != nil {
+				t.Errorf("listener older than the tracer has a dwell: %d", *ts[0].DwellNs)
+			}
+			if ts[0].PID == nil || *ts[0].PID != server.PID {
+				t.Errorf("seeded listener owner %v, want %d", ts[0].PID, server.PID)
+			}
+		}
+	}
+	if !sawChild || !sawListener {
+		t.Fatalf("child seen %v, listener seen %v", sawChild, sawListener)
+	}
+	for _, c := range ofType(recs, "connection") {
+		if len(c.States) > 0 && c.States[0].State == "LISTEN" && (!c.Partial || c.Start != "") {
+			t.Errorf("pre-existing listener: partial=%v start=%q, want partial and no start", c.Partial, c.Start)
+		}
+	}
+}
+
+func TestRefusedConnect(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	tr := startTracer(t, nsConfig(ns))
+	p := ns.Start(t, "connect", "127.0.0.1:9", "2s")
+	if l := p.Line(); !strings.Contains(l, "refused") {
+		t.Fatalf("connect: %q", l)
+	}
+	p.Wait()
+	recs := tr.stop(t)
+	socks := byCookie(recs)
+	if len(socks) != 1 {
+		t.Fatalf("%d sockets", len(socks))
+	}
+	for _, ts := range socks {
+		if got := path(ts); got != "CLOSE>SYN_SENT>CLOSE" {
+			t.Fatalf("refused connect: %s", got)
+		}
+		if ts[1].PID == nil || *ts[1].PID != p.PID {
+			t.Errorf("SYN_SENT->CLOSE runs in softirq; owner %v, want %d", ts[1].PID, p.PID)
+		}
+	}
+}
