@@ -13,24 +13,24 @@ import (
 
 // record is any NDJSON record, with the fields the tests look at.
 type record struct {
-	Type     string  `json:"type"`
-	TS       string  `json:"ts"`
-	Cookie   uint64  `json:"cookie"`
-	Netns    uint32  `json:"netns"`
-	Family   string  `json:"family"`
-	Saddr    string  `json:"saddr"`
-	Sport    int     `json:"sport"`
-	Daddr    string  `json:"daddr"`
-	Dport    int     `json:"dport"`
-	Old      string  `json:"old"`
-	New      string  `json:"new"`
-	DwellNs  *uint64 `json:"dwell_ns"`
-	PID      *int    `json:"pid"`
-	Comm     string  `json:"comm"`
-	Open     bool    `json:"open"`
-	Partial  bool    `json:"partial"`
-	Start    string  `json:"start"`
-	States   []struct {
+	Type    string  `json:"type"`
+	TS      string  `json:"ts"`
+	Cookie  uint64  `json:"cookie"`
+	Netns   uint32  `json:"netns"`
+	Family  string  `json:"family"`
+	Saddr   string  `json:"saddr"`
+	Sport   int     `json:"sport"`
+	Daddr   string  `json:"daddr"`
+	Dport   int     `json:"dport"`
+	Old     string  `json:"old"`
+	New     string  `json:"new"`
+	DwellNs *uint64 `json:"dwell_ns"`
+	PID     *int    `json:"pid"`
+	Comm    string  `json:"comm"`
+	Open    bool    `json:"open"`
+	Partial bool    `json:"partial"`
+	Start   string  `json:"start"`
+	States  []struct {
 		State   string  `json:"state"`
 		TS      string  `json:"ts"`
 		DwellNs *uint64 `json:"dwell_ns"`
