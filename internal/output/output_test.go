@@ -1,0 +1,175 @@
+package output
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+var (
+	t0    = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	clock = event.NewClock(t0, 1_000_000_000) // mono 1 s = t0
+)
+
+func sampleEvent() event.Event {
+	e := event.Event{
+		Mono: 1_500_000_000, Cookie: 4097, Dwell: 250 * time.Millisecond, Netns: 4026531840, PID: 812,
+		Src: netip.MustParseAddrPort("10.0.0.5:8080"), Dst: netip.MustParseAddrPort("10.0.0.9:51544"),
+		Family: event.IPv4, Old: event.CloseWait, New: event.LastAck,
+		Flags: event.DwellKnown | event.OwnerKnown,
+	}
+	copy(e.Comm[:], "nginx")
+	return e
+}
+
+func sampleConns() []*timeline.Conn {
+	c := &timeline.Conn{
+		Cookie: 4097, Netns: 4026531840, Family: event.IPv4, PID: 812, OwnerKnown: true,
+		Src: netip.MustParseAddrPort("10.0.0.5:8080"), Dst: netip.MustParseAddrPort("10.0.0.9:51544"),
+		Start: 1_000_000_000, End: 1_500_100_000,
+		States: []timeline.Span{
+			{State: event.SynRecv, Enter: 1_000_000_000, Dwell: 6000, DwellKnown: true},
+			{State: event.Established, Enter: 1_000_006_000, Dwell: 249_994_000, DwellKnown: true},
+			{State: event.CloseWait, Enter: 1_250_000_000, Dwell: 250_000_000, DwellKnown: true},
+			{State: event.LastAck, Enter: 1_500_000_000, Dwell: 100_000, DwellKnown: true},
+			{State: event.Close, Enter: 1_500_100_000},
+		},
+	}
+	copy(c.Comm[:], "nginx")
+	partial := &timeline.Conn{
+		Cookie: 9, Netns: 1, Family: event.IPv6, Partial: true, Open: true, End: 3_000_000_000,
+		Src: netip.MustParseAddrPort("[fd00::1]:443"), Dst: netip.MustParseAddrPort("[fd00::2]:40000"),
+		States: []timeline.Span{
+			{State: event.Established},
+			{State: event.CloseWait, Enter: 2_000_000_000, Dwell: 1_000_000_000, DwellKnown: true},
+		},
+	}
+	return []*timeline.Conn{c, partial}
+}
+
+func writeAll(s Sink) {
+	e := sampleEvent()
+	s.Transition(&e)
+	e.Flags &^= event.DwellKnown | event.OwnerKnown
+	e.Old, e.New = event.Close, event.SynSent
+	s.Transition(&e)
+	for _, c := range sampleConns() {
+		s.Connection(c)
+	}
+	var hs Histograms
+	for _, v := range []uint64{1e9, 1.1e9, 2e9, 30e9} {
+		hs[event.CloseWait].Record(v)
+	}
+	hs[event.SynSent].Record(1_000_000)
+	s.Histograms(t0.Add(time.Minute), t0, &hs)
+	s.Lost(&Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, TotalRingbufFull: 3, TotalRecursion: 5})
+	s.Stats(&Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := "testdata/" + name + ".golden"
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update once)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from golden file:\n got:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+func TestNDJSONGolden(t *testing.T) {
+	var buf bytes.Buffer
+	n := NewNDJSON(&buf, clock)
+	writeAll(n)
+	if err := n.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i+1, err, line)
+		}
+		if m["type"] == nil {
+			t.Errorf("line %d has no type", i+1)
+		}
+	}
+	golden(t, "records.ndjson", buf.Bytes())
+}
+
+func TestTextGolden(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewText(&buf, clock)
+	writeAll(w)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "records.txt", buf.Bytes())
+}
+
+func TestQuotedComm(t *testing.T) {
+	for _, comm := range []string{`a"b\c`, "tab\there", "nl\n", "\xff\xfe", "ünï", "\x00"} {
+		var c [16]byte
+		copy(c[:], comm)
+		got := appendQuoted(nil, event.CommBytes(&c))
+		var s string
+		if err := json.Unmarshal(got, &s); err != nil {
+			t.Errorf("comm %q encoded as invalid JSON %s: %v", comm, got, err)
+		}
+	}
+}
+
+type failWriter struct{ n int }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	f.n++
+	return 0, io.ErrShortWrite
+}
+
+func TestWriteErrorSticks(t *testing.T) {
+	fw := &failWriter{}
+	n := NewNDJSON(fw, clock)
+	writeAll(n)
+	if err := n.Flush(); err == nil {
+		t.Fatal("Flush on a failing writer returned nil")
+	}
+	e := sampleEvent()
+	n.Transition(&e)
+	if err := n.Flush(); err == nil || fw.n != 1 {
+		t.Fatalf("err %v after %d writes; want the first error kept and no retries", err, fw.n)
+	}
+}
+
+func BenchmarkNDJSONTransition(b *testing.B) {
+	n := NewNDJSON(io.Discard, clock)
+	e := sampleEvent()
+	b.ReportAllocs()
+	for b.Loop() {
+		n.Transition(&e)
+	}
+}
+
+func BenchmarkNDJSONConnection(b *testing.B) {
+	n := NewNDJSON(io.Discard, clock)
+	c := sampleConns()[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		n.Connection(c)
+	}
+}

@@ -1,0 +1,56 @@
+package probe
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+)
+
+// The Go decoder hand-codes struct event's offsets; this pins them to the
+// bpf2go-generated twin of the C struct, without root.
+func TestEventLayoutMatchesDecoder(t *testing.T) {
+	if got := unsafe.Sizeof(tcptraceEvent{}); got != event.Size {
+		t.Fatalf("struct event is %d bytes, the decoder expects %d: regenerate and update internal/event", got, event.Size)
+	}
+	raw := tcptraceEvent{
+		TsNs: 123456789, Cookie: 42, DwellNs: 1_000_000_000, Netns: 4026531840, Pid: 4242,
+		Sport: 8080, Dport: 51000, Family: 10, Oldstate: 8, Newstate: 9,
+		Flags: uint8(event.DwellKnown | event.OwnerKnown),
+	}
+	copy(raw.Saddr[:], netip.MustParseAddr("2001:db8::1").AsSlice())
+	copy(raw.Daddr[:], netip.MustParseAddr("2001:db8::2").AsSlice())
+	for i, c := range []byte("nginx") {
+		raw.Comm[i] = int8(c)
+	}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, &raw); err != nil {
+		t.Fatal(err)
+	}
+	var e event.Event
+	if err := event.Decode(buf.Bytes(), &e); err != nil {
+		t.Fatal(err)
+	}
+	want := event.Event{
+		Mono: 123456789, Cookie: 42, Dwell: time.Second, Netns: 4026531840, PID: 4242,
+		Src: netip.MustParseAddrPort("[2001:db8::1]:8080"), Dst: netip.MustParseAddrPort("[2001:db8::2]:51000"),
+		Family: event.IPv6, Old: event.CloseWait, New: event.LastAck, Flags: event.DwellKnown | event.OwnerKnown,
+	}
+	copy(want.Comm[:], "nginx")
+	if e != want {
+		t.Fatalf("decoded\n %+v\nwant\n %+v", e, want)
+	}
+}
+
+func TestSockInfoAndCountersLayout(t *testing.T) {
+	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 40 {
+		t.Errorf("struct sock_info is %d bytes, want 40", s)
+	}
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 40 {
+		t.Errorf("struct counters is %d bytes, want 40", s)
+	}
+}
