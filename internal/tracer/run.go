@@ -75,6 +75,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	// A signal must not wait for the read deadline.
+	stopWake := context.AfterFunc(ctx, func() { _ = p.Flush() })
+	defer stopWake()
 	err = r.loop(ctx)
 	if errors.Is(err, syscall.EPIPE) {
 		return nil // the reader went away: | head -1
@@ -113,6 +116,7 @@ type run struct {
 	lastDecode  uint64
 	lastLostAt  time.Time
 	lastHistsAt time.Time
+	lastFlushAt time.Time
 }
 
 func (r *run) connection(c *timeline.Conn) {
@@ -147,13 +151,16 @@ func (r *run) handle(raw []byte) {
 // while records wait, and the deadline bounds how long a record can sit
 // in the ring (the kernel side wakes us only past a fill watermark).
 func (r *run) loop(ctx context.Context) error {
-	r.lastLostAt, r.lastHistsAt = r.start, r.start
+	r.lastLostAt, r.lastHistsAt, r.lastFlushAt = r.start, r.start, r.start
+	// Poll at least every 100 ms, so losses are checked every second
+	// whatever --flush is.
+	poll := min(r.cfg.Flush, 100*time.Millisecond)
 	for {
-		r.p.SetDeadline(time.Now().Add(r.cfg.Flush))
+		r.p.SetDeadline(time.Now().Add(poll))
 		for n := 0; ; n++ {
 			raw, err := r.p.Next()
 			if err != nil {
-				if probe.IsDeadline(err) {
+				if probe.IsDeadline(err) || probe.IsFlushed(err) {
 					break
 				}
 				return r.finish(fmt.Errorf("reading ring buffer: %w", err))
@@ -184,6 +191,10 @@ func (r *run) periodic(now time.Time) error {
 		r.lastHistsAt = now
 		r.sink.Histograms(now, r.start, &r.hists)
 	}
+	if now.Sub(r.lastFlushAt) < r.cfg.Flush {
+		return nil
+	}
+	r.lastFlushAt = now
 	return r.sink.Flush()
 }
 

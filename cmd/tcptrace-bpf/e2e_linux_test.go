@@ -1,0 +1,261 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the command once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tcptrace-e2e")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tcptrace-bpf")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *bufio.Reader
+}
+
+// start runs the binary and waits for its "tcptrace-bpf: tracing" line.
+func start(t *testing.T, stdout io.Writer, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Stdout = stdout
+	errPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	p := &proc{cmd: cmd, stderr: bufio.NewReader(errPipe)}
+	line := make(chan string, 1)
+	go func() {
+		l, _ := p.stderr.ReadString('\n')
+		line <- l
+	}()
+	select {
+	case l := <-line:
+		if !strings.HasPrefix(l, "tcptrace-bpf: tracing") {
+			t.Fatalf("first stderr line %q, want the tracing line", l)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no tracing line within 20 s")
+	}
+	go io.Copy(io.Discard, p.stderr)
+	return p
+}
+
+// stop signals the process and returns its exit code.
+func (p *proc) stop(t *testing.T, sig syscall.Signal) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no exit within 10 s of %v", sig)
+		return -1
+	}
+}
+
+func traffic(t *testing.T, ns *nettest.Netns, n int) {
+	t.Helper()
+	server := ns.Start(t, "server", "127.0.0.1:8080", fmt.Sprint(n), "0s")
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), fmt.Sprint(n))
+	client.Line()
+	client.Wait()
+	server.Wait()
+}
+
+// countTypes checks every line is a JSON object with a type, and counts types.
+func countTypes(t *testing.T, data []byte) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	for i, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %d not JSON: %v: %q", i+1, err, line)
+		}
+		typ, _ := m["type"].(string)
+		counts[typ]++
+	}
+	return counts
+}
+
+func TestEndToEndSignals(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			ns := nettest.NewNetns(t)
+			out := filepath.Join(t.TempDir(), "out.ndjson")
+			p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "10s")
+			const conns = 20
+			traffic(t, ns, conns)
+			// --flush 10s: everything is still buffered in the tracer;
+			// the signal must write it all.
+			if code := p.stop(t, sig); code != 0 {
+				t.Fatalf("exit code %d after %v", code, sig)
+			}
+			data, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(out)
+			if st.Mode().Perm() != 0o640 {
+				t.Errorf("output file mode %v, want 0640", st.Mode().Perm())
+			}
+			got := countTypes(t, data)
+			// per connection 5 client + 5 child transitions; listener 2.
+			if got["transition"] != conns*10+2 || got["connection"] != conns*2+1 || got["stats"] != 1 || got["lost"] != 0 {
+				t.Errorf("record counts %v, want %d transitions, %d connections, 1 stats, 0 lost", got, conns*10+2, conns*2+1)
+			}
+			if got["histogram"] == 0 {
+				t.Error("no histogram records at exit")
+			}
+		})
+	}
+}
+
+// | head -1: the reader goes away after one line; the tracer must notice
+// and exit 0 promptly.
+func TestClosedStdout(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, w, "--netns", fmt.Sprint(ns.Inode), "--flush", "10ms")
+	w.Close()
+	first := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(r).ReadString('\n')
+		r.Close()
+		first <- l
+	}()
+	traffic(t, ns, 1)
+	select {
+	case l := <-first:
+		if !strings.HasPrefix(l, `{"type":`) {
+			t.Fatalf("first line %q", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no line")
+	}
+	// More traffic makes the tracer write into the closed pipe.
+	traffic(t, ns, 3)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("still running 3 s after its stdout closed")
+	}
+}
+
+func TestNotPrivileged(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	cmd := exec.Command(setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", binary(t))
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("unprivileged run: %v, output %q", err, out)
+	}
+	msg := string(out)
+	if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "CAP_BPF") || !strings.Contains(msg, "CAP_PERFMON") {
+		t.Errorf("message %q: want one line naming CAP_BPF and CAP_PERFMON", msg)
+	}
+}
+
+func TestOutputNotWritable(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	out, err := exec.Command(binary(t), "-o", "/nonexistent-dir/out.ndjson", "--duration", "1s").CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, output %q", err, out)
+	}
+	if !strings.Contains(string(out), "cannot open output file") || strings.Count(string(out), "\n") != 1 {
+		t.Errorf("message %q", out)
+	}
+}
+
+func TestTextFormatAndDuration(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	outPath := filepath.Join(t.TempDir(), "out.txt")
+	cmd := exec.Command(binary(t), "--netns", fmt.Sprint(ns.Inode), "--format", "text", "--duration", "3s", "-o", outPath)
+	errPipe, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := bufio.NewReader(errPipe).ReadString('\n')
+	if !strings.HasPrefix(l, "tcptrace-bpf: tracing") {
+		t.Fatalf("stderr %q", l)
+	}
+	go io.Copy(io.Discard, errPipe)
+	traffic(t, ns, 2)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("--duration run: %v", err)
+	}
+	data, _ := os.ReadFile(outPath)
+	s := string(data)
+	for _, want := range []string{"TIME ", "SYN_SENT    -> ESTABLISHED", "CONN ", "Dwell time per state", "ESTABLISHED: count"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("text output lacks %q:\n%s", want, s)
+		}
+	}
+}

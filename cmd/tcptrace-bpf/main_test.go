@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+)
+
+func TestMain(m *testing.M) {
+	if nettest.IsPeer() {
+		nettest.PeerMain()
+	}
+	os.Exit(m.Run())
+}
+
+// Every bad value gets one line naming the problem and exit code 2,
+// before anything is loaded.
+func TestBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--port", "70000"}, "1 to 65535"},
+		{[]string{"--port", "0"}, "1 to 65535"},
+		{[]string{"--port", "80,http"}, `"http"`},
+		{[]string{"--port", ""}, ""}, // empty: no filter, not an error; checked below
+		{[]string{"--interval", "-1s"}, "--interval must not be negative"},
+		{[]string{"--interval", "soon"}, "invalid argument"},
+		{[]string{"--duration", "-5s"}, "--duration must not be negative"},
+		{[]string{"--flush", "0s"}, "--flush"},
+		{[]string{"--format", "xml"}, "ndjson or text"},
+		{[]string{"--attach", "kprobe"}, "tp_btf or tracepoint"},
+		{[]string{"--emit", "packets"}, "unknown --emit value"},
+		{[]string{"-4", "-6"}, "exclude each other"},
+		{[]string{"--ring-size", "3MiB"}, "power of two"},
+		{[]string{"--ring-size", "lots"}, "invalid size"},
+		{[]string{"--max-conns", "0"}, "--max-conns"},
+		{[]string{"--pid", "-3"}, "invalid argument"},
+		{[]string{"--netns", "x"}, "invalid argument"},
+		{[]string{"--bogus"}, "unknown flag"},
+		{[]string{"extra"}, "unexpected argument"},
+	}
+	for _, tc := range tests {
+		if tc.want == "" {
+			continue
+		}
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(tc.args, &out, &errOut)
+			msg := errOut.String()
+			if code != 2 {
+				t.Errorf("exit %d, want 2 (stderr %q)", code, msg)
+			}
+			if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "tcptrace-bpf: ") {
+				t.Errorf("stderr %q: want one line starting tcptrace-bpf: and containing %q", msg, tc.want)
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout not empty: %q", out.String())
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "--port") {
+		t.Errorf("--help: exit %d, output %q", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "tcptrace-bpf ") {
+		t.Errorf("--version: exit %d, output %q", code, out.String())
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"4096": 4096, "16MiB": 16 << 20, "8M": 8 << 20, "1GiB": 1 << 30, "64k": 64 << 10} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
