@@ -177,8 +177,9 @@ static __always_inline bool is_birth(int old, int new)
 }
 
 /*
- * Advance a socket's info to this transition: dwell in the old state,
- * new entry time, owner if this is the owner's own syscall. Returns EV_*.
+ * Advance a socket's info to this transition: dwell in the old state (so
+ * far, for a repeated set), new entry time, owner if this is the owner's
+ * own syscall. Returns EV_*.
  */
 static __always_inline __u8 advance(struct sock_info *si, int old, int new,
 				    __u64 now, __u64 *dwell)
@@ -189,7 +190,10 @@ static __always_inline __u8 advance(struct sock_info *si, int old, int new,
 		*dwell = now - si->ts_ns;
 		flags |= EV_DWELL_KNOWN;
 	}
-	si->ts_ns = now;
+	/* A repeated set (FIN_WAIT1 -> FIN_WAIT1) does not start a new stay:
+	 * the next transition's dwell covers the whole time in the state. */
+	if (old != new)
+		si->ts_ns = now;
 	if (!si->pid && in_owner_syscall(old, new)) {
 		si->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(si->comm, sizeof(si->comm));

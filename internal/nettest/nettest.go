@@ -28,6 +28,9 @@ func RequirePrivileges(t testing.TB) {
 	} else if _, err := exec.LookPath("ip"); err != nil {
 		reason = "needs ip(8) from iproute2 to create network namespaces"
 	}
+	if reason == "" && testing.Short() && os.Getenv(RequireEnv) != "1" {
+		reason = "-short: privileged test skipped"
+	}
 	if reason == "" {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -25,6 +26,12 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	                            each at once after a 1-byte write; print
 //	                            "ready 0 PID" first and "done" at the end
 //	connect ADDR TIMEOUT        one connect with a timeout; prints the error
+//	sink ADDR N                 listen, print "ready PORT PID", accept N
+//	                            connections at once, each closed as soon
+//	                            as its client closes; exit when all are
+//	hold ADDR N HOLD            open N connections, print "connected",
+//	                            hold them for HOLD, then exit: the kernel
+//	                            closes them all at once
 func PeerMain() {
 	flag.CommandLine = flag.NewFlagSet("peer", flag.ExitOnError)
 	args := os.Args[1:]
@@ -86,6 +93,50 @@ func peer(args []string) error {
 			c.Close()
 		}
 		fmt.Println("done")
+		return nil
+	case "sink":
+		var n int
+		fmt.Sscan(args[2], &n)
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+		ln.Close()
+		wg.Wait()
+		return nil
+	case "hold":
+		var n int
+		fmt.Sscan(args[2], &n)
+		hold, err := time.ParseDuration(args[3])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		conns := make([]net.Conn, 0, n)
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("tcp", args[1])
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		fmt.Println("connected")
+		time.Sleep(hold)
+		os.Exit(0) // every socket closed by the kernel at exit, at once
 		return nil
 	case "connect":
 		timeout, err := time.ParseDuration(args[2])

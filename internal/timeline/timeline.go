@@ -170,6 +170,11 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) {
 		c.States[n-1].Dwell, c.States[n-1].DwellKnown = uint64(e.Dwell), true
 	}
+	if e.Old == e.New && len(c.States) > 0 {
+		// A repeated set (FIN_WAIT1 -> FIN_WAIT1): still the same stay;
+		// the kernel keeps counting its dwell from the first entry.
+		return
+	}
 	c.States = append(c.States, Span{State: e.New, Enter: e.Mono})
 }
 

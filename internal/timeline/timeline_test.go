@@ -126,6 +126,22 @@ func TestTimelines(t *testing.T) {
 			wantStats: Stats{Gaps: 1, Reordered: 1},
 		},
 		{
+			name: "repeated set stays one span",
+			events: []event.Event{
+				ev(7, 1, event.Close, event.SynSent, -1, own|event.New),
+				ev(7, 2, event.SynSent, event.Established, 1, own),
+				ev(7, 5, event.Established, event.FinWait1, 3, own),
+				ev(7, 6, event.FinWait1, event.FinWait1, 1, own),
+				ev(7, 9, event.FinWait1, event.FinWait2, 4, own),
+				ev(7, 10, event.FinWait2, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.SynSent, 1, 1, true}, {event.Established, 2, 3, true},
+				{event.FinWait1, 5, 4, true}, {event.FinWait2, 9, 1, true}, {event.Close, 10, 0, false},
+			}},
+			wantPartial: []bool{false}, wantOpen: []bool{false},
+		},
+		{
 			name: "open at exit: dwell so far",
 			events: []event.Event{
 				ev(6, 100, event.Close, event.SynSent, -1, own|event.New),

@@ -76,6 +76,11 @@ type Config struct {
 	Attach   probe.Attach
 	RingSize int // bytes
 	MaxConns int // open connections tracked at once
+
+	// wakeupBytes overrides the reader wakeup watermark (default: an
+	// eighth of the ring). 1 wakes the reader on every record, as the
+	// peer tools do: the tests use it to provoke kernel recursion.
+	wakeupBytes int
 }
 
 // Defaults returns the configuration of a bare `tcptrace-bpf`.

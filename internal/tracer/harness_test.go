@@ -35,12 +35,13 @@ type record struct {
 		TS      string  `json:"ts"`
 		DwellNs *uint64 `json:"dwell_ns"`
 	} `json:"states"`
-	State  string `json:"state"`
-	Count  uint64 `json:"count"`
-	P50    uint64 `json:"p50_ns"`
-	Events uint64 `json:"events"`
-	Lost   uint64 `json:"lost"`
-	Attach string `json:"attach"`
+	State   string `json:"state"`
+	Count   uint64 `json:"count"`
+	P50     uint64 `json:"p50_ns"`
+	Events  uint64 `json:"events"`
+	Lost    uint64 `json:"lost"`
+	Rescued uint64 `json:"rescued"`
+	Attach  string `json:"attach"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.

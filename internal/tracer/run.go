@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		PID:         cfg.PID,
 		Netns:       cfg.Netns,
 		RingSize:    cfg.RingSize,
-		WakeupBytes: cfg.RingSize / 8,
+		WakeupBytes: cmp.Or(cfg.wakeupBytes, cfg.RingSize/8),
 		MaxSockets:  cfg.MaxConns,
 		Owners:      owners,
 		NetnsPaths:  netns,
@@ -135,8 +136,9 @@ func (r *run) handle(raw []byte) {
 	}
 	r.events++
 	e := &r.ev
-	// CLOSE is where sockets start and end, not a state they dwell in.
-	if e.Has(event.DwellKnown) && e.Old != event.Close {
+	// CLOSE is where sockets start and end, not a state they dwell in; a
+	// repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay.
+	if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New {
 		r.hists[e.Old].Record(uint64(e.Dwell))
 	}
 	if r.cfg.Emit&EmitTransitions != 0 {

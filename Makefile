@@ -1,0 +1,49 @@
+# tcptrace-bpf
+#
+# The BPF objects in internal/probe/ are generated and committed, so
+# `make` (go build) needs no clang. `make generate` rebuilds them; the
+# committed objects were built with Debian 12's clang 14.0.6 (package
+# clang-14), and CI checks that regenerating them changes nothing.
+
+GO      ?= go
+CLANG   ?= clang-14
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build generate check-generate vmlinux test test-short lint bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o tcptrace-bpf ./cmd/tcptrace-bpf
+
+# Compile bpf/tcptrace.bpf.c into internal/probe/tcptrace_bpfel.{go,o}.
+generate:
+	$(GO) generate ./...
+
+# Fails when the committed generated code is not what the sources give.
+check-generate: generate
+	git diff --exit-code -- internal/probe/ || \
+		{ echo "generated BPF code is stale: run make generate and commit" >&2; exit 1; }
+
+# Regenerate the vendored kernel type header from the running kernel.
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/include/vmlinux.h
+
+# The whole suite. As root it loads the real programs and drives real
+# sockets in network namespaces of its own; TCPTRACE_REQUIRE_BPF=1 turns
+# every privilege skip into a failure.
+test:
+	$(GO) test -count=1 ./...
+
+# Root-free part only.
+test-short:
+	$(GO) test -count=1 -short ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel\.go$$'))" || \
+		{ gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel\.go$$'); echo "gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -f tcptrace-bpf
