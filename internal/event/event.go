@@ -166,5 +166,9 @@ func NewClock(wall time.Time, mono uint64) Clock {
 
 // Wall returns the wall time of a kernel monotonic timestamp.
 func (c Clock) Wall(mono uint64) time.Time {
-	return time.Unix(0, int64(mono)+c.offset)
+	return time.Unix(0, c.WallNano(mono))
 }
+
+// WallNano returns the wall time of a kernel monotonic timestamp in
+// nanoseconds since the Unix epoch.
+func (c Clock) WallNano(mono uint64) int64 { return int64(mono) + c.offset }

@@ -29,6 +29,42 @@ func appendTime(dst []byte, key string, t time.Time) []byte {
 	return append(dst, '"')
 }
 
+// timeCache formats RFC 3339 nanosecond UTC timestamps fast: the date and
+// time of day change once a second, so they are formatted once a second
+// and only the fraction per call. The output is byte for byte what
+// time.RFC3339Nano gives (trailing zeros of the fraction trimmed).
+type timeCache struct {
+	sec    int64
+	prefix []byte // "2006-01-02T15:04:05"
+}
+
+func (c *timeCache) appendTime(dst []byte, key string, unixNano int64) []byte {
+	sec, frac := unixNano/1e9, unixNano%1e9
+	if frac < 0 {
+		sec, frac = sec-1, frac+1e9
+	}
+	if c.prefix == nil || sec != c.sec {
+		c.sec = sec
+		c.prefix = time.Unix(sec, 0).UTC().AppendFormat(c.prefix[:0], "2006-01-02T15:04:05")
+	}
+	dst = append(appendKey(dst, key), '"')
+	dst = append(dst, c.prefix...)
+	if frac != 0 {
+		var digits [10]byte
+		digits[0] = '.'
+		for i := 9; i >= 1; i-- {
+			digits[i] = byte('0' + frac%10)
+			frac /= 10
+		}
+		n := 10
+		for digits[n-1] == '0' {
+			n--
+		}
+		dst = append(dst, digits[:n]...)
+	}
+	return append(dst, 'Z', '"')
+}
+
 // appendStr appends key and a JSON string; raw strings are state names
 // and other constants that need no escaping.
 func appendStr(dst []byte, key, raw string) []byte {

@@ -18,13 +18,16 @@ type NDJSON struct {
 	clock   event.Clock
 	buf     []byte
 	buckets []histogram.Bucket
+	own     []byte // used when the writer's buffer has no room (after an error)
+	inPlace bool   // buf is the writer's free space
+	times   timeCache
 	err     error
 }
 
 // NewNDJSON returns an NDJSON writer on w that converts kernel timestamps
 // to wall time with clock.
 func NewNDJSON(w io.Writer, clock event.Clock) *NDJSON {
-	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, buf: make([]byte, 0, 4096)}
+	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096)}
 }
 
 func (n *NDJSON) write() {
@@ -32,11 +35,25 @@ func (n *NDJSON) write() {
 	if n.err == nil {
 		_, n.err = n.w.Write(n.buf)
 	}
+	if !n.inPlace {
+		n.own = n.buf[:0] // keep what the record grew it to
+	}
 }
 
-// start begins a record of the given type.
+// start begins a record of the given type. Records are built in place in
+// the bufio.Writer's free space when it has room for any transition or
+// connection record, so Write copies nothing.
 func (n *NDJSON) start(typ string) []byte {
-	n.buf = append(n.buf[:0], `{"type":"`...)
+	if n.w.Available() < 4096 && n.err == nil {
+		n.err = n.w.Flush()
+	}
+	n.inPlace = n.w.Available() >= 4096
+	if n.inPlace {
+		n.buf = n.w.AvailableBuffer()
+	} else {
+		n.buf = n.own[:0]
+	}
+	n.buf = append(n.buf, `{"type":"`...)
 	n.buf = append(n.buf, typ...)
 	return append(n.buf, '"')
 }
@@ -64,7 +81,7 @@ func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
 // Transition writes a "transition" record.
 func (n *NDJSON) Transition(e *event.Event) {
 	b := n.start("transition")
-	b = appendTime(b, "ts", n.clock.Wall(e.Mono))
+	b = n.times.appendTime(b, "ts", n.clock.WallNano(e.Mono))
 	b = appendUint(b, "cookie", e.Cookie)
 	b = appendUint(b, "netns", uint64(e.Netns))
 	b = appendEndpoints(b, e.Family, e.Src, e.Dst)
@@ -92,9 +109,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
 	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
 	if c.Start != 0 {
-		b = appendTime(b, "start", n.clock.Wall(c.Start))
+		b = n.times.appendTime(b, "start", n.clock.WallNano(c.Start))
 	}
-	b = appendTime(b, "end", n.clock.Wall(c.End))
+	b = n.times.appendTime(b, "end", n.clock.WallNano(c.End))
 	if c.Start != 0 && c.End >= c.Start {
 		b = appendUint(b, "duration_ns", c.End-c.Start)
 	}
@@ -113,7 +130,7 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		b = append(b, s.State.String()...)
 		b = append(b, '"')
 		if s.Enter != 0 {
-			b = appendTime(b, "ts", n.clock.Wall(s.Enter))
+			b = n.times.appendTime(b, "ts", n.clock.WallNano(s.Enter))
 		}
 		if s.DwellKnown {
 			b = appendUint(b, "dwell_ns", s.Dwell)

@@ -173,3 +173,15 @@ func BenchmarkNDJSONConnection(b *testing.B) {
 		n.Connection(c)
 	}
 }
+
+func TestTimeCacheMatchesRFC3339Nano(t *testing.T) {
+	var c timeCache
+	for _, ns := range []int64{0, 1, 999_999_999, 1_000_000_000, 1_764_504_307_734_617_406, 1_764_504_307_000_000_000,
+		1_764_504_307_100_000_000, 1_764_504_308_000_000_001, -1, -1_500_000_000} {
+		got := string(c.appendTime(nil, "ts", ns))
+		want := string(appendTime(nil, "ts", time.Unix(0, ns)))
+		if got != want {
+			t.Errorf("%d: %s, want %s", ns, got, want)
+		}
+	}
+}

@@ -1,0 +1,103 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// connectionRecords returns the 10 raw records of one loopback connection
+// (client and accepted child, client closes first), as the kernel writes
+// them into the ring buffer.
+func connectionRecords(clientCookie, childCookie uint64) [][]byte {
+	type tr struct {
+		cookie     uint64
+		sport      uint16
+		dport      uint16
+		old, new   event.State
+		dwellKnown bool
+		flags      event.Flags
+	}
+	seq := []tr{
+		{clientCookie, 0, 8080, event.Close, event.SynSent, false, event.New},
+		{clientCookie, 40000, 8080, event.SynSent, event.Established, true, 0},
+		{childCookie, 8080, 40000, event.Listen, event.SynRecv, false, event.New | event.Inherited},
+		{childCookie, 8080, 40000, event.SynRecv, event.Established, true, 0},
+		{clientCookie, 40000, 8080, event.Established, event.FinWait1, true, 0},
+		{childCookie, 8080, 40000, event.Established, event.CloseWait, true, 0},
+		{clientCookie, 40000, 8080, event.FinWait1, event.FinWait2, true, 0},
+		{clientCookie, 40000, 8080, event.FinWait2, event.Close, true, 0},
+		{childCookie, 8080, 40000, event.CloseWait, event.LastAck, true, 0},
+		{childCookie, 8080, 40000, event.LastAck, event.Close, true, 0},
+	}
+	out := make([][]byte, len(seq))
+	ne := binary.NativeEndian
+	for i, s := range seq {
+		b := make([]byte, event.Size)
+		ne.PutUint64(b[0:], uint64(1_000_000+i*1000))
+		ne.PutUint64(b[8:], s.cookie)
+		flags := s.flags | event.OwnerKnown
+		if s.dwellKnown {
+			ne.PutUint64(b[16:], 1000)
+			flags |= event.DwellKnown
+		}
+		copy(b[24:], []byte{127, 0, 0, 1})
+		copy(b[40:], []byte{127, 0, 0, 1})
+		ne.PutUint32(b[56:], 4026531840)
+		ne.PutUint32(b[60:], 4242)
+		ne.PutUint16(b[64:], s.sport)
+		ne.PutUint16(b[66:], s.dport)
+		b[68], b[69], b[70], b[71] = 2, byte(s.old), byte(s.new), byte(flags)
+		copy(b[72:], "nginx")
+		out[i] = b
+	}
+	return out
+}
+
+// The user-side cost per transition: decode, histogram, timeline and
+// NDJSON encoding of everything (transitions and connections), with the
+// connection table in steady state. Target: < 300 ns, 0 allocations.
+func BenchmarkPipelinePerEvent(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		emit Emit
+	}{{"all", EmitAll}, {"histograms", EmitHistograms}} {
+		b.Run(mode.name, func(b *testing.B) {
+			clock := event.NewClock(time.Now(), 0)
+			r := &run{cfg: Config{Emit: mode.emit}, sink: output.NewNDJSON(io.Discard, clock)}
+			if mode.emit&EmitConnections != 0 {
+				r.tracker = timeline.New(1<<16, r.connection)
+			}
+			recs := connectionRecords(1, 2)
+			ne := binary.NativeEndian
+			b.ReportAllocs()
+			b.ResetTimer()
+			var conn uint64
+			for i := 0; i < b.N; i++ {
+				j := i % len(recs)
+				if j == 0 {
+					conn++ // fresh cookies per connection: client 2n, child 2n+1
+					for _, rec := range recs {
+						ne.PutUint64(rec[8:], conn*2+uint64(b2i(ne.Uint16(rec[64:]) == 8080)))
+					}
+				}
+				r.handle(recs[j])
+			}
+			if r.decodeErrs != 0 {
+				b.Fatalf("%d decode errors", r.decodeErrs)
+			}
+		})
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
