@@ -41,6 +41,7 @@ const volatile __u32 filter_pid = 0;     /* 0: any, else this owner tgid */
 const volatile __u64 wakeup_bytes = 0;   /* 0: kernel default wakeups; else wake the
 					  * reader only once this many bytes wait */
 const volatile __u8 port_bitmap[8192] = {}; /* bit p set: port p selected */
+const volatile __u8 aggregate_only = 0;  /* 1: fill dwell_hists, send no records */
 
 /* Keeps struct event in the object's BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
@@ -107,6 +108,17 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tp_socks SEC(".maps");
+
+/*
+ * dwell_hists: per-CPU dwell-time histograms, key = the state left. Filled
+ * only in aggregate mode; read and summed over CPUs by user space.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NUM_STATES);
+	__type(key, __u32);
+	__type(value, struct state_hist);
+} dwell_hists SEC(".maps");
 
 struct listen_key {
 	__u32 netns;
@@ -203,6 +215,50 @@ static __always_inline __u8 advance(struct sock_info *si, int old, int new,
 	return flags;
 }
 
+/* Bucket of value v, as internal/histogram.Index. */
+static __always_inline __u32 hist_index(__u64 v)
+{
+	if (v < HIST_EXACT_BELOW)
+		return v;
+	__u32 e = 0;
+	__u64 x = v;
+	if (x >> 32) { x >>= 32; e += 32; }
+	if (x >> 16) { x >>= 16; e += 16; }
+	if (x >> 8) { x >>= 8; e += 8; }
+	if (x >> 4) { x >>= 4; e += 4; }
+	if (x >> 2) { x >>= 2; e += 2; }
+	if (x >> 1) { e += 1; }
+	__u32 shift = e - HIST_SUB_BITS; /* >= 1 */
+	return HIST_EXACT_BELOW + (shift - 1) * (1 << HIST_SUB_BITS) +
+	       (__u32)(v >> shift) - (1 << HIST_SUB_BITS);
+}
+
+/*
+ * Aggregate mode: count the completed stay in the kernel instead of sending
+ * a record. Same rules as user space: a known dwell, not CLOSE (where
+ * sockets start and end), not a repeated set.
+ */
+static __always_inline void aggregate(struct counters *c, int old, int new,
+				      __u64 dwell, __u8 flags)
+{
+	c->aggregated++;
+	if (!(flags & EV_DWELL_KNOWN) || old == TCP_CLOSE || old == new)
+		return;
+	__u32 key = old;
+	struct state_hist *h = bpf_map_lookup_elem(&dwell_hists, &key);
+	if (!h)
+		return;
+	/* hist_index is < HIST_BUCKETS; the mask is for the verifier. */
+	__u32 i = hist_index(dwell) & (HIST_SLOTS - 1);
+	if (!h->count || dwell < h->min)
+		h->min = dwell;
+	if (dwell > h->max)
+		h->max = dwell;
+	h->count++;
+	h->sum += dwell;
+	h->buckets[i]++;
+}
+
 static __always_inline __u64 submit_flags(void)
 {
 	if (!wakeup_bytes)
@@ -245,14 +301,14 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	__u64 dwell = 0;
 	__u8 flags = extra;
-	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, 0);
-	if (!si) {
-		si = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (si)
-			si->cookie = cookie;
+	/* One call finds or creates the entry; a new one is zeroed, and no
+	 * socket has cookie 0. */
+	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (si && !si->cookie) {
+		si->cookie = cookie;
 		if (is_birth(old, new))
 			flags |= EV_NEW;
-	} else if (si->cookie != cookie) {
+	} else if (si && si->cookie != cookie) {
 		/* Cloned from the listener at accept: a new socket whose owner
 		 * is the listener's; its time in LISTEN is not its own. */
 		si->cookie = cookie;
@@ -266,6 +322,10 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 
 	if (filter_pid && (!si || si->pid != filter_pid)) {
 		c->filtered++;
+		return;
+	}
+	if (aggregate_only) {
+		aggregate(c, old, new, dwell, flags);
 		return;
 	}
 
@@ -398,6 +458,10 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 		c->filtered++;
 		return 0;
 	}
+	if (aggregate_only) {
+		aggregate(c, old, new, dwell, flags);
+		return 0;
+	}
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -459,5 +523,25 @@ int seed_owners(struct bpf_iter__tcp *ctx)
 		si->pid = o->pid;
 		__builtin_memcpy(si->comm, o->comm, sizeof(si->comm));
 	}
+	return 0;
+}
+
+/*
+ * Test hook, never attached: computes hist_index for a batch of values so
+ * a Go test can check it against internal/histogram.Index
+ * (BPF_PROG_TEST_RUN on a syscall program).
+ */
+struct hist_index_args {
+	__u64 values[64];
+	__u32 index[64];
+};
+
+SEC("syscall")
+int hist_index_test(struct hist_index_args *args)
+{
+	/* Unrolled: context accesses need constant offsets. */
+#pragma unroll
+	for (int i = 0; i < 64; i++)
+		args->index[i] = hist_index(args->values[i]);
 	return 0;
 }

@@ -48,6 +48,27 @@ struct counters {
 	__u64 ringbuf_drops; /* bpf_ringbuf_reserve failed: ring full */
 	__u64 storage_fail;  /* no per-socket storage could be had: dwell/owner unknown */
 	__u64 filtered;      /* TCP transitions dropped by the user's filters */
+	__u64 aggregated;    /* transitions counted into dwell_hists, not sent */
+};
+
+/*
+ * Dwell-time histogram of one state, aggregated in the kernel when only
+ * histograms are wanted (no record crosses to user space). Log-linear
+ * buckets, the same as internal/histogram: values below 64 ns exactly, then
+ * 32 linear sub-buckets per power of two.
+ */
+#define HIST_SUB_BITS 5
+#define HIST_EXACT_BELOW 64
+#define HIST_BUCKETS 1920 /* used */
+#define HIST_SLOTS 2048   /* allocated: a power of two, so a mask bounds the index */
+#define NUM_STATES 13
+
+struct state_hist {
+	__u64 count;
+	__u64 sum;
+	__u64 min; /* valid when count > 0 */
+	__u64 max;
+	__u64 buckets[HIST_SLOTS];
 };
 
 /* Owner of a socket and when it entered its current state. */

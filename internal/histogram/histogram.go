@@ -4,7 +4,10 @@
 // quantile read at a bucket's midpoint is within 1.6% of the true value.
 package histogram
 
-import "math/bits"
+import (
+	"fmt"
+	"math/bits"
+)
 
 const (
 	subBits    = 5
@@ -78,6 +81,30 @@ func (h *Histogram) Merge(o *Histogram) {
 	}
 	h.count += o.count
 	h.sum += o.sum
+}
+
+// MergeRaw adds a histogram kept elsewhere in the same bucket layout (the
+// kernel's aggregate mode): per-bucket counts, and the count, sum, min
+// and max of the values. counts longer than NumBuckets is an error.
+func (h *Histogram) MergeRaw(counts []uint64, count, sum, minV, maxV uint64) error {
+	if len(counts) > NumBuckets {
+		return fmt.Errorf("histogram: %d buckets, want at most %d", len(counts), NumBuckets)
+	}
+	if count == 0 {
+		return nil
+	}
+	for i, c := range counts {
+		h.counts[i] += c
+	}
+	if h.count == 0 || minV < h.min {
+		h.min = minV
+	}
+	if maxV > h.max {
+		h.max = maxV
+	}
+	h.count += count
+	h.sum += sum
+	return nil
 }
 
 // Reset empties h.

@@ -198,6 +198,9 @@ func (n *NDJSON) Stats(s *Stats) {
 	b = appendTime(b, "ts", s.TS)
 	b = appendStr(b, "attach", s.Attach)
 	b = appendUint(b, "events", s.Events)
+	if s.Aggregated != 0 {
+		b = appendUint(b, "aggregated", s.Aggregated)
+	}
 	b = appendUint(b, "connections", s.Connections)
 	b = appendUint(b, "open_connections", s.Open)
 	b = appendUint(b, "evictions", s.Evictions)

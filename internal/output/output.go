@@ -35,6 +35,7 @@ type Stats struct {
 	TS          time.Time
 	Attach      string
 	Events      uint64 // transitions received
+	Aggregated  uint64 // transitions counted into kernel histograms (--emit histograms)
 	Connections uint64 // connection records written
 	Open        uint64 // of which still open at exit
 	Evictions   uint64

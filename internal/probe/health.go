@@ -2,7 +2,11 @@
 
 package probe
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+)
 
 // Health is the kernel side's account of what it did not deliver, summed
 // over CPUs since load. Every field only grows.
@@ -20,8 +24,13 @@ type Health struct {
 	StorageFail uint64
 	// Filtered counts TCP transitions the kernel-side filters dropped.
 	Filtered uint64
-	// Runs and RunTimeNs are the primary program's run count and total
-	// run time (non-zero only with kernel.bpf_stats_enabled=1).
+	// Aggregated counts transitions counted into the kernel's
+	// histograms instead of being sent (aggregate mode).
+	Aggregated uint64
+	// Runs is the primary program's run count, RunTimeNs the total run
+	// time of all attached programs (primary and backup): the kernel-side
+	// cost of RunTimeNs/Runs per transition. Non-zero only with
+	// kernel.bpf_stats_enabled=1.
 	Runs      uint64
 	RunTimeNs uint64
 }
@@ -41,15 +50,41 @@ func (p *Probe) Health() (Health, error) {
 		h.Rescued += c.Rescued
 		h.StorageFail += c.StorageFail
 		h.Filtered += c.Filtered
+		h.Aggregated += c.Aggregated
 	}
 	st, err := p.primary.Stats()
 	if err != nil {
 		return Health{}, fmt.Errorf("reading program stats: %w", err)
 	}
 	h.Runs = st.RunCount
-	h.RunTimeNs = uint64(st.Runtime.Nanoseconds())
 	if st.RecursionMisses > h.Rescued {
 		h.Recursion = st.RecursionMisses - h.Rescued
 	}
+	for _, prog := range p.attached {
+		st, err := prog.Stats()
+		if err != nil {
+			return Health{}, fmt.Errorf("reading program stats: %w", err)
+		}
+		h.RunTimeNs += uint64(st.Runtime.Nanoseconds())
+	}
 	return h, nil
+}
+
+// DwellHistograms adds the kernel's per-CPU dwell-time histograms
+// (aggregate mode) to dst, indexed by state.
+func (p *Probe) DwellHistograms(dst []histogram.Histogram) error {
+	m := p.coll.Maps[tcptraceMapDwellHists]
+	var per []tcptraceStateHist
+	for state := 1; state < len(dst); state++ {
+		if err := m.Lookup(uint32(state), &per); err != nil {
+			return fmt.Errorf("reading kernel histograms: %w", err)
+		}
+		for i := range per {
+			h := &per[i]
+			if err := dst[state].MergeRaw(h.Buckets[:histogram.NumBuckets], h.Count, h.Sum, h.Min, h.Max); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 )
 
 // The Go decoder hand-codes struct event's offsets; this pins them to the
@@ -46,11 +47,17 @@ func TestEventLayoutMatchesDecoder(t *testing.T) {
 	}
 }
 
+func TestKernelHistogramLayout(t *testing.T) {
+	if n := len(tcptraceStateHist{}.Buckets); n != 2048 || histogram.NumBuckets != 1920 {
+		t.Fatalf("kernel histogram has %d slots for internal/histogram's %d buckets; bpf/tcptrace.h says 2048 for 1920", n, histogram.NumBuckets)
+	}
+}
+
 func TestSockInfoAndCountersLayout(t *testing.T) {
 	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 40 {
 		t.Errorf("struct sock_info is %d bytes, want 40", s)
 	}
-	if s := unsafe.Sizeof(tcptraceCounters{}); s != 40 {
-		t.Errorf("struct counters is %d bytes, want 40", s)
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 48 {
+		t.Errorf("struct counters is %d bytes, want 48", s)
 	}
 }

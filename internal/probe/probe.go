@@ -50,6 +50,9 @@ type Options struct {
 	RingSize    int      // bytes, a power of two multiple of the page size
 	WakeupBytes int      // wake the reader once this many bytes wait; 0: kernel default
 	MaxSockets  int      // tracepoint fallback: sockets tracked at once
+	// Aggregate keeps dwell-time histograms in the kernel and sends no
+	// records; read them with DwellHistograms.
+	Aggregate bool
 
 	// Owners and NetnsPaths (from sockowner.Scan) seed the sockets that
 	// exist already with their owner; see Seed.
@@ -64,8 +67,9 @@ type Probe struct {
 	links  []link.Link
 	reader *ringbuf.Reader
 	// primary is the program whose recursion misses count as potential loss.
-	primary *ebpf.Program
-	rec     ringbuf.Record
+	primary  *ebpf.Program
+	attached []*ebpf.Program
+	rec      ringbuf.Record
 }
 
 // Load checks the kernel, loads the programs with opts and attaches them.
@@ -137,22 +141,27 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	for _, port := range o.Ports {
 		bitmap[port>>3] |= 1 << (port & 7)
 	}
-	filterPorts := uint8(0)
+	filterPorts, aggregate := uint8(0), uint8(0)
 	if len(o.Ports) > 0 {
 		filterPorts = 1
 	}
+	if o.Aggregate {
+		aggregate = 1
+	}
 	for name, v := range map[string]any{
-		tcptraceVarFilterFamily: uint8(o.Family),
-		tcptraceVarFilterPorts:  filterPorts,
-		tcptraceVarFilterNetns:  o.Netns,
-		tcptraceVarFilterPid:    o.PID,
-		tcptraceVarWakeupBytes:  uint64(o.WakeupBytes),
-		tcptraceVarPortBitmap:   bitmap,
+		tcptraceVarFilterFamily:  uint8(o.Family),
+		tcptraceVarFilterPorts:   filterPorts,
+		tcptraceVarFilterNetns:   o.Netns,
+		tcptraceVarFilterPid:     o.PID,
+		tcptraceVarWakeupBytes:   uint64(o.WakeupBytes),
+		tcptraceVarPortBitmap:    bitmap,
+		tcptraceVarAggregateOnly: aggregate,
 	} {
 		if err := set(name, v); err != nil {
 			return err
 		}
 	}
+	delete(spec.Programs, tcptraceProgHistIndexTest) // test hook only
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
@@ -177,11 +186,13 @@ func (p *Probe) attach() error {
 	case AttachBTF:
 		p.primary = p.coll.Programs[tcptraceProgOnState]
 		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup} {
-			l, err := link.AttachTracing(link.TracingOptions{Program: p.coll.Programs[name]})
+			prog := p.coll.Programs[name]
+			l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 			if err != nil {
 				return fmt.Errorf("attaching %s to tp_btf/inet_sock_set_state: %w", name, err)
 			}
 			p.links = append(p.links, l)
+			p.attached = append(p.attached, prog)
 		}
 	case AttachTracepoint:
 		p.primary = p.coll.Programs[tcptraceProgOnStateTp]
@@ -197,6 +208,7 @@ func (p *Probe) attach() error {
 			return fmt.Errorf("attaching to tracepoint sock/inet_sock_set_state: %w", err)
 		}
 		p.links = append(p.links, l)
+		p.attached = append(p.attached, p.primary)
 	}
 	return nil
 }

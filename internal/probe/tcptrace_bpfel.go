@@ -20,6 +20,7 @@ type tcptraceCounters struct {
 	RingbufDrops uint64
 	StorageFail  uint64
 	Filtered     uint64
+	Aggregated   uint64
 }
 
 type tcptraceEvent struct {
@@ -40,6 +41,12 @@ type tcptraceEvent struct {
 	Comm     [16]int8
 }
 
+type tcptraceHistIndexArgs struct {
+	_      structs.HostLayout
+	Values [64]uint64
+	Index  [64]uint32
+}
+
 type tcptraceListenKey struct {
 	_     structs.HostLayout
 	Netns uint32
@@ -56,20 +63,32 @@ type tcptraceSockInfo struct {
 	Comm   [16]int8
 }
 
+type tcptraceStateHist struct {
+	_       structs.HostLayout
+	Count   uint64
+	Sum     uint64
+	Min     uint64
+	Max     uint64
+	Buckets [2048]uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tcptraceMapDwellHists      = "dwell_hists"
 	tcptraceMapEvents          = "events"
 	tcptraceMapHealth          = "health"
 	tcptraceMapSeedInodes      = "seed_inodes"
 	tcptraceMapSockInfos       = "sock_infos"
 	tcptraceMapTpListeners     = "tp_listeners"
 	tcptraceMapTpSocks         = "tp_socks"
+	tcptraceProgHistIndexTest  = "hist_index_test"
 	tcptraceProgOnState        = "on_state"
 	tcptraceProgOnStateBackup  = "on_state_backup"
 	tcptraceProgOnStateTp      = "on_state_tp"
 	tcptraceProgSeedOwners     = "seed_owners"
+	tcptraceVarAggregateOnly   = "aggregate_only"
 	tcptraceVarFilterFamily    = "filter_family"
 	tcptraceVarFilterNetns     = "filter_netns"
 	tcptraceVarFilterPid       = "filter_pid"
@@ -122,6 +141,7 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
+	HistIndexTest *ebpf.ProgramSpec `ebpf:"hist_index_test"`
 	OnState       *ebpf.ProgramSpec `ebpf:"on_state"`
 	OnStateBackup *ebpf.ProgramSpec `ebpf:"on_state_backup"`
 	OnStateTp     *ebpf.ProgramSpec `ebpf:"on_state_tp"`
@@ -132,6 +152,7 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
+	DwellHists  *ebpf.MapSpec `ebpf:"dwell_hists"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Health      *ebpf.MapSpec `ebpf:"health"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
@@ -144,6 +165,7 @@ type tcptraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
+	AggregateOnly   *ebpf.VariableSpec `ebpf:"aggregate_only"`
 	FilterFamily    *ebpf.VariableSpec `ebpf:"filter_family"`
 	FilterNetns     *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPid       *ebpf.VariableSpec `ebpf:"filter_pid"`
@@ -174,6 +196,7 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
+	DwellHists  *ebpf.Map `ebpf:"dwell_hists"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Health      *ebpf.Map `ebpf:"health"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
@@ -184,6 +207,7 @@ type tcptraceMaps struct {
 
 func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
+		m.DwellHists,
 		m.Events,
 		m.Health,
 		m.SeedInodes,
@@ -197,6 +221,7 @@ func (m *tcptraceMaps) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
+	AggregateOnly   *ebpf.Variable `ebpf:"aggregate_only"`
 	FilterFamily    *ebpf.Variable `ebpf:"filter_family"`
 	FilterNetns     *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPid       *ebpf.Variable `ebpf:"filter_pid"`
@@ -211,6 +236,7 @@ type tcptraceVariables struct {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
+	HistIndexTest *ebpf.Program `ebpf:"hist_index_test"`
 	OnState       *ebpf.Program `ebpf:"on_state"`
 	OnStateBackup *ebpf.Program `ebpf:"on_state_backup"`
 	OnStateTp     *ebpf.Program `ebpf:"on_state_tp"`
@@ -219,6 +245,7 @@ type tcptracePrograms struct {
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
+		p.HistIndexTest,
 		p.OnState,
 		p.OnStateBackup,
 		p.OnStateTp,

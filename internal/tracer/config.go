@@ -151,3 +151,7 @@ func (c *Config) describe() string {
 	}
 	return fmt.Sprintf("filters: %s; emit %s as %s to %s", filters, c.Emit, c.Format, out)
 }
+
+// aggregate reports whether only histograms are wanted: then the kernel
+// keeps them and no record crosses to user space.
+func (c *Config) aggregate() bool { return c.Emit == EmitHistograms }

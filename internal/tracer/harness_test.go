@@ -38,10 +38,19 @@ type record struct {
 	State   string `json:"state"`
 	Count   uint64 `json:"count"`
 	P50     uint64 `json:"p50_ns"`
-	Events  uint64 `json:"events"`
-	Lost    uint64 `json:"lost"`
-	Rescued uint64 `json:"rescued"`
-	Attach  string `json:"attach"`
+	SumNs   uint64 `json:"sum_ns"`
+	MinNs   uint64 `json:"min_ns"`
+	MaxNs   uint64 `json:"max_ns"`
+	Buckets []struct {
+		Ge    uint64 `json:"ge_ns"`
+		Le    uint64 `json:"le_ns"`
+		Count uint64 `json:"count"`
+	} `json:"buckets"`
+	Aggregated uint64 `json:"aggregated"`
+	Events     uint64 `json:"events"`
+	Lost       uint64 `json:"lost"`
+	Rescued    uint64 `json:"rescued"`
+	Attach     string `json:"attach"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.

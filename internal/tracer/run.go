@@ -47,6 +47,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		RingSize:    cfg.RingSize,
 		WakeupBytes: cmp.Or(cfg.wakeupBytes, cfg.RingSize/8),
 		MaxSockets:  cfg.MaxConns,
+		Aggregate:   cfg.aggregate(),
 		Owners:      owners,
 		NetnsPaths:  netns,
 	})
@@ -67,9 +68,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	if cfg.Emit&EmitConnections != 0 {
 		r.tracker = timeline.New(cfg.MaxConns, r.connection)
 	}
+	where := "records to user space"
+	if cfg.aggregate() {
+		where = "histograms aggregated in the kernel"
+	}
 
-	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), p.RingSize()>>20, len(owners), cfg.describe())
+	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
+		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.describe())
 
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
@@ -191,13 +196,30 @@ func (r *run) periodic(now time.Time) error {
 	}
 	if r.cfg.Interval > 0 && r.cfg.Emit&EmitHistograms != 0 && now.Sub(r.lastHistsAt) >= r.cfg.Interval {
 		r.lastHistsAt = now
-		r.sink.Histograms(now, r.start, &r.hists)
+		if err := r.writeHistograms(now); err != nil {
+			return err
+		}
 	}
 	if now.Sub(r.lastFlushAt) < r.cfg.Flush {
 		return nil
 	}
 	r.lastFlushAt = now
 	return r.sink.Flush()
+}
+
+// writeHistograms writes the cumulative histograms: the ones built from
+// records, or in aggregate mode the kernel's.
+func (r *run) writeHistograms(now time.Time) error {
+	if r.cfg.aggregate() {
+		for i := range r.hists {
+			r.hists[i].Reset()
+		}
+		if err := r.p.DwellHistograms(r.hists[:]); err != nil {
+			return err
+		}
+	}
+	r.sink.Histograms(now, r.start, &r.hists)
+	return nil
 }
 
 // reportLost writes a lost record when the kernel dropped or skipped
@@ -246,13 +268,15 @@ func (r *run) finish(cause error) error {
 		r.tracker.Flush(probe.MonotonicNow())
 	}
 	lostErr := r.reportLost(now)
+	var histErr error
 	if r.cfg.Emit&EmitHistograms != 0 {
-		r.sink.Histograms(now, r.start, &r.hists)
+		histErr = r.writeHistograms(now)
 	}
 	h := r.lastHealth
 	st := output.Stats{
 		TS: now, Attach: string(r.p.Attach()), Events: r.events, Connections: r.conns, Open: r.open,
-		Rescued: h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.decodeErrs,
+		Aggregated: h.Aggregated,
+		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.decodeErrs,
 		Runs: h.Runs, RunTimeNs: h.RunTimeNs,
 	}
 	if r.tracker != nil {
@@ -266,6 +290,9 @@ func (r *run) finish(cause error) error {
 	}
 	if lostErr != nil {
 		return lostErr
+	}
+	if histErr != nil {
+		return histErr
 	}
 	if flushErr != nil {
 		return fmt.Errorf("writing output: %w", flushErr)

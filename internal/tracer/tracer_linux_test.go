@@ -334,3 +334,46 @@ func TestRefusedConnect(t *testing.T) {
 		}
 	}
 }
+
+// --emit histograms keeps the histograms in the kernel. Run it beside a
+// tracer that builds them from records, on the same traffic: the counts
+// must agree exactly, and the values to within the few microseconds by
+// which the two tracers' programs read the clock apart (the bucket
+// function itself is checked value for value in internal/probe).
+func TestKernelAggregationMatchesUserSpace(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	full := startTracer(t, nsConfig(ns))
+	aggCfg := nsConfig(ns)
+	aggCfg.Emit = EmitHistograms
+	agg := startTracer(t, aggCfg)
+	server := ns.Start(t, "server", "127.0.0.1:0", "20", "3ms")
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "20")
+	client.Line()
+	client.Wait()
+	server.Wait()
+	fromRecords := ofType(full.stop(t), "histogram")
+	aggRecs := agg.stop(t)
+	if n := len(ofType(aggRecs, "transition")) + len(ofType(aggRecs, "connection")); n != 0 {
+		t.Errorf("--emit histograms wrote %d transition/connection records", n)
+	}
+	st := ofType(aggRecs, "stats")
+	if len(st) != 1 || st[0].Aggregated != 20*10+2 || st[0].Events != 0 {
+		t.Errorf("stats %+v, want 202 transitions aggregated in the kernel and none sent", st)
+	}
+	fromKernel := ofType(aggRecs, "histogram")
+	if len(fromKernel) == 0 || len(fromKernel) != len(fromRecords) {
+		t.Fatalf("%d kernel histograms, %d from records", len(fromKernel), len(fromRecords))
+	}
+	near := func(a, b uint64) bool {
+		return math.Abs(float64(a)-float64(b)) <= 5000+0.05*float64(max(a, b))
+	}
+	for i := range fromKernel {
+		k, u := fromKernel[i], fromRecords[i]
+		if k.State != u.State || k.Count != u.Count || !near(k.MinNs, u.MinNs) || !near(k.MaxNs, u.MaxNs) ||
+			!near(k.SumNs/k.Count, u.SumNs/u.Count) || !near(k.P50, u.P50) {
+			t.Errorf("state %s: kernel count %d min %d max %d sum %d p50 %d; records count %d min %d max %d sum %d p50 %d",
+				u.State, k.Count, k.MinNs, k.MaxNs, k.SumNs, k.P50, u.Count, u.MinNs, u.MaxNs, u.SumNs, u.P50)
+		}
+	}
+}

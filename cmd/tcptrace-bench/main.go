@@ -1,0 +1,301 @@
+// Command tcptrace-bench measures what tcptrace-bpf costs a busy host: it
+// runs the churn load (connect, write, read, close as fast as possible)
+// untraced and traced, alternately (A B A B ...), and prints a table of
+// throughput ratios, transitions captured against expected, lost events,
+// the BPF program's own cost per event and the tracer's CPU time.
+//
+//	sudo ./tcptrace-bench --tracer ./tcptrace-bpf --pairs 7
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/churn"
+)
+
+// mode is one way of tracing the load.
+type mode struct {
+	name string
+	args []string // tracer arguments; nil: bpftrace reference
+}
+
+type sample struct {
+	ratio    float64
+	captured uint64 // transitions the tracer counted
+	expected uint64
+	lost     uint64
+	nsPerEv  float64 // BPF run time per event
+	cpu      time.Duration
+}
+
+func main() {
+	var (
+		tracer      = flag.String("tracer", "./tcptrace-bpf", "tcptrace-bpf binary to measure")
+		pairs       = flag.Int("pairs", 7, "untraced/traced pairs per mode")
+		conns       = flag.Int("conns", 20000, "connections per run")
+		concurrency = flag.Int("c", 32, "concurrent clients")
+		withBT      = flag.Bool("bpftrace", true, "add a bpftrace reference row when bpftrace is installed")
+	)
+	flag.Parse()
+	if err := run(*tracer, *pairs, *conns, *concurrency, *withBT, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(tracer string, pairs, conns, concurrency int, withBT bool, out io.Writer) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (loads BPF programs): run it with sudo")
+	}
+	restore, err := enableBPFStats()
+	if err != nil {
+		return err
+	}
+	defer restore()
+	srv, err := churn.Listen("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	port := fmt.Sprint(srv.Port())
+	tmp, err := os.MkdirTemp("", "tcptrace-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	modes := []mode{
+		{"all records, NDJSON to a file", []string{"--port", port}},
+		{"--emit histograms", []string{"--port", port, "--emit", "histograms"}},
+	}
+	if _, err := exec.LookPath("bpftrace"); err == nil && withBT {
+		modes = append(modes, mode{name: "bpftrace, printing each transition (reference)"})
+	}
+	ctx := context.Background()
+	// Warm-up: first runs are slower (page cache, CPU frequency).
+	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
+		return err
+	}
+	results := make([][]sample, len(modes))
+	for p := 0; p < pairs; p++ {
+		for i, m := range modes {
+			base, err := churn.Run(ctx, srv.Port(), conns, concurrency)
+			if err != nil {
+				return fmt.Errorf("baseline: %w", err)
+			}
+			s, err := traced(ctx, tracer, m, srv, conns, concurrency, filepath.Join(tmp, "out"))
+			if err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			s.ratio /= base.Rate()
+			results[i] = append(results[i], s)
+			fmt.Fprintf(os.Stderr, "pair %d %-45s baseline %6.0f conn/s, ratio %.3f, captured %d/%d, lost %d\n",
+				p+1, m.name, base.Rate(), s.ratio, s.captured, s.expected, s.lost)
+		}
+	}
+	printTable(out, modes, results, conns, concurrency)
+	return nil
+}
+
+// traced runs the load under one mode; sample.ratio holds the traced rate.
+func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns, concurrency int, outFile string) (sample, error) {
+	os.Remove(outFile)
+	var cmd *exec.Cmd
+	if m.args == nil {
+		cmd = bpftraceCmd(srv.Port(), outFile)
+	} else {
+		cmd = exec.Command(tracer, append([]string{"-o", outFile}, m.args...)...)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return sample{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return sample{}, err
+	}
+	defer cmd.Process.Kill()
+	if err := waitReady(stderr, m.args == nil); err != nil {
+		return sample{}, err
+	}
+	go io.Copy(io.Discard, stderr)
+
+	r, err := churn.Run(ctx, srv.Port(), conns, concurrency)
+	if err != nil {
+		return sample{}, err
+	}
+	time.Sleep(300 * time.Millisecond) // let the last closes finish
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil && m.args != nil {
+		return sample{}, fmt.Errorf("tracer: %w", err)
+	}
+	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10,
+		cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	if m.args == nil {
+		s.captured, err = countLines(outFile)
+		return s, err
+	}
+	st, err := lastStats(outFile)
+	if err != nil {
+		return s, err
+	}
+	s.captured, s.lost = st.Events, st.Lost
+	if st.Events == 0 && st.BPFRuns > 0 {
+		// histogram mode: nothing crosses to user space; the kernel
+		// counted the transitions it aggregated.
+		s.captured = st.Aggregated
+	}
+	if st.BPFRuns > 0 {
+		s.nsPerEv = float64(st.BPFRunTimeNs) / float64(st.BPFRuns)
+	}
+	return s, nil
+}
+
+func waitReady(stderr io.Reader, bpftrace bool) error {
+	want := "tcptrace-bpf: tracing"
+	if bpftrace {
+		want = "Attaching"
+	}
+	sc := bufio.NewScanner(stderr)
+	deadline := time.AfterFunc(30*time.Second, func() {})
+	defer deadline.Stop()
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), want) {
+			if bpftrace {
+				time.Sleep(time.Second) // bpftrace attaches after printing
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("tracer exited before it was ready")
+}
+
+type stats struct {
+	Events       uint64 `json:"events"`
+	Aggregated   uint64 `json:"aggregated"`
+	Lost         uint64 `json:"lost"`
+	BPFRuns      uint64 `json:"bpf_runs"`
+	BPFRunTimeNs uint64 `json:"bpf_run_time_ns"`
+}
+
+func lastStats(path string) (stats, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return stats{}, err
+	}
+	defer f.Close()
+	var st stats
+	found := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), `{"type":"stats"`) {
+			found = json.Unmarshal(sc.Bytes(), &st) == nil
+		}
+	}
+	if !found {
+		return st, fmt.Errorf("no stats record in %s", path)
+	}
+	return st, nil
+}
+
+func countLines(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var n uint64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		n++
+	}
+	return n, sc.Err()
+}
+
+// bpftraceCmd prints every transition on port, as the peer scripts do.
+func bpftraceCmd(port int, outFile string) *exec.Cmd {
+	script := fmt.Sprintf(`tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == %d || args->dport == %d)/ {
+  printf("%%llu %%d %%s %%d %%d %%d %%d\n", nsecs, pid, comm, args->sport, args->dport, args->oldstate, args->newstate);
+}`, port, port)
+	return exec.Command("bpftrace", "-o", outFile, "-e", script)
+}
+
+func enableBPFStats() (restore func(), err error) {
+	const path = "/proc/sys/kernel/bpf_stats_enabled"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return nil, fmt.Errorf("enabling BPF run-time statistics: %w", err)
+	}
+	return func() { _ = os.WriteFile(path, old, 0o644) }, nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurrency int) {
+	host, _ := os.Hostname()
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	fmt.Fprintf(out, "\ntcptrace-bench: %d connections per run (%d transitions), %d concurrent clients, %d pairs; kernel %s, host %s, %s\n\n",
+		conns, conns*10, concurrency, len(results[0]), utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintln(out, "| mode | median ratio | ratio per pair | captured / expected (worst) | lost (all runs) | BPF ns/event (median) | tracer CPU per 200k events (median) |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	for i, m := range modes {
+		var ratios, ns, cpu []float64
+		var lost uint64
+		worstS := results[i][0]
+		worst := float64(worstS.captured) / float64(worstS.expected)
+		for _, s := range results[i] {
+			ratios = append(ratios, s.ratio)
+			ns = append(ns, s.nsPerEv)
+			cpu = append(cpu, s.cpu.Seconds()*200000/float64(max(s.expected, 1)))
+			lost += s.lost
+			if f := float64(s.captured) / float64(s.expected); f <= worst {
+				worst, worstS = f, s
+			}
+		}
+		per := make([]string, len(ratios))
+		for j, r := range ratios {
+			per[j] = fmt.Sprintf("%.2f", r)
+		}
+		nsCol := fmt.Sprintf("%.0f", median(ns))
+		if m.args == nil {
+			nsCol = "n/a"
+		}
+		fmt.Fprintf(out, "| %s | **%.3f** | %s | %d / %d | %d | %s | %.2f s |\n", m.name, median(ratios), strings.Join(per, " "),
+			worstS.captured, worstS.expected, lost, nsCol, median(cpu))
+	}
+}
+
+func utsString(b []int8) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		sb.WriteByte(byte(c))
+	}
+	return sb.String()
+}

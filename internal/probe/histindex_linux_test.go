@@ -1,0 +1,63 @@
+//go:build linux
+
+package probe
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+)
+
+// The kernel's bucket function (aggregate mode) must be Go's, value for
+// value: run it in the kernel on boundaries and random values.
+func TestKernelHistIndexMatchesGo(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	spec, err := loadTcptrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(spec.Programs[tcptraceProgHistIndexTest])
+	if err != nil {
+		t.Fatalf("loading test program: %v", err)
+	}
+	defer prog.Close()
+
+	var values []uint64
+	for i := 0; i < histogram.NumBuckets; i++ {
+		lo, hi := histogram.Bounds(i)
+		values = append(values, lo, hi)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 4096; i++ {
+		values = append(values, rng.Uint64()>>rng.IntN(64))
+	}
+	values = append(values, 0, 1, 63, 64, 65, math.MaxUint64)
+	for len(values)%64 != 0 {
+		values = append(values, 0)
+	}
+	for off := 0; off < len(values); off += 64 {
+		var args tcptraceHistIndexArgs
+		copy(args.Values[:], values[off:off+64])
+		var in bytes.Buffer
+		binary.Write(&in, binary.NativeEndian, &args)
+		out := make([]byte, in.Len())
+		if _, err := prog.Run(&ebpf.RunOptions{Context: in.Bytes(), ContextOut: out}); err != nil {
+			t.Fatalf("running test program: %v", err)
+		}
+		if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, &args); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range args.Values {
+			if got, want := int(args.Index[i]), histogram.Index(v); got != want {
+				t.Fatalf("value %d: kernel bucket %d, Go bucket %d", v, got, want)
+			}
+		}
+	}
+}
