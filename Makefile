@@ -46,4 +46,14 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -f tcptrace-bpf
+	rm -f tcptrace-bpf tcptrace-bench
+
+# Micro-benchmarks of the user-side pipeline, then the end-to-end churn
+# benchmark (root): untraced and traced runs alternately, and the tracer's
+# memory with 100,000 connections open. Figures: docs/performance.md.
+BENCH_PAIRS ?= 7
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
+	./tcptrace-bench --tracer ./tcptrace-bpf --pairs $(BENCH_PAIRS)
+	./tcptrace-bench --tracer ./tcptrace-bpf --rss 100000

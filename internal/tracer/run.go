@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -55,6 +56,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer p.Close()
+	// Loading parsed the kernel's BTF (tens of MiB), now garbage: give
+	// it back to the system rather than carry it for the whole run.
+	debug.FreeOSMemory()
 
 	start := time.Now()
 	clock := event.NewClock(start, probe.MonotonicNow())

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+)
+
+// A brief run of the harness, to see it works; the real figures come from
+// make bench (docs/performance.md).
+func TestBenchHarnessBrief(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	tracer := filepath.Join(t.TempDir(), "tcptrace-bpf")
+	if out, err := exec.Command("go", "build", "-o", tracer, "../tcptrace-bpf").CombinedOutput(); err != nil {
+		t.Fatalf("building the tracer: %v: %s", err, out)
+	}
+	var out bytes.Buffer
+	if err := run(tracer, 1, 500, 8, false, &out); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	for _, want := range []string{"| all records, NDJSON to a file |", "| --emit histograms |", "5000 / 5000"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	out.Reset()
+	if err := measureRSS(tracer, 2000, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "2000 connections held open") {
+		t.Errorf("rss report: %q", out.String())
+	}
+}
