@@ -85,6 +85,13 @@ func run(tracer string, pairs, conns, concurrency int, withBT bool, out io.Write
 		{"--emit histograms", []string{"--port", port, "--emit", "histograms"}},
 	}
 	if _, err := exec.LookPath("bpftrace"); err == nil && withBT {
+		// bpftrace attaches classic tracepoints: it needs tracefs.
+		if _, err := os.Stat("/sys/kernel/tracing/events/sock"); err != nil {
+			if err := syscall.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+				return fmt.Errorf("mounting tracefs for bpftrace: %w", err)
+			}
+			defer syscall.Unmount("/sys/kernel/tracing", syscall.MNT_DETACH)
+		}
 		modes = append(modes, mode{name: "bpftrace, printing each transition (reference)"})
 	}
 	ctx := context.Background()
@@ -156,10 +163,13 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		return sample{}, err
 	}
 	defer cmd.Process.Kill()
-	if err := waitReady(stderr, m.args == nil); err != nil {
+	btOut := ""
+	if m.args == nil {
+		btOut = outFile
+	}
+	if err := waitReady(stderr, btOut); err != nil {
 		return sample{}, err
 	}
-	go io.Copy(io.Discard, stderr)
 
 	cpu0, err := procCPU(cmd.Process.Pid)
 	if err != nil {
@@ -180,7 +190,8 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	}
 	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10, cpu: cpu1 - cpu0}
 	if m.args == nil {
-		s.captured, err = countLines(outFile)
+		n, err := countLines(outFile)
+		s.captured = n - 1 // the "Attaching" line
 		return s, err
 	}
 	st, err := lastStats(outFile)
@@ -199,23 +210,38 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	return s, nil
 }
 
-func waitReady(stderr io.Reader, bpftrace bool) error {
-	want := "tcptrace-bpf: tracing"
-	if bpftrace {
-		want = "Attaching"
-	}
-	sc := bufio.NewScanner(stderr)
-	deadline := time.AfterFunc(30*time.Second, func() {})
-	defer deadline.Stop()
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), want) {
-			if bpftrace {
-				time.Sleep(time.Second) // bpftrace attaches after printing
+// waitReady waits for the tracer's ready line: tcptrace-bpf writes it to
+// stderr; bpftrace with -o writes "Attaching" into its output file.
+func waitReady(stderr io.Reader, bpftraceOut string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	if bpftraceOut != "" {
+		go io.Copy(io.Discard, stderr)
+		for time.Now().Before(deadline) {
+			if b, _ := os.ReadFile(bpftraceOut); strings.Contains(string(b), "Attaching") {
+				return nil
 			}
-			return nil
+			time.Sleep(50 * time.Millisecond)
 		}
+		return errors.New("bpftrace not attached after 30 s")
 	}
-	return fmt.Errorf("tracer exited before it was ready")
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "tcptrace-bpf: tracing") {
+				ready <- nil
+				io.Copy(io.Discard, stderr)
+				return
+			}
+		}
+		ready <- errors.New("tracer exited before it was ready")
+	}()
+	select {
+	case err := <-ready:
+		return err
+	case <-time.After(time.Until(deadline)):
+		return errors.New("tracer not ready after 30 s")
+	}
 }
 
 type stats struct {

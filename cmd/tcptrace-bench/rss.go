@@ -31,10 +31,9 @@ func measureRSS(tracer string, n int, out io.Writer) error {
 		return err
 	}
 	defer cmd.Process.Kill()
-	if err := waitReady(stderr, false); err != nil {
+	if err := waitReady(stderr, ""); err != nil {
 		return err
 	}
-	go io.Copy(io.Discard, stderr)
 	before, _ := vm(cmd.Process.Pid, "VmRSS")
 
 	self, err := os.Executable()

@@ -9,10 +9,10 @@ import (
 // Append helpers for an allocation-free JSON encoder. Each appends to dst
 // and returns the extended slice, like strconv.AppendInt.
 
+// appendKey appends a key given in full, with its comma, quotes and colon
+// (`,"cookie":`): one copy instead of three.
 func appendKey(dst []byte, key string) []byte {
-	dst = append(dst, ',', '"')
-	dst = append(dst, key...)
-	return append(dst, '"', ':')
+	return append(dst, key...)
 }
 
 func appendUint(dst []byte, key string, v uint64) []byte {
@@ -52,10 +52,13 @@ func (c *timeCache) appendTime(dst []byte, key string, unixNano int64) []byte {
 	if frac != 0 {
 		var digits [10]byte
 		digits[0] = '.'
-		for i := 9; i >= 1; i-- {
-			digits[i] = byte('0' + frac%10)
-			frac /= 10
+		f := uint32(frac)
+		for i := 8; i >= 2; i -= 2 { // two digits at a time
+			d := f % 100 * 2
+			digits[i], digits[i+1] = pairs[d], pairs[d+1]
+			f /= 100
 		}
+		digits[1] = byte('0' + f)
 		n := 10
 		for digits[n-1] == '0' {
 			n--
@@ -105,3 +108,8 @@ func appendQuoted(dst, s []byte) []byte {
 }
 
 func appendUintRaw(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 10) }
+
+// pairs holds "00" to "99".
+const pairs = "00010203040506070809" + "10111213141516171819" + "20212223242526272829" +
+	"30313233343536373839" + "40414243444546474849" + "50515253545556575859" +
+	"60616263646566676869" + "70717273747576777879" + "80818283848586878889" + "90919293949596979899"

@@ -59,43 +59,43 @@ func (n *NDJSON) start(typ string) []byte {
 }
 
 func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) []byte {
-	dst = appendStr(dst, "family", family.String())
-	dst = append(appendKey(dst, "saddr"), '"')
+	dst = appendStr(dst, `,"family":`, family.String())
+	dst = append(appendKey(dst, `,"saddr":`), '"')
 	dst = src.Addr().AppendTo(dst)
 	dst = append(dst, '"')
-	dst = appendUint(dst, "sport", uint64(src.Port()))
-	dst = append(appendKey(dst, "daddr"), '"')
+	dst = appendUint(dst, `,"sport":`, uint64(src.Port()))
+	dst = append(appendKey(dst, `,"daddr":`), '"')
 	dst = dst_.Addr().AppendTo(dst)
 	dst = append(dst, '"')
-	return appendUint(dst, "dport", uint64(dst_.Port()))
+	return appendUint(dst, `,"dport":`, uint64(dst_.Port()))
 }
 
 func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
 	if !known {
 		return dst
 	}
-	dst = appendUint(dst, "pid", uint64(pid))
-	return appendQuoted(appendKey(dst, "comm"), event.CommBytes(comm))
+	dst = appendUint(dst, `,"pid":`, uint64(pid))
+	return appendQuoted(appendKey(dst, `,"comm":`), event.CommBytes(comm))
 }
 
 // Transition writes a "transition" record.
 func (n *NDJSON) Transition(e *event.Event) {
 	b := n.start("transition")
-	b = n.times.appendTime(b, "ts", n.clock.WallNano(e.Mono))
-	b = appendUint(b, "cookie", e.Cookie)
-	b = appendUint(b, "netns", uint64(e.Netns))
+	b = n.times.appendTime(b, `,"ts":`, n.clock.WallNano(e.Mono))
+	b = appendUint(b, `,"cookie":`, e.Cookie)
+	b = appendUint(b, `,"netns":`, uint64(e.Netns))
 	b = appendEndpoints(b, e.Family, e.Src, e.Dst)
-	b = appendStr(b, "old", e.Old.String())
-	b = appendStr(b, "new", e.New.String())
+	b = appendStr(b, `,"old":`, e.Old.String())
+	b = appendStr(b, `,"new":`, e.New.String())
 	if e.Has(event.DwellKnown) {
-		b = appendUint(b, "dwell_ns", uint64(e.Dwell))
+		b = appendUint(b, `,"dwell_ns":`, uint64(e.Dwell))
 	}
 	b = appendOwner(b, e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	if e.Has(event.Inherited) {
-		b = appendStr(b, "owner_from", "listener")
+		b = appendStr(b, `,"owner_from":`, "listener")
 	}
 	if e.Has(event.CookieSynth) {
-		b = appendBool(b, "cookie_synthetic", true)
+		b = appendBool(b, `,"cookie_synthetic":`, true)
 	}
 	n.buf = append(b, '}')
 	n.write()
@@ -104,23 +104,23 @@ func (n *NDJSON) Transition(e *event.Event) {
 // Connection writes a "connection" record.
 func (n *NDJSON) Connection(c *timeline.Conn) {
 	b := n.start("connection")
-	b = appendUint(b, "cookie", c.Cookie)
-	b = appendUint(b, "netns", uint64(c.Netns))
+	b = appendUint(b, `,"cookie":`, c.Cookie)
+	b = appendUint(b, `,"netns":`, uint64(c.Netns))
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
 	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
 	if c.Start != 0 {
-		b = n.times.appendTime(b, "start", n.clock.WallNano(c.Start))
+		b = n.times.appendTime(b, `,"start":`, n.clock.WallNano(c.Start))
 	}
-	b = n.times.appendTime(b, "end", n.clock.WallNano(c.End))
+	b = n.times.appendTime(b, `,"end":`, n.clock.WallNano(c.End))
 	if c.Start != 0 && c.End >= c.Start {
-		b = appendUint(b, "duration_ns", c.End-c.Start)
+		b = appendUint(b, `,"duration_ns":`, c.End-c.Start)
 	}
-	b = appendBool(b, "open", c.Open)
-	b = appendBool(b, "partial", c.Partial)
+	b = appendBool(b, `,"open":`, c.Open)
+	b = appendBool(b, `,"partial":`, c.Partial)
 	if c.Evicted {
-		b = appendBool(b, "evicted", true)
+		b = appendBool(b, `,"evicted":`, true)
 	}
-	b = append(appendKey(b, "states"), '[')
+	b = append(appendKey(b, `,"states":`), '[')
 	for i := range c.States {
 		s := &c.States[i]
 		if i > 0 {
@@ -130,13 +130,13 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		b = append(b, s.State.String()...)
 		b = append(b, '"')
 		if s.Enter != 0 {
-			b = n.times.appendTime(b, "ts", n.clock.WallNano(s.Enter))
+			b = n.times.appendTime(b, `,"ts":`, n.clock.WallNano(s.Enter))
 		}
 		if s.DwellKnown {
-			b = appendUint(b, "dwell_ns", s.Dwell)
+			b = appendUint(b, `,"dwell_ns":`, s.Dwell)
 		}
 		if s.Unseen {
-			b = appendBool(b, "unseen", true)
+			b = appendBool(b, `,"unseen":`, true)
 		}
 		b = append(b, '}')
 	}
@@ -152,17 +152,17 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
 			continue
 		}
 		b := n.start("histogram")
-		b = appendTime(b, "ts", ts)
-		b = appendTime(b, "since", since)
-		b = appendStr(b, "state", event.State(st).String())
-		b = appendUint(b, "count", h.Count())
-		b = appendUint(b, "sum_ns", h.Sum())
-		b = appendUint(b, "min_ns", h.Min())
-		b = appendUint(b, "max_ns", h.Max())
-		b = appendUint(b, "p50_ns", h.Quantile(0.50))
-		b = appendUint(b, "p90_ns", h.Quantile(0.90))
-		b = appendUint(b, "p99_ns", h.Quantile(0.99))
-		b = append(appendKey(b, "buckets"), '[')
+		b = appendTime(b, `,"ts":`, ts)
+		b = appendTime(b, `,"since":`, since)
+		b = appendStr(b, `,"state":`, event.State(st).String())
+		b = appendUint(b, `,"count":`, h.Count())
+		b = appendUint(b, `,"sum_ns":`, h.Sum())
+		b = appendUint(b, `,"min_ns":`, h.Min())
+		b = appendUint(b, `,"max_ns":`, h.Max())
+		b = appendUint(b, `,"p50_ns":`, h.Quantile(0.50))
+		b = appendUint(b, `,"p90_ns":`, h.Quantile(0.90))
+		b = appendUint(b, `,"p99_ns":`, h.Quantile(0.99))
+		b = append(appendKey(b, `,"buckets":`), '[')
 		n.buckets = h.AppendBuckets(n.buckets[:0])
 		for i, bk := range n.buckets {
 			if i > 0 {
@@ -170,8 +170,8 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
 			}
 			b = append(b, `{"ge_ns":`...)
 			b = appendUintRaw(b, bk.Lo)
-			b = appendUint(b, "le_ns", bk.Hi)
-			b = appendUint(b, "count", bk.Count)
+			b = appendUint(b, `,"le_ns":`, bk.Hi)
+			b = appendUint(b, `,"count":`, bk.Count)
 			b = append(b, '}')
 		}
 		n.buf = append(b, ']', '}')
@@ -182,12 +182,12 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
 // Lost writes a "lost" record.
 func (n *NDJSON) Lost(l *Lost) {
 	b := n.start("lost")
-	b = appendTime(b, "ts", l.TS)
-	b = appendUint(b, "count", l.Count())
-	b = appendUint(b, "ringbuf_full", l.RingbufFull)
-	b = appendUint(b, "recursion", l.Recursion)
-	b = appendUint(b, "decode_errors", l.Decode)
-	b = appendUint(b, "total", l.Total())
+	b = appendTime(b, `,"ts":`, l.TS)
+	b = appendUint(b, `,"count":`, l.Count())
+	b = appendUint(b, `,"ringbuf_full":`, l.RingbufFull)
+	b = appendUint(b, `,"recursion":`, l.Recursion)
+	b = appendUint(b, `,"decode_errors":`, l.Decode)
+	b = appendUint(b, `,"total":`, l.Total())
 	n.buf = append(b, '}')
 	n.write()
 }
@@ -195,21 +195,21 @@ func (n *NDJSON) Lost(l *Lost) {
 // Stats writes the closing "stats" record.
 func (n *NDJSON) Stats(s *Stats) {
 	b := n.start("stats")
-	b = appendTime(b, "ts", s.TS)
-	b = appendStr(b, "attach", s.Attach)
-	b = appendUint(b, "events", s.Events)
+	b = appendTime(b, `,"ts":`, s.TS)
+	b = appendStr(b, `,"attach":`, s.Attach)
+	b = appendUint(b, `,"events":`, s.Events)
 	if s.Aggregated != 0 {
-		b = appendUint(b, "aggregated", s.Aggregated)
+		b = appendUint(b, `,"aggregated":`, s.Aggregated)
 	}
-	b = appendUint(b, "connections", s.Connections)
-	b = appendUint(b, "open_connections", s.Open)
-	b = appendUint(b, "evictions", s.Evictions)
-	b = appendUint(b, "rescued", s.Rescued)
-	b = appendUint(b, "storage_fail", s.StorageFail)
-	b = appendUint(b, "lost", s.Lost)
+	b = appendUint(b, `,"connections":`, s.Connections)
+	b = appendUint(b, `,"open_connections":`, s.Open)
+	b = appendUint(b, `,"evictions":`, s.Evictions)
+	b = appendUint(b, `,"rescued":`, s.Rescued)
+	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
+	b = appendUint(b, `,"lost":`, s.Lost)
 	if s.Runs != 0 {
-		b = appendUint(b, "bpf_runs", s.Runs)
-		b = appendUint(b, "bpf_run_time_ns", s.RunTimeNs)
+		b = appendUint(b, `,"bpf_runs":`, s.Runs)
+		b = appendUint(b, `,"bpf_run_time_ns":`, s.RunTimeNs)
 	}
 	n.buf = append(b, '}')
 	n.write()
