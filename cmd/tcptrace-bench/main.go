@@ -185,8 +185,21 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		return sample{}, err
 	}
 	cmd.Process.Signal(syscall.SIGINT)
-	if err := cmd.Wait(); err != nil && m.args != nil {
-		return sample{}, fmt.Errorf("tracer: %w", err)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil && m.args != nil {
+			return sample{}, fmt.Errorf("tracer: %w", err)
+		}
+	case <-time.After(15 * time.Second):
+		// bpftrace 0.17 sometimes never exits on SIGINT; what it wrote
+		// so far still counts.
+		cmd.Process.Kill()
+		<-exited
+		if m.args != nil {
+			return sample{}, errors.New("tracer did not exit within 15 s of SIGINT")
+		}
 	}
 	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10, cpu: cpu1 - cpu0}
 	if m.args == nil {
