@@ -278,6 +278,54 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 	}
 }
 
+#define RCV_SHUTDOWN 1
+
+/*
+ * Accumulated trouble on every record; at ->CLOSE also what tcplife users
+ * want, the error, and whether a timewait socket lives on: the full socket
+ * of an active closer goes FIN_WAIT2 (or CLOSING) -> CLOSE while
+ * tcp_time_wait() leaves a timewait socket behind, which no tracepoint
+ * reports. It is TIME_WAIT when the peer's FIN was received (RCV_SHUTDOWN
+ * set) and no error ended the socket; an orphan closed in FIN_WAIT2
+ * before the peer's FIN leaves one in its FIN_WAIT2 substate instead.
+ * Reads go through CO-RE (probe reads): the fallback has no typed pointer.
+ */
+static __always_inline void fill_close_info(struct event *e, struct sock *sk,
+					    const struct sock_info *si, int old,
+					    int new, __u8 *flags)
+{
+	e->retrans = si ? si->retrans : 0;
+	e->syn_retrans = si ? si->syn_retrans : 0;
+	e->rst = si ? si->rst : 0;
+	e->bytes_acked = 0;
+	e->bytes_received = 0;
+	e->srtt_us = 0;
+	e->total_retrans = 0;
+	e->err = 0;
+	e->tw = TW_NONE;
+	e->_pad = 0;
+	bool closing = new == TCP_CLOSE;
+	if (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED))
+		return;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	if (!closing)
+		return;
+	*flags |= EV_CLOSE_INFO;
+	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	int err = BPF_CORE_READ(sk, sk_err);
+	e->err = err;
+	if (!err && (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)) {
+		__u8 shut = BPF_CORE_READ(sk, sk_shutdown);
+		if (shut & RCV_SHUTDOWN)
+			e->tw = TW_TIME_WAIT;
+		else if (old == TCP_FIN_WAIT2)
+			e->tw = TW_FIN_WAIT2;
+	}
+}
+
 static __always_inline void handle_btf(struct sock *sk, int old, int new,
 				       struct counters *c, __u8 extra)
 {
@@ -313,6 +361,9 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		 * is the listener's; its time in LISTEN is not its own. */
 		si->cookie = cookie;
 		si->ts_ns = 0;
+		si->retrans = 0;
+		si->syn_retrans = 0;
+		si->rst = 0;
 		flags |= EV_NEW | EV_INHERITED;
 	}
 	if (si)
@@ -352,8 +403,9 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	e->family = family;
 	e->oldstate = old;
 	e->newstate = new;
-	e->flags = flags;
 	fill_owner(e, si);
+	fill_close_info(e, sk, si, old, new, &flags);
+	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
@@ -379,6 +431,59 @@ int BPF_PROG(on_state_backup, struct sock *sk, int oldstate, int newstate)
 		return 0; /* the primary ran, or will run, for this event */
 	__sync_fetch_and_add(&c->rescued, 1);
 	handle_btf(sk, oldstate, newstate, c, EV_RESCUED);
+	return 0;
+}
+
+/*
+ * Trouble on the way: retransmits and resets, counted in the socket's
+ * entry (never created here: a socket we have no entry for was born before
+ * the tracer or filtered). Only full sockets have storage.
+ */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
+	if (!si)
+		return 0;
+	if (sk->__sk_common.skc_state == TCP_SYN_SENT) {
+		if (si->syn_retrans < 0xff)
+			si->syn_retrans++;
+	} else if (si->retrans < 0xffff) {
+		si->retrans++;
+	}
+	return 0;
+}
+
+/* A SYN-ACK retransmitted by a listener: counted on the listener. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(on_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
+	if (si && si->retrans < 0xffff)
+		si->retrans++;
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
+{
+	if (!sk)
+		return 0; /* a reset for a segment that matched no socket */
+	__u8 state = sk->__sk_common.skc_state;
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0; /* mini sockets have no storage */
+	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
+	if (si)
+		si->rst |= RST_SENT;
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_receive_reset, struct sock *sk)
+{
+	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, 0);
+	if (si)
+		si->rst |= RST_RECEIVED;
 	return 0;
 }
 
@@ -487,8 +592,9 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->family = family;
 	e->oldstate = old;
 	e->newstate = new;
-	e->flags = flags;
 	fill_owner(e, si ? &owner : 0);
+	fill_close_info(e, sk, si ? &owner : 0, old, new, &flags);
+	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags());
 	return 0;
 }

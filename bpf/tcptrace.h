@@ -15,6 +15,16 @@
 #define EV_INHERITED     0x08 /* owner came from the listener (accepted child) */
 #define EV_RESCUED       0x10 /* recorded by the backup program (primary was busy) */
 #define EV_COOKIE_SYNTH  0x20 /* tracepoint fallback: cookie assigned by the tracer */
+#define EV_CLOSE_INFO    0x40 /* the close fields (bytes, srtt, err, tw) are filled */
+
+/* struct event.rst */
+#define RST_SENT     0x01
+#define RST_RECEIVED 0x02
+
+/* struct event.tw: what the kernel left behind at ->CLOSE (inferred) */
+#define TW_NONE      0
+#define TW_TIME_WAIT 1 /* a timewait socket in TIME_WAIT */
+#define TW_FIN_WAIT2 2 /* a timewait socket in its FIN_WAIT2 substate (orphan) */
 
 /*
  * One TCP state transition, as the kernel reported it. u64 fields first,
@@ -36,6 +46,23 @@ struct event {
 	__u8 newstate;
 	__u8 flags;     /* EV_* */
 	char comm[16];  /* owner's command, valid with EV_OWNER_KNOWN */
+
+	/* Why and how it ended. retrans, syn_retrans and rst accumulate over
+	 * the socket's life and are sent with every transition; the rest is
+	 * read from the socket at ->CLOSE (EV_CLOSE_INFO), and srtt_us and
+	 * total_retrans also at SYN_RECV->ESTABLISHED (the server's SYN-ACK
+	 * round trip and SYN-ACK retransmits). */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 srtt_us;
+	__u32 total_retrans;
+	__u16 retrans;     /* tcp_retransmit_skb seen outside SYN_SENT; on a
+			    * listener: SYN-ACK retransmits */
+	__u16 err;         /* sk->sk_err at ->CLOSE: ECONNREFUSED, ... */
+	__u8 syn_retrans;  /* tcp_retransmit_skb seen in SYN_SENT */
+	__u8 rst;          /* RST_* */
+	__u8 tw;           /* TW_* */
+	__u8 _pad;
 };
 
 /*
@@ -71,12 +98,15 @@ struct state_hist {
 	__u64 buckets[HIST_SLOTS];
 };
 
-/* Owner of a socket and when it entered its current state. */
+/* Owner of a socket, when it entered its current state, and what went
+ * wrong so far. */
 struct sock_info {
 	__u64 cookie; /* socket this entry was written for; differs after a clone */
 	__u64 ts_ns;  /* when the socket entered its current state; 0 = unknown */
 	__u32 pid;    /* owner tgid; 0 = unknown */
-	__u32 _pad;
+	__u16 retrans;     /* as struct event */
+	__u8 syn_retrans;
+	__u8 rst;
 	char comm[16];
 };
 

@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Flags say which fields of an Event are known and where they came from.
@@ -18,7 +21,23 @@ const (
 	Inherited    Flags = 0x08 // owner came from the listener (accepted child)
 	Rescued      Flags = 0x10 // recorded by the backup program
 	CookieSynth  Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
-	knownFlagSet       = DwellKnown | OwnerKnown | New | Inherited | Rescued | CookieSynth
+	CloseInfo    Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
+	knownFlagSet       = DwellKnown | OwnerKnown | New | Inherited | Rescued | CookieSynth | CloseInfo
+)
+
+// Reset bits (Event.Reset).
+const (
+	ResetSent     = 0x01
+	ResetReceived = 0x02
+)
+
+// TW says what the kernel left behind when the socket reached CLOSE.
+type TW uint8
+
+const (
+	TWNone     TW = 0 // nothing: the connection is gone
+	TWTimeWait TW = 1 // a timewait socket in TIME_WAIT (inferred)
+	TWFinWait2 TW = 2 // a timewait socket in its FIN_WAIT2 substate (inferred)
 )
 
 // Family is the address family as reported: v4-mapped IPv6 counts as IPv4.
@@ -51,6 +70,19 @@ type Event struct {
 	New    State
 	Flags  Flags
 	Comm   [16]byte // owner command, NUL-padded; valid with OwnerKnown
+
+	// Why and how it ended: Retrans, SynRetrans and Reset accumulate over
+	// the socket's life; the rest is read at ->CLOSE (CloseInfo), SRTT and
+	// TotalRetrans also at SYN_RECV->ESTABLISHED.
+	Retrans       uint16 // retransmits seen (on a listener: SYN-ACK retransmits)
+	SynRetrans    uint8  // SYN retransmits seen in SYN_SENT
+	Reset         uint8  // ResetSent | ResetReceived
+	Err           uint16 // sk_err at ->CLOSE (errno)
+	TW            TW
+	BytesAcked    uint64
+	BytesReceived uint64
+	SRTTMicros    uint32
+	TotalRetrans  uint32
 }
 
 // Has reports whether all of f are set on e.
@@ -70,7 +102,7 @@ func CommBytes(c *[16]byte) []byte {
 }
 
 // Size is the size of struct event in bpf/tcptrace.h.
-const Size = 88
+const Size = 120
 
 // Offsets of struct event's fields.
 const (
@@ -88,6 +120,15 @@ const (
 	offNew    = 70
 	offFlags  = 71
 	offComm   = 72
+	offBytesA = 88
+	offBytesR = 96
+	offSRTT   = 104
+	offTotRtx = 108
+	offRetx   = 112
+	offErr    = 114
+	offSynRtx = 116
+	offRst    = 117
+	offTW     = 118
 )
 
 const (
@@ -113,6 +154,15 @@ func Decode(b []byte, e *Event) error {
 	e.New = State(b[offNew])
 	e.Flags = Flags(b[offFlags])
 	copy(e.Comm[:], b[offComm:offComm+16])
+	e.BytesAcked = ne.Uint64(b[offBytesA:])
+	e.BytesReceived = ne.Uint64(b[offBytesR:])
+	e.SRTTMicros = ne.Uint32(b[offSRTT:])
+	e.TotalRetrans = ne.Uint32(b[offTotRtx:])
+	e.Retrans = ne.Uint16(b[offRetx:])
+	e.Err = ne.Uint16(b[offErr:])
+	e.SynRetrans = b[offSynRtx]
+	e.Reset = b[offRst]
+	e.TW = TW(b[offTW])
 
 	var src, dst netip.Addr
 	switch b[offFamily] {
@@ -143,6 +193,9 @@ func Decode(b []byte, e *Event) error {
 	if e.Flags&^knownFlagSet != 0 {
 		return fmt.Errorf("unknown flags %#x", uint8(e.Flags))
 	}
+	if e.TW > TWFinWait2 || e.Reset > ResetSent|ResetReceived {
+		return fmt.Errorf("unknown close values tw=%d rst=%d", e.TW, e.Reset)
+	}
 	return nil
 }
 
@@ -172,3 +225,12 @@ func (c Clock) Wall(mono uint64) time.Time {
 // WallNano returns the wall time of a kernel monotonic timestamp in
 // nanoseconds since the Unix epoch.
 func (c Clock) WallNano(mono uint64) int64 { return int64(mono) + c.offset }
+
+// ErrnoName returns the symbolic name of an errno ("ECONNREFUSED"), or
+// "errno N" for one without a name.
+func ErrnoName(n uint16) string {
+	if name := unix.ErrnoName(syscall.Errno(n)); name != "" {
+		return name
+	}
+	return fmt.Sprintf("errno %d", n)
+}

@@ -127,8 +127,18 @@ func peer(args []string) error {
 		}
 		fmt.Printf("ready 0 %d\n", os.Getpid())
 		conns := make([]net.Conn, 0, n)
+		// Rotating loopback source addresses: thousands of connections
+		// must not run out of one address's ephemeral ports.
+		target, err := net.ResolveTCPAddr("tcp", args[1])
+		if err != nil {
+			return err
+		}
 		for i := 0; i < n; i++ {
-			c, err := net.Dial("tcp", args[1])
+			var src *net.TCPAddr
+			if target.IP.IsLoopback() && target.IP.To4() != nil {
+				src = &net.TCPAddr{IP: net.IPv4(127, 2, byte(i>>8), byte(i))}
+			}
+			c, err := net.DialTCP("tcp", src, target)
 			if err != nil {
 				return err
 			}

@@ -97,6 +97,9 @@ func (n *NDJSON) Transition(e *event.Event) {
 	if e.Has(event.CookieSynth) {
 		b = appendBool(b, `,"cookie_synthetic":`, true)
 	}
+	if e.Has(event.CloseInfo) {
+		b = appendEnding(b, e.TW, e.Reset, e.Err)
+	}
 	n.buf = append(b, '}')
 	n.write()
 }
@@ -120,6 +123,22 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	if c.Evicted {
 		b = appendBool(b, `,"evicted":`, true)
 	}
+	end := &c.Ending
+	b = appendUint(b, `,"retransmits":`, uint64(end.Retrans))
+	b = appendUint(b, `,"syn_retransmits":`, uint64(end.SynRetrans))
+	if end.CloseKnown {
+		b = appendEnding(b, end.TW, end.Reset, end.Err)
+		b = appendUint(b, `,"bytes_acked":`, end.BytesAcked)
+		b = appendUint(b, `,"bytes_received":`, end.BytesReceived)
+		b = appendUint(b, `,"srtt_us":`, uint64(end.SRTTMicros))
+		b = appendUint(b, `,"total_retrans":`, uint64(end.TotalRetrans))
+	} else if end.Reset != 0 {
+		b = appendStr(b, `,"reset":`, resetName(end.Reset))
+	}
+	if end.HandshakeKnown {
+		b = appendUint(b, `,"handshake_rtt_ns":`, uint64(end.HandshakeMicros)*1000)
+		b = appendUint(b, `,"synack_retransmits":`, uint64(end.SynAckRetrans))
+	}
 	b = append(appendKey(b, `,"states":`), '[')
 	for i := range c.States {
 		s := &c.States[i]
@@ -137,6 +156,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		}
 		if s.Unseen {
 			b = appendBool(b, `,"unseen":`, true)
+		}
+		if s.Inferred {
+			b = appendBool(b, `,"inferred":`, true)
 		}
 		b = append(b, '}')
 	}
@@ -221,4 +243,31 @@ func (n *NDJSON) Flush() error {
 		n.err = n.w.Flush()
 	}
 	return n.err
+}
+
+// appendEnding writes how a socket ended: "time_wait" always (the
+// kernel-side inference at CLOSE), "fin_wait2_timewait" for an orphan
+// that lingers in FIN_WAIT2, and "reset" and "error" when there was one.
+func appendEnding(b []byte, tw event.TW, reset uint8, errno uint16) []byte {
+	b = appendBool(b, `,"time_wait":`, tw == event.TWTimeWait)
+	if tw == event.TWFinWait2 {
+		b = appendBool(b, `,"fin_wait2_timewait":`, true)
+	}
+	if reset != 0 {
+		b = appendStr(b, `,"reset":`, resetName(reset))
+	}
+	if errno != 0 {
+		b = appendStr(b, `,"error":`, event.ErrnoName(errno))
+	}
+	return b
+}
+
+func resetName(r uint8) string {
+	switch r {
+	case event.ResetSent:
+		return "sent"
+	case event.ResetReceived:
+		return "received"
+	}
+	return "sent_and_received"
 }

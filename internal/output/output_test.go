@@ -47,6 +47,24 @@ func sampleConns() []*timeline.Conn {
 		},
 	}
 	copy(c.Comm[:], "nginx")
+	c.Ending = timeline.Ending{Retrans: 2, Reset: event.ResetReceived, Err: 104, CloseKnown: true,
+		BytesAcked: 512, BytesReceived: 77, SRTTMicros: 40, TotalRetrans: 2,
+		HandshakeKnown: true, HandshakeMicros: 35, SynAckRetrans: 0}
+	client := &timeline.Conn{
+		Cookie: 4098, Netns: 4026531840, Family: event.IPv4, PID: 900, OwnerKnown: true,
+		Src: netip.MustParseAddrPort("10.0.0.9:51544"), Dst: netip.MustParseAddrPort("10.0.0.5:8080"),
+		Start: 1_000_000_000, End: 1_500_200_000,
+		States: []timeline.Span{
+			{State: event.SynSent, Enter: 1_000_000_000, Dwell: 50_000, DwellKnown: true},
+			{State: event.Established, Enter: 1_000_050_000, Dwell: 400_000_000, DwellKnown: true},
+			{State: event.FinWait1, Enter: 1_400_050_000, Dwell: 100_000, DwellKnown: true},
+			{State: event.FinWait2, Enter: 1_400_150_000, Dwell: 100_050_000, DwellKnown: true},
+			{State: event.TimeWait, Enter: 1_500_200_000, Inferred: true},
+			{State: event.Close, Enter: 1_500_200_000},
+		},
+		Ending: timeline.Ending{SynRetrans: 1, TW: event.TWTimeWait, CloseKnown: true, BytesAcked: 78, BytesReceived: 511, SRTTMicros: 41},
+	}
+	copy(client.Comm[:], "curl")
 	partial := &timeline.Conn{
 		Cookie: 9, Netns: 1, Family: event.IPv6, Partial: true, Open: true, End: 3_000_000_000,
 		Src: netip.MustParseAddrPort("[fd00::1]:443"), Dst: netip.MustParseAddrPort("[fd00::2]:40000"),
@@ -55,13 +73,18 @@ func sampleConns() []*timeline.Conn {
 			{State: event.CloseWait, Enter: 2_000_000_000, Dwell: 1_000_000_000, DwellKnown: true},
 		},
 	}
-	return []*timeline.Conn{c, partial}
+	return []*timeline.Conn{c, client, partial}
 }
 
 func writeAll(s Sink) {
 	e := sampleEvent()
 	s.Transition(&e)
-	e.Flags &^= event.DwellKnown | event.OwnerKnown
+	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.OwnerKnown|event.CloseInfo
+	e.TW, e.Err, e.Reset = event.TWTimeWait, 0, 0
+	s.Transition(&e)
+	e.Old, e.New, e.TW, e.Err, e.Reset = event.SynSent, event.Close, event.TWNone, 111, event.ResetReceived
+	s.Transition(&e)
+	e.Flags &^= event.DwellKnown | event.OwnerKnown | event.CloseInfo
 	e.Old, e.New = event.Close, event.SynSent
 	s.Transition(&e)
 	for _, c := range sampleConns() {

@@ -169,8 +169,11 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	case AttachBTF:
 		delete(spec.Programs, tcptraceProgOnStateTp)
 	case AttachTracepoint:
-		delete(spec.Programs, tcptraceProgOnState)
-		delete(spec.Programs, tcptraceProgOnStateBackup)
+		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup,
+			tcptraceProgOnRetransmit, tcptraceProgOnRetransmitSynack,
+			tcptraceProgOnSendReset, tcptraceProgOnReceiveReset} {
+			delete(spec.Programs, name) // tp_btf, and socket storage
+		}
 		// Without socket storage there is no iterator seeding either.
 		delete(spec.Programs, tcptraceProgSeedOwners)
 		spec.Maps[tcptraceMapTpSocks].MaxEntries = uint32(o.MaxSockets)
@@ -185,11 +188,13 @@ func (p *Probe) attach() error {
 	switch p.opts.Attach {
 	case AttachBTF:
 		p.primary = p.coll.Programs[tcptraceProgOnState]
-		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup} {
+		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup,
+			tcptraceProgOnRetransmit, tcptraceProgOnRetransmitSynack,
+			tcptraceProgOnSendReset, tcptraceProgOnReceiveReset} {
 			prog := p.coll.Programs[name]
 			l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 			if err != nil {
-				return fmt.Errorf("attaching %s to tp_btf/inet_sock_set_state: %w", name, err)
+				return fmt.Errorf("attaching %s (tp_btf): %w", name, err)
 			}
 			p.links = append(p.links, l)
 			p.attached = append(p.attached, prog)

@@ -24,21 +24,31 @@ type tcptraceCounters struct {
 }
 
 type tcptraceEvent struct {
-	_        structs.HostLayout
-	TsNs     uint64
-	Cookie   uint64
-	DwellNs  uint64
-	Saddr    [16]uint8
-	Daddr    [16]uint8
-	Netns    uint32
-	Pid      uint32
-	Sport    uint16
-	Dport    uint16
-	Family   uint8
-	Oldstate uint8
-	Newstate uint8
-	Flags    uint8
-	Comm     [16]int8
+	_             structs.HostLayout
+	TsNs          uint64
+	Cookie        uint64
+	DwellNs       uint64
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	Netns         uint32
+	Pid           uint32
+	Sport         uint16
+	Dport         uint16
+	Family        uint8
+	Oldstate      uint8
+	Newstate      uint8
+	Flags         uint8
+	Comm          [16]int8
+	BytesAcked    uint64
+	BytesReceived uint64
+	SrttUs        uint32
+	TotalRetrans  uint32
+	Retrans       uint16
+	Err           uint16
+	SynRetrans    uint8
+	Rst           uint8
+	Tw            uint8
+	Pad           uint8
 }
 
 type tcptraceHistIndexArgs struct {
@@ -55,12 +65,14 @@ type tcptraceListenKey struct {
 }
 
 type tcptraceSockInfo struct {
-	_      structs.HostLayout
-	Cookie uint64
-	TsNs   uint64
-	Pid    uint32
-	Pad    uint32
-	Comm   [16]int8
+	_          structs.HostLayout
+	Cookie     uint64
+	TsNs       uint64
+	Pid        uint32
+	Retrans    uint16
+	SynRetrans uint8
+	Rst        uint8
+	Comm       [16]int8
 }
 
 type tcptraceStateHist struct {
@@ -76,27 +88,31 @@ type tcptraceStateHist struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptraceMapDwellHists      = "dwell_hists"
-	tcptraceMapEvents          = "events"
-	tcptraceMapHealth          = "health"
-	tcptraceMapSeedInodes      = "seed_inodes"
-	tcptraceMapSockInfos       = "sock_infos"
-	tcptraceMapTpListeners     = "tp_listeners"
-	tcptraceMapTpSocks         = "tp_socks"
-	tcptraceProgHistIndexTest  = "hist_index_test"
-	tcptraceProgOnState        = "on_state"
-	tcptraceProgOnStateBackup  = "on_state_backup"
-	tcptraceProgOnStateTp      = "on_state_tp"
-	tcptraceProgSeedOwners     = "seed_owners"
-	tcptraceVarAggregateOnly   = "aggregate_only"
-	tcptraceVarFilterFamily    = "filter_family"
-	tcptraceVarFilterNetns     = "filter_netns"
-	tcptraceVarFilterPid       = "filter_pid"
-	tcptraceVarFilterPorts     = "filter_ports"
-	tcptraceVarNextSynthCookie = "next_synth_cookie"
-	tcptraceVarPortBitmap      = "port_bitmap"
-	tcptraceVarUnusedEvent     = "unused_event"
-	tcptraceVarWakeupBytes     = "wakeup_bytes"
+	tcptraceMapDwellHists          = "dwell_hists"
+	tcptraceMapEvents              = "events"
+	tcptraceMapHealth              = "health"
+	tcptraceMapSeedInodes          = "seed_inodes"
+	tcptraceMapSockInfos           = "sock_infos"
+	tcptraceMapTpListeners         = "tp_listeners"
+	tcptraceMapTpSocks             = "tp_socks"
+	tcptraceProgHistIndexTest      = "hist_index_test"
+	tcptraceProgOnReceiveReset     = "on_receive_reset"
+	tcptraceProgOnRetransmit       = "on_retransmit"
+	tcptraceProgOnRetransmitSynack = "on_retransmit_synack"
+	tcptraceProgOnSendReset        = "on_send_reset"
+	tcptraceProgOnState            = "on_state"
+	tcptraceProgOnStateBackup      = "on_state_backup"
+	tcptraceProgOnStateTp          = "on_state_tp"
+	tcptraceProgSeedOwners         = "seed_owners"
+	tcptraceVarAggregateOnly       = "aggregate_only"
+	tcptraceVarFilterFamily        = "filter_family"
+	tcptraceVarFilterNetns         = "filter_netns"
+	tcptraceVarFilterPid           = "filter_pid"
+	tcptraceVarFilterPorts         = "filter_ports"
+	tcptraceVarNextSynthCookie     = "next_synth_cookie"
+	tcptraceVarPortBitmap          = "port_bitmap"
+	tcptraceVarUnusedEvent         = "unused_event"
+	tcptraceVarWakeupBytes         = "wakeup_bytes"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -141,11 +157,15 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
-	HistIndexTest *ebpf.ProgramSpec `ebpf:"hist_index_test"`
-	OnState       *ebpf.ProgramSpec `ebpf:"on_state"`
-	OnStateBackup *ebpf.ProgramSpec `ebpf:"on_state_backup"`
-	OnStateTp     *ebpf.ProgramSpec `ebpf:"on_state_tp"`
-	SeedOwners    *ebpf.ProgramSpec `ebpf:"seed_owners"`
+	HistIndexTest      *ebpf.ProgramSpec `ebpf:"hist_index_test"`
+	OnReceiveReset     *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
+	OnRetransmit       *ebpf.ProgramSpec `ebpf:"on_retransmit"`
+	OnRetransmitSynack *ebpf.ProgramSpec `ebpf:"on_retransmit_synack"`
+	OnSendReset        *ebpf.ProgramSpec `ebpf:"on_send_reset"`
+	OnState            *ebpf.ProgramSpec `ebpf:"on_state"`
+	OnStateBackup      *ebpf.ProgramSpec `ebpf:"on_state_backup"`
+	OnStateTp          *ebpf.ProgramSpec `ebpf:"on_state_tp"`
+	SeedOwners         *ebpf.ProgramSpec `ebpf:"seed_owners"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -236,16 +256,24 @@ type tcptraceVariables struct {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
-	HistIndexTest *ebpf.Program `ebpf:"hist_index_test"`
-	OnState       *ebpf.Program `ebpf:"on_state"`
-	OnStateBackup *ebpf.Program `ebpf:"on_state_backup"`
-	OnStateTp     *ebpf.Program `ebpf:"on_state_tp"`
-	SeedOwners    *ebpf.Program `ebpf:"seed_owners"`
+	HistIndexTest      *ebpf.Program `ebpf:"hist_index_test"`
+	OnReceiveReset     *ebpf.Program `ebpf:"on_receive_reset"`
+	OnRetransmit       *ebpf.Program `ebpf:"on_retransmit"`
+	OnRetransmitSynack *ebpf.Program `ebpf:"on_retransmit_synack"`
+	OnSendReset        *ebpf.Program `ebpf:"on_send_reset"`
+	OnState            *ebpf.Program `ebpf:"on_state"`
+	OnStateBackup      *ebpf.Program `ebpf:"on_state_backup"`
+	OnStateTp          *ebpf.Program `ebpf:"on_state_tp"`
+	SeedOwners         *ebpf.Program `ebpf:"seed_owners"`
 }
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.HistIndexTest,
+		p.OnReceiveReset,
+		p.OnRetransmit,
+		p.OnRetransmitSynack,
+		p.OnSendReset,
 		p.OnState,
 		p.OnStateBackup,
 		p.OnStateTp,

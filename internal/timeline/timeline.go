@@ -18,6 +18,30 @@ type Span struct {
 	// Unseen: the transition into this state was not seen (lost or
 	// filtered); the state is known only as the old state of the next one.
 	Unseen bool
+	// Inferred: no tracepoint reports this state; it is deduced (the
+	// TIME_WAIT of an active closer's timewait socket).
+	Inferred bool
+}
+
+// Ending is why and how a connection ended, and what the kernel counted.
+type Ending struct {
+	Retrans    uint16 // retransmits (on a listener: SYN-ACK retransmits)
+	SynRetrans uint8  // SYN retransmits while connecting
+	Reset      uint8  // event.ResetSent | event.ResetReceived
+	Err        uint16 // errno that ended it, 0 if none
+	TW         event.TW
+	// Read from the socket at CLOSE (CloseKnown).
+	CloseKnown    bool
+	BytesAcked    uint64
+	BytesReceived uint64
+	SRTTMicros    uint32
+	TotalRetrans  uint32
+	// The server's view of the handshake (accepted sockets), read at
+	// SYN_RECV->ESTABLISHED: the kernel's SYN-ACK round-trip sample and
+	// the number of SYN-ACK retransmits.
+	HandshakeKnown  bool
+	HandshakeMicros uint32
+	SynAckRetrans   uint32
 }
 
 // Conn is one socket's timeline.
@@ -42,6 +66,7 @@ type Conn struct {
 	// Evicted: emitted early because the table was full.
 	Evicted bool
 	States  []Span
+	Ending  Ending
 
 	startUnknown bool // born before tracing began
 	unseen       int  // spans with Unseen set
@@ -151,6 +176,17 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	if e.Has(event.OwnerKnown) {
 		c.PID, c.Comm, c.OwnerKnown = e.PID, e.Comm, true
 	}
+	end := &c.Ending
+	end.Retrans, end.SynRetrans, end.Reset = e.Retrans, e.SynRetrans, e.Reset
+	if e.Old == event.SynRecv && e.New == event.Established {
+		end.HandshakeKnown, end.HandshakeMicros, end.SynAckRetrans = true, e.SRTTMicros, e.TotalRetrans
+	}
+	if e.Has(event.CloseInfo) {
+		end.CloseKnown = true
+		end.Err, end.TW = e.Err, e.TW
+		end.BytesAcked, end.BytesReceived = e.BytesAcked, e.BytesReceived
+		end.SRTTMicros, end.TotalRetrans = e.SRTTMicros, e.TotalRetrans
+	}
 
 	n := len(c.States)
 	if n > 0 && e.Mono < c.States[n-1].Enter {
@@ -174,6 +210,10 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 		// A repeated set (FIN_WAIT1 -> FIN_WAIT1): still the same stay;
 		// the kernel keeps counting its dwell from the first entry.
 		return
+	}
+	if e.New == event.Close && e.TW == event.TWTimeWait {
+		// The full socket closes as its timewait socket enters TIME_WAIT.
+		c.States = append(c.States, Span{State: event.TimeWait, Enter: e.Mono, Inferred: true})
 	}
 	c.States = append(c.States, Span{State: e.New, Enter: e.Mono})
 }
