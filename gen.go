@@ -5,4 +5,4 @@
 // (run `make generate`; it needs clang, see the Makefile for the version).
 package tcptracebpf
 
-//go:generate go tool bpf2go -cc clang-14 -target bpfel -go-package probe -output-dir internal/probe -type event -type counters -type sock_info -type state_hist -type hist_index_args tcptrace bpf/tcptrace.bpf.c -- -I bpf/include -I bpf -Wall -Werror
+//go:generate go tool bpf2go -cc clang-14 -target bpfel -go-package probe -output-dir internal/probe -type event -type counters -type sock_info -type state_hist -type hist_index_args -type sock_snap tcptrace bpf/tcptrace.bpf.c -- -I bpf/include -I bpf -Wall -Werror

@@ -8,8 +8,8 @@
  *   on_state_backup  the same hook, a second program that records only the
  *                    events the primary is skipped for (see below).
  *   on_state_tp      the classic tracepoint, for kernels without tp_btf.
- *   seed_owners      iter/tcp, run once at start to give sockets that already
- *                    exist their owner.
+ *   walk_sockets     iter/tcp: the sockets that exist, for live state counts;
+ *                    on its first run it gives them their owner.
  *
  * Why a backup program: the kernel does not run a tracing program on a CPU
  * where that same program is already running. When a softirq that changes
@@ -45,6 +45,7 @@ const volatile __u8 aggregate_only = 0;  /* 1: fill dwell_hists, send no records
 
 /* Keeps struct event in the object's BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
+const struct sock_snap *unused_snap __attribute__((unused));
 
 /* Tracer-assigned ids for the tracepoint fallback (high bit set). */
 __u64 next_synth_cookie = 0;
@@ -61,7 +62,7 @@ struct {
 /*
  * sock_infos: per-socket owner and state-entry time (tp_btf path).
  * Key: the socket. Inserted at the first transition seen for a socket, or
- * by seed_owners at start. Deleted by the kernel when the socket is freed,
+ * by walk_sockets at start. Deleted by the kernel when the socket is freed,
  * so nothing leaks and there is no capacity to run out of. BPF_F_CLONE: an
  * accepted child is cloned from its listener and inherits the listener's
  * entry; the cookie in the entry tells the two apart.
@@ -85,7 +86,7 @@ struct {
 
 /*
  * seed_inodes: socket inode -> owner, filled by user space from /proc
- * before seed_owners runs, then deleted. Size set from Go.
+ * before walk_sockets first runs, then emptied. Size set from Go.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -599,36 +600,81 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
+/* 1 on the first walk: create storage and seed owners; later walks only read. */
+volatile __u8 iter_seed = 1;
+
 /*
- * Run once at start over the TCP sockets of one network namespace: give
- * every full socket that exists already an entry in sock_infos with its
- * owner (from seed_inodes, which user space fills from /proc/PID/fd), so
- * that later transitions, and children accepted from existing listeners,
- * carry the right owner. Entry time stays unknown (0).
+ * Walk the TCP sockets of one network namespace (the iterator walks the
+ * namespace of the thread that opens it) and write one struct sock_snap
+ * per socket that passes the filters: the live state counts, and the
+ * sockets older than the tracer. On the first walk, also give every full
+ * socket an entry in sock_infos with its owner (from seed_inodes, which
+ * user space fills from /proc/PID/fd), so that later transitions, and
+ * children accepted from existing listeners, carry the right owner. Entry
+ * time stays unknown (0).
  */
 SEC("iter/tcp")
-int seed_owners(struct bpf_iter__tcp *ctx)
+int walk_sockets(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	if (!skc)
 		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
-	if (!tp)
-		return 0; /* TIME_WAIT and request sockets: no storage */
-	struct sock *sk = (struct sock *)tp;
-	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!si)
-		return 0;
-	if (!si->cookie)
-		si->cookie = bpf_get_socket_cookie(sk);
-	if (si->pid)
-		return 0;
-	__u64 ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
-	struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
-	if (o) {
-		si->pid = o->pid;
-		__builtin_memcpy(si->comm, o->comm, sizeof(si->comm));
+	struct sock_snap s = {};
+	s.family = skc->skc_family;
+	s.state = skc->skc_state;
+	if (s.state == TCP_TIME_WAIT) {
+		/* As netstat and ss show it: a timewait socket of an orphan
+		 * closed before the peer's FIN is in its FIN_WAIT2 substate. */
+		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+		if (tw)
+			s.state = tw->tw_sk.tw_substate;
 	}
+	s.netns = skc->skc_net.net->ns.inum;
+	s.sport = skc->skc_num;
+	s.dport = bpf_ntohs(skc->skc_dport);
+	if (!ports_match(s.sport, s.dport) || (filter_netns && s.netns != filter_netns))
+		return 0;
+	if (s.family == AF_INET) {
+		*(__u32 *)s.saddr = skc->skc_rcv_saddr;
+		*(__u32 *)s.daddr = skc->skc_daddr;
+	} else {
+		BPF_CORE_READ_INTO(&s.saddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&s.daddr, skc, skc_v6_daddr);
+	}
+	if (filter_family) {
+		bool v4 = s.family == AF_INET ||
+			  v4mapped((struct in6_addr *)s.saddr) || v4mapped((struct in6_addr *)s.daddr);
+		if ((filter_family == 4) != v4)
+			return 0;
+	}
+
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (tp) { /* a full socket: TIME_WAIT and request sockets have no storage */
+		struct sock *sk = (struct sock *)tp;
+		s.cookie = bpf_get_socket_cookie(sk);
+		struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0,
+							  iter_seed ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+		if (si) {
+			if (!si->cookie)
+				si->cookie = s.cookie;
+			if (!si->pid && iter_seed) {
+				__u64 ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+				struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
+				if (o) {
+					si->pid = o->pid;
+					__builtin_memcpy(si->comm, o->comm, sizeof(si->comm));
+				}
+			}
+			if (si->pid) {
+				s.pid = si->pid;
+				s.owner_known = 1;
+				__builtin_memcpy(s.comm, si->comm, sizeof(s.comm));
+			}
+		}
+	}
+	if (filter_pid && s.pid != filter_pid)
+		return 0;
+	bpf_seq_write(ctx->meta->seq, &s, sizeof(s));
 	return 0;
 }
 

@@ -110,4 +110,25 @@ struct sock_info {
 	char comm[16];
 };
 
+/*
+ * One socket as the TCP iterator sees it (live state counts, stuck
+ * detection of sockets older than the tracer). Full sockets carry their
+ * cookie and, when known, their owner; request (NEW_SYN_RECV) and timewait
+ * sockets have cookie 0.
+ */
+struct sock_snap {
+	__u64 cookie;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 netns;
+	__u32 pid;
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 state;
+	__u8 owner_known;
+	__u8 _pad;
+	char comm[16];
+};
+
 #endif /* TCPTRACE_H */

@@ -79,6 +79,7 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 		format   = fs.String("format", string(output.FormatNDJSON), "ndjson or text")
 		attach   = fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)")
 		ringSize = fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)")
+		stuck    = fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)")
 		help     = fs.BoolP("help", "h", false, "show this help")
 		showVer  = fs.Bool("version", false, "print the version and exit")
 	)
@@ -121,6 +122,9 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	}
 	cfg.Format = output.Format(*format)
 	cfg.Attach = probe.Attach(*attach)
+	if cfg.Stuck, err = tracer.ParseStuck(*stuck); err != nil {
+		return cfg, false, err
+	}
 	if cfg.RingSize, err = parseSize(*ringSize); err != nil {
 		return cfg, false, fmt.Errorf("--ring-size: %v", err)
 	}

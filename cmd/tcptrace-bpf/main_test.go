@@ -41,6 +41,10 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--pid", "-3"}, "invalid argument"},
 		{[]string{"--netns", "x"}, "invalid argument"},
 		{[]string{"--bogus"}, "unknown flag"},
+		{[]string{"--stuck", "CLOSE_WAIT"}, "STATE=DURATION"},
+		{[]string{"--stuck", "OPEN=3s"}, "unknown TCP state"},
+		{[]string{"--stuck", "CLOSE_WAIT=-1s"}, "positive duration"},
+		{[]string{"--stuck", "TIME_WAIT=1s"}, "cannot be watched"},
 		{[]string{"extra"}, "unexpected argument"},
 	}
 	for _, tc := range tests {

@@ -164,27 +164,11 @@ func Decode(b []byte, e *Event) error {
 	e.Reset = b[offRst]
 	e.TW = TW(b[offTW])
 
-	var src, dst netip.Addr
-	switch b[offFamily] {
-	case afInet:
-		src = netip.AddrFrom4([4]byte(b[offSaddr : offSaddr+4]))
-		dst = netip.AddrFrom4([4]byte(b[offDaddr : offDaddr+4]))
-		e.Family = IPv4
-	case afInet6:
-		src = netip.AddrFrom16([16]byte(b[offSaddr : offSaddr+16]))
-		dst = netip.AddrFrom16([16]byte(b[offDaddr : offDaddr+16]))
-		e.Family = IPv6
-		// A dual-stack socket talking IPv4 reports v4-mapped addresses;
-		// show them as the IPv4 they are. An unspecified end (a listener,
-		// or a connect before binding) follows the other end.
-		if (src.Is4In6() || src.IsUnspecified()) && (dst.Is4In6() || dst.IsUnspecified()) &&
-			(src.Is4In6() || dst.Is4In6()) {
-			src, dst = unmapOrZero4(src), unmapOrZero4(dst)
-			e.Family = IPv4
-		}
-	default:
-		return fmt.Errorf("unknown address family %d", b[offFamily])
+	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])
+	if err != nil {
+		return err
 	}
+	e.Family = fam
 	e.Src = netip.AddrPortFrom(src, sport)
 	e.Dst = netip.AddrPortFrom(dst, dport)
 	if !e.Old.Valid() || !e.New.Valid() {
@@ -197,6 +181,25 @@ func Decode(b []byte, e *Event) error {
 		return fmt.Errorf("unknown close values tw=%d rst=%d", e.TW, e.Reset)
 	}
 	return nil
+}
+
+// addrs decodes a pair of 16-byte kernel addresses of an address family.
+func addrs(family byte, s, d []byte) (src, dst netip.Addr, fam Family, err error) {
+	switch family {
+	case afInet:
+		return netip.AddrFrom4([4]byte(s[:4])), netip.AddrFrom4([4]byte(d[:4])), IPv4, nil
+	case afInet6:
+		src, dst = netip.AddrFrom16([16]byte(s)), netip.AddrFrom16([16]byte(d))
+		// A dual-stack socket talking IPv4 reports v4-mapped addresses;
+		// show them as the IPv4 they are. An unspecified end (a listener,
+		// or a connect before binding) follows the other end.
+		if (src.Is4In6() || src.IsUnspecified()) && (dst.Is4In6() || dst.IsUnspecified()) &&
+			(src.Is4In6() || dst.Is4In6()) {
+			return unmapOrZero4(src), unmapOrZero4(dst), IPv4, nil
+		}
+		return src, dst, IPv6, nil
+	}
+	return src, dst, 0, fmt.Errorf("unknown address family %d", family)
 }
 
 func unmapOrZero4(a netip.Addr) netip.Addr {

@@ -226,6 +226,7 @@ func (n *NDJSON) Stats(s *Stats) {
 	b = appendUint(b, `,"connections":`, s.Connections)
 	b = appendUint(b, `,"open_connections":`, s.Open)
 	b = appendUint(b, `,"evictions":`, s.Evictions)
+	b = appendUint(b, `,"stuck":`, s.Stuck)
 	b = appendUint(b, `,"rescued":`, s.Rescued)
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
@@ -270,4 +271,42 @@ func resetName(r uint8) string {
 		return "received"
 	}
 	return "sent_and_received"
+}
+
+// States writes a "states" record.
+func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
+	b := n.start("states")
+	b = appendTime(b, `,"ts":`, ts)
+	b = append(appendKey(b, `,"counts":`), '{')
+	first := true
+	for st, c := range counts {
+		if c == 0 {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, event.State(st).String()...)
+		b = append(b, '"', ':')
+		b = appendUintRaw(b, c)
+	}
+	n.buf = append(b, '}', '}')
+	n.write()
+}
+
+// Stuck writes a "stuck" record.
+func (n *NDJSON) Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+	b := n.start("stuck")
+	b = appendTime(b, `,"ts":`, ts)
+	b = appendStr(b, `,"state":`, state.String())
+	b = appendUint(b, `,"age_ns":`, age)
+	b = appendBool(b, `,"age_at_least":`, atLeast)
+	b = appendUint(b, `,"cookie":`, c.Cookie)
+	b = appendUint(b, `,"netns":`, uint64(c.Netns))
+	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
+	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
+	n.buf = append(b, '}')
+	n.write()
 }

@@ -39,6 +39,7 @@ type Stats struct {
 	Connections uint64 // connection records written
 	Open        uint64 // of which still open at exit
 	Evictions   uint64
+	Stuck       uint64 // stuck records written
 	Rescued     uint64 // recorded by the backup program
 	StorageFail uint64
 	Lost        uint64
@@ -54,6 +55,12 @@ type Sink interface {
 	Histograms(ts, since time.Time, h *Histograms)
 	Lost(l *Lost)
 	Stats(s *Stats)
+	// States writes the live count of sockets per state (the netstat -nat
+	// tally), indexed by State.
+	States(ts time.Time, counts *[event.NumStates]uint64)
+	// Stuck writes a connection that has been in state for age ns
+	// (atLeast: it was in it when first seen, age counts from then).
+	Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool)
 	// Flush writes out what is buffered; it returns the first error any
 	// write met.
 	Flush() error

@@ -97,6 +97,10 @@ func writeAll(s Sink) {
 	hs[event.SynSent].Record(1_000_000)
 	s.Histograms(t0.Add(time.Minute), t0, &hs)
 	s.Lost(&Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, TotalRingbufFull: 3, TotalRecursion: 5})
+	var counts [event.NumStates]uint64
+	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
+	s.States(t0.Add(10*time.Second), &counts)
+	s.Stuck(t0.Add(31*time.Second), sampleConns()[2], event.CloseWait, 31_000_000_000, true)
 	s.Stats(&Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
 }
 

@@ -184,3 +184,27 @@ func trim(v float64) string {
 	}
 	return fmt.Sprintf("%.2f", v)
 }
+
+// States writes one line of counts, like netstat -nat | sort | uniq -c.
+func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
+	var parts []string
+	for st, c := range counts {
+		if c != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", event.State(st), c))
+		}
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "(no sockets)")
+	}
+	t.printf("STATES %s %s\n", ts.Format("15:04:05"), strings.Join(parts, " "))
+}
+
+// Stuck writes one warning line.
+func (t *TextWriter) Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
+	more := ""
+	if atLeast {
+		more = " (at least: it was already there when tracing began)"
+	}
+	t.printf("STUCK %s %s for %s%s: %s/%s %s > %s\n", ts.Format("15:04:05"), state, FormatDuration(age), more, pid, comm, c.Src, c.Dst)
+}

@@ -70,6 +70,8 @@ type Probe struct {
 	primary  *ebpf.Program
 	attached []*ebpf.Program
 	rec      ringbuf.Record
+	iter     *link.Iter
+	initial  []byte // the first socket walk's records
 }
 
 // Load checks the kernel, loads the programs with opts and attaches them.
@@ -117,7 +119,7 @@ func Load(opts Options) (p *Probe, err error) {
 	}
 	// Seeding after the attach leaves no window in which a socket is
 	// neither seeded nor traced.
-	if err := p.Seed(opts.Owners, opts.NetnsPaths); err != nil {
+	if p.initial, err = p.startWalker(opts.Owners, opts.NetnsPaths); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -175,7 +177,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 			delete(spec.Programs, name) // tp_btf, and socket storage
 		}
 		// Without socket storage there is no iterator seeding either.
-		delete(spec.Programs, tcptraceProgSeedOwners)
+		delete(spec.Programs, tcptraceProgWalkSockets)
 		spec.Maps[tcptraceMapTpSocks].MaxEntries = uint32(o.MaxSockets)
 		spec.Maps[tcptraceMapTpListeners].MaxEntries = 16384
 	default:
@@ -240,9 +242,16 @@ func (p *Probe) Detach() {
 	p.links = nil
 }
 
+// InitialSockets returns the struct sock_snap records of the sockets that
+// existed when the probes were attached (nil in the tracepoint mode).
+func (p *Probe) InitialSockets() []byte { return p.initial }
+
 // Close detaches the programs and frees every map and program.
 func (p *Probe) Close() {
 	p.Detach()
+	if p.iter != nil {
+		p.iter.Close()
+	}
 	if p.reader != nil {
 		p.reader.Close()
 	}

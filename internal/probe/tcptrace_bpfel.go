@@ -75,6 +75,22 @@ type tcptraceSockInfo struct {
 	Comm       [16]int8
 }
 
+type tcptraceSockSnap struct {
+	_          structs.HostLayout
+	Cookie     uint64
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Netns      uint32
+	Pid        uint32
+	Sport      uint16
+	Dport      uint16
+	Family     uint8
+	State      uint8
+	OwnerKnown uint8
+	Pad        uint8
+	Comm       [16]int8
+}
+
 type tcptraceStateHist struct {
 	_       structs.HostLayout
 	Count   uint64
@@ -103,15 +119,17 @@ const (
 	tcptraceProgOnState            = "on_state"
 	tcptraceProgOnStateBackup      = "on_state_backup"
 	tcptraceProgOnStateTp          = "on_state_tp"
-	tcptraceProgSeedOwners         = "seed_owners"
+	tcptraceProgWalkSockets        = "walk_sockets"
 	tcptraceVarAggregateOnly       = "aggregate_only"
 	tcptraceVarFilterFamily        = "filter_family"
 	tcptraceVarFilterNetns         = "filter_netns"
 	tcptraceVarFilterPid           = "filter_pid"
 	tcptraceVarFilterPorts         = "filter_ports"
+	tcptraceVarIterSeed            = "iter_seed"
 	tcptraceVarNextSynthCookie     = "next_synth_cookie"
 	tcptraceVarPortBitmap          = "port_bitmap"
 	tcptraceVarUnusedEvent         = "unused_event"
+	tcptraceVarUnusedSnap          = "unused_snap"
 	tcptraceVarWakeupBytes         = "wakeup_bytes"
 )
 
@@ -165,7 +183,7 @@ type tcptraceProgramSpecs struct {
 	OnState            *ebpf.ProgramSpec `ebpf:"on_state"`
 	OnStateBackup      *ebpf.ProgramSpec `ebpf:"on_state_backup"`
 	OnStateTp          *ebpf.ProgramSpec `ebpf:"on_state_tp"`
-	SeedOwners         *ebpf.ProgramSpec `ebpf:"seed_owners"`
+	WalkSockets        *ebpf.ProgramSpec `ebpf:"walk_sockets"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -190,9 +208,11 @@ type tcptraceVariableSpecs struct {
 	FilterNetns     *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPid       *ebpf.VariableSpec `ebpf:"filter_pid"`
 	FilterPorts     *ebpf.VariableSpec `ebpf:"filter_ports"`
+	IterSeed        *ebpf.VariableSpec `ebpf:"iter_seed"`
 	NextSynthCookie *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
 	PortBitmap      *ebpf.VariableSpec `ebpf:"port_bitmap"`
 	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedSnap      *ebpf.VariableSpec `ebpf:"unused_snap"`
 	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -246,9 +266,11 @@ type tcptraceVariables struct {
 	FilterNetns     *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPid       *ebpf.Variable `ebpf:"filter_pid"`
 	FilterPorts     *ebpf.Variable `ebpf:"filter_ports"`
+	IterSeed        *ebpf.Variable `ebpf:"iter_seed"`
 	NextSynthCookie *ebpf.Variable `ebpf:"next_synth_cookie"`
 	PortBitmap      *ebpf.Variable `ebpf:"port_bitmap"`
 	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedSnap      *ebpf.Variable `ebpf:"unused_snap"`
 	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
@@ -264,7 +286,7 @@ type tcptracePrograms struct {
 	OnState            *ebpf.Program `ebpf:"on_state"`
 	OnStateBackup      *ebpf.Program `ebpf:"on_state_backup"`
 	OnStateTp          *ebpf.Program `ebpf:"on_state_tp"`
-	SeedOwners         *ebpf.Program `ebpf:"seed_owners"`
+	WalkSockets        *ebpf.Program `ebpf:"walk_sockets"`
 }
 
 func (p *tcptracePrograms) Close() error {
@@ -277,7 +299,7 @@ func (p *tcptracePrograms) Close() error {
 		p.OnState,
 		p.OnStateBackup,
 		p.OnStateTp,
-		p.SeedOwners,
+		p.WalkSockets,
 	)
 }
 

@@ -3,10 +3,12 @@
 package sockowner
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Owner is the process holding a socket open.
@@ -20,27 +22,21 @@ type Owner struct {
 // parent that created it.
 type Table map[uint64]Owner
 
-// Scan reads /proc under root (normally "/proc"). It returns the socket
-// owners and one /proc/PID/ns/net path for each distinct network
-// namespace. Processes that vanish or cannot be read are skipped.
-func Scan(root string) (Table, []string, error) {
+// Scan reads /proc under root (normally "/proc") and returns the owner of
+// every socket open in a process. Processes that vanish or cannot be read
+// are skipped.
+func Scan(root string) (Table, error) {
 	dirs, err := os.ReadDir(root)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	owners := Table{}
-	seenNetns := map[string]bool{}
-	var netns []string
 	for _, d := range dirs {
 		pid, err := strconv.ParseUint(d.Name(), 10, 32)
 		if err != nil || !d.IsDir() {
 			continue
 		}
 		base := filepath.Join(root, d.Name())
-		if ns, err := os.Readlink(filepath.Join(base, "ns", "net")); err == nil && !seenNetns[ns] {
-			seenNetns[ns] = true
-			netns = append(netns, filepath.Join(base, "ns", "net"))
-		}
 		fds, err := os.ReadDir(filepath.Join(base, "fd"))
 		if err != nil {
 			continue
@@ -66,7 +62,7 @@ func Scan(root string) (Table, []string, error) {
 			owners[ino] = Owner{PID: uint32(pid), Comm: comm}
 		}
 	}
-	return owners, netns, nil
+	return owners, nil
 }
 
 // socketInode parses "socket:[12345]".
@@ -90,4 +86,38 @@ func readComm(procDir string) [16]byte {
 		copy(c[:15], strings.TrimSuffix(string(b), "\n"))
 	}
 	return c
+}
+
+// Netns returns one path for each network namespace in use: a
+// /proc/PID/ns/net of a process in it, and the namespaces ip-netns(8)
+// keeps under named (normally "/run/netns"; they may have no process).
+// root is normally "/proc".
+func Netns(root, named string) []string {
+	seen := map[string]bool{}
+	var paths []string
+	add := func(p, id string) {
+		if !seen[id] {
+			seen[id] = true
+			paths = append(paths, p)
+		}
+	}
+	if dirs, err := os.ReadDir(root); err == nil {
+		for _, d := range dirs {
+			if _, err := strconv.ParseUint(d.Name(), 10, 32); err != nil {
+				continue
+			}
+			p := filepath.Join(root, d.Name(), "ns", "net")
+			if ns, err := os.Readlink(p); err == nil {
+				add(p, ns)
+			}
+		}
+	}
+	bound, _ := filepath.Glob(filepath.Join(named, "*"))
+	for _, p := range bound {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			add(p, fmt.Sprintf("net:[%d]", st.Ino))
+		}
+	}
+	return paths
 }

@@ -40,7 +40,7 @@ func TestScan(t *testing.T) {
 		"101": {"nginx-worker", "net:[4026531840]", map[string]string{"3": "socket:[555]", "7": "socket:[700]"}},
 		"200": {"a-very-long-command-name", "net:[4026532000]", map[string]string{"0": "pipe:[1]", "9": "socket:[bad"}},
 	})
-	owners, netns, err := Scan(root)
+	owners, err := Scan(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestScan(t *testing.T) {
 	if len(owners) != 3 {
 		t.Errorf("owners %v, want 3 sockets", owners)
 	}
-	if len(netns) != 2 {
+	if netns := Netns(root, t.TempDir()); len(netns) != 2 {
 		t.Errorf("netns paths %v, want one per namespace (2)", netns)
 	}
 }

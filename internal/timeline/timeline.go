@@ -72,6 +72,13 @@ type Conn struct {
 	unseen       int  // spans with Unseen set
 
 	prev, next *Conn // LRU list, most recently active first
+
+	// Stuck detection: the list of connections in one state, oldest
+	// first, that this one is on (0: none).
+	stuckState   event.State
+	since        uint64 // when it entered that state, or was first seen in it
+	sinceAtLeast bool   // since is when it was first seen, not when it entered
+	sprev, snext *Conn
 }
 
 // Last returns the current (last) span.
@@ -94,6 +101,10 @@ type Tracker struct {
 	free     []*Conn
 	emit     func(*Conn)
 	stats    Stats
+
+	stuckAfter [event.NumStates]uint64 // ns; 0: not watched
+	stuck      [event.NumStates]Conn   // sentinels of the per-state lists
+	emitStuck  func(c *Conn, s event.State, age uint64, atLeast bool)
 }
 
 // New returns a Tracker that holds at most capacity open connections and
@@ -101,7 +112,82 @@ type Tracker struct {
 func New(capacity int, emit func(*Conn)) *Tracker {
 	t := &Tracker{conns: make(map[uint64]*Conn), capacity: max(capacity, 1), emit: emit}
 	t.head.prev, t.head.next = &t.head, &t.head
+	for i := range t.stuck {
+		t.stuck[i].sprev, t.stuck[i].snext = &t.stuck[i], &t.stuck[i]
+	}
 	return t
+}
+
+// WatchStuck reports, once per connection and stay, every connection that
+// stays in a state longer than after[state] (ns; 0: not watched): see
+// CheckStuck.
+func (t *Tracker) WatchStuck(after [event.NumStates]uint64, emit func(c *Conn, s event.State, age uint64, atLeast bool)) {
+	t.stuckAfter, t.emitStuck = after, emit
+}
+
+// CheckStuck emits the connections that have been in a watched state for
+// longer than its limit at now (kernel monotonic ns). age is how long;
+// atLeast means the connection was already in the state when first seen,
+// so age counts from then.
+func (t *Tracker) CheckStuck(now uint64) {
+	for st := range t.stuck {
+		limit := t.stuckAfter[st]
+		if limit == 0 {
+			continue
+		}
+		head := &t.stuck[st]
+		for c := head.snext; c != head && now >= c.since && now-c.since >= limit; c = head.snext {
+			unlinkStuck(c)
+			t.emitStuck(c, event.State(st), now-c.since, c.sinceAtLeast)
+		}
+	}
+}
+
+// entered puts c on the list of the state it just entered (at since).
+func (t *Tracker) entered(c *Conn, s event.State, since uint64, atLeast bool) {
+	unlinkStuck(c)
+	if t.stuckAfter[s] == 0 || since == 0 {
+		return
+	}
+	head := &t.stuck[s]
+	c.stuckState, c.since, c.sinceAtLeast = s, since, atLeast
+	// Keep the list oldest first; arrivals are nearly in time order, so
+	// this walks back a step or none.
+	at := head.sprev
+	for at != head && at.since > since {
+		at = at.sprev
+	}
+	c.sprev, c.snext = at, at.snext
+	at.snext.sprev, at.snext = c, c
+}
+
+func unlinkStuck(c *Conn) {
+	if c.stuckState == 0 {
+		return
+	}
+	c.sprev.snext, c.snext.sprev = c.snext, c.sprev
+	c.sprev, c.snext, c.stuckState = nil, nil, 0
+}
+
+// Seed adds a socket that existed before tracing began, in its current
+// state since an unknown time; seen is when it was found. Sockets already
+// held, and sockets without a cookie (request and timewait sockets), are
+// left alone.
+func (t *Tracker) Seed(s *event.Socket, seen uint64) {
+	if s.Cookie == 0 || t.conns[s.Cookie] != nil {
+		return
+	}
+	e := event.Event{Mono: seen, Cookie: s.Cookie, Src: s.Src, Dst: s.Dst, Netns: s.Netns,
+		PID: s.PID, Comm: s.Comm, Family: s.Family, Old: s.State, New: s.State}
+	if s.OwnerKnown {
+		e.Flags |= event.OwnerKnown
+	}
+	c := t.insert(&e) // a partial connection whose only span is s.State
+	c.Netns, c.Family, c.Src, c.Dst = s.Netns, s.Family, s.Src, s.Dst
+	if s.OwnerKnown {
+		c.PID, c.Comm, c.OwnerKnown = s.PID, s.Comm, true
+	}
+	t.entered(c, s.State, seen, true)
 }
 
 // Len returns the number of open connections held.
@@ -216,6 +302,7 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 		c.States = append(c.States, Span{State: event.TimeWait, Enter: e.Mono, Inferred: true})
 	}
 	c.States = append(c.States, Span{State: e.New, Enter: e.Mono})
+	t.entered(c, e.New, e.Mono, false)
 }
 
 // insertOutOfOrder places a transition that arrived after a later one of
@@ -272,6 +359,7 @@ func (t *Tracker) finish(c *Conn, now uint64, open bool) {
 		}
 	}
 	c.Partial = c.startUnknown || c.unseen > 0
+	unlinkStuck(c)
 	delete(t.conns, c.Cookie)
 	c.prev.next, c.next.prev = c.next, c.prev
 	t.emit(c)

@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -251,5 +252,52 @@ func BenchmarkObserveConnection(b *testing.B) {
 			seq[j].Cookie = uint64(i)
 			tr.Observe(&seq[j])
 		}
+	}
+}
+
+func TestStuckOncePerStay(t *testing.T) {
+	type hit struct {
+		cookie  uint64
+		state   event.State
+		ageMs   uint64
+		atLeast bool
+	}
+	var hits []hit
+	tr := New(10, func(*Conn) {})
+	var after [event.NumStates]uint64
+	after[event.CloseWait] = 30_000e6
+	after[event.SynSent] = 3_000e6
+	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, atLeast bool) {
+		hits = append(hits, hit{c.Cookie, s, age / 1e6, atLeast})
+	})
+	for _, e := range []event.Event{
+		ev(1, 1000, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 1100, event.SynSent, event.Established, 100, own),
+		ev(1, 2000, event.Established, event.CloseWait, 900, own),
+		ev(2, 2500, event.Close, event.SynSent, -1, own|event.New), // hangs in SYN_SENT
+	} {
+		tr.Observe(&e)
+	}
+	tr.Seed(&event.Socket{Cookie: 3, State: event.CloseWait, Family: event.IPv4}, 500e6)
+	tr.Seed(&event.Socket{Cookie: 0, State: event.TimeWait}, 500e6) // mini socket: ignored
+	tr.CheckStuck(20_000e6)
+	want := []hit{{2, event.SynSent, 17500, false}}
+	if fmt.Sprint(hits) != fmt.Sprint(want) {
+		t.Fatalf("at 20 s: %v, want %v", hits, want)
+	}
+	hits = nil
+	tr.CheckStuck(33_000e6)
+	tr.CheckStuck(40_000e6) // each stay is reported once
+	want = []hit{{3, event.CloseWait, 32500, true}, {1, event.CloseWait, 31000, false}}
+	if fmt.Sprint(hits) != fmt.Sprint(want) {
+		t.Fatalf("at 33 s: %v, want %v", hits, want)
+	}
+	// Leaving and re-entering a watched state starts a new stay.
+	hits = nil
+	e := ev(2, 41000, event.SynSent, event.Close, 38500, own)
+	tr.Observe(&e)
+	tr.CheckStuck(100_000e6)
+	if len(hits) != 0 {
+		t.Fatalf("closed connection reported stuck: %v", hits)
 	}
 }

@@ -4,6 +4,8 @@ package tracer
 
 import (
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +44,7 @@ func burstClose(t *testing.T, wakeupBytes int) {
 	}
 	hold.Wait()
 	sink.Wait()
-	time.Sleep(200 * time.Millisecond)
+	waitClosed(t, ns)
 	recs := tr.stop(t)
 
 	transitions := len(ofType(recs, "transition"))
@@ -68,5 +70,26 @@ func burstClose(t *testing.T, wakeupBytes int) {
 	// 0.1% rather than demand perfection from a race.
 	if transitions < want-want/1000 {
 		t.Errorf("only %d of %d transitions delivered", transitions, want)
+	}
+}
+
+// waitClosed waits until every socket in the namespace is gone or a
+// timewait socket: the last LAST_ACK->CLOSE may wait for a retransmitted
+// FIN.
+func waitClosed(t *testing.T, ns *nettest.Netns) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-Htan", "state", "connected", "exclude", "time-wait").Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		if len(strings.TrimSpace(string(out))) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sockets still open after 10 s:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 )
@@ -76,6 +77,9 @@ type Config struct {
 	Attach   probe.Attach
 	RingSize int // bytes
 	MaxConns int // open connections tracked at once
+	// Stuck reports a connection once when it stays in a state longer
+	// than Stuck[state] (0: not watched).
+	Stuck [event.NumStates]time.Duration
 
 	// wakeupBytes overrides the reader wakeup watermark (default: an
 	// eighth of the ring). 1 wakes the reader on every record, as the
@@ -92,7 +96,48 @@ func Defaults() Config {
 		Attach:   probe.AttachBTF,
 		RingSize: 16 << 20,
 		MaxConns: 262144,
+		Stuck:    DefaultStuck(),
 	}
+}
+
+// DefaultStuck is the --stuck default: SYN_SENT=3s, SYN_RECV=3s,
+// CLOSE_WAIT=30s, LAST_ACK=30s, FIN_WAIT2=60s.
+func DefaultStuck() [event.NumStates]time.Duration {
+	var d [event.NumStates]time.Duration
+	d[event.SynSent] = 3 * time.Second
+	d[event.SynRecv] = 3 * time.Second
+	d[event.CloseWait] = 30 * time.Second
+	d[event.LastAck] = 30 * time.Second
+	d[event.FinWait2] = 60 * time.Second
+	return d
+}
+
+// ParseStuck reads "STATE=DURATION[,...]" or "none". The states given
+// replace the defaults.
+func ParseStuck(s string) ([event.NumStates]time.Duration, error) {
+	var d [event.NumStates]time.Duration
+	if strings.TrimSpace(strings.ToLower(s)) == "none" {
+		return d, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		name, dur, ok := strings.Cut(part, "=")
+		if !ok {
+			return d, fmt.Errorf("invalid --stuck %q: want STATE=DURATION, e.g. CLOSE_WAIT=30s", part)
+		}
+		st, err := event.ParseState(name)
+		if err != nil {
+			return d, fmt.Errorf("invalid --stuck: %w", err)
+		}
+		if st == event.Close || st == event.TimeWait || st == event.NewSynRecv {
+			return d, fmt.Errorf("invalid --stuck: %s cannot be watched (no connection dwells there in view of the tracer)", st)
+		}
+		v, err := time.ParseDuration(strings.TrimSpace(dur))
+		if err != nil || v <= 0 {
+			return d, fmt.Errorf("invalid --stuck duration %q for %s: want a positive duration like 30s", dur, st)
+		}
+		d[st] = v
+	}
+	return d, nil
 }
 
 // Validate reports the first invalid setting, worded for the command line.

@@ -36,20 +36,23 @@ type record struct {
 		DwellNs  *uint64 `json:"dwell_ns"`
 		Inferred bool    `json:"inferred"`
 	} `json:"states"`
-	TimeWait       *bool   `json:"time_wait"`
-	Reset          string  `json:"reset"`
-	Error          string  `json:"error"`
-	Retransmits    uint64  `json:"retransmits"`
-	SynRetransmits uint64  `json:"syn_retransmits"`
-	BytesAcked     uint64  `json:"bytes_acked"`
-	BytesReceived  uint64  `json:"bytes_received"`
-	HandshakeRTT   *uint64 `json:"handshake_rtt_ns"`
-	State          string  `json:"state"`
-	Count          uint64  `json:"count"`
-	P50            uint64  `json:"p50_ns"`
-	SumNs          uint64  `json:"sum_ns"`
-	MinNs          uint64  `json:"min_ns"`
-	MaxNs          uint64  `json:"max_ns"`
+	TimeWait       *bool             `json:"time_wait"`
+	Reset          string            `json:"reset"`
+	Error          string            `json:"error"`
+	Retransmits    uint64            `json:"retransmits"`
+	SynRetransmits uint64            `json:"syn_retransmits"`
+	BytesAcked     uint64            `json:"bytes_acked"`
+	BytesReceived  uint64            `json:"bytes_received"`
+	HandshakeRTT   *uint64           `json:"handshake_rtt_ns"`
+	AgeNs          uint64            `json:"age_ns"`
+	AgeAtLeast     bool              `json:"age_at_least"`
+	Counts         map[string]uint64 `json:"counts"`
+	State          string            `json:"state"`
+	Count          uint64            `json:"count"`
+	P50            uint64            `json:"p50_ns"`
+	SumNs          uint64            `json:"sum_ns"`
+	MinNs          uint64            `json:"min_ns"`
+	MaxNs          uint64            `json:"max_ns"`
 	Buckets        []struct {
 		Ge    uint64 `json:"ge_ns"`
 		Le    uint64 `json:"le_ns"`

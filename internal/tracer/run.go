@@ -35,7 +35,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	}
 	defer closeOut()
 
-	owners, netns, err := sockowner.Scan("/proc")
+	owners, err := sockowner.Scan("/proc")
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf: warning: cannot read /proc (%v): owners of sockets that exist now are unknown\n", err)
 	}
@@ -50,7 +50,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		MaxSockets:  cfg.MaxConns,
 		Aggregate:   cfg.aggregate(),
 		Owners:      owners,
-		NetnsPaths:  netns,
+		NetnsPaths:  sockowner.Netns("/proc", "/run/netns"),
 	})
 	if err != nil {
 		return err
@@ -69,8 +69,15 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		sink = output.NewNDJSON(w, clock)
 	}
 	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start}
-	if cfg.Emit&EmitConnections != 0 {
+	// The connection table also serves stuck detection; only the pure
+	// kernel-aggregation mode has none.
+	if !cfg.aggregate() {
 		r.tracker = timeline.New(cfg.MaxConns, r.connection)
+		var after [event.NumStates]uint64
+		for st, d := range cfg.Stuck {
+			after[st] = uint64(d)
+		}
+		r.tracker.WatchStuck(after, r.stuck)
 	}
 	where := "records to user space"
 	if cfg.aggregate() {
@@ -79,6 +86,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
 		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.describe())
+
+	// What exists now: the netstat tally, and the sockets older than the
+	// tracer, which stuck detection must know (a CLOSE_WAIT leak predates
+	// the person looking for it).
+	if err := r.sockets(p.InitialSockets(), start, probe.MonotonicNow()); err != nil {
+		return err
+	}
 
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
@@ -127,14 +141,55 @@ type run struct {
 	lastLostAt  time.Time
 	lastHistsAt time.Time
 	lastFlushAt time.Time
+	stuckCount  uint64
+	seeded      bool
 }
 
 func (r *run) connection(c *timeline.Conn) {
+	if r.cfg.Emit&EmitConnections == 0 {
+		return
+	}
 	r.conns++
 	if c.Open {
 		r.open++
 	}
 	r.sink.Connection(c)
+}
+
+func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+	r.stuckCount++
+	r.sink.Stuck(time.Now(), c, state, age, atLeast)
+}
+
+// sockets writes the state tally of one socket walk (the tracepoint mode
+// has none) and, on the first walk, seeds the connection table with the
+// sockets found.
+func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
+	if !r.p.HasWalker() {
+		return nil
+	}
+	var counts [event.NumStates]uint64
+	err := event.SplitSockets(walk, func(s *event.Socket) {
+		counts[s.State]++
+		if !r.seeded && r.tracker != nil {
+			r.tracker.Seed(s, mono)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	r.seeded = true
+	r.sink.States(now, &counts)
+	return nil
+}
+
+// walkSockets takes a fresh tally.
+func (r *run) walkSockets(now time.Time) error {
+	walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+	if err != nil {
+		return err
+	}
+	return r.sockets(walk, now, probe.MonotonicNow())
 }
 
 // handle processes one raw record.
@@ -198,9 +253,18 @@ func (r *run) periodic(now time.Time) error {
 			return err
 		}
 	}
-	if r.cfg.Interval > 0 && r.cfg.Emit&EmitHistograms != 0 && now.Sub(r.lastHistsAt) >= r.cfg.Interval {
+	if r.tracker != nil {
+		// Each poll: a look at the oldest connection of each watched state.
+		r.tracker.CheckStuck(probe.MonotonicNow())
+	}
+	if r.cfg.Interval > 0 && now.Sub(r.lastHistsAt) >= r.cfg.Interval {
 		r.lastHistsAt = now
-		if err := r.writeHistograms(now); err != nil {
+		if r.cfg.Emit&EmitHistograms != 0 {
+			if err := r.writeHistograms(now); err != nil {
+				return err
+			}
+		}
+		if err := r.walkSockets(now); err != nil {
 			return err
 		}
 	}
@@ -268,8 +332,14 @@ func (r *run) finish(cause error) error {
 		}
 	}
 	now := time.Now()
+	var walkErr error
+	if cause == nil {
+		walkErr = r.walkSockets(now)
+	}
 	if r.tracker != nil {
-		r.tracker.Flush(probe.MonotonicNow())
+		mono := probe.MonotonicNow()
+		r.tracker.CheckStuck(mono)
+		r.tracker.Flush(mono)
 	}
 	lostErr := r.reportLost(now)
 	var histErr error
@@ -286,6 +356,7 @@ func (r *run) finish(cause error) error {
 	if r.tracker != nil {
 		st.Evictions = r.tracker.Stats().Evictions
 	}
+	st.Stuck = r.stuckCount
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
 	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.events, r.conns, st.Lost)
@@ -297,6 +368,9 @@ func (r *run) finish(cause error) error {
 	}
 	if histErr != nil {
 		return histErr
+	}
+	if walkErr != nil {
+		return walkErr
 	}
 	if flushErr != nil {
 		return fmt.Errorf("writing output: %w", flushErr)

@@ -459,3 +459,67 @@ func TestKernelAggregationMatchesUserSpace(t *testing.T) {
 		}
 	}
 }
+
+// The CLOSE_WAIT-leak detector: a server that holds CLOSE_WAIT past the
+// limit is named while it is stuck, whether the connection began before
+// the tracer (age counted from start, "at least") or after. The state
+// tally counts the existing sockets, TIME_WAIT included.
+func TestStuckCloseWaitAndStateCounts(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	// A leak already there when the tracer starts.
+	old := ns.Start(t, "server", "127.0.0.1:7001", "1", "4s")
+	oldClient := ns.Start(t, "client", "127.0.0.1:7001", "1")
+	oldClient.Line()
+	oldClient.Wait()
+	time.Sleep(200 * time.Millisecond)
+
+	cfg := nsConfig(ns)
+	cfg.Stuck = [13]time.Duration{}
+	cfg.Stuck[8] = time.Second // CLOSE_WAIT
+	cfg.Interval = 500 * time.Millisecond
+	tr := startTracer(t, cfg)
+	fresh := ns.Start(t, "server", "127.0.0.1:7002", "1", "2500ms")
+	freshClient := ns.Start(t, "client", "127.0.0.1:7002", "1")
+	freshClient.Line()
+	freshClient.Wait()
+	fresh.Wait()
+	old.Wait()
+	recs := tr.stop(t)
+
+	stuck := ofType(recs, "stuck")
+	if len(stuck) != 2 {
+		t.Fatalf("%d stuck records, want 2: %+v", len(stuck), stuck)
+	}
+	for _, s := range stuck {
+		if s.State != "CLOSE_WAIT" || s.PID == nil || s.AgeNs < uint64(time.Second) || s.AgeNs > uint64(1500*time.Millisecond) {
+			t.Errorf("stuck record %+v", s)
+			continue
+		}
+		switch s.Sport {
+		case 7001:
+			if *s.PID != old.PID || !s.AgeAtLeast {
+				t.Errorf("pre-existing leak: pid %d at_least %v, want %d true", *s.PID, s.AgeAtLeast, old.PID)
+			}
+		case 7002:
+			if *s.PID != fresh.PID || s.AgeAtLeast {
+				t.Errorf("new leak: pid %d at_least %v, want %d false", *s.PID, s.AgeAtLeast, fresh.PID)
+			}
+		default:
+			t.Errorf("stuck record for port %d", s.Sport)
+		}
+	}
+	states := ofType(recs, "states")
+	if len(states) < 3 {
+		t.Fatalf("%d states records, want one at start, one per interval and one at exit", len(states))
+	}
+	first, last := states[0].Counts, states[len(states)-1].Counts
+	// The old client exited: its socket lingers as a timewait socket in
+	// the FIN_WAIT2 substate, which netstat shows as FIN_WAIT2.
+	if first["CLOSE_WAIT"] != 1 || first["FIN_WAIT2"] != 1 || first["LISTEN"] != 1 || len(first) != 3 {
+		t.Errorf("state counts at start %v, want CLOSE_WAIT 1, FIN_WAIT2 1, LISTEN 1", first)
+	}
+	if last["TIME_WAIT"] != 2 {
+		t.Errorf("state counts at exit %v, want the 2 clients' TIME_WAIT sockets", last)
+	}
+}

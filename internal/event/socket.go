@@ -1,0 +1,63 @@
+package event
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+)
+
+// Socket is one socket as the kernel's TCP iterator saw it: what exists
+// now, as netstat would list it.
+type Socket struct {
+	Cookie     uint64 // 0 for request (NEW_SYN_RECV) and timewait sockets
+	Src, Dst   netip.AddrPort
+	Netns      uint32
+	PID        uint32
+	Family     Family
+	State      State
+	OwnerKnown bool
+	Comm       [16]byte
+}
+
+// SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
+const SocketSize = 72
+
+// DecodeSocket fills s from one struct sock_snap record.
+func DecodeSocket(b []byte, s *Socket) error {
+	if len(b) != SocketSize {
+		return fmt.Errorf("socket record of %d bytes, want %d", len(b), SocketSize)
+	}
+	ne := binary.NativeEndian
+	s.Cookie = ne.Uint64(b[0:])
+	s.Netns = ne.Uint32(b[40:])
+	s.PID = ne.Uint32(b[44:])
+	sport, dport := ne.Uint16(b[48:]), ne.Uint16(b[50:])
+	s.State = State(b[53])
+	s.OwnerKnown = b[54] != 0
+	copy(s.Comm[:], b[56:72])
+	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
+	if err != nil {
+		return err
+	}
+	s.Family = fam
+	s.Src, s.Dst = netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)
+	if !s.State.Valid() {
+		return fmt.Errorf("unknown TCP state %d", b[53])
+	}
+	return nil
+}
+
+// SplitSockets calls fn for each record of a socket walk.
+func SplitSockets(b []byte, fn func(*Socket)) error {
+	if len(b)%SocketSize != 0 {
+		return fmt.Errorf("socket walk of %d bytes is not whole records of %d", len(b), SocketSize)
+	}
+	var s Socket
+	for off := 0; off < len(b); off += SocketSize {
+		if err := DecodeSocket(b[off:off+SocketSize], &s); err != nil {
+			return err
+		}
+		fn(&s)
+	}
+	return nil
+}

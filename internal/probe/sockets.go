@@ -1,0 +1,129 @@
+//go:build linux
+
+package probe
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
+)
+
+// SnapSize is the size of struct sock_snap.
+const SnapSize = 72
+
+// startWalker attaches the socket iterator and runs its first walk, which
+// gives the sockets that exist their owner (from owners) so that their
+// later transitions, which mostly run in softirq where the current task is
+// not the owner, and the children accepted from existing listeners are
+// attributed right. It returns the walk's records. The tracepoint mode
+// has no socket storage, hence no iterator: it returns nil.
+func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, error) {
+	prog := p.coll.Programs[tcptraceProgWalkSockets]
+	if prog == nil {
+		return nil, nil
+	}
+	m := p.coll.Maps[tcptraceMapSeedInodes]
+	defer clearMap(m)
+	for ino, o := range owners {
+		v := tcptraceSockInfo{Pid: o.PID}
+		for i, b := range o.Comm {
+			v.Comm[i] = int8(b)
+		}
+		if err := m.Update(ino, &v, ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("filling seed map: %w", err)
+		}
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: prog})
+	if err != nil {
+		return nil, fmt.Errorf("attaching TCP socket iterator: %w", err)
+	}
+	p.iter = it
+	recs, err := p.Sockets(netns)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.coll.Variables[tcptraceVarIterSeed].Set(uint8(0)); err != nil {
+		return nil, fmt.Errorf("ending seeding: %w", err)
+	}
+	return recs, nil
+}
+
+// HasWalker reports whether Sockets works (tp_btf mode).
+func (p *Probe) HasWalker() bool { return p.iter != nil }
+
+// Sockets walks the TCP sockets of each network namespace in netns (one
+// /proc/PID/ns/net path each) and returns their struct sock_snap records,
+// filtered like the transitions. Decode them with event.DecodeSocket.
+func (p *Probe) Sockets(netns []string) ([]byte, error) {
+	if p.iter == nil {
+		return nil, nil
+	}
+	var out bytes.Buffer
+	for _, ns := range netns {
+		if err := runIterIn(p.iter, ns, &out); err != nil {
+			if os.IsNotExist(err) {
+				continue // the namespace's last process exited
+			}
+			return nil, fmt.Errorf("walking the sockets of %s: %w", ns, err)
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// runIterIn runs the iterator in the network namespace at nsPath: a TCP
+// iterator walks the namespace of the thread that opens it. The work runs
+// on a locked thread that is thrown away after, so no other goroutine
+// ever runs in that namespace.
+func runIterIn(it *link.Iter, nsPath string, out io.Writer) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		errc <- func() error {
+			f, err := os.Open(nsPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("entering network namespace: %w", err)
+			}
+			r, err := it.Open()
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			_, err = io.Copy(out, r)
+			return err
+		}()
+	}()
+	return <-errc
+}
+
+// seedSize is the size given to the seed map at load.
+func seedSize(n int) uint32 {
+	if n < 1 {
+		return 1
+	}
+	return uint32(n)
+}
+
+func clearMap(m *ebpf.Map) {
+	var k uint64
+	var keys []uint64
+	iter := m.Iterate()
+	var v tcptraceSockInfo
+	for iter.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		_ = m.Delete(k)
+	}
+}
