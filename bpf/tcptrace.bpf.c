@@ -42,6 +42,9 @@ const volatile __u64 wakeup_bytes = 0;   /* 0: kernel default wakeups; else wake
 					  * reader only once this many bytes wait */
 const volatile __u8 port_bitmap[8192] = {}; /* bit p set: port p selected */
 const volatile __u8 aggregate_only = 0;  /* 1: fill dwell_hists, send no records */
+const volatile __u64 filter_cgroup = 0;  /* 0: any, else this cgroup v2 id or below it */
+const volatile __u32 filter_cgroup_level = 0; /* that cgroup's depth in the hierarchy */
+const volatile __u64 min_dwell_ns = 0;   /* send only transitions out of a state held this long */
 
 /* Keeps struct event in the object's BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
@@ -169,6 +172,24 @@ static __always_inline bool family_match(__u16 family, struct sock *sk)
 		v4 = v4mapped(&s6) || v4mapped(&d6);
 	}
 	return filter_family == 4 ? v4 : !v4;
+}
+
+/*
+ * --cgroup: the socket's cgroup (v2) is the one of the task that created
+ * it, recorded by the kernel in sk_cgrp_data and inherited by accepted
+ * children. It matches when the filter's cgroup is it or one of its
+ * ancestors. Runs only with --cgroup.
+ */
+static __always_inline bool cgroup_match(struct sock *sk)
+{
+	if (!filter_cgroup)
+		return true;
+	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	if (!cg || BPF_CORE_READ(cg, level) < (int)filter_cgroup_level)
+		return false;
+	struct cgroup *anc = 0;
+	bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[filter_cgroup_level & 0xff]);
+	return anc && BPF_CORE_READ(anc, kn, id) == filter_cgroup;
 }
 
 /*
@@ -341,7 +362,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
 	if (!ports_match(sport, dport) ||
 	    (filter_netns && netns != filter_netns) ||
-	    !family_match(family, sk)) {
+	    !family_match(family, sk) || !cgroup_match(sk)) {
 		c->filtered++;
 		return;
 	}
@@ -378,6 +399,10 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	}
 	if (aggregate_only) {
 		aggregate(c, old, new, dwell, flags);
+		return;
+	}
+	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
+		c->filtered++;
 		return;
 	}
 
@@ -509,7 +534,7 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u32 netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (!ports_match(sport, dport) ||
 	    (filter_netns && netns != filter_netns) ||
-	    !family_match(family, sk)) {
+	    !family_match(family, sk) || !cgroup_match(sk)) {
 		c->filtered++;
 		return 0;
 	}
@@ -566,6 +591,10 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	}
 	if (aggregate_only) {
 		aggregate(c, old, new, dwell, flags);
+		return 0;
+	}
+	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
+		c->filtered++;
 		return 0;
 	}
 
@@ -649,6 +678,8 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 	}
 
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (filter_cgroup && (!tp || !cgroup_match((struct sock *)tp)))
+		return 0; /* mini sockets carry no cgroup */
 	if (tp) { /* a full socket: TIME_WAIT and request sockets have no storage */
 		struct sock *sk = (struct sock *)tp;
 		s.cookie = bpf_get_socket_cookie(sk);

@@ -233,6 +233,15 @@ func TestOutputNotWritable(t *testing.T) {
 	}
 }
 
+func TestUnknownCgroup(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	out, err := exec.Command(binary(t), "--cgroup", "/no-such-cgroup-here", "--duration", "1s").CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 || strings.Count(string(out), "\n") != 1 || !strings.Contains(string(out), "no such cgroup") {
+		t.Fatalf("exit %v, output %q: want exit 1 and one line naming the cgroup", err, out)
+	}
+}
+
 func TestTextFormatAndDuration(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)

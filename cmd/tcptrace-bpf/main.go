@@ -79,6 +79,7 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 		format   = fs.String("format", string(output.FormatNDJSON), "ndjson or text")
 		attach   = fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)")
 		ringSize = fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)")
+		states   = fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)")
 		stuck    = fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)")
 		help     = fs.BoolP("help", "h", false, "show this help")
 		showVer  = fs.Bool("version", false, "print the version and exit")
@@ -87,6 +88,8 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after DURATION (0: until SIGINT/SIGTERM)")
 	fs.DurationVar(&cfg.Flush, "flush", cfg.Flush, "longest time a record waits inside the tracer before it is written")
 	fs.StringVarP(&cfg.Output, "output", "o", "", "write records to FILE (appended, created 0640) instead of stdout")
+	fs.DurationVar(&cfg.MinDwell, "min-dwell", 0, "only transitions out of a state held at least DURATION, and connections with such a stay (in the kernel with --emit transitions)")
+	fs.StringVar(&cfg.Cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: a path such as /system.slice/nginx.service")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections tracked at once; beyond it the least recently active are written early, marked evicted")
 
 	if err := fs.Parse(args); err != nil {
@@ -122,6 +125,9 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	}
 	cfg.Format = output.Format(*format)
 	cfg.Attach = probe.Attach(*attach)
+	if cfg.States, err = tracer.ParseStates(*states); err != nil {
+		return cfg, false, err
+	}
 	if cfg.Stuck, err = tracer.ParseStuck(*stuck); err != nil {
 		return cfg, false, err
 	}

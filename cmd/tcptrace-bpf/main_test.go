@@ -42,6 +42,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--netns", "x"}, "invalid argument"},
 		{[]string{"--bogus"}, "unknown flag"},
 		{[]string{"--stuck", "CLOSE_WAIT"}, "STATE=DURATION"},
+		{[]string{"--state", "ESTABLISHED,OPEN"}, "unknown TCP state"},
+		{[]string{"--min-dwell", "-1s"}, "--min-dwell must not be negative"},
 		{[]string{"--stuck", "OPEN=3s"}, "unknown TCP state"},
 		{[]string{"--stuck", "CLOSE_WAIT=-1s"}, "positive duration"},
 		{[]string{"--stuck", "TIME_WAIT=1s"}, "cannot be watched"},

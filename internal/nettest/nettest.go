@@ -83,11 +83,22 @@ type Peer struct {
 // the given arguments, and waits for its "ready" line.
 func (ns *Netns) Start(t testing.TB, args ...string) *Peer {
 	t.Helper()
+	return ns.StartIn(t, "", args...)
+}
+
+// StartIn is Start with the peer moved into the cgroup (v2) directory
+// cgroup before it runs, so every socket it opens belongs to that cgroup.
+func (ns *Netns) StartIn(t testing.TB, cgroup string, args ...string) *Peer {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, self}, args...)...)
+	if cgroup != "" {
+		script := `echo $$ > "$1/cgroup.procs" && shift && exec "$@"`
+		cmd = exec.Command("sh", append([]string{"-c", script, "sh", cgroup, "ip", "netns", "exec", ns.Name, self}, args...)...)
+	}
 	cmd.Env = append(os.Environ(), peerEnv+"=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

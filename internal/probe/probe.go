@@ -53,6 +53,13 @@ type Options struct {
 	// Aggregate keeps dwell-time histograms in the kernel and sends no
 	// records; read them with DwellHistograms.
 	Aggregate bool
+	// Cgroup and CgroupLevel select sockets created in that cgroup (v2
+	// id) or below it; CgroupLevel is its depth (0: the root).
+	Cgroup      uint64
+	CgroupLevel uint32
+	// MinDwell sends only transitions out of a state held at least this
+	// long (ns); it breaks timelines, so use it only for transitions.
+	MinDwell uint64
 
 	// Owners and NetnsPaths (from sockowner.Scan) seed the sockets that
 	// exist already with their owner; see Seed.
@@ -151,13 +158,16 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		aggregate = 1
 	}
 	for name, v := range map[string]any{
-		tcptraceVarFilterFamily:  uint8(o.Family),
-		tcptraceVarFilterPorts:   filterPorts,
-		tcptraceVarFilterNetns:   o.Netns,
-		tcptraceVarFilterPid:     o.PID,
-		tcptraceVarWakeupBytes:   uint64(o.WakeupBytes),
-		tcptraceVarPortBitmap:    bitmap,
-		tcptraceVarAggregateOnly: aggregate,
+		tcptraceVarFilterFamily:      uint8(o.Family),
+		tcptraceVarFilterPorts:       filterPorts,
+		tcptraceVarFilterNetns:       o.Netns,
+		tcptraceVarFilterPid:         o.PID,
+		tcptraceVarWakeupBytes:       uint64(o.WakeupBytes),
+		tcptraceVarPortBitmap:        bitmap,
+		tcptraceVarAggregateOnly:     aggregate,
+		tcptraceVarFilterCgroup:      o.Cgroup,
+		tcptraceVarFilterCgroupLevel: o.CgroupLevel,
+		tcptraceVarMinDwellNs:        o.MinDwell,
 	} {
 		if err := set(name, v); err != nil {
 			return err

@@ -121,11 +121,14 @@ const (
 	tcptraceProgOnStateTp          = "on_state_tp"
 	tcptraceProgWalkSockets        = "walk_sockets"
 	tcptraceVarAggregateOnly       = "aggregate_only"
+	tcptraceVarFilterCgroup        = "filter_cgroup"
+	tcptraceVarFilterCgroupLevel   = "filter_cgroup_level"
 	tcptraceVarFilterFamily        = "filter_family"
 	tcptraceVarFilterNetns         = "filter_netns"
 	tcptraceVarFilterPid           = "filter_pid"
 	tcptraceVarFilterPorts         = "filter_ports"
 	tcptraceVarIterSeed            = "iter_seed"
+	tcptraceVarMinDwellNs          = "min_dwell_ns"
 	tcptraceVarNextSynthCookie     = "next_synth_cookie"
 	tcptraceVarPortBitmap          = "port_bitmap"
 	tcptraceVarUnusedEvent         = "unused_event"
@@ -203,17 +206,20 @@ type tcptraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
-	AggregateOnly   *ebpf.VariableSpec `ebpf:"aggregate_only"`
-	FilterFamily    *ebpf.VariableSpec `ebpf:"filter_family"`
-	FilterNetns     *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterPid       *ebpf.VariableSpec `ebpf:"filter_pid"`
-	FilterPorts     *ebpf.VariableSpec `ebpf:"filter_ports"`
-	IterSeed        *ebpf.VariableSpec `ebpf:"iter_seed"`
-	NextSynthCookie *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
-	PortBitmap      *ebpf.VariableSpec `ebpf:"port_bitmap"`
-	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedSnap      *ebpf.VariableSpec `ebpf:"unused_snap"`
-	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	AggregateOnly     *ebpf.VariableSpec `ebpf:"aggregate_only"`
+	FilterCgroup      *ebpf.VariableSpec `ebpf:"filter_cgroup"`
+	FilterCgroupLevel *ebpf.VariableSpec `ebpf:"filter_cgroup_level"`
+	FilterFamily      *ebpf.VariableSpec `ebpf:"filter_family"`
+	FilterNetns       *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterPid         *ebpf.VariableSpec `ebpf:"filter_pid"`
+	FilterPorts       *ebpf.VariableSpec `ebpf:"filter_ports"`
+	IterSeed          *ebpf.VariableSpec `ebpf:"iter_seed"`
+	MinDwellNs        *ebpf.VariableSpec `ebpf:"min_dwell_ns"`
+	NextSynthCookie   *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
+	PortBitmap        *ebpf.VariableSpec `ebpf:"port_bitmap"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
+	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tcptraceObjects contains all objects after they have been loaded into the kernel.
@@ -261,17 +267,20 @@ func (m *tcptraceMaps) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
-	AggregateOnly   *ebpf.Variable `ebpf:"aggregate_only"`
-	FilterFamily    *ebpf.Variable `ebpf:"filter_family"`
-	FilterNetns     *ebpf.Variable `ebpf:"filter_netns"`
-	FilterPid       *ebpf.Variable `ebpf:"filter_pid"`
-	FilterPorts     *ebpf.Variable `ebpf:"filter_ports"`
-	IterSeed        *ebpf.Variable `ebpf:"iter_seed"`
-	NextSynthCookie *ebpf.Variable `ebpf:"next_synth_cookie"`
-	PortBitmap      *ebpf.Variable `ebpf:"port_bitmap"`
-	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
-	UnusedSnap      *ebpf.Variable `ebpf:"unused_snap"`
-	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
+	AggregateOnly     *ebpf.Variable `ebpf:"aggregate_only"`
+	FilterCgroup      *ebpf.Variable `ebpf:"filter_cgroup"`
+	FilterCgroupLevel *ebpf.Variable `ebpf:"filter_cgroup_level"`
+	FilterFamily      *ebpf.Variable `ebpf:"filter_family"`
+	FilterNetns       *ebpf.Variable `ebpf:"filter_netns"`
+	FilterPid         *ebpf.Variable `ebpf:"filter_pid"`
+	FilterPorts       *ebpf.Variable `ebpf:"filter_ports"`
+	IterSeed          *ebpf.Variable `ebpf:"iter_seed"`
+	MinDwellNs        *ebpf.Variable `ebpf:"min_dwell_ns"`
+	NextSynthCookie   *ebpf.Variable `ebpf:"next_synth_cookie"`
+	PortBitmap        *ebpf.Variable `ebpf:"port_bitmap"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
+	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tcptracePrograms contains all programs after they have been loaded into the kernel.

@@ -80,6 +80,17 @@ type Config struct {
 	// Stuck reports a connection once when it stays in a state longer
 	// than Stuck[state] (0: not watched).
 	Stuck [event.NumStates]time.Duration
+	// States, when any is set, keeps only what concerns those states:
+	// transitions into or out of them, connections that passed through
+	// them, their histograms, counts and stuck reports.
+	States [event.NumStates]bool
+	// MinDwell keeps only transitions out of a state held at least this
+	// long, and connections with such a stay. In the kernel when only
+	// transitions are emitted.
+	MinDwell time.Duration
+	// Cgroup keeps only sockets created in this cgroup (v2) or below it:
+	// a path in the cgroup2 mount, or relative to it.
+	Cgroup string
 
 	// wakeupBytes overrides the reader wakeup watermark (default: an
 	// eighth of the ring). 1 wakes the reader on every record, as the
@@ -157,6 +168,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--ring-size must be a power of two between 4KiB and 1GiB (got %d)", c.RingSize)
 	case c.MaxConns < 1:
 		return fmt.Errorf("--max-conns must be at least 1 (got %d)", c.MaxConns)
+	case c.MinDwell < 0:
+		return fmt.Errorf("--min-dwell must not be negative (got %s)", c.MinDwell)
 	}
 	if _, err := probe.ParseAttach(string(c.Attach)); err != nil {
 		return err
@@ -200,3 +213,34 @@ func (c *Config) describe() string {
 // aggregate reports whether only histograms are wanted: then the kernel
 // keeps them and no record crosses to user space.
 func (c *Config) aggregate() bool { return c.Emit == EmitHistograms }
+
+// ParseStates reads --state: a comma-separated list of state names
+// (SYN_RCVD is SYN_RECV).
+func ParseStates(s string) ([event.NumStates]bool, error) {
+	var set [event.NumStates]bool
+	if strings.TrimSpace(s) == "" {
+		return set, nil
+	}
+	for _, name := range strings.Split(s, ",") {
+		st, err := event.ParseState(name)
+		if err != nil {
+			return set, fmt.Errorf("invalid --state: %w", err)
+		}
+		set[st] = true
+	}
+	return set, nil
+}
+
+// stateFilter reports whether --state was given.
+func (c *Config) stateFilter() bool {
+	for _, on := range c.States {
+		if on {
+			return true
+		}
+	}
+	return false
+}
+
+// minDwellInKernel: the kernel can drop short stays only when nothing
+// else needs every transition (timelines, histograms, stuck detection).
+func (c *Config) minDwellInKernel() bool { return c.MinDwell > 0 && c.Emit == EmitTransitions }

@@ -22,12 +22,19 @@ import (
 // cfg.Output (or stdout) and status lines to stderr. Everything captured
 // is written out before it returns, also on error where the output still
 // works. A closed stdout ends the run without error.
-func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	if err := probe.CheckPrivileges(); err != nil {
 		return err
+	}
+	var cgID uint64
+	var cgLevel uint32
+	if cfg.Cgroup != "" {
+		if cgID, cgLevel, err = cgroupID(cfg.Cgroup); err != nil {
+			return err
+		}
 	}
 	w, closeOut, err := openOutput(cfg.Output, stdout)
 	if err != nil {
@@ -49,6 +56,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		WakeupBytes: cmp.Or(cfg.wakeupBytes, cfg.RingSize/8),
 		MaxSockets:  cfg.MaxConns,
 		Aggregate:   cfg.aggregate(),
+		Cgroup:      cgID,
+		CgroupLevel: cgLevel,
+		MinDwell:    minDwellKernel(cfg),
 		Owners:      owners,
 		NetnsPaths:  sockowner.Netns("/proc", "/run/netns"),
 	})
@@ -68,7 +78,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	} else {
 		sink = output.NewNDJSON(w, clock)
 	}
-	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start}
+	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
 	// The connection table also serves stuck detection; only the pure
 	// kernel-aggregation mode has none.
 	if !cfg.aggregate() {
@@ -143,10 +153,19 @@ type run struct {
 	lastFlushAt time.Time
 	stuckCount  uint64
 	seeded      bool
+	stateFilter bool
+}
+
+// minDwellKernel is --min-dwell for the kernel, when it may apply it.
+func minDwellKernel(cfg Config) uint64 {
+	if cfg.minDwellInKernel() {
+		return uint64(cfg.MinDwell)
+	}
+	return 0
 }
 
 func (r *run) connection(c *timeline.Conn) {
-	if r.cfg.Emit&EmitConnections == 0 {
+	if r.cfg.Emit&EmitConnections == 0 || !r.keepConnection(c) {
 		return
 	}
 	r.conns++
@@ -156,7 +175,33 @@ func (r *run) connection(c *timeline.Conn) {
 	r.sink.Connection(c)
 }
 
+// keepState applies --state (everything passes without it).
+func (r *run) keepState(s event.State) bool { return !r.stateFilter || r.cfg.States[s] }
+
+// keepTransition applies --state and, where the kernel did not, --min-dwell.
+func (r *run) keepTransition(e *event.Event) bool {
+	if r.stateFilter && !r.cfg.States[e.Old] && !r.cfg.States[e.New] {
+		return false
+	}
+	return r.cfg.MinDwell == 0 || (e.Has(event.DwellKnown) && e.Dwell >= r.cfg.MinDwell)
+}
+
+// keepConnection: a connection that passed through a --state state, and
+// held some state at least --min-dwell.
+func (r *run) keepConnection(c *timeline.Conn) bool {
+	through, long := !r.stateFilter, r.cfg.MinDwell == 0
+	for i := range c.States {
+		sp := &c.States[i]
+		through = through || r.cfg.States[sp.State]
+		long = long || (sp.DwellKnown && time.Duration(sp.Dwell) >= r.cfg.MinDwell)
+	}
+	return through && long
+}
+
 func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+	if !r.keepState(state) {
+		return
+	}
 	r.stuckCount++
 	r.sink.Stuck(time.Now(), c, state, age, atLeast)
 }
@@ -170,7 +215,9 @@ func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
 	}
 	var counts [event.NumStates]uint64
 	err := event.SplitSockets(walk, func(s *event.Socket) {
-		counts[s.State]++
+		if r.keepState(s.State) {
+			counts[s.State]++
+		}
 		if !r.seeded && r.tracker != nil {
 			r.tracker.Seed(s, mono)
 		}
@@ -202,10 +249,10 @@ func (r *run) handle(raw []byte) {
 	e := &r.ev
 	// CLOSE is where sockets start and end, not a state they dwell in; a
 	// repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay.
-	if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New {
+	if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && r.keepState(e.Old) {
 		r.hists[e.Old].Record(uint64(e.Dwell))
 	}
-	if r.cfg.Emit&EmitTransitions != 0 {
+	if r.cfg.Emit&EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)
 	}
 	if r.tracker != nil {

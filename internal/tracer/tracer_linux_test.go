@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 )
@@ -521,5 +522,78 @@ func TestStuckCloseWaitAndStateCounts(t *testing.T) {
 	}
 	if last["TIME_WAIT"] != 2 {
 		t.Errorf("state counts at exit %v, want the 2 clients' TIME_WAIT sockets", last)
+	}
+}
+
+// --state, --min-dwell (in the kernel and in user space) and --cgroup, each
+// in a tracer of its own on the same traffic: a server in a cgroup of the
+// test's that holds CLOSE_WAIT for 1 s, and a client outside it.
+func TestFocusFilters(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	mount, err := cgroup2Mount()
+	if err != nil {
+		if os.Getenv(nettest.RequireEnv) == "1" {
+			t.Fatalf("no cgroup v2: %v", err)
+		}
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	cg := filepath.Join(mount, fmt.Sprintf("tcptrace-test-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+
+	ns := nettest.NewNetns(t)
+	byState := nsConfig(ns)
+	byState.States[event.CloseWait] = true
+	kernelMin := nsConfig(ns)
+	kernelMin.Emit, kernelMin.MinDwell = EmitTransitions, 500*time.Millisecond
+	userMin := nsConfig(ns)
+	userMin.MinDwell = 500 * time.Millisecond
+	byCgroup := nsConfig(ns)
+	byCgroup.Cgroup = "/" + filepath.Base(cg)
+	tracers := []*traced{startTracer(t, byState), startTracer(t, kernelMin), startTracer(t, userMin), startTracer(t, byCgroup)}
+
+	// The server joins the cgroup before it opens any socket.
+	server := ns.StartIn(t, cg, "server", "127.0.0.1:0", "1", "1s")
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "1")
+	client.Line()
+	client.Wait()
+	server.Wait()
+	var recs [][]record
+	for _, tr := range tracers {
+		recs = append(recs, tr.stop(t))
+	}
+
+	for _, r := range ofType(recs[0], "transition") {
+		if r.Old != "CLOSE_WAIT" && r.New != "CLOSE_WAIT" {
+			t.Errorf("--state CLOSE_WAIT let %s->%s through", r.Old, r.New)
+		}
+	}
+	if n := len(ofType(recs[0], "transition")); n != 2 {
+		t.Errorf("--state CLOSE_WAIT: %d transitions, want 2 (into and out of it)", n)
+	}
+	if c := ofType(recs[0], "connection"); len(c) != 1 || c[0].Sport != server.Port {
+		t.Errorf("--state CLOSE_WAIT: connections %+v, want the server's accepted socket only", c)
+	}
+	for i, name := range []string{"kernel", "user space"} {
+		var got []string
+		for _, r := range ofType(recs[1+i], "transition") {
+			got = append(got, r.Old+">"+r.New)
+		}
+		slices.Sort(got)
+		// CLOSE_WAIT held 1 s by the server; its listener lived about as long.
+		if want := []string{"CLOSE_WAIT>LAST_ACK", "LISTEN>CLOSE"}; !slices.Equal(got, want) {
+			t.Errorf("--min-dwell 500ms in %s: %v, want %v", name, got, want)
+		}
+	}
+	socks := byCookie(recs[3])
+	if len(socks) != 2 {
+		t.Errorf("--cgroup: %d sockets, want the server's 2 (listener and accepted), not the client's", len(socks))
+	}
+	for _, ts := range socks {
+		if ts[0].PID == nil || *ts[0].PID != server.PID {
+			t.Errorf("--cgroup let a socket of pid %v through", ts[0].PID)
+		}
 	}
 }
