@@ -180,7 +180,9 @@ func (r *run) keepState(s event.State) bool { return !r.stateFilter || r.cfg.Sta
 
 // keepTransition applies --state and, where the kernel did not, --min-dwell.
 func (r *run) keepTransition(e *event.Event) bool {
-	if r.stateFilter && !r.cfg.States[e.Old] && !r.cfg.States[e.New] {
+	// A socket that went on to TIME_WAIT counts as entering it.
+	intoTW := e.TW == event.TWTimeWait && r.cfg.States[event.TimeWait]
+	if r.stateFilter && !r.cfg.States[e.Old] && !r.cfg.States[e.New] && !intoTW {
 		return false
 	}
 	return r.cfg.MinDwell == 0 || (e.Has(event.DwellKnown) && e.Dwell >= r.cfg.MinDwell)
