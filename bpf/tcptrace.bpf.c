@@ -701,6 +701,11 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 				s.owner_known = 1;
 				__builtin_memcpy(s.comm, si->comm, sizeof(s.comm));
 			}
+			s.retrans = si->retrans;
+		}
+		if (s.state == TCP_LISTEN) {
+			s.ack_backlog = sk->sk_ack_backlog;
+			s.max_ack_backlog = sk->sk_max_ack_backlog;
 		}
 	}
 	if (filter_pid && s.pid != filter_pid)

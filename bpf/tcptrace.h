@@ -129,6 +129,13 @@ struct sock_snap {
 	__u8 owner_known;
 	__u8 _pad;
 	char comm[16];
+	/* Listeners only: the accept queue (connections the kernel completed
+	 * that the application has not accept()ed yet) and its limit, and
+	 * the SYN-ACK retransmits counted on the listener. */
+	__u32 ack_backlog;
+	__u32 max_ack_backlog;
+	__u32 retrans;
+	__u32 _pad2;
 };
 
 #endif /* TCPTRACE_H */

@@ -17,10 +17,13 @@ type Socket struct {
 	State      State
 	OwnerKnown bool
 	Comm       [16]byte
+	// Listeners only: accept queue length and limit, SYN-ACK retransmits.
+	AcceptQueue, AcceptQueueMax uint32
+	SynAckRetrans               uint32
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 72
+const SocketSize = 88
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -35,6 +38,9 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.State = State(b[53])
 	s.OwnerKnown = b[54] != 0
 	copy(s.Comm[:], b[56:72])
+	s.AcceptQueue = ne.Uint32(b[72:])
+	s.AcceptQueueMax = ne.Uint32(b[76:])
+	s.SynAckRetrans = ne.Uint32(b[80:])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

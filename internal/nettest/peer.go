@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +28,7 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	                            each at once after a 1-byte write; print
 //	                            "ready 0 PID" first and "done" at the end
 //	connect ADDR TIMEOUT        one connect with a timeout; prints the error
+//	noaccept IP:PORT BACKLOG HOLD  listen(BACKLOG), never accept, hold
 //	sink ADDR N                 listen, print "ready PORT PID", accept N
 //	                            connections at once, each closed as soon
 //	                            as its client closes; exit when all are
@@ -148,6 +151,31 @@ func peer(args []string) error {
 		time.Sleep(hold)
 		os.Exit(0) // every socket closed by the kernel at exit, at once
 		return nil
+	case "noaccept":
+		// listen(BACKLOG) and never accept: the accept queue fills.
+		var backlog int
+		fmt.Sscan(args[2], &backlog)
+		hold, err := time.ParseDuration(args[3])
+		if err != nil {
+			return err
+		}
+		ap, err := netip.ParseAddrPort(args[1])
+		if err != nil {
+			return err
+		}
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+			return err
+		}
+		if err := syscall.Listen(fd, backlog); err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ap.Port(), os.Getpid())
+		time.Sleep(hold)
+		return syscall.Close(fd)
 	case "connect":
 		timeout, err := time.ParseDuration(args[2])
 		if err != nil {

@@ -310,3 +310,22 @@ func (n *NDJSON) Stuck(ts time.Time, c *timeline.Conn, state event.State, age ui
 	n.buf = append(b, '}')
 	n.write()
 }
+
+// Listener writes a "listener" record.
+func (n *NDJSON) Listener(ts time.Time, l *Listener) {
+	b := n.start("listener")
+	b = appendTime(b, `,"ts":`, ts)
+	b = appendUint(b, `,"netns":`, uint64(l.Netns))
+	b = appendStr(b, `,"family":`, l.Family.String())
+	b = append(appendKey(b, `,"saddr":`), '"')
+	b = l.Addr.Addr().AppendTo(b)
+	b = append(b, '"')
+	b = appendUint(b, `,"sport":`, uint64(l.Addr.Port()))
+	b = appendOwner(b, l.OwnerKnown, l.PID, &l.Comm)
+	b = appendUint(b, `,"accept_queue":`, uint64(l.AcceptQueue))
+	b = appendUint(b, `,"accept_queue_max":`, uint64(l.AcceptQueueMax))
+	b = appendUint(b, `,"half_open":`, uint64(l.HalfOpen))
+	b = appendUint(b, `,"synack_retransmits":`, uint64(l.SynAckRetrans))
+	n.buf = append(b, '}')
+	n.write()
+}

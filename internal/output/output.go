@@ -5,6 +5,7 @@
 package output
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
@@ -47,6 +48,23 @@ type Stats struct {
 	Runs        uint64
 }
 
+// Listener is one listening socket as a socket walk saw it: its accept
+// queue (connections completed but not yet accept()ed), its half-open
+// connections (request sockets for its port), and its SYN-ACK
+// retransmits since tracing began.
+type Listener struct {
+	Netns          uint32
+	Family         event.Family
+	Addr           netip.AddrPort
+	PID            uint32
+	Comm           [16]byte
+	OwnerKnown     bool
+	AcceptQueue    uint32
+	AcceptQueueMax uint32
+	HalfOpen       uint32
+	SynAckRetrans  uint32
+}
+
 // Sink receives everything the tracer emits.
 type Sink interface {
 	Transition(e *event.Event)
@@ -61,6 +79,8 @@ type Sink interface {
 	// Stuck writes a connection that has been in state for age ns
 	// (atLeast: it was in it when first seen, age counts from then).
 	Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool)
+	// Listener writes a listener's queues, after each States.
+	Listener(ts time.Time, l *Listener)
 	// Flush writes out what is buffered; it returns the first error any
 	// write met.
 	Flush() error

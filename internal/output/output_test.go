@@ -101,6 +101,10 @@ func writeAll(s Sink) {
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
 	s.Stuck(t0.Add(31*time.Second), sampleConns()[2], event.CloseWait, 31_000_000_000, true)
+	l := Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
+		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12}
+	copy(l.Comm[:], "nginx")
+	s.Listener(t0.Add(10*time.Second), &l)
 	s.Stats(&Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
 }
 

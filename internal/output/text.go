@@ -208,3 +208,14 @@ func (t *TextWriter) Stuck(ts time.Time, c *timeline.Conn, state event.State, ag
 	}
 	t.printf("STUCK %s %s for %s%s: %s/%s %s > %s\n", ts.Format("15:04:05"), state, FormatDuration(age), more, pid, comm, c.Src, c.Dst)
 }
+
+// Listener writes one line per listener.
+func (t *TextWriter) Listener(ts time.Time, l *Listener) {
+	pid, comm := owner(l.OwnerKnown, l.PID, &l.Comm)
+	full := ""
+	if l.AcceptQueue > l.AcceptQueueMax {
+		full = " FULL"
+	}
+	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d\n",
+		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans)
+}

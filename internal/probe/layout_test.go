@@ -66,7 +66,8 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 	if got := unsafe.Sizeof(tcptraceSockSnap{}); got != event.SocketSize || SnapSize != event.SocketSize {
 		t.Fatalf("struct sock_snap is %d bytes, the decoder expects %d", got, event.SocketSize)
 	}
-	raw := tcptraceSockSnap{Cookie: 9, Netns: 77, Pid: 31, Sport: 22, Dport: 40000, Family: 2, State: 8, OwnerKnown: 1}
+	raw := tcptraceSockSnap{Cookie: 9, Netns: 77, Pid: 31, Sport: 22, Dport: 40000, Family: 2, State: 8, OwnerKnown: 1,
+		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3}
 	copy(raw.Saddr[:], []byte{10, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 0, 0, 2})
 	for i, c := range []byte("sshd") {
@@ -79,7 +80,8 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.Cookie != 9 || s.Netns != 77 || s.PID != 31 || s.State != event.CloseWait || !s.OwnerKnown ||
-		s.Src.String() != "10.0.0.1:22" || s.Dst.String() != "10.0.0.2:40000" || string(event.CommBytes(&s.Comm)) != "sshd" {
+		s.Src.String() != "10.0.0.1:22" || s.Dst.String() != "10.0.0.2:40000" || string(event.CommBytes(&s.Comm)) != "sshd" ||
+		s.AcceptQueue != 5 || s.AcceptQueueMax != 128 || s.SynAckRetrans != 3 {
 		t.Fatalf("decoded %+v", s)
 	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // SnapSize is the size of struct sock_snap.
-const SnapSize = 72
+const SnapSize = 88
 
 // startWalker attaches the socket iterator and runs its first walk, which
 // gives the sockets that exist their owner (from owners) so that their

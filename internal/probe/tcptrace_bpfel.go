@@ -76,19 +76,23 @@ type tcptraceSockInfo struct {
 }
 
 type tcptraceSockSnap struct {
-	_          structs.HostLayout
-	Cookie     uint64
-	Saddr      [16]uint8
-	Daddr      [16]uint8
-	Netns      uint32
-	Pid        uint32
-	Sport      uint16
-	Dport      uint16
-	Family     uint8
-	State      uint8
-	OwnerKnown uint8
-	Pad        uint8
-	Comm       [16]int8
+	_             structs.HostLayout
+	Cookie        uint64
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	Netns         uint32
+	Pid           uint32
+	Sport         uint16
+	Dport         uint16
+	Family        uint8
+	State         uint8
+	OwnerKnown    uint8
+	Pad           uint8
+	Comm          [16]int8
+	AckBacklog    uint32
+	MaxAckBacklog uint32
+	Retrans       uint32
+	Pad2          uint32
 }
 
 type tcptraceStateHist struct {

@@ -47,6 +47,9 @@ type record struct {
 	AgeNs          uint64            `json:"age_ns"`
 	AgeAtLeast     bool              `json:"age_at_least"`
 	Counts         map[string]uint64 `json:"counts"`
+	AcceptQueue    uint64            `json:"accept_queue"`
+	AcceptQueueMax uint64            `json:"accept_queue_max"`
+	HalfOpen       uint64            `json:"half_open"`
 	State          string            `json:"state"`
 	Count          uint64            `json:"count"`
 	P50            uint64            `json:"p50_ns"`

@@ -216,9 +216,26 @@ func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
 		return nil
 	}
 	var counts [event.NumStates]uint64
+	type portKey struct {
+		netns uint32
+		port  uint16
+	}
+	var listeners []output.Listener
+	byPort := map[portKey]int{}
+	halfOpen := map[portKey]uint32{}
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
 			counts[s.State]++
+		}
+		k := portKey{s.Netns, s.Src.Port()}
+		switch s.State {
+		case event.Listen:
+			byPort[k] = len(listeners)
+			listeners = append(listeners, output.Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src,
+				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
+				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
+		case event.NewSynRecv:
+			halfOpen[k]++
 		}
 		if !r.seeded && r.tracker != nil {
 			r.tracker.Seed(s, mono)
@@ -229,6 +246,18 @@ func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
 	}
 	r.seeded = true
 	r.sink.States(now, &counts)
+	// Per listener: a full accept queue is otherwise silent on the server
+	// (the clients' SYNs are dropped; they sit in SYN_SENT).
+	if r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv) {
+		for k, n := range halfOpen {
+			if i, ok := byPort[k]; ok {
+				listeners[i].HalfOpen += n // SO_REUSEPORT: all on the first
+			}
+		}
+		for i := range listeners {
+			r.sink.Listener(now, &listeners[i])
+		}
+	}
 	return nil
 }
 

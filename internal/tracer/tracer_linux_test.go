@@ -597,3 +597,47 @@ func TestFocusFilters(t *testing.T) {
 		}
 	}
 }
+
+// A full accept queue is silent on the server side: the kernel drops the
+// SYNs of new clients, which sit in SYN_SENT. The listener record shows
+// the queue over its limit; the clients show stuck SYN_SENT and SYN
+// retransmits.
+func TestFullAcceptQueue(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	server := ns.Start(t, "noaccept", "127.0.0.1:7100", "1", "10s")
+	cfg := nsConfig(ns)
+	cfg.Interval = 300 * time.Millisecond
+	cfg.Stuck = [13]time.Duration{}
+	cfg.Stuck[event.SynSent] = 500 * time.Millisecond
+	tr := startTracer(t, cfg)
+	var clients []*nettest.Peer
+	for i := 0; i < 4; i++ {
+		clients = append(clients, ns.Start(t, "connect", "127.0.0.1:7100", "2500ms"))
+	}
+	for _, c := range clients {
+		c.Line()
+		c.Wait()
+	}
+	recs := tr.stop(t)
+
+	var full bool
+	for _, l := range ofType(recs, "listener") {
+		if l.Sport == 7100 && l.PID != nil && *l.PID == server.PID && l.AcceptQueue >= 2 && l.AcceptQueueMax == 1 {
+			full = true
+		}
+	}
+	if !full {
+		t.Errorf("no listener record with the accept queue over its limit of 1: %+v", ofType(recs, "listener"))
+	}
+	var hung int
+	for _, c := range ofType(recs, "connection") {
+		if c.Dport == 7100 && c.SynRetransmits >= 1 {
+			hung++
+		}
+	}
+	stuck := ofType(recs, "stuck")
+	if hung < 2 || len(stuck) < 2 {
+		t.Errorf("%d clients with SYN retransmits, %d stuck records; want the 2 whose SYNs the full queue dropped", hung, len(stuck))
+	}
+}
