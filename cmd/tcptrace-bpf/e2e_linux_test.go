@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
 
@@ -267,4 +269,103 @@ func TestTextFormatAndDuration(t *testing.T) {
 			t.Errorf("text output lacks %q:\n%s", want, s)
 		}
 	}
+}
+
+// A full device: one clear error, a non-zero exit, and the programs gone.
+func TestOutputDeviceFull(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	cmd := exec.Command(binary(t), "--netns", fmt.Sprint(ns.Inode), "-o", "/dev/full", "--flush", "50ms")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	time.Sleep(500 * time.Millisecond)
+	traffic(t, ns, 1)
+	select {
+	case err := <-done:
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 {
+			t.Fatalf("exit %v, want 1; stderr %q", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("still running 10 s after writing to /dev/full; stderr %q", stderr.String())
+	}
+	var errLines []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if !strings.HasPrefix(l, "tcptrace-bpf: tracing") && !strings.HasPrefix(l, "tcptrace-bpf: done") {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 || !strings.Contains(errLines[0], "no space left on device") {
+		t.Errorf("error lines %q, want one naming the full device", errLines)
+	}
+}
+
+// SIGKILL gives the tracer no chance to clean up: the kernel must free
+// every program, map and link with its file descriptors.
+func TestKillLeavesNothingBehind(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	p := start(t, io.Discard, "--port", "1")
+	ids := bpfObjects(t, p.cmd.Process.Pid)
+	if len(ids["prog_id"]) < 2 || len(ids["map_id"]) < 3 || len(ids["link_id"]) < 2 {
+		t.Fatalf("BPF objects held by the tracer: %v; expected programs, maps and links", ids)
+	}
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := 0
+		for _, id := range ids["prog_id"] {
+			if prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(id)); err == nil {
+				prog.Close()
+				left++
+			}
+		}
+		for _, id := range ids["map_id"] {
+			if m, err := ebpf.NewMapFromID(ebpf.MapID(id)); err == nil {
+				m.Close()
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d BPF programs or maps still exist 10 s after SIGKILL", left)
+		}
+		time.Sleep(100 * time.Millisecond) // freed after an RCU grace period
+	}
+}
+
+// bpfObjects reads the ids of the BPF programs, maps and links a process
+// holds, from /proc/PID/fdinfo.
+func bpfObjects(t *testing.T, pid int) map[string][]uint32 {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string][]uint32{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, key := range []string{"prog_id", "map_id", "link_id"} {
+				if v, ok := strings.CutPrefix(line, key+":"); ok {
+					var id uint32
+					fmt.Sscan(strings.TrimSpace(v), &id)
+					ids[key] = append(ids[key], id)
+				}
+			}
+		}
+	}
+	return ids
 }
