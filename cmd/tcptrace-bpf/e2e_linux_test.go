@@ -369,3 +369,54 @@ func bpfObjects(t *testing.T, pid int) map[string][]uint32 {
 	}
 	return ids
 }
+
+// logrotate: rename the file, SIGHUP, and the tracer goes on in a new file
+// at the old path; no record is lost or split between the two.
+func TestSighupReopens(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "trace.ndjson")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms")
+	traffic(t, ns, 5)
+	time.Sleep(200 * time.Millisecond)
+	if err := os.Rename(out, out+".1"); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(out); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no new output file 5 s after SIGHUP")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	traffic(t, ns, 5)
+	if code := p.stop(t, syscall.SIGINT); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	total := map[string]int{}
+	for _, f := range []string{out + ".1", out} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) == 0 || data[len(data)-1] != '\n' {
+			t.Fatalf("%s does not end with a whole record", f)
+		}
+		got := countTypes(t, data)
+		if got["transition"] == 0 {
+			t.Errorf("%s has no transitions: the rotation split the run wrongly (%v)", f, got)
+		}
+		for k, v := range got {
+			total[k] += v
+		}
+	}
+	// Two batches of 5 connections: 10 transitions each, 2 per listener.
+	if total["transition"] != 2*(5*10+2) || total["stats"] != 1 {
+		t.Errorf("records over both files %v, want %d transitions and one stats", total, 2*(5*10+2))
+	}
+}

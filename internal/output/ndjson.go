@@ -329,3 +329,12 @@ func (n *NDJSON) Listener(ts time.Time, l *Listener) {
 	n.buf = append(b, '}')
 	n.write()
 }
+
+// Redirect flushes what is buffered, then writes to w.
+func (n *NDJSON) Redirect(w io.Writer) error {
+	if err := n.Flush(); err != nil {
+		return err
+	}
+	n.w.Reset(w)
+	return nil
+}

@@ -5,6 +5,7 @@
 package output
 
 import (
+	"io"
 	"net/netip"
 	"time"
 
@@ -84,6 +85,9 @@ type Sink interface {
 	// Flush writes out what is buffered; it returns the first error any
 	// write met.
 	Flush() error
+	// Redirect flushes, then sends everything after to w: records are
+	// whole, none split between the old and the new writer.
+	Redirect(w io.Writer) error
 }
 
 // Format names an output format.

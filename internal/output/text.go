@@ -219,3 +219,12 @@ func (t *TextWriter) Listener(ts time.Time, l *Listener) {
 	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d\n",
 		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans)
 }
+
+// Redirect flushes what is buffered, then writes to w.
+func (t *TextWriter) Redirect(w io.Writer) error {
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	t.w.Reset(w)
+	return nil
+}

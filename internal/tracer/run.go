@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -40,7 +41,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if err != nil {
 		return err
 	}
-	defer closeOut()
+	defer func() { closeOut() }()
 
 	owners, err := sockowner.Scan("/proc")
 	if err != nil {
@@ -79,6 +80,13 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		sink = output.NewNDJSON(w, clock)
 	}
 	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
+	if cfg.Output != "" && cfg.Output != "-" {
+		// logrotate: SIGHUP reopens the output file.
+		r.hup = make(chan os.Signal, 1)
+		signal.Notify(r.hup, syscall.SIGHUP)
+		defer signal.Stop(r.hup)
+		r.closeOut = &closeOut
+	}
 	// The connection table also serves stuck detection; only the pure
 	// kernel-aggregation mode has none.
 	if !cfg.aggregate() {
@@ -154,6 +162,26 @@ type run struct {
 	stuckCount  uint64
 	seeded      bool
 	stateFilter bool
+	hup         chan os.Signal
+	closeOut    *func()
+}
+
+// reopen switches the output to a fresh open of the same path, after
+// writing out everything buffered for the old one (logrotate has renamed
+// it; the new file starts with whole records).
+func (r *run) reopen() error {
+	w, closeNew, err := openOutput(r.cfg.Output, nil)
+	if err != nil {
+		return err
+	}
+	if err := r.sink.Redirect(w); err != nil {
+		closeNew()
+		return err
+	}
+	(*r.closeOut)()
+	*r.closeOut = closeNew
+	fmt.Fprintf(r.stderr, "tcptrace-bpf: SIGHUP: reopened %s\n", r.cfg.Output)
+	return nil
 }
 
 // minDwellKernel is --min-dwell for the kernel, when it may apply it.
@@ -325,6 +353,13 @@ func (r *run) loop(ctx context.Context) error {
 }
 
 func (r *run) periodic(now time.Time) error {
+	select {
+	case <-r.hup:
+		if err := r.reopen(); err != nil {
+			return err
+		}
+	default:
+	}
 	if now.Sub(r.lastLostAt) >= time.Second {
 		r.lastLostAt = now
 		if err := r.reportLost(now); err != nil {
