@@ -89,6 +89,7 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	fs.DurationVar(&cfg.Flush, "flush", cfg.Flush, "longest time a record waits inside the tracer before it is written")
 	fs.StringVarP(&cfg.Output, "output", "o", "", "write records to FILE (appended, created 0640) instead of stdout")
 	fs.DurationVar(&cfg.MinDwell, "min-dwell", 0, "only transitions out of a state held at least DURATION, and connections with such a stay (in the kernel with --emit transitions)")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9917; a bare :PORT binds to loopback)")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: a path such as /system.slice/nginx.service")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections tracked at once; beyond it the least recently active are written early, marked evicted")
 

@@ -233,6 +233,11 @@ func (p *Probe) attach() error {
 // Attach returns the attach mode in use.
 func (p *Probe) Attach() Attach { return p.opts.Attach }
 
+// RingFill returns the fraction of the ring buffer waiting to be read.
+func (p *Probe) RingFill() float64 {
+	return float64(p.reader.AvailableBytes()) / float64(p.reader.BufferSize())
+}
+
 // RingSize returns the ring buffer's size in bytes.
 func (p *Probe) RingSize() int { return p.reader.BufferSize() }
 

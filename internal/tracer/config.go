@@ -91,6 +91,9 @@ type Config struct {
 	// Cgroup keeps only sockets created in this cgroup (v2) or below it:
 	// a path in the cgroup2 mount, or relative to it.
 	Cgroup string
+	// Metrics serves Prometheus metrics at http://Metrics/metrics; a
+	// bare ":PORT" binds to loopback.
+	Metrics string
 
 	// wakeupBytes overrides the reader wakeup watermark (default: an
 	// eighth of the ring). 1 wakes the reader on every record, as the
@@ -212,7 +215,8 @@ func (c *Config) describe() string {
 
 // aggregate reports whether only histograms are wanted: then the kernel
 // keeps them and no record crosses to user space.
-func (c *Config) aggregate() bool { return c.Emit == EmitHistograms }
+// With --metrics the events are needed in user space (metrics count them).
+func (c *Config) aggregate() bool { return c.Emit == EmitHistograms && c.Metrics == "" }
 
 // ParseStates reads --state: a comma-separated list of state names
 // (SYN_RCVD is SYN_RECV).

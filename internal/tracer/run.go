@@ -6,13 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
@@ -97,11 +102,23 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		}
 		r.tracker.WatchStuck(after, r.stuck)
 	}
+	if cfg.Metrics != "" {
+		stopMetrics, addr, err := r.serveMetrics(cfg.Metrics)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+		cfg.Metrics = addr
+		r.cfg.Metrics = addr
+	}
 	where := "records to user space"
 	if cfg.aggregate() {
 		where = "histograms aggregated in the kernel"
 	}
 
+	if cfg.Metrics != "" {
+		where += ", metrics at http://" + cfg.Metrics + "/metrics"
+	}
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
 		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.describe())
 
@@ -164,6 +181,28 @@ type run struct {
 	stateFilter bool
 	hup         chan os.Signal
 	closeOut    *func()
+
+	m             *metrics.Metrics
+	lastEvictions uint64
+	lastGaugeAt   time.Time
+}
+
+// serveMetrics starts the Prometheus endpoint; it returns a function that
+// stops it and the address it listens on.
+func (r *run) serveMetrics(addr string) (func(), string, error) {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port) // loopback unless told otherwise
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--metrics %s: %w", addr, err)
+	}
+	r.m = metrics.New()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(r.m.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close() }, ln.Addr().String(), nil
 }
 
 // reopen switches the output to a fresh open of the same path, after
@@ -232,6 +271,9 @@ func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast boo
 	if !r.keepState(state) {
 		return
 	}
+	if r.m != nil {
+		r.m.Stuck(state)
+	}
 	r.stuckCount++
 	r.sink.Stuck(time.Now(), c, state, age, atLeast)
 }
@@ -240,6 +282,11 @@ func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast boo
 // has none) and, on the first walk, seeds the connection table with the
 // sockets found.
 func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
+	return r.socketsTo(walk, now, mono, true)
+}
+
+// socketsTo is sockets; write false only updates the metrics.
+func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) error {
 	if !r.p.HasWalker() {
 		return nil
 	}
@@ -273,6 +320,12 @@ func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
 		return err
 	}
 	r.seeded = true
+	if r.m != nil {
+		r.m.Sockets(&counts)
+	}
+	if !write {
+		return nil
+	}
 	r.sink.States(now, &counts)
 	// Per listener: a full accept queue is otherwise silent on the server
 	// (the clients' SYNs are dropped; they sit in SYN_SENT).
@@ -308,8 +361,12 @@ func (r *run) handle(raw []byte) {
 	e := &r.ev
 	// CLOSE is where sockets start and end, not a state they dwell in; a
 	// repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay.
-	if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && r.keepState(e.Old) {
+	stayEnded := e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && r.keepState(e.Old)
+	if stayEnded {
 		r.hists[e.Old].Record(uint64(e.Dwell))
+	}
+	if r.m != nil {
+		r.m.Transition(e, stayEnded)
 	}
 	if r.cfg.Emit&EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)
@@ -370,6 +427,18 @@ func (r *run) periodic(now time.Time) error {
 		// Each poll: a look at the oldest connection of each watched state.
 		r.tracker.CheckStuck(probe.MonotonicNow())
 	}
+	if r.m != nil && r.cfg.Interval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
+		// No --interval: keep the socket gauges fresh without writing
+		// states records.
+		r.lastGaugeAt = now
+		walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+		if err != nil {
+			return err
+		}
+		if err := r.socketsTo(walk, now, probe.MonotonicNow(), false); err != nil {
+			return err
+		}
+	}
 	if r.cfg.Interval > 0 && now.Sub(r.lastHistsAt) >= r.cfg.Interval {
 		r.lastHistsAt = now
 		if r.cfg.Emit&EmitHistograms != 0 {
@@ -420,6 +489,15 @@ func (r *run) reportLost(now time.Time) error {
 		TotalDecode:      r.decodeErrs,
 	}
 	r.lastHealth, r.lastDecode = h, r.decodeErrs
+	if r.m != nil {
+		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode)
+		if r.tracker != nil {
+			ev := r.tracker.Stats().Evictions
+			r.m.Evicted(ev - r.lastEvictions)
+			r.lastEvictions = ev
+		}
+		r.m.RingFill(r.p.RingFill())
+	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
 		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d)\n",

@@ -1,0 +1,48 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+)
+
+func TestMetrics(t *testing.T) {
+	m := New()
+	e := event.Event{Old: event.CloseWait, New: event.LastAck, Dwell: 2 * time.Second, Flags: event.DwellKnown}
+	m.Transition(&e, true)
+	e = event.Event{Old: event.SynSent, New: event.Close, Flags: event.CloseInfo, Reset: event.ResetReceived, Err: 111}
+	m.Transition(&e, false)
+	var counts [event.NumStates]uint64
+	counts[event.TimeWait] = 7
+	m.Sockets(&counts)
+	m.Stuck(event.CloseWait)
+	m.Lost(1, 2, 0)
+
+	if got := testutil.ToFloat64(m.trans[event.CloseWait][event.LastAck]); got != 1 {
+		t.Errorf("transitions CLOSE_WAIT->LAST_ACK = %v", got)
+	}
+	if got := testutil.ToFloat64(m.closed.WithLabelValues("SYN_SENT", "received", "ECONNREFUSED", "false")); got != 1 {
+		t.Errorf("refused connection counted %v times", got)
+	}
+	if got := testutil.ToFloat64(m.sockets.WithLabelValues("TIME_WAIT")); got != 7 {
+		t.Errorf("TIME_WAIT gauge %v", got)
+	}
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion")); got != 2 {
+		t.Errorf("lost recursion %v", got)
+	}
+	expo := `
+# HELP tcptrace_stuck_total Connections reported stuck: held in a state past its --stuck limit.
+# TYPE tcptrace_stuck_total counter
+tcptrace_stuck_total{state="CLOSE_WAIT"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expo), "tcptrace_stuck_total"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(m.Registry, "tcptrace_state_dwell_seconds"); err != nil || n != 12 {
+		t.Errorf("dwell histograms: %d series, %v; want one per state (12)", n, err)
+	}
+}
