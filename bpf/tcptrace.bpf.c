@@ -124,6 +124,20 @@ struct {
 	__type(value, struct state_hist);
 } dwell_hists SEC(".maps");
 
+/*
+ * synack_first: when a handshake's first SYN-ACK was sent (tcp_clock_us,
+ * CLOCK_MONOTONIC in µs), for handshakes whose SYN-ACK was retransmitted.
+ * Key: the 4-tuple. Inserted at the first tcp_retransmit_synack, deleted
+ * at the child's SYN_RECV->ESTABLISHED; LRU, so handshakes that never
+ * complete age out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct hs_key);
+	__type(value, __u64);
+} synack_first SEC(".maps");
+
 struct listen_key {
 	__u32 netns;
 	__u16 port;
@@ -261,9 +275,17 @@ static __always_inline __u32 hist_index(__u64 v)
  * sockets start and end), not a repeated set.
  */
 static __always_inline void aggregate(struct counters *c, int old, int new,
-				      __u64 dwell, __u8 flags)
+				      __u64 dwell, __u8 flags, __u64 handshake)
 {
 	c->aggregated++;
+	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
+		/* SYN_RECV's histogram holds the server's real handshake time,
+		 * not the full socket's microseconds in SYN_RECV. */
+		if (!handshake)
+			return;
+		dwell = handshake;
+		flags |= EV_DWELL_KNOWN;
+	}
 	if (!(flags & EV_DWELL_KNOWN) || old == TCP_CLOSE || old == new)
 		return;
 	__u32 key = old;
@@ -303,6 +325,41 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 #define RCV_SHUTDOWN 1
 
 /*
+ * The server-side handshake of an accepted socket, read at its
+ * SYN_RECV->ESTABLISHED: from the first SYN-ACK sent to the final ACK.
+ * Without SYN-ACK retransmits that is the kernel's first RTT sample
+ * (srtt_us, taken from the request's snt_synack); with them, the time
+ * since the first SYN-ACK that on_retransmit_synack kept in synack_first.
+ * Returns 0 when unknown. Addresses and ports are the child's: local =
+ * server.
+ */
+static __always_inline __u64 handshake_ns(struct sock *sk, __u16 family, __u32 netns,
+					  __u16 sport, __u16 dport)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	if (!BPF_CORE_READ(tp, total_retrans))
+		return (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
+	struct hs_key k = {};
+	k.netns = netns;
+	k.sport = sport;
+	k.dport = dport;
+	if (family == AF_INET) {
+		*(__u32 *)k.saddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)k.daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&k.daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	__u64 *first = bpf_map_lookup_elem(&synack_first, &k);
+	if (!first)
+		return 0;
+	__u64 now_us = bpf_ktime_get_ns() / 1000;
+	__u64 ns = now_us > *first ? (now_us - *first) * 1000 : 0;
+	bpf_map_delete_elem(&synack_first, &k);
+	return ns;
+}
+
+/*
  * Accumulated trouble on every record; at ->CLOSE also what tcplife users
  * want, the error, and whether a timewait socket lives on: the full socket
  * of an active closer goes FIN_WAIT2 (or CLOSING) -> CLOSE while
@@ -326,6 +383,8 @@ static __always_inline void fill_close_info(struct event *e, struct sock *sk,
 	e->err = 0;
 	e->tw = TW_NONE;
 	e->_pad = 0;
+	e->handshake_us = 0;
+	e->_pad2 = 0;
 	bool closing = new == TCP_CLOSE;
 	if (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED))
 		return;
@@ -397,8 +456,11 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		c->filtered++;
 		return;
 	}
+	__u64 hs = 0;
+	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
+		hs = handshake_ns(sk, family, netns, sport, dport);
 	if (aggregate_only) {
-		aggregate(c, old, new, dwell, flags);
+		aggregate(c, old, new, dwell, flags, hs);
 		return;
 	}
 	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
@@ -431,6 +493,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	e->newstate = new;
 	fill_owner(e, si);
 	fill_close_info(e, sk, si, old, new, &flags);
+	e->handshake_us = hs / 1000;
 	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags());
 }
@@ -461,6 +524,42 @@ int BPF_PROG(on_state_backup, struct sock *sk, int oldstate, int newstate)
 }
 
 /*
+ * Remember when a handshake's first SYN-ACK left, at its first
+ * retransmission: the request socket keeps the time (snt_synack), the
+ * child socket will not.
+ */
+static __always_inline void remember_synack(__u32 netns, const struct request_sock *req)
+{
+	struct hs_key k = {};
+	k.netns = netns;
+	k.sport = BPF_CORE_READ(req, __req_common.skc_num);
+	k.dport = bpf_ntohs(BPF_CORE_READ(req, __req_common.skc_dport));
+	if (BPF_CORE_READ(req, __req_common.skc_family) == AF_INET) {
+		*(__u32 *)k.saddr = BPF_CORE_READ(req, __req_common.skc_rcv_saddr);
+		*(__u32 *)k.daddr = BPF_CORE_READ(req, __req_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&k.saddr, req, __req_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&k.daddr, req, __req_common.skc_v6_daddr);
+	}
+	__u64 first = BPF_CORE_READ((struct tcp_request_sock *)req, snt_synack);
+	if (first)
+		bpf_map_update_elem(&synack_first, &k, &first, BPF_NOEXIST);
+}
+
+/* The counting shared by the tp_btf programs and their classic fallbacks. */
+static __always_inline void count_retransmit(struct sock_info *si, int state)
+{
+	if (!si)
+		return;
+	if (state == TCP_SYN_SENT) {
+		if (si->syn_retrans < 0xff)
+			si->syn_retrans++;
+	} else if (si->retrans < 0xffff) {
+		si->retrans++;
+	}
+}
+
+/*
  * Trouble on the way: retransmits and resets, counted in the socket's
  * entry (never created here: a socket we have no entry for was born before
  * the tracer or filtered). Only full sockets have storage.
@@ -469,14 +568,7 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
 {
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
-	if (!si)
-		return 0;
-	if (sk->__sk_common.skc_state == TCP_SYN_SENT) {
-		if (si->syn_retrans < 0xff)
-			si->syn_retrans++;
-	} else if (si->retrans < 0xffff) {
-		si->retrans++;
-	}
+	count_retransmit(si, sk->__sk_common.skc_state);
 	return 0;
 }
 
@@ -487,6 +579,8 @@ int BPF_PROG(on_retransmit_synack, const struct sock *sk, const struct request_s
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
 	if (si && si->retrans < 0xffff)
 		si->retrans++;
+
+	remember_synack(sk->__sk_common.skc_net.net->ns.inum, req);
 	return 0;
 }
 
@@ -589,8 +683,11 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 		c->filtered++;
 		return 0;
 	}
+	__u64 hs = 0;
+	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
+		hs = handshake_ns(sk, family, netns, sport, dport);
 	if (aggregate_only) {
-		aggregate(c, old, new, dwell, flags);
+		aggregate(c, old, new, dwell, flags, hs);
 		return 0;
 	}
 	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
@@ -624,8 +721,57 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->newstate = new;
 	fill_owner(e, si ? &owner : 0);
 	fill_close_info(e, sk, si ? &owner : 0, old, new, &flags);
+	e->handshake_us = hs / 1000;
 	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags());
+	return 0;
+}
+
+/*
+ * The same four for the tracepoint fallback, on tp_socks (keyed by socket
+ * address) instead of socket storage.
+ */
+static __always_inline struct sock_info *tp_info(const void *skaddr)
+{
+	__u64 key = (__u64)skaddr;
+	return bpf_map_lookup_elem(&tp_socks, &key);
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int on_retransmit_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	count_retransmit(tp_info(ctx->skaddr), ctx->state);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_synack")
+int on_retransmit_synack_tp(struct trace_event_raw_tcp_retransmit_synack *ctx)
+{
+	struct sock_info *si = tp_info(ctx->skaddr);
+	if (si && si->retrans < 0xffff)
+		si->retrans++;
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	remember_synack(BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), ctx->req);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int on_send_reset_tp(struct trace_event_raw_tcp_send_reset *ctx)
+{
+	if (!ctx->skaddr || ctx->state == TCP_TIME_WAIT || ctx->state == TCP_NEW_SYN_RECV)
+		return 0;
+	struct sock_info *si = tp_info(ctx->skaddr);
+	if (si)
+		si->rst |= RST_SENT;
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int on_receive_reset_tp(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	struct sock_info *si = tp_info(ctx->skaddr);
+	if (si)
+		si->rst |= RST_RECEIVED;
 	return 0;
 }
 

@@ -63,6 +63,11 @@ struct event {
 	__u8 rst;          /* RST_* */
 	__u8 tw;           /* TW_* */
 	__u8 _pad;
+	/* SYN_RECV->ESTABLISHED of an accepted socket: the server-side
+	 * handshake, first SYN-ACK sent to final ACK (see handshake_ns);
+	 * 0 when unknown or on other transitions. */
+	__u32 handshake_us;
+	__u32 _pad2;
 };
 
 /*
@@ -136,6 +141,15 @@ struct sock_snap {
 	__u32 max_ack_backlog;
 	__u32 retrans;
 	__u32 _pad2;
+};
+
+/* A handshake in progress, by its 4-tuple as the server sees it. */
+struct hs_key {
+	__u8 saddr[16]; /* local (server) address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+	__u32 netns;
+	__u16 sport; /* local port, host order */
+	__u16 dport;
 };
 
 #endif /* TCPTRACE_H */

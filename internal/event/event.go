@@ -83,6 +83,9 @@ type Event struct {
 	BytesReceived uint64
 	SRTTMicros    uint32
 	TotalRetrans  uint32
+	// HandshakeMicros, at an accepted socket's SYN_RECV->ESTABLISHED: the
+	// server-side handshake, first SYN-ACK sent to final ACK; 0: unknown.
+	HandshakeMicros uint32
 }
 
 // Has reports whether all of f are set on e.
@@ -102,7 +105,7 @@ func CommBytes(c *[16]byte) []byte {
 }
 
 // Size is the size of struct event in bpf/tcptrace.h.
-const Size = 120
+const Size = 128
 
 // Offsets of struct event's fields.
 const (
@@ -129,6 +132,7 @@ const (
 	offSynRtx = 116
 	offRst    = 117
 	offTW     = 118
+	offHS     = 120
 )
 
 const (
@@ -163,6 +167,7 @@ func Decode(b []byte, e *Event) error {
 	e.SynRetrans = b[offSynRtx]
 	e.Reset = b[offRst]
 	e.TW = TW(b[offTW])
+	e.HandshakeMicros = ne.Uint32(b[offHS:])
 
 	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])
 	if err != nil {

@@ -7,6 +7,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -99,15 +101,15 @@ func New() *Metrics {
 	return m
 }
 
-// Transition counts one transition and, for a completed stay with a known
-// dwell, observes it.
-func (m *Metrics) Transition(e *event.Event, stayEnded bool) {
+// Transition counts one transition and, when it ends a stay (stayEnded),
+// observes stay, the state's dwell (for SYN_RECV, the handshake).
+func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool) {
 	m.events.Inc()
 	if e.Old.Valid() && e.New.Valid() {
 		m.trans[e.Old][e.New].Inc()
 	}
 	if stayEnded {
-		m.dwellBy[e.Old].Observe(e.Dwell.Seconds())
+		m.dwellBy[e.Old].Observe(stay.Seconds())
 	}
 	if e.New == event.Close && e.Has(event.CloseInfo) {
 		reset := "none"

@@ -13,9 +13,9 @@ import (
 func TestMetrics(t *testing.T) {
 	m := New()
 	e := event.Event{Old: event.CloseWait, New: event.LastAck, Dwell: 2 * time.Second, Flags: event.DwellKnown}
-	m.Transition(&e, true)
+	m.Transition(&e, e.Dwell, true)
 	e = event.Event{Old: event.SynSent, New: event.Close, Flags: event.CloseInfo, Reset: event.ResetReceived, Err: 111}
-	m.Transition(&e, false)
+	m.Transition(&e, 0, false)
 	var counts [event.NumStates]uint64
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)

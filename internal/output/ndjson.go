@@ -136,7 +136,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		b = appendStr(b, `,"reset":`, resetName(end.Reset))
 	}
 	if end.HandshakeKnown {
-		b = appendUint(b, `,"handshake_rtt_ns":`, uint64(end.HandshakeMicros)*1000)
+		b = appendUint(b, `,"handshake_ns":`, uint64(end.HandshakeMicros)*1000)
+	}
+	if end.HandshakeKnown || end.SynAckRetrans != 0 {
 		b = appendUint(b, `,"synack_retransmits":`, uint64(end.SynAckRetrans))
 	}
 	b = append(appendKey(b, `,"states":`), '[')

@@ -179,11 +179,11 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 
 	switch o.Attach {
 	case AttachBTF:
-		delete(spec.Programs, tcptraceProgOnStateTp)
+		for _, tp := range classicPrograms {
+			delete(spec.Programs, tp.prog)
+		}
 	case AttachTracepoint:
-		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup,
-			tcptraceProgOnRetransmit, tcptraceProgOnRetransmitSynack,
-			tcptraceProgOnSendReset, tcptraceProgOnReceiveReset} {
+		for _, name := range btfPrograms {
 			delete(spec.Programs, name) // tp_btf, and socket storage
 		}
 		// Without socket storage there is no iterator seeding either.
@@ -200,9 +200,7 @@ func (p *Probe) attach() error {
 	switch p.opts.Attach {
 	case AttachBTF:
 		p.primary = p.coll.Programs[tcptraceProgOnState]
-		for _, name := range []string{tcptraceProgOnState, tcptraceProgOnStateBackup,
-			tcptraceProgOnRetransmit, tcptraceProgOnRetransmitSynack,
-			tcptraceProgOnSendReset, tcptraceProgOnReceiveReset} {
+		for _, name := range btfPrograms {
 			prog := p.coll.Programs[name]
 			l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 			if err != nil {
@@ -217,17 +215,35 @@ func (p *Probe) attach() error {
 		if err != nil {
 			return err
 		}
-		l, err := link.Tracepoint("sock", "inet_sock_set_state", p.primary, nil)
-		// The perf event holds the tracepoint by id: tracefs is not
+		// The perf events hold the tracepoints by id: tracefs is not
 		// needed once attached, so leave the host's mounts as they were.
-		unmount()
-		if err != nil {
-			return fmt.Errorf("attaching to tracepoint sock/inet_sock_set_state: %w", err)
+		defer unmount()
+		for _, tp := range classicPrograms {
+			prog := p.coll.Programs[tp.prog]
+			l, err := link.Tracepoint(tp.group, tp.name, prog, nil)
+			if err != nil {
+				return fmt.Errorf("attaching to tracepoint %s/%s: %w", tp.group, tp.name, err)
+			}
+			p.links = append(p.links, l)
+			p.attached = append(p.attached, prog)
 		}
-		p.links = append(p.links, l)
-		p.attached = append(p.attached, p.primary)
 	}
 	return nil
+}
+
+// btfPrograms are attached in the tp_btf mode; the first is the primary.
+var btfPrograms = []string{tcptraceProgOnState, tcptraceProgOnStateBackup,
+	tcptraceProgOnRetransmit, tcptraceProgOnRetransmitSynack,
+	tcptraceProgOnSendReset, tcptraceProgOnReceiveReset}
+
+// classicPrograms are attached in the tracepoint mode; the first is the
+// primary.
+var classicPrograms = []struct{ prog, group, name string }{
+	{tcptraceProgOnStateTp, "sock", "inet_sock_set_state"},
+	{tcptraceProgOnRetransmitTp, "tcp", "tcp_retransmit_skb"},
+	{tcptraceProgOnRetransmitSynackTp, "tcp", "tcp_retransmit_synack"},
+	{tcptraceProgOnSendResetTp, "tcp", "tcp_send_reset"},
+	{tcptraceProgOnReceiveResetTp, "tcp", "tcp_receive_reset"},
 }
 
 // Attach returns the attach mode in use.

@@ -49,12 +49,23 @@ type tcptraceEvent struct {
 	Rst           uint8
 	Tw            uint8
 	Pad           uint8
+	HandshakeUs   uint32
+	Pad2          uint32
 }
 
 type tcptraceHistIndexArgs struct {
 	_      structs.HostLayout
 	Values [64]uint64
 	Index  [64]uint32
+}
+
+type tcptraceHsKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Netns uint32
+	Sport uint16
+	Dport uint16
 }
 
 type tcptraceListenKey struct {
@@ -108,36 +119,41 @@ type tcptraceStateHist struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptraceMapDwellHists          = "dwell_hists"
-	tcptraceMapEvents              = "events"
-	tcptraceMapHealth              = "health"
-	tcptraceMapSeedInodes          = "seed_inodes"
-	tcptraceMapSockInfos           = "sock_infos"
-	tcptraceMapTpListeners         = "tp_listeners"
-	tcptraceMapTpSocks             = "tp_socks"
-	tcptraceProgHistIndexTest      = "hist_index_test"
-	tcptraceProgOnReceiveReset     = "on_receive_reset"
-	tcptraceProgOnRetransmit       = "on_retransmit"
-	tcptraceProgOnRetransmitSynack = "on_retransmit_synack"
-	tcptraceProgOnSendReset        = "on_send_reset"
-	tcptraceProgOnState            = "on_state"
-	tcptraceProgOnStateBackup      = "on_state_backup"
-	tcptraceProgOnStateTp          = "on_state_tp"
-	tcptraceProgWalkSockets        = "walk_sockets"
-	tcptraceVarAggregateOnly       = "aggregate_only"
-	tcptraceVarFilterCgroup        = "filter_cgroup"
-	tcptraceVarFilterCgroupLevel   = "filter_cgroup_level"
-	tcptraceVarFilterFamily        = "filter_family"
-	tcptraceVarFilterNetns         = "filter_netns"
-	tcptraceVarFilterPid           = "filter_pid"
-	tcptraceVarFilterPorts         = "filter_ports"
-	tcptraceVarIterSeed            = "iter_seed"
-	tcptraceVarMinDwellNs          = "min_dwell_ns"
-	tcptraceVarNextSynthCookie     = "next_synth_cookie"
-	tcptraceVarPortBitmap          = "port_bitmap"
-	tcptraceVarUnusedEvent         = "unused_event"
-	tcptraceVarUnusedSnap          = "unused_snap"
-	tcptraceVarWakeupBytes         = "wakeup_bytes"
+	tcptraceMapDwellHists            = "dwell_hists"
+	tcptraceMapEvents                = "events"
+	tcptraceMapHealth                = "health"
+	tcptraceMapSeedInodes            = "seed_inodes"
+	tcptraceMapSockInfos             = "sock_infos"
+	tcptraceMapSynackFirst           = "synack_first"
+	tcptraceMapTpListeners           = "tp_listeners"
+	tcptraceMapTpSocks               = "tp_socks"
+	tcptraceProgHistIndexTest        = "hist_index_test"
+	tcptraceProgOnReceiveReset       = "on_receive_reset"
+	tcptraceProgOnReceiveResetTp     = "on_receive_reset_tp"
+	tcptraceProgOnRetransmit         = "on_retransmit"
+	tcptraceProgOnRetransmitSynack   = "on_retransmit_synack"
+	tcptraceProgOnRetransmitSynackTp = "on_retransmit_synack_tp"
+	tcptraceProgOnRetransmitTp       = "on_retransmit_tp"
+	tcptraceProgOnSendReset          = "on_send_reset"
+	tcptraceProgOnSendResetTp        = "on_send_reset_tp"
+	tcptraceProgOnState              = "on_state"
+	tcptraceProgOnStateBackup        = "on_state_backup"
+	tcptraceProgOnStateTp            = "on_state_tp"
+	tcptraceProgWalkSockets          = "walk_sockets"
+	tcptraceVarAggregateOnly         = "aggregate_only"
+	tcptraceVarFilterCgroup          = "filter_cgroup"
+	tcptraceVarFilterCgroupLevel     = "filter_cgroup_level"
+	tcptraceVarFilterFamily          = "filter_family"
+	tcptraceVarFilterNetns           = "filter_netns"
+	tcptraceVarFilterPid             = "filter_pid"
+	tcptraceVarFilterPorts           = "filter_ports"
+	tcptraceVarIterSeed              = "iter_seed"
+	tcptraceVarMinDwellNs            = "min_dwell_ns"
+	tcptraceVarNextSynthCookie       = "next_synth_cookie"
+	tcptraceVarPortBitmap            = "port_bitmap"
+	tcptraceVarUnusedEvent           = "unused_event"
+	tcptraceVarUnusedSnap            = "unused_snap"
+	tcptraceVarWakeupBytes           = "wakeup_bytes"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -182,15 +198,19 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
-	HistIndexTest      *ebpf.ProgramSpec `ebpf:"hist_index_test"`
-	OnReceiveReset     *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
-	OnRetransmit       *ebpf.ProgramSpec `ebpf:"on_retransmit"`
-	OnRetransmitSynack *ebpf.ProgramSpec `ebpf:"on_retransmit_synack"`
-	OnSendReset        *ebpf.ProgramSpec `ebpf:"on_send_reset"`
-	OnState            *ebpf.ProgramSpec `ebpf:"on_state"`
-	OnStateBackup      *ebpf.ProgramSpec `ebpf:"on_state_backup"`
-	OnStateTp          *ebpf.ProgramSpec `ebpf:"on_state_tp"`
-	WalkSockets        *ebpf.ProgramSpec `ebpf:"walk_sockets"`
+	HistIndexTest        *ebpf.ProgramSpec `ebpf:"hist_index_test"`
+	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
+	OnReceiveResetTp     *ebpf.ProgramSpec `ebpf:"on_receive_reset_tp"`
+	OnRetransmit         *ebpf.ProgramSpec `ebpf:"on_retransmit"`
+	OnRetransmitSynack   *ebpf.ProgramSpec `ebpf:"on_retransmit_synack"`
+	OnRetransmitSynackTp *ebpf.ProgramSpec `ebpf:"on_retransmit_synack_tp"`
+	OnRetransmitTp       *ebpf.ProgramSpec `ebpf:"on_retransmit_tp"`
+	OnSendReset          *ebpf.ProgramSpec `ebpf:"on_send_reset"`
+	OnSendResetTp        *ebpf.ProgramSpec `ebpf:"on_send_reset_tp"`
+	OnState              *ebpf.ProgramSpec `ebpf:"on_state"`
+	OnStateBackup        *ebpf.ProgramSpec `ebpf:"on_state_backup"`
+	OnStateTp            *ebpf.ProgramSpec `ebpf:"on_state_tp"`
+	WalkSockets          *ebpf.ProgramSpec `ebpf:"walk_sockets"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -202,6 +222,7 @@ type tcptraceMapSpecs struct {
 	Health      *ebpf.MapSpec `ebpf:"health"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
+	SynackFirst *ebpf.MapSpec `ebpf:"synack_first"`
 	TpListeners *ebpf.MapSpec `ebpf:"tp_listeners"`
 	TpSocks     *ebpf.MapSpec `ebpf:"tp_socks"`
 }
@@ -251,6 +272,7 @@ type tcptraceMaps struct {
 	Health      *ebpf.Map `ebpf:"health"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
+	SynackFirst *ebpf.Map `ebpf:"synack_first"`
 	TpListeners *ebpf.Map `ebpf:"tp_listeners"`
 	TpSocks     *ebpf.Map `ebpf:"tp_socks"`
 }
@@ -262,6 +284,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Health,
 		m.SeedInodes,
 		m.SockInfos,
+		m.SynackFirst,
 		m.TpListeners,
 		m.TpSocks,
 	)
@@ -291,24 +314,32 @@ type tcptraceVariables struct {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
-	HistIndexTest      *ebpf.Program `ebpf:"hist_index_test"`
-	OnReceiveReset     *ebpf.Program `ebpf:"on_receive_reset"`
-	OnRetransmit       *ebpf.Program `ebpf:"on_retransmit"`
-	OnRetransmitSynack *ebpf.Program `ebpf:"on_retransmit_synack"`
-	OnSendReset        *ebpf.Program `ebpf:"on_send_reset"`
-	OnState            *ebpf.Program `ebpf:"on_state"`
-	OnStateBackup      *ebpf.Program `ebpf:"on_state_backup"`
-	OnStateTp          *ebpf.Program `ebpf:"on_state_tp"`
-	WalkSockets        *ebpf.Program `ebpf:"walk_sockets"`
+	HistIndexTest        *ebpf.Program `ebpf:"hist_index_test"`
+	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
+	OnReceiveResetTp     *ebpf.Program `ebpf:"on_receive_reset_tp"`
+	OnRetransmit         *ebpf.Program `ebpf:"on_retransmit"`
+	OnRetransmitSynack   *ebpf.Program `ebpf:"on_retransmit_synack"`
+	OnRetransmitSynackTp *ebpf.Program `ebpf:"on_retransmit_synack_tp"`
+	OnRetransmitTp       *ebpf.Program `ebpf:"on_retransmit_tp"`
+	OnSendReset          *ebpf.Program `ebpf:"on_send_reset"`
+	OnSendResetTp        *ebpf.Program `ebpf:"on_send_reset_tp"`
+	OnState              *ebpf.Program `ebpf:"on_state"`
+	OnStateBackup        *ebpf.Program `ebpf:"on_state_backup"`
+	OnStateTp            *ebpf.Program `ebpf:"on_state_tp"`
+	WalkSockets          *ebpf.Program `ebpf:"walk_sockets"`
 }
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.HistIndexTest,
 		p.OnReceiveReset,
+		p.OnReceiveResetTp,
 		p.OnRetransmit,
 		p.OnRetransmitSynack,
+		p.OnRetransmitSynackTp,
+		p.OnRetransmitTp,
 		p.OnSendReset,
+		p.OnSendResetTp,
 		p.OnState,
 		p.OnStateBackup,
 		p.OnStateTp,

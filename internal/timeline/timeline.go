@@ -37,8 +37,8 @@ type Ending struct {
 	SRTTMicros    uint32
 	TotalRetrans  uint32
 	// The server's view of the handshake (accepted sockets), read at
-	// SYN_RECV->ESTABLISHED: the kernel's SYN-ACK round-trip sample and
-	// the number of SYN-ACK retransmits.
+	// SYN_RECV->ESTABLISHED: first SYN-ACK sent to final ACK, and the
+	// number of SYN-ACK retransmits.
 	HandshakeKnown  bool
 	HandshakeMicros uint32
 	SynAckRetrans   uint32
@@ -265,7 +265,8 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	end := &c.Ending
 	end.Retrans, end.SynRetrans, end.Reset = e.Retrans, e.SynRetrans, e.Reset
 	if e.Old == event.SynRecv && e.New == event.Established {
-		end.HandshakeKnown, end.HandshakeMicros, end.SynAckRetrans = true, e.SRTTMicros, e.TotalRetrans
+		end.HandshakeKnown = e.HandshakeMicros != 0
+		end.HandshakeMicros, end.SynAckRetrans = e.HandshakeMicros, e.TotalRetrans
 	}
 	if e.Has(event.CloseInfo) {
 		end.CloseKnown = true

@@ -43,13 +43,14 @@ type record struct {
 	SynRetransmits uint64            `json:"syn_retransmits"`
 	BytesAcked     uint64            `json:"bytes_acked"`
 	BytesReceived  uint64            `json:"bytes_received"`
-	HandshakeRTT   *uint64           `json:"handshake_rtt_ns"`
+	HandshakeRTT   *uint64           `json:"handshake_ns"`
 	AgeNs          uint64            `json:"age_ns"`
 	AgeAtLeast     bool              `json:"age_at_least"`
 	Counts         map[string]uint64 `json:"counts"`
 	AcceptQueue    uint64            `json:"accept_queue"`
 	AcceptQueueMax uint64            `json:"accept_queue_max"`
 	HalfOpen       uint64            `json:"half_open"`
+	SynAckRetrans  uint64            `json:"synack_retransmits"`
 	State          string            `json:"state"`
 	Count          uint64            `json:"count"`
 	P50            uint64            `json:"p50_ns"`

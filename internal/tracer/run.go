@@ -342,6 +342,19 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 	return nil
 }
 
+// stayOf is what a transition adds to the histogram of the state it
+// leaves: the dwell, except that SYN_RECV's histogram holds the server's
+// real handshake time (the full socket exists only for its last
+// microseconds); CLOSE is where sockets start and end, and a repeated set
+// (FIN_WAIT1 -> FIN_WAIT1) ends no stay. The kernel's aggregate mode
+// applies the same rules.
+func stayOf(e *event.Event) (time.Duration, bool) {
+	if e.Old == event.SynRecv && e.New == event.Established {
+		return time.Duration(e.HandshakeMicros) * time.Microsecond, e.HandshakeMicros != 0
+	}
+	return e.Dwell, e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New
+}
+
 // walkSockets takes a fresh tally.
 func (r *run) walkSockets(now time.Time) error {
 	walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
@@ -361,12 +374,13 @@ func (r *run) handle(raw []byte) {
 	e := &r.ev
 	// CLOSE is where sockets start and end, not a state they dwell in; a
 	// repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay.
-	stayEnded := e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && r.keepState(e.Old)
+	stay, stayEnded := stayOf(e)
+	stayEnded = stayEnded && r.keepState(e.Old)
 	if stayEnded {
-		r.hists[e.Old].Record(uint64(e.Dwell))
+		r.hists[e.Old].Record(uint64(stay))
 	}
 	if r.m != nil {
-		r.m.Transition(e, stayEnded)
+		r.m.Transition(e, stay, stayEnded)
 	}
 	if r.cfg.Emit&EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)

@@ -182,7 +182,7 @@ func TestClientClosesFirst(t *testing.T) {
 						t.Errorf("server child: time_wait %v, bytes_received %d (want false, 2)", c.TimeWait, c.BytesReceived)
 					}
 					if c.HandshakeRTT == nil || *c.HandshakeRTT == 0 || *c.HandshakeRTT > uint64(time.Second) {
-						t.Errorf("server child: handshake_rtt_ns %v", c.HandshakeRTT)
+						t.Errorf("server child: handshake_ns %v", c.HandshakeRTT)
 					}
 				case "LISTEN>CLOSE":
 				default:
@@ -338,8 +338,24 @@ func TestSeedsExistingListener(t *testing.T) {
 
 func TestRefusedConnect(t *testing.T) {
 	nettest.RequirePrivileges(t)
+	bothAttachModes(t, testRefusedConnect)
+}
+
+// bothAttachModes runs test once per attach mode, in parallel.
+func bothAttachModes(t *testing.T, test func(*testing.T, probe.Attach)) {
+	for _, a := range []probe.Attach{probe.AttachBTF, probe.AttachTracepoint} {
+		t.Run(string(a), func(t *testing.T) {
+			t.Parallel()
+			test(t, a)
+		})
+	}
+}
+
+func testRefusedConnect(t *testing.T, attach probe.Attach) {
 	ns := nettest.NewNetns(t)
-	tr := startTracer(t, nsConfig(ns))
+	cfg := nsConfig(ns)
+	cfg.Attach = attach
+	tr := startTracer(t, cfg)
 	p := ns.Start(t, "connect", "127.0.0.1:9", "2s")
 	if l := p.Line(); !strings.Contains(l, "refused") {
 		t.Fatalf("connect: %q", l)
@@ -371,6 +387,10 @@ func TestRefusedConnect(t *testing.T) {
 // 3.5 s: it must read as a hang with SYN retransmits, not as refused.
 func TestConnectTimeoutShowsSynRetransmits(t *testing.T) {
 	nettest.RequirePrivileges(t)
+	bothAttachModes(t, testConnectTimeout)
+}
+
+func testConnectTimeout(t *testing.T, attach probe.Attach) {
 	nft, err := exec.LookPath("nft")
 	if err != nil {
 		if os.Getenv(nettest.RequireEnv) == "1" {
@@ -389,7 +409,9 @@ func TestConnectTimeoutShowsSynRetransmits(t *testing.T) {
 			t.Fatalf("nft %s: %v: %s", rule, err, out)
 		}
 	}
-	tr := startTracer(t, nsConfig(ns))
+	cfg := nsConfig(ns)
+	cfg.Attach = attach
+	tr := startTracer(t, cfg)
 	p := ns.Start(t, "connect", "127.0.0.1:9999", "3500ms")
 	if l := p.Line(); !strings.Contains(l, "timeout") {
 		t.Fatalf("connect: %q, want a timeout", l)
@@ -640,4 +662,67 @@ func TestFullAcceptQueue(t *testing.T) {
 	if hung < 2 || len(stuck) < 2 {
 		t.Errorf("%d clients with SYN retransmits, %d stuck records; want the 2 whose SYNs the full queue dropped", hung, len(stuck))
 	}
+}
+
+// The server's real handshake time: the final ACK (and the data after it)
+// dropped for 1.5 s, so the kernel retransmits the SYN-ACK and the child
+// socket appears only when a later segment completes the handshake
+// (KERNEL-NOTES). The full socket's SYN_RECV lasts microseconds; the
+// handshake, from the first SYN-ACK, lasted seconds, and that is what the
+// connection and the SYN_RECV histogram must show.
+func TestHandshakeTimeWithSynAckRetransmits(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	bothAttachModes(t, testHandshakeTime)
+}
+
+func testHandshakeTime(t *testing.T, attach probe.Attach) {
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		t.Fatal("needs nft (nftables)")
+	}
+	ns := nettest.NewNetns(t)
+	run := func(rule string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name, nft}, strings.Fields(rule)...)...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %s: %v: %s", rule, err, out)
+		}
+	}
+	cfg := nsConfig(ns)
+	cfg.Attach = attach
+	tr := startTracer(t, cfg)
+	server := ns.Start(t, "server", "127.0.0.1:7300", "1", "0s")
+	run("add table inet tcptrace_hs")
+	run("add chain inet tcptrace_hs in { type filter hook input priority 0 ; }")
+	run("add rule inet tcptrace_hs in tcp dport 7300 tcp flags & (syn | ack) == ack drop")
+	client := ns.Start(t, "client", "127.0.0.1:7300", "1")
+	client.Line()
+	time.Sleep(1500 * time.Millisecond)
+	run("delete table inet tcptrace_hs")
+	client.Wait()
+	server.Wait()
+	waitClosed(t, ns)
+	recs := tr.stop(t)
+
+	var child *record
+	for _, c := range ofType(recs, "connection") {
+		if c.Sport == 7300 && len(c.States) > 0 && c.States[0].State == "SYN_RECV" {
+			child = &c
+		}
+	}
+	if child == nil {
+		t.Fatal("no accepted connection")
+	}
+	if child.HandshakeRTT == nil || time.Duration(*child.HandshakeRTT) < 1400*time.Millisecond ||
+		time.Duration(*child.HandshakeRTT) > 10*time.Second || child.SynAckRetrans < 1 {
+		t.Fatalf("handshake_ns %v, synack_retransmits %d; want over 1.4 s and at least 1", child.HandshakeRTT, child.SynAckRetrans)
+	}
+	if d := child.States[0].DwellNs; d == nil || time.Duration(*d) > 100*time.Millisecond {
+		t.Errorf("the full socket's SYN_RECV dwell %v: the kernel's view stays microseconds", d)
+	}
+	for _, h := range ofType(recs, "histogram") {
+		if h.State == "SYN_RECV" && (h.Count != 1 || math.Abs(float64(h.P50)-float64(*child.HandshakeRTT)) > 0.05*float64(*child.HandshakeRTT)) {
+			t.Errorf("SYN_RECV histogram %+v, want the one handshake of %v", h, time.Duration(*child.HandshakeRTT))
+		}
+	}
+	t.Logf("handshake %v with %d SYN-ACK retransmits", time.Duration(*child.HandshakeRTT), child.SynAckRetrans)
 }
