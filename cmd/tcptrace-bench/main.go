@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -159,6 +160,8 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	if err != nil {
 		return sample{}, err
 	}
+	var errTail tailBuffer
+	stderrTee := io.TeeReader(stderr, &errTail)
 	if err := cmd.Start(); err != nil {
 		return sample{}, err
 	}
@@ -167,7 +170,7 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	if m.args == nil {
 		btOut = outFile
 	}
-	if err := waitReady(stderr, btOut); err != nil {
+	if err := waitReady(stderrTee, btOut); err != nil {
 		return sample{}, err
 	}
 
@@ -190,7 +193,7 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	select {
 	case err := <-exited:
 		if err != nil && m.args != nil {
-			return sample{}, fmt.Errorf("tracer: %w", err)
+			return sample{}, fmt.Errorf("tracer: %w: %s", err, errTail.String())
 		}
 	case <-time.After(15 * time.Second):
 		// bpftrace 0.17 sometimes never exits on SIGINT; what it wrote
@@ -388,4 +391,26 @@ func utsString(b []int8) string {
 		sb.WriteByte(byte(c))
 	}
 	return sb.String()
+}
+
+// tailBuffer keeps the last 2 KiB written to it: a tracer's last words.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2048 {
+		t.buf = t.buf[len(t.buf)-2048:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
 }

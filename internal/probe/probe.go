@@ -79,7 +79,12 @@ type Probe struct {
 	rec      ringbuf.Record
 	iter     *link.Iter
 	initial  []byte // the first socket walk's records
+	// walkWarning: namespaces the first walk could not enter.
+	walkWarning error
 }
+
+// WalkWarning returns what the first socket walk could not do, if anything.
+func (p *Probe) WalkWarning() error { return p.walkWarning }
 
 // Load checks the kernel, loads the programs with opts and attaches them.
 // The caller must Close the Probe.

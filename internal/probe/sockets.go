@@ -4,6 +4,7 @@ package probe
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,7 +49,7 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 	p.iter = it
 	recs, err := p.Sockets(netns)
 	if err != nil {
-		return nil, err
+		p.walkWarning = err // seeding of those namespaces failed; go on
 	}
 	if err := p.coll.Variables[tcptraceVarIterSeed].Set(uint8(0)); err != nil {
 		return nil, fmt.Errorf("ending seeding: %w", err)
@@ -62,20 +63,28 @@ func (p *Probe) HasWalker() bool { return p.iter != nil }
 // Sockets walks the TCP sockets of each network namespace in netns (one
 // /proc/PID/ns/net path each) and returns their struct sock_snap records,
 // filtered like the transitions. Decode them with event.DecodeSocket.
+// Namespaces that fail are skipped and their errors returned with the
+// records of the others.
 func (p *Probe) Sockets(netns []string) ([]byte, error) {
 	if p.iter == nil {
 		return nil, nil
 	}
 	var out bytes.Buffer
+	var errs []error
 	for _, ns := range netns {
-		if err := runIterIn(p.iter, ns, &out); err != nil {
+		var one bytes.Buffer
+		if err := runIterIn(p.iter, ns, &one); err != nil {
 			if os.IsNotExist(err) {
 				continue // the namespace's last process exited
 			}
-			return nil, fmt.Errorf("walking the sockets of %s: %w", ns, err)
+			// Skip it: one namespace that cannot be entered must not
+			// cost the others their counts.
+			errs = append(errs, fmt.Errorf("walking the sockets of %s: %w", ns, err))
+			continue
 		}
+		out.Write(one.Bytes())
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), errors.Join(errs...)
 }
 
 // runIterIn runs the iterator in the network namespace at nsPath: a TCP

@@ -66,9 +66,15 @@ func burstClose(t *testing.T, wakeupBytes int) {
 	if transitions > want {
 		t.Errorf("%d transitions delivered, more than the %d made: duplicates", transitions, want)
 	}
-	// The backup program leaves only a few instructions' window: allow
-	// 0.1% rather than demand perfection from a race.
-	if transitions < want-want/1000 {
+	// With batched wakeups nothing should be lost: allow 0.1% rather
+	// than demand perfection from a race. A wakeup per record provokes
+	// nesting on purpose; preemption can then nest deeper than the
+	// backup covers (each such loss is counted above): allow 1%.
+	allowed := want / 1000
+	if wakeupBytes == 1 {
+		allowed = want / 100
+	}
+	if transitions < want-allowed {
 		t.Errorf("only %d of %d transitions delivered", transitions, want)
 	}
 }

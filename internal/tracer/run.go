@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -125,6 +126,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	// What exists now: the netstat tally, and the sockets older than the
 	// tracer, which stuck detection must know (a CLOSE_WAIT leak predates
 	// the person looking for it).
+	if err := p.WalkWarning(); err != nil {
+		r.warn(err)
+	}
 	if err := r.sockets(p.InitialSockets(), start, probe.MonotonicNow()); err != nil {
 		return err
 	}
@@ -179,6 +183,7 @@ type run struct {
 	stuckCount  uint64
 	seeded      bool
 	stateFilter bool
+	warned      map[string]bool
 	hup         chan os.Signal
 	closeOut    *func()
 
@@ -355,13 +360,27 @@ func stayOf(e *event.Event) (time.Duration, bool) {
 	return e.Dwell, e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New
 }
 
-// walkSockets takes a fresh tally.
-func (r *run) walkSockets(now time.Time) error {
+// walkSockets takes a fresh tally; a namespace that cannot be walked is
+// a warning, not the end of the run.
+func (r *run) walkSockets(now time.Time, write bool) error {
 	walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
 	if err != nil {
-		return err
+		r.warn(err)
 	}
-	return r.sockets(walk, now, probe.MonotonicNow())
+	return r.socketsTo(walk, now, probe.MonotonicNow(), write)
+}
+
+// warn writes a warning line to stderr, the same one at most once.
+func (r *run) warn(err error) {
+	msg := err.Error()
+	if r.warned[msg] {
+		return
+	}
+	if r.warned == nil {
+		r.warned = map[string]bool{}
+	}
+	r.warned[msg] = true
+	fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %s\n", strings.ReplaceAll(msg, "\n", "; "))
 }
 
 // handle processes one raw record.
@@ -445,11 +464,7 @@ func (r *run) periodic(now time.Time) error {
 		// No --interval: keep the socket gauges fresh without writing
 		// states records.
 		r.lastGaugeAt = now
-		walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
-		if err != nil {
-			return err
-		}
-		if err := r.socketsTo(walk, now, probe.MonotonicNow(), false); err != nil {
+		if err := r.walkSockets(now, false); err != nil {
 			return err
 		}
 	}
@@ -460,7 +475,7 @@ func (r *run) periodic(now time.Time) error {
 				return err
 			}
 		}
-		if err := r.walkSockets(now); err != nil {
+		if err := r.walkSockets(now, true); err != nil {
 			return err
 		}
 	}
@@ -539,7 +554,7 @@ func (r *run) finish(cause error) error {
 	now := time.Now()
 	var walkErr error
 	if cause == nil {
-		walkErr = r.walkSockets(now)
+		walkErr = r.walkSockets(now, true)
 	}
 	if r.tracker != nil {
 		mono := probe.MonotonicNow()
