@@ -302,9 +302,6 @@ func IsDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) 
 // IsFlushed reports whether err marks the end of a Flush.
 func IsFlushed(err error) bool { return errors.Is(err, ringbuf.ErrFlushed) }
 
-// IsClosed reports whether err means the reader was closed.
-func IsClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
-
 // Next returns the next raw record, blocking until one arrives or the
 // deadline passes. The slice is reused by the following call.
 func (p *Probe) Next() ([]byte, error) {

@@ -17,9 +17,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
 )
 
-// SnapSize is the size of struct sock_snap.
-const SnapSize = 88
-
 // startWalker attaches the socket iterator and runs its first walk, which
 // gives the sockets that exist their owner (from owners) so that their
 // later transitions, which mostly run in softirq where the current task is

@@ -180,9 +180,6 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ErrNoPrivileges is returned when the process may not load BPF programs.
-var ErrNoPrivileges = probe.ErrPrivileges
-
 // describe is the "what, which filters" part of the start-up line.
 func (c *Config) describe() string {
 	var f []string

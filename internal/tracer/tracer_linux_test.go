@@ -391,24 +391,11 @@ func TestConnectTimeoutShowsSynRetransmits(t *testing.T) {
 }
 
 func testConnectTimeout(t *testing.T, attach probe.Attach) {
-	nft, err := exec.LookPath("nft")
-	if err != nil {
-		if os.Getenv(nettest.RequireEnv) == "1" {
-			t.Fatal("needs nft (nftables) to drop SYNs")
-		}
-		t.Skip("needs nft (nftables) to drop SYNs")
-	}
 	ns := nettest.NewNetns(t)
-	// The rules live in the test's namespace and go with it.
-	for _, rule := range []string{
+	nft(t, ns,
 		"add table inet tcptrace_test",
 		"add chain inet tcptrace_test in { type filter hook input priority 0 ; }",
-		"add rule inet tcptrace_test in tcp dport 9999 tcp flags syn drop",
-	} {
-		if out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name, nft}, strings.Fields(rule)...)...).CombinedOutput(); err != nil {
-			t.Fatalf("nft %s: %v: %s", rule, err, out)
-		}
-	}
+		"add rule inet tcptrace_test in tcp dport 9999 tcp flags syn drop")
 	cfg := nsConfig(ns)
 	cfg.Attach = attach
 	tr := startTracer(t, cfg)
@@ -676,17 +663,8 @@ func TestHandshakeTimeWithSynAckRetransmits(t *testing.T) {
 }
 
 func testHandshakeTime(t *testing.T, attach probe.Attach) {
-	nft, err := exec.LookPath("nft")
-	if err != nil {
-		t.Fatal("needs nft (nftables)")
-	}
 	ns := nettest.NewNetns(t)
-	run := func(rule string) {
-		t.Helper()
-		if out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name, nft}, strings.Fields(rule)...)...).CombinedOutput(); err != nil {
-			t.Fatalf("nft %s: %v: %s", rule, err, out)
-		}
-	}
+	run := func(rule string) { t.Helper(); nft(t, ns, rule) }
 	cfg := nsConfig(ns)
 	cfg.Attach = attach
 	tr := startTracer(t, cfg)
@@ -725,4 +703,22 @@ func testHandshakeTime(t *testing.T, attach probe.Attach) {
 		}
 	}
 	t.Logf("handshake %v with %d SYN-ACK retransmits", time.Duration(*child.HandshakeRTT), child.SynAckRetrans)
+}
+
+// nft runs nftables commands inside the test's namespace; the rules go
+// with the namespace.
+func nft(t *testing.T, ns *nettest.Netns, rules ...string) {
+	t.Helper()
+	bin, err := exec.LookPath("nft")
+	if err != nil {
+		if os.Getenv(nettest.RequireEnv) == "1" {
+			t.Fatal("needs nft (nftables)")
+		}
+		t.Skip("needs nft (nftables)")
+	}
+	for _, rule := range rules {
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name, bin}, strings.Fields(rule)...)...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %s: %v: %s", rule, err, out)
+		}
+	}
 }
