@@ -14,8 +14,10 @@ LDFLAGS := -X main.version=$(VERSION)
 
 all: build
 
+# CGO_ENABLED=0: a static binary, and one that can drop capabilities on
+# every thread after attach (the runtime refuses that with cgo linked in).
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o tcptrace-bpf ./cmd/tcptrace-bpf
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o tcptrace-bpf ./cmd/tcptrace-bpf
 
 # Compile bpf/tcptrace.bpf.c into internal/probe/tcptrace_bpfel.{go,o}.
 generate:

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,7 +38,9 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "tcptrace-bpf")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		build := exec.Command("go", "build", "-o", binPath, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0") // as the Makefile builds it
+		out, err := build.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v: %s", err, out)
 		}
@@ -418,5 +421,49 @@ func TestSighupReopens(t *testing.T) {
 	// Two batches of 5 connections: 10 transitions each, 2 per listener.
 	if total["transition"] != 2*(5*10+2) || total["stats"] != 1 {
 		t.Errorf("records over both files %v, want %d transitions and one stats", total, 2*(5*10+2))
+	}
+}
+
+// After attach the tracer keeps only CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN
+// and CAP_SYS_PTRACE, on every thread, with an emptied bounding set and
+// no_new_privs, and still works.
+func TestDropsPrivilegesAfterAttach(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	out := filepath.Join(t.TempDir(), "out.ndjson")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "-o", out, "--flush", "20ms")
+	const want = 1<<39 | 1<<38 | 1<<21 | 1<<19
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", p.cmd.Process.Pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		fields := map[string]string{}
+		for _, line := range strings.Split(string(status), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok {
+				fields[k] = strings.TrimSpace(v)
+			}
+		}
+		for _, k := range []string{"CapEff", "CapPrm", "CapBnd"} {
+			v, _ := strconv.ParseUint(fields[k], 16, 64)
+			if v != want {
+				t.Errorf("thread %s: %s = %#x, want %#x", task.Name(), k, v, uint64(want))
+			}
+		}
+		if fields["CapInh"] != "0000000000000000" || fields["NoNewPrivs"] != "1" {
+			t.Errorf("thread %s: CapInh %s NoNewPrivs %s", task.Name(), fields["CapInh"], fields["NoNewPrivs"])
+		}
+	}
+	traffic(t, ns, 3)
+	if code := p.stop(t, syscall.SIGINT); code != 0 {
+		t.Fatalf("exit %d after dropping privileges", code)
+	}
+	data, _ := os.ReadFile(out)
+	if got := countTypes(t, data); got["transition"] != 3*10+2 || got["states"] < 2 {
+		t.Errorf("records %v: the tracer must keep working (transitions, socket walks) without the dropped capabilities", got)
 	}
 }

@@ -95,6 +95,10 @@ type Config struct {
 	// bare ":PORT" binds to loopback.
 	Metrics string
 
+	// keepPrivileges skips dropping capabilities after attach: tests run
+	// many tracers in one process, which must stay privileged.
+	keepPrivileges bool
+
 	// wakeupBytes overrides the reader wakeup watermark (default: an
 	// eighth of the ring). 1 wakes the reader on every record, as the
 	// peer tools do: the tests use it to provoke kernel recursion.

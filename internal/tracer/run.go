@@ -120,6 +120,15 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if cfg.Metrics != "" {
 		where += ", metrics at http://" + cfg.Metrics + "/metrics"
 	}
+	// Everything that needed full privileges is done: programs attached,
+	// maps, ring buffer, output and metrics socket open, sockets seeded.
+	if !cfg.keepPrivileges {
+		if kept, err := probe.DropPrivileges(); err != nil {
+			r.warn(fmt.Errorf("running with all capabilities: %w", err))
+		} else {
+			where += ", capabilities dropped but " + strings.Join(kept, " ")
+		}
+	}
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
 		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.describe())
 

@@ -38,6 +38,7 @@ func nsConfig(ns *nettest.Netns) Config {
 	cfg := Defaults()
 	cfg.Netns = ns.Inode
 	cfg.Flush = 20 * time.Millisecond
+	cfg.keepPrivileges = true // the test process loads many tracers
 	return cfg
 }
 

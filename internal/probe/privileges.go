@@ -1,0 +1,73 @@
+//go:build linux
+
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capabilities kept after the probes are attached, and why.
+var keptCaps = []struct {
+	cap  uint
+	name string
+}{
+	{capBPF, "CAP_BPF"},              // bpf(): read the ring buffer, maps, program stats; socket walks
+	{capPerfmon, "CAP_PERFMON"},      // tracing-related bpf() calls on kernels that check it
+	{capSysAdmin, "CAP_SYS_ADMIN"},   // setns() into each network namespace for socket walks; bpf() before 5.8
+	{capSysPtrace, "CAP_SYS_PTRACE"}, // read other processes' /proc/PID/ns/net to find namespaces
+}
+
+const (
+	capSysPtrace = 19
+	capLast      = 40 // CAP_CHECKPOINT_RESTORE, the highest in Linux 6.x
+)
+
+// ErrCgo means the binary cannot change every thread's credentials:
+// AllThreadsSyscall refuses when cgo is linked in.
+var ErrCgo = errors.New("cannot drop capabilities in a binary built with cgo (build with CGO_ENABLED=0, as the Makefile does)")
+
+// DropPrivileges keeps only the capabilities the running tracer still
+// needs (see keptCaps), on every thread: it empties the bounding set of
+// the rest and the inheritable set, and sets no_new_privs so that nothing
+// this process executes can gain privileges. It returns the names kept.
+func DropPrivileges() ([]string, error) {
+	var keep uint64
+	var names []string
+	for _, k := range keptCaps {
+		keep |= 1 << k.cap
+		names = append(names, k.name)
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+		if e == syscall.ENOTSUP {
+			return nil, ErrCgo
+		}
+		return nil, fmt.Errorf("setting no_new_privs: %w", e)
+	}
+	for c := uint(0); c <= capLast; c++ {
+		if keep&(1<<c) != 0 {
+			continue
+		}
+		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != syscall.EINVAL {
+			return nil, fmt.Errorf("dropping capability %d from the bounding set: %w", c, e)
+		}
+	}
+	caps, err := effectiveCaps()
+	if err != nil {
+		return nil, err
+	}
+	keep &= caps
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := [2]unix.CapUserData{
+		{Effective: uint32(keep), Permitted: uint32(keep)},
+		{Effective: uint32(keep >> 32), Permitted: uint32(keep >> 32)},
+	}
+	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
+		return nil, fmt.Errorf("setting capabilities: %w", e)
+	}
+	return names, nil
+}
