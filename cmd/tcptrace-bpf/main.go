@@ -26,6 +26,7 @@ import (
 var version = "dev"
 
 const usage = `Usage: tcptrace-bpf [flags]
+       tcptrace-bpf analyze [flags] [FILE|-]   (read a recording; see analyze --help)
 
 Trace every TCP state transition on this host with eBPF, and write
 per-connection timelines and per-state dwell-time histograms.
@@ -44,6 +45,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "analyze" {
+		return runAnalyze(args[1:], os.Stdin, stdout, stderr)
+	}
 	cfg, done, err := parseFlags(args, stdout)
 	if done {
 		return 0

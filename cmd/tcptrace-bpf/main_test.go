@@ -88,3 +88,38 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestAnalyze(t *testing.T) {
+	dir := t.TempDir()
+	rec, err := os.ReadFile("../../internal/output/testdata/records.ndjson.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := dir + "/rec.ndjson"
+	os.WriteFile(path, append(rec, []byte("{truncated\n")...), 0o644)
+
+	var out, errOut bytes.Buffer
+	if code := run([]string{"analyze", "--port", "8080", path}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"CLOSE_WAIT  -> LAST_ACK", "CONN ", "Dwell time per state", "CLOSE_WAIT: count 1"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("analyze output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(errOut.String(), "line 15: not a record") || !strings.Contains(errOut.String(), "1 bad") {
+		t.Errorf("stderr %q: want the bad line named and counted", errOut.String())
+	}
+
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"analyze", dir + "/missing.ndjson"}, &out, &errOut); code != 1 || strings.Count(errOut.String(), "\n") != 1 {
+		t.Errorf("missing file: exit %d, stderr %q", code, errOut.String())
+	}
+	for _, args := range [][]string{{"analyze", "--since", "yesterday"}, {"analyze", "--state", "OPEN"}, {"analyze", "a", "b"}, {"analyze", "--format", "xml"}} {
+		errOut.Reset()
+		if code := run(args, &out, &errOut); code != 2 || strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, errOut.String())
+		}
+	}
+}

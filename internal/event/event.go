@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -242,3 +243,16 @@ func ErrnoName(n uint16) string {
 	}
 	return fmt.Sprintf("errno %d", n)
 }
+
+var errnoByName = sync.OnceValue(func() map[string]uint16 {
+	m := map[string]uint16{}
+	for n := 1; n < 4096; n++ {
+		if name := unix.ErrnoName(syscall.Errno(n)); name != "" {
+			m[name] = uint16(n)
+		}
+	}
+	return m
+})
+
+// ErrnoByName is ErrnoName's inverse ("ECONNREFUSED" -> 111); 0 if unknown.
+func ErrnoByName(name string) uint16 { return errnoByName()[name] }

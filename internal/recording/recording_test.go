@@ -1,0 +1,99 @@
+package recording
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+)
+
+func golden(t testing.TB) []byte {
+	b, err := os.ReadFile("../output/testdata/records.ndjson.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestReplayFiltersAndBadLines(t *testing.T) {
+	input := string(golden(t)) +
+		"not json\n" +
+		`{"type":"transition","ts":"2026-11-30T12:00:00Z","old":"OPEN","new":"CLOSE","saddr":"1.2.3.4","daddr":"1.2.3.5"}` + "\n" +
+		`{"type":"mystery"}` + "\n" +
+		`{"type":"transition","saddr":"x"}` + "\n"
+	tests := []struct {
+		name        string
+		f           Filter
+		trans, conn uint64
+	}{
+		{"all", Filter{}, 4, 3},
+		{"port 443", Filter{Ports: map[uint16]bool{443: true}}, 0, 1},
+		{"state CLOSE_WAIT", Filter{States: statesOf(event.CloseWait)}, 1, 2},
+		{"until before everything", Filter{Until: time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC)}, 0, 0},
+		{"since 12:00:01", Filter{Since: time.Date(2026, 11, 30, 12, 0, 1, 0, time.UTC)}, 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, warn bytes.Buffer
+			s, err := Replay(strings.NewReader(input), tc.f, output.NewNDJSON(&out, Clock), &warn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Transitions != tc.trans || s.Connections != tc.conn {
+				t.Errorf("selected %d transitions, %d connections; want %d, %d", s.Transitions, s.Connections, tc.trans, tc.conn)
+			}
+			if s.Bad != 4 || s.Lines != 18 || s.Lost != 5 {
+				t.Errorf("summary %+v: want 18 lines, 4 bad, 5 lost", s)
+			}
+			for _, n := range []string{"line 15:", "line 16:", "line 17:", "line 18:"} {
+				if !strings.Contains(warn.String(), n) {
+					t.Errorf("warnings %q lack %q", warn.String(), n)
+				}
+			}
+		})
+	}
+}
+
+// Replaying a recording gives back its transitions and connections as
+// they were written.
+func TestReplayRoundTrip(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Replay(bytes.NewReader(golden(t)), Filter{}, output.NewNDJSON(&out, Clock), &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, l := range strings.Split(string(golden(t)), "\n") {
+		if strings.HasPrefix(l, `{"type":"transition"`) {
+			want[l] = true
+		}
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, `{"type":"transition"`) && !want[l] {
+			t.Errorf("replayed transition differs from every recorded one:\n%s", l)
+		}
+	}
+}
+
+func statesOf(ss ...event.State) (set [event.NumStates]bool) {
+	for _, s := range ss {
+		set[s] = true
+	}
+	return set
+}
+
+func FuzzReplay(f *testing.F) {
+	f.Add(golden(f))
+	f.Add([]byte(`{"type":"connection","end":"2026-11-30T12:00:00Z","saddr":"::1","daddr":"::1","states":[{"state":"SYN_RECV"},{"state":"ESTABLISHED"}],"handshake_ns":5}`))
+	f.Add([]byte("{}\n\n\x00"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var out, warn bytes.Buffer
+		s, err := Replay(bytes.NewReader(b), Filter{}, output.NewText(&out, Clock), &warn)
+		if err == nil && s.Bad > s.Lines {
+			t.Fatalf("summary %+v", s)
+		}
+	})
+}
