@@ -27,6 +27,16 @@ const (
 	capLast      = 40 // CAP_CHECKPOINT_RESTORE, the highest in Linux 6.x
 )
 
+// KeptCapabilities names the capabilities DropPrivileges keeps: what a
+// deployment must grant (deploy/ is tested against it).
+func KeptCapabilities() []string {
+	names := make([]string, len(keptCaps))
+	for i, k := range keptCaps {
+		names[i] = k.name
+	}
+	return names
+}
+
 // ErrCgo means the binary cannot change every thread's credentials:
 // AllThreadsSyscall refuses when cgo is linked in.
 var ErrCgo = errors.New("cannot drop capabilities in a binary built with cgo (build with CGO_ENABLED=0, as the Makefile does)")
@@ -37,10 +47,8 @@ var ErrCgo = errors.New("cannot drop capabilities in a binary built with cgo (bu
 // this process executes can gain privileges. It returns the names kept.
 func DropPrivileges() ([]string, error) {
 	var keep uint64
-	var names []string
 	for _, k := range keptCaps {
 		keep |= 1 << k.cap
-		names = append(names, k.name)
 	}
 	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
 		if e == syscall.ENOTSUP {
@@ -69,5 +77,5 @@ func DropPrivileges() ([]string, error) {
 	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
 		return nil, fmt.Errorf("setting capabilities: %w", e)
 	}
-	return names, nil
+	return KeptCapabilities(), nil
 }

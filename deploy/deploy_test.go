@@ -1,0 +1,193 @@
+// Package deploy holds the deployment files; these tests check that each
+// parses, grants exactly the capabilities the tracer keeps, and passes
+// flags the binary accepts.
+package deploy
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+)
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// acceptsFlags runs the built binary with args and --version: pflag
+// parses every flag before acting, so an unknown flag or a bad value
+// fails.
+func acceptsFlags(t *testing.T, args []string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tcptrace-bpf")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tcptrace-bpf").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v: %s", err, out)
+	}
+	if out, err := exec.Command(bin, append(args, "--version")...).CombinedOutput(); err != nil {
+		t.Errorf("the binary rejects %v: %v: %s", args, err, out)
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	unit := read(t, "systemd/tcptrace-bpf.service")
+	keys := map[string]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			keys[k] = v
+		}
+	}
+	caps := strings.Fields(keys["CapabilityBoundingSet"])
+	if !slices.Equal(sorted(caps), sorted(probe.KeptCapabilities())) {
+		t.Errorf("CapabilityBoundingSet %v, want the tracer's %v", caps, probe.KeptCapabilities())
+	}
+	for k, want := range map[string]string{"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ExecReload": "/bin/kill -HUP $MAINPID"} {
+		if keys[k] != want {
+			t.Errorf("%s=%q, want %q", k, keys[k], want)
+		}
+	}
+	exec := strings.Fields(keys["ExecStart"])
+	if len(exec) < 2 || exec[0] != "/usr/local/bin/tcptrace-bpf" {
+		t.Fatalf("ExecStart %q", keys["ExecStart"])
+	}
+	acceptsFlags(t, exec[1:])
+	if !strings.Contains(keys["ExecStart"], "--metrics 127.0.0.1:") {
+		t.Error("the unit's metrics endpoint is not on loopback")
+	}
+}
+
+func TestDaemonSet(t *testing.T) {
+	var ds struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Spec struct {
+					HostPID    bool `yaml:"hostPID"`
+					Containers []struct {
+						Args            []string `yaml:"args"`
+						SecurityContext struct {
+							Privileged               bool `yaml:"privileged"`
+							AllowPrivilegeEscalation bool `yaml:"allowPrivilegeEscalation"`
+							Capabilities             struct {
+								Add  []string `yaml:"add"`
+								Drop []string `yaml:"drop"`
+							} `yaml:"capabilities"`
+						} `yaml:"securityContext"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal([]byte(read(t, "kubernetes/daemonset.yaml")), &ds); err != nil {
+		t.Fatal(err)
+	}
+	pod := ds.Spec.Template.Spec
+	if ds.Kind != "DaemonSet" || !pod.HostPID || len(pod.Containers) != 1 {
+		t.Fatalf("kind %q hostPID %v containers %d", ds.Kind, pod.HostPID, len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	if sc.Privileged || sc.AllowPrivilegeEscalation || !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) {
+		t.Errorf("securityContext %+v: want unprivileged, no escalation, drop ALL", sc)
+	}
+	var want []string
+	for _, c := range probe.KeptCapabilities() {
+		want = append(want, strings.TrimPrefix(c, "CAP_"))
+	}
+	if !slices.Equal(sorted(sc.Capabilities.Add), sorted(want)) {
+		t.Errorf("capabilities added %v, want the tracer's %v", sc.Capabilities.Add, want)
+	}
+	acceptsFlags(t, c.Args)
+}
+
+func TestDockerfile(t *testing.T) {
+	df := read(t, "docker/Dockerfile")
+	for _, want := range []string{"CGO_ENABLED=0 go build", "./cmd/tcptrace-bpf", `ENTRYPOINT ["/usr/local/bin/tcptrace-bpf"]`} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	for _, c := range probe.KeptCapabilities() {
+		if !strings.Contains(df, "--cap-add="+strings.TrimPrefix(c, "CAP_")) {
+			t.Errorf("the Dockerfile's docker run example does not add %s", c)
+		}
+	}
+}
+
+func TestLogPipelines(t *testing.T) {
+	const path = "/var/log/tcptrace-bpf/trace.ndjson"
+	for _, f := range []string{"logging/vector.toml", "logging/fluent-bit.conf", "logging/promtail.yaml", "logging/logrotate", "systemd/tcptrace-bpf.service"} {
+		if !strings.Contains(read(t, f), path) {
+			t.Errorf("%s does not use %s, the path the systemd unit writes", f, path)
+		}
+	}
+	var p struct {
+		ScrapeConfigs []struct {
+			PipelineStages []map[string]any `yaml:"pipeline_stages"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(read(t, "logging/promtail.yaml")), &p); err != nil || len(p.ScrapeConfigs) != 1 {
+		t.Fatalf("promtail.yaml: %v %+v", err, p)
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// Every metric the dashboard queries is one the tracer exports.
+func TestGrafanaDashboard(t *testing.T) {
+	var d struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(read(t, "grafana/tcptrace-bpf.json")), &d); err != nil {
+		t.Fatal(err)
+	}
+	// Vectors appear once they have a series: give each one.
+	m := metrics.New()
+	e := event.Event{Old: event.LastAck, New: event.Close, Flags: event.CloseInfo}
+	m.Transition(&e, 0, false)
+	m.Stuck(event.CloseWait)
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+	}
+	name := regexp.MustCompile(`tcptrace_[a-z_]+`)
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range name.FindAllString(tg.Expr, -1) {
+				if !exported[m] {
+					t.Errorf("panel %q queries %s, which the tracer does not export", p.Title, m)
+				}
+			}
+		}
+	}
+	if len(d.Panels) < 6 {
+		t.Errorf("%d panels", len(d.Panels))
+	}
+}
