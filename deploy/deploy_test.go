@@ -169,6 +169,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	e := event.Event{Old: event.LastAck, New: event.Close, Flags: event.CloseInfo}
 	m.Transition(&e, 0, false)
 	m.Stuck(event.CloseWait)
+	var counts [event.NumStates]uint64
+	m.Sockets(&counts)
 	families, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
