@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	flag "github.com/spf13/pflag"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/report"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
@@ -24,25 +26,41 @@ skipped.
 Flags:
 `
 
-// runAnalyze is the analyze subcommand; it returns the exit code.
-func runAnalyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
+const reportUsage = `Usage: tcptrace-bpf report [flags] [FILE|-] -o report.html
+
+Turn a recording (tcptrace-bpf's NDJSON) into one self-contained HTML page:
+per-state dwell histograms, a waterfall of the slowest and stuck
+connections, and the state counts over time (record with --interval for
+those). No privileges needed; the page fetches nothing.
+
+Flags:
+`
+
+// runOffline runs the analyze or report subcommand; it returns the exit
+// code.
+func runOffline(cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	ports := fs.String("port", "", "only records with this local or remote port (comma-separated)")
 	states := fs.String("state", "", "only what concerns these states")
 	since := fs.String("since", "", "only records at or after this time (RFC 3339)")
 	until := fs.String("until", "", "only records at or before this time (RFC 3339)")
-	format := fs.String("format", string(output.FormatText), "text, or ndjson: the selected records again")
+	format := fs.String("format", string(output.FormatText), "text, or ndjson: the selected records again (analyze)")
+	htmlOut := fs.StringP("output", "o", "", "the HTML file to write (report)")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "tcptrace-bpf analyze: %v\n", err)
+		fmt.Fprintf(stderr, "tcptrace-bpf %s: %v\n", cmd, err)
 		return 2
 	}
 	if err := fs.Parse(args); err != nil {
 		return fail(fmt.Errorf("%v (see --help)", err))
 	}
 	if *help {
-		fmt.Fprint(stdout, analyzeUsage)
+		if cmd == "report" {
+			fmt.Fprint(stdout, reportUsage)
+		} else {
+			fmt.Fprint(stdout, analyzeUsage)
+		}
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		return 0
@@ -82,11 +100,14 @@ func runAnalyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		name = fs.Arg(0)
 		file, err := os.Open(name)
 		if err != nil {
-			fmt.Fprintf(stderr, "tcptrace-bpf analyze: cannot read the recording: %v\n", err)
+			fmt.Fprintf(stderr, "tcptrace-bpf %s: cannot read the recording: %v\n", cmd, err)
 			return 1
 		}
 		defer file.Close()
 		in = file
+	}
+	if cmd == "report" {
+		return writeReport(in, name, *htmlOut, f, stderr)
 	}
 	var sink output.Sink
 	switch output.Format(*format) {
@@ -102,7 +123,44 @@ func runAnalyze(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tcptrace-bpf analyze: %s: %v\n", name, err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "tcptrace-bpf analyze: %d lines, %d bad, %d transitions and %d connections selected; the recording reports %d transitions lost\n",
-		s.Lines, s.Bad, s.Transitions, s.Connections, s.Lost)
+	summarize(stderr, "analyze", s)
+	return 0
+}
+
+func summarize(stderr io.Writer, cmd string, s recording.Summary) {
+	fmt.Fprintf(stderr, "tcptrace-bpf %s: %d lines, %d bad, %d transitions and %d connections selected; the recording reports %d transitions lost\n",
+		cmd, s.Lines, s.Bad, s.Transitions, s.Connections, s.Lost)
+}
+
+// writeReport renders the HTML report; the file is written whole or not
+// at all (a temporary file renamed into place).
+func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.Writer) int {
+	if out == "" {
+		fmt.Fprintln(stderr, "tcptrace-bpf report: give the page to write with -o report.html")
+		return 2
+	}
+	c := report.NewCollector(recording.Clock)
+	s, err := recording.Replay(in, f, c, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf report: %s: %v\n", name, err)
+		return 1
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".report-*.html")
+	if err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf report: cannot write %s: %v\n", out, err)
+		return 1
+	}
+	defer os.Remove(tmp.Name())
+	title := "tcptrace-bpf report: " + filepath.Base(name)
+	if err := c.Render(tmp, title); err != nil {
+		tmp.Close()
+		fmt.Fprintf(stderr, "tcptrace-bpf report: %v\n", err)
+		return 1
+	}
+	if err := tmp.Close(); err != nil || os.Chmod(tmp.Name(), 0o644) != nil || os.Rename(tmp.Name(), out) != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf report: cannot write %s\n", out)
+		return 1
+	}
+	summarize(stderr, "report", s)
 	return 0
 }

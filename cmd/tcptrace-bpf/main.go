@@ -27,6 +27,7 @@ var version = "dev"
 
 const usage = `Usage: tcptrace-bpf [flags]
        tcptrace-bpf analyze [flags] [FILE|-]   (read a recording; see analyze --help)
+       tcptrace-bpf report [flags] [FILE|-] -o report.html   (an HTML page of it)
 
 Trace every TCP state transition on this host with eBPF, and write
 per-connection timelines and per-state dwell-time histograms.
@@ -45,8 +46,8 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "analyze" {
-		return runAnalyze(args[1:], os.Stdin, stdout, stderr)
+	if len(args) > 0 && (args[0] == "analyze" || args[0] == "report") {
+		return runOffline(args[0], args[1:], os.Stdin, stdout, stderr)
 	}
 	cfg, done, err := parseFlags(args, stdout)
 	if done {

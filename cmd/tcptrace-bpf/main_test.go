@@ -123,3 +123,24 @@ func TestAnalyze(t *testing.T) {
 		}
 	}
 }
+
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	out := dir + "/report.html"
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"report", "-o", out, "../../internal/output/testdata/records.ndjson.golden"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	page, err := os.ReadFile(out)
+	if err != nil || !bytes.Contains(page, []byte(`<svg class="waterfall"`)) {
+		t.Fatalf("report: %v, %d bytes", err, len(page))
+	}
+	stderr.Reset()
+	if code := run([]string{"report", "../../internal/output/testdata/records.ndjson.golden"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-o report.html") {
+		t.Errorf("report without -o: exit %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"report", "-o", dir + "/no/such/dir/r.html", "../../internal/output/testdata/records.ndjson.golden"}, &stdout, &stderr); code != 1 || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("unwritable report: exit %d, %q", code, stderr.String())
+	}
+}

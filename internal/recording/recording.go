@@ -55,7 +55,11 @@ type record struct {
 		DwellNs  *uint64    `json:"dwell_ns"`
 		Inferred bool       `json:"inferred"`
 	} `json:"states"`
-	Count uint64 `json:"count"`
+	Count      uint64            `json:"count"`
+	State      string            `json:"state"`
+	AgeNs      uint64            `json:"age_ns"`
+	AgeAtLeast bool              `json:"age_at_least"`
+	Counts     map[string]uint64 `json:"counts"`
 }
 
 // Summary counts what a replay read.
@@ -171,8 +175,43 @@ func (s *Summary) apply(rec *record, f Filter, sink output.Sink, hists, fromTran
 		}
 	case "lost":
 		s.Lost += rec.Count // reported in the summary
-	case "histogram", "stats", "states", "stuck", "listener":
-		// Derived records: rebuilt from the transitions and connections.
+	case "states":
+		if rec.TS == nil || !f.keepTime(*rec.TS) {
+			return nil
+		}
+		var counts [event.NumStates]uint64
+		for name, n := range rec.Counts {
+			st, err := state(name)
+			if err != nil {
+				return err
+			}
+			if !f.stateFilter() || f.States[st] {
+				counts[st] = n
+			}
+		}
+		s.seen(*rec.TS)
+		sink.States(*rec.TS, &counts)
+	case "stuck":
+		st, err := state(rec.State)
+		if err != nil {
+			return err
+		}
+		if rec.TS == nil || !f.keepTime(*rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
+			(f.stateFilter() && !f.States[st]) {
+			return nil
+		}
+		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns}
+		if c.Src, c.Dst, c.Family, err = rec.endpoints(); err != nil {
+			return err
+		}
+		if rec.PID != nil {
+			c.PID, c.OwnerKnown = *rec.PID, true
+			copy(c.Comm[:15], rec.Comm)
+		}
+		s.seen(*rec.TS)
+		sink.Stuck(*rec.TS, c, st, rec.AgeNs, rec.AgeAtLeast)
+	case "histogram", "stats", "listener":
+		// Derived, or about the tracer: rebuilt or not needed offline.
 	default:
 		return fmt.Errorf("unknown record type %q", rec.Type)
 	}
