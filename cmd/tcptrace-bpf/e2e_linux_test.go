@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -465,5 +466,34 @@ func TestDropsPrivilegesAfterAttach(t *testing.T) {
 	data, _ := os.ReadFile(out)
 	if got := countTypes(t, data); got["transition"] != 3*10+2 || got["states"] < 2 {
 		t.Errorf("records %v: the tracer must keep working (transitions, socket walks) without the dropped capabilities", got)
+	}
+}
+
+// A log agent tailing the file sees a record within --flush (plus the
+// poll) of the transition, as whole lines.
+func TestRecordsReachTheFileWithinFlush(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	out := filepath.Join(t.TempDir(), "out.ndjson")
+	start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "200ms", "--emit", "transitions")
+	time.Sleep(300 * time.Millisecond) // the start-up records are out
+	before, _ := os.ReadFile(out)
+	began := time.Now()
+	traffic(t, ns, 1)
+	for {
+		data, _ := os.ReadFile(out)
+		if bytes.Contains(data[len(before):], []byte(`"new":"SYN_SENT"`)) {
+			if data[len(data)-1] != '\n' {
+				t.Fatal("the file ends in a partial record")
+			}
+			if d := time.Since(began); d > time.Second {
+				t.Errorf("first transition in the file after %v, want within --flush 200ms plus the poll", d)
+			}
+			return
+		}
+		if time.Since(began) > 5*time.Second {
+			t.Fatal("no transition in the file after 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
