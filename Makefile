@@ -10,7 +10,7 @@ CLANG   ?= clang-14
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build generate check-generate vmlinux test test-short lint bench clean
+.PHONY: all build generate check-generate vmlinux test test-short lint bench soak clean
 
 all: build
 
@@ -59,3 +59,9 @@ bench: build
 	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
 	./tcptrace-bench --tracer ./tcptrace-bpf --pairs $(BENCH_PAIRS)
 	./tcptrace-bench --tracer ./tcptrace-bpf --rss 100000
+
+# Ten minutes of churn under the tracer; RSS and goroutines must stay flat
+# (root; not in CI). Figures: docs/reliability.md.
+soak: build
+	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
+	./tcptrace-bench --tracer ./tcptrace-bpf --soak 10m

@@ -50,8 +50,16 @@ func main() {
 		concurrency = flag.Int("c", 32, "concurrent clients")
 		withBT      = flag.Bool("bpftrace", true, "add a bpftrace reference row when bpftrace is installed")
 		rss         = flag.Int("rss", 0, "instead: hold this many connections open and report the tracer's peak RSS")
+		soakFor     = flag.Duration("soak", 0, "instead: run churn for this long and sample the tracer's RSS and goroutines")
 	)
 	flag.Parse()
+	if *soakFor > 0 {
+		if err := soak(*tracer, *soakFor, *soakFor/10, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *rss > 0 {
 		if err := measureRSS(*tracer, *rss, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
