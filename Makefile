@@ -5,7 +5,8 @@
 # committed objects were built with Debian 12's clang 14.0.6 (package
 # clang-14), and CI checks that regenerating them changes nothing.
 
-GO      ?= go
+# sudo's secure_path often lacks Go: fall back to the standard install.
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 CLANG   ?= clang-14
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
