@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
@@ -67,19 +68,32 @@ func checkKernel(a Attach) error {
 
 const tracefsPath = "/sys/kernel/tracing"
 
-// ensureTracefs mounts tracefs at /sys/kernel/tracing unless tracefs or
-// debugfs already offers the tracepoint. The returned function undoes
-// what ensureTracefs did.
-func ensureTracefs() (undo func(), err error) {
-	for _, dir := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
-		if _, err := os.Stat(dir + "/events/sock/inet_sock_set_state/id"); err == nil {
-			return func() {}, nil
-		}
-	}
-	if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
-		return nil, fmt.Errorf("tracefs is not mounted and mounting it at %s failed (mount it, or use --attach tp_btf): %w", tracefsPath, err)
-	}
-	return func() { _ = unix.Unmount(tracefsPath, unix.MNT_DETACH) }, nil
+// inPrivateTracefs runs fn on a thread of its own with a private mount
+// namespace in which tracefs is mounted (if the host has it, it is simply
+// there): classic tracepoints are attached by id read from tracefs, and
+// once attached need it no more. The host's mounts are never touched, so
+// tracers starting at once cannot unmount tracefs under each other. The
+// thread is thrown away after (never unlocked).
+func inPrivateTracefs(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("creating a private mount namespace for tracefs: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return fmt.Errorf("making the private mount namespace private: %w", err)
+			}
+			if _, err := os.Stat(tracefsPath + "/events/sock/inet_sock_set_state/id"); err != nil {
+				if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
+					return fmt.Errorf("mounting tracefs at %s (or use --attach tp_btf): %w", tracefsPath, err)
+				}
+			}
+			return fn()
+		}()
+	}()
+	return <-errc
 }
 
 // MonotonicNow returns CLOCK_MONOTONIC in nanoseconds, the clock of

@@ -26,7 +26,8 @@ const (
 	// socket cookies and socket storage available. The default.
 	AttachBTF Attach = "tp_btf"
 	// AttachTracepoint is the classic tracepoint, for kernels without
-	// tp_btf; tracefs is mounted for the attach if it is not.
+	// tp_btf; tracefs is mounted for the attach, in a private mount
+	// namespace, if the host has none.
 	AttachTracepoint Attach = "tracepoint"
 )
 
@@ -216,22 +217,18 @@ func (p *Probe) attach() error {
 		}
 	case AttachTracepoint:
 		p.primary = p.coll.Programs[tcptraceProgOnStateTp]
-		unmount, err := ensureTracefs()
-		if err != nil {
-			return err
-		}
-		// The perf events hold the tracepoints by id: tracefs is not
-		// needed once attached, so leave the host's mounts as they were.
-		defer unmount()
-		for _, tp := range classicPrograms {
-			prog := p.coll.Programs[tp.prog]
-			l, err := link.Tracepoint(tp.group, tp.name, prog, nil)
-			if err != nil {
-				return fmt.Errorf("attaching to tracepoint %s/%s: %w", tp.group, tp.name, err)
+		return inPrivateTracefs(func() error {
+			for _, tp := range classicPrograms {
+				prog := p.coll.Programs[tp.prog]
+				l, err := link.Tracepoint(tp.group, tp.name, prog, nil)
+				if err != nil {
+					return fmt.Errorf("attaching to tracepoint %s/%s: %w", tp.group, tp.name, err)
+				}
+				p.links = append(p.links, l)
+				p.attached = append(p.attached, prog)
 			}
-			p.links = append(p.links, l)
-			p.attached = append(p.attached, prog)
-		}
+			return nil
+		})
 	}
 	return nil
 }

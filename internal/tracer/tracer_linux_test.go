@@ -723,3 +723,37 @@ func nft(t *testing.T, ns *nettest.Netns, rules ...string) {
 		}
 	}
 }
+
+// Several tracepoint-mode tracers starting at once on a host without
+// tracefs: each mounts it in a private mount namespace, so none can pull
+// it from under another, and the host's mounts stay as they were.
+func TestConcurrentTracepointAttach(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	before := tracefsMounted(t)
+	ns := nettest.NewNetns(t)
+	var trs [4]*traced
+	done := make(chan int, len(trs))
+	for i := range trs {
+		go func() {
+			defer func() { done <- i }() // also when startTracer fails
+			cfg := nsConfig(ns)
+			cfg.Attach = probe.AttachTracepoint
+			trs[i] = startTracer(t, cfg)
+		}()
+	}
+	for range trs {
+		<-done
+	}
+	for _, tr := range trs {
+		if tr == nil {
+			t.FailNow() // startTracer said why
+		}
+	}
+	server, client := oneConnection(t, ns, "127.0.0.1:0", "127.0.0.1", 10*time.Millisecond)
+	for _, tr := range trs {
+		checkSockets(t, tr.stop(t), server, client, "inet")
+	}
+	if tracefsMounted(t) != before {
+		t.Error("the host's tracefs mount changed")
+	}
+}
