@@ -201,6 +201,8 @@ static __always_inline bool cgroup_match(struct sock *sk)
 	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
 	if (!cg || BPF_CORE_READ(cg, level) < (int)filter_cgroup_level)
 		return false;
+	if (!bpf_core_field_exists(cg->ancestors)) /* before 6.1: only the cgroup itself */
+		return BPF_CORE_READ(cg, kn, id) == filter_cgroup;
 	struct cgroup *anc = 0;
 	bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[filter_cgroup_level & 0xff]);
 	return anc && BPF_CORE_READ(anc, kn, id) == filter_cgroup;

@@ -60,7 +60,7 @@ func checkKernel(a Attach) error {
 	}
 	if a == AttachBTF {
 		if err := features.HaveMapType(ebpf.SkStorage); err != nil {
-			return fmt.Errorf("kernel has no BPF socket storage (Linux 5.11 or later for tp_btf use; try --attach tracepoint): %w", err)
+			return fmt.Errorf("kernel has no BPF socket storage (Linux 5.12 or later for the tp_btf mode; try --attach tracepoint): %w", err)
 		}
 	}
 	return nil
