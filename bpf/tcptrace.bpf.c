@@ -157,9 +157,13 @@ struct {
 	__type(value, struct sock_info);
 } tp_listeners SEC(".maps");
 
-static __always_inline bool port_selected(__u16 port)
+static __always_inline bool port_selected(__u32 port)
 {
-	return port_bitmap[port >> 3] & (1 << (port & 7));
+	/* Older verifiers (6.1) lose a value's range after a byte swap: keep
+	 * an explicit mask the compiler cannot prove redundant. */
+	__u32 idx = port >> 3;
+	asm volatile("" : "+r"(idx));
+	return port_bitmap[idx & 0x1fff] & (1 << (port & 7));
 }
 
 static __always_inline bool ports_match(__u16 sport, __u16 dport)
@@ -409,6 +413,42 @@ static __always_inline void fill_close_info(struct event *e, struct sock *sk,
 	}
 }
 
+/* Reserve, fill and submit one record of the tp_btf path. */
+static __always_inline void emit_btf(struct counters *c, struct sock *sk,
+				     const struct sock_info *si, __u64 ts, __u64 cookie,
+				     __u64 dwell, __u16 family, __u16 sport, __u16 dport,
+				     __u32 netns, int old, int new, __u8 flags, __u64 hs)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&c->ringbuf_drops, 1);
+		return;
+	}
+	e->ts_ns = ts;
+	e->cookie = cookie;
+	e->dwell_ns = dwell;
+	if (family == AF_INET) {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
+	} else {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	e->netns = netns;
+	e->sport = sport;
+	e->dport = dport;
+	e->family = family;
+	e->oldstate = old;
+	e->newstate = new;
+	fill_owner(e, si);
+	fill_close_info(e, sk, si, old, new, &flags);
+	e->handshake_us = hs / 1000;
+	e->flags = flags;
+	bpf_ringbuf_submit(e, submit_flags());
+}
+
 static __always_inline void handle_btf(struct sock *sk, int old, int new,
 				       struct counters *c, __u8 extra)
 {
@@ -432,22 +472,25 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	__u64 dwell = 0;
 	__u8 flags = extra;
+	/* A listener never goes to SYN_RECV: this is an accepted child, just
+	 * cloned from its listener, whose entry it inherited (BPF_F_CLONE). */
+	bool child_birth = old == TCP_LISTEN && new == TCP_SYN_RECV;
 	/* One call finds or creates the entry; a new one is zeroed, and no
 	 * socket has cookie 0. */
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (si && !si->cookie) {
-		si->cookie = cookie;
-		if (is_birth(old, new))
-			flags |= EV_NEW;
-	} else if (si && si->cookie != cookie) {
-		/* Cloned from the listener at accept: a new socket whose owner
-		 * is the listener's; its time in LISTEN is not its own. */
-		si->cookie = cookie;
+	if (si && child_birth) {
+		/* The owner is the listener's; its time in LISTEN, its counts
+		 * and its cookie are not the child's. */
+		si->cookie = 0;
 		si->ts_ns = 0;
 		si->retrans = 0;
 		si->syn_retrans = 0;
 		si->rst = 0;
 		flags |= EV_NEW | EV_INHERITED;
+	} else if (si && !si->cookie) {
+		si->cookie = cookie;
+		if (is_birth(old, new))
+			flags |= EV_NEW;
 	}
 	if (si)
 		flags |= advance(si, old, new, now, &dwell);
@@ -465,39 +508,24 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		aggregate(c, old, new, dwell, flags, hs);
 		return;
 	}
+	if (child_birth && si) {
+		/* On some kernels (6.1) the child still carries its listener's
+		 * cookie here and gets its own right after: its record waits
+		 * for its next transition, which sends both. */
+		si->birth_ts = now;
+		return;
+	}
+	if (si && si->birth_ts) {
+		if (!min_dwell_ns) /* a birth has no dwell to pass --min-dwell */
+			emit_btf(c, sk, si, si->birth_ts, cookie, 0, family, sport, dport, netns,
+				 TCP_LISTEN, TCP_SYN_RECV, EV_NEW | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
+		si->birth_ts = 0;
+	}
 	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
 		c->filtered++;
 		return;
 	}
-
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__sync_fetch_and_add(&c->ringbuf_drops, 1);
-		return;
-	}
-	e->ts_ns = now;
-	e->cookie = cookie;
-	e->dwell_ns = dwell;
-	if (family == AF_INET) {
-		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
-		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
-	} else {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
-	}
-	e->netns = netns;
-	e->sport = sport;
-	e->dport = dport;
-	e->family = family;
-	e->oldstate = old;
-	e->newstate = new;
-	fill_owner(e, si);
-	fill_close_info(e, sk, si, old, new, &flags);
-	e->handshake_us = hs / 1000;
-	e->flags = flags;
-	bpf_ringbuf_submit(e, submit_flags());
+	emit_btf(c, sk, si, now, cookie, dwell, family, sport, dport, netns, old, new, flags, hs);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -733,6 +761,31 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
  * The same four for the tracepoint fallback, on tp_socks (keyed by socket
  * address) instead of socket storage.
  */
+/*
+ * The leading fields of the classic tcp tracepoints' records. Their event
+ * classes were renamed across kernels (tcp_send_reset had its own class
+ * only from 6.10, tcp_retransmit_skb from 6.x), so CO-RE cannot match them
+ * by type name; the fields these programs read have kept their place in
+ * the tracepoint format since 4.x, after the common 8-byte header.
+ */
+struct tcp_skb_tp_ctx { /* tcp_retransmit_skb, tcp_send_reset */
+	__u64 common;
+	const void *skbaddr;
+	const void *skaddr;
+	int state;
+};
+
+struct tcp_sk_tp_ctx { /* tcp_receive_reset */
+	__u64 common;
+	const void *skaddr;
+};
+
+struct tcp_synack_tp_ctx { /* tcp_retransmit_synack */
+	__u64 common;
+	const void *skaddr;
+	const void *req;
+};
+
 static __always_inline struct sock_info *tp_info(const void *skaddr)
 {
 	__u64 key = (__u64)skaddr;
@@ -740,14 +793,14 @@ static __always_inline struct sock_info *tp_info(const void *skaddr)
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
-int on_retransmit_tp(struct trace_event_raw_tcp_retransmit_skb *ctx)
+int on_retransmit_tp(struct tcp_skb_tp_ctx *ctx)
 {
 	count_retransmit(tp_info(ctx->skaddr), ctx->state);
 	return 0;
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_synack")
-int on_retransmit_synack_tp(struct trace_event_raw_tcp_retransmit_synack *ctx)
+int on_retransmit_synack_tp(struct tcp_synack_tp_ctx *ctx)
 {
 	struct sock_info *si = tp_info(ctx->skaddr);
 	if (si && si->retrans < 0xffff)
@@ -758,7 +811,7 @@ int on_retransmit_synack_tp(struct trace_event_raw_tcp_retransmit_synack *ctx)
 }
 
 SEC("tracepoint/tcp/tcp_send_reset")
-int on_send_reset_tp(struct trace_event_raw_tcp_send_reset *ctx)
+int on_send_reset_tp(struct tcp_skb_tp_ctx *ctx)
 {
 	if (!ctx->skaddr || ctx->state == TCP_TIME_WAIT || ctx->state == TCP_NEW_SYN_RECV)
 		return 0;
@@ -769,7 +822,7 @@ int on_send_reset_tp(struct trace_event_raw_tcp_send_reset *ctx)
 }
 
 SEC("tracepoint/tcp/tcp_receive_reset")
-int on_receive_reset_tp(struct trace_event_raw_tcp_event_sk *ctx)
+int on_receive_reset_tp(struct tcp_sk_tp_ctx *ctx)
 {
 	struct sock_info *si = tp_info(ctx->skaddr);
 	if (si)

@@ -113,6 +113,10 @@ struct sock_info {
 	__u8 syn_retrans;
 	__u8 rst;
 	char comm[16];
+	/* An accepted child's LISTEN->SYN_RECV, not sent yet (0: none): the
+	 * child's cookie is not its own until after that transition on some
+	 * kernels, so the record goes out with the child's next one. */
+	__u64 birth_ts;
 };
 
 /*

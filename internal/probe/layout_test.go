@@ -54,8 +54,8 @@ func TestKernelHistogramLayout(t *testing.T) {
 }
 
 func TestSockInfoAndCountersLayout(t *testing.T) {
-	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 40 {
-		t.Errorf("struct sock_info is %d bytes, want 40", s)
+	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 48 {
+		t.Errorf("struct sock_info is %d bytes, want 48", s)
 	}
 	if s := unsafe.Sizeof(tcptraceCounters{}); s != 48 {
 		t.Errorf("struct counters is %d bytes, want 48", s)

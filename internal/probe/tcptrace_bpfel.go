@@ -84,6 +84,7 @@ type tcptraceSockInfo struct {
 	SynRetrans uint8
 	Rst        uint8
 	Comm       [16]int8
+	BirthTs    uint64
 }
 
 type tcptraceSockSnap struct {

@@ -1,0 +1,176 @@
+// Package vmtest runs tcptrace-bpf on another kernel than the host's: it
+// boots a kernel image under qemu (software emulation works; no KVM
+// needed) from an initramfs holding the static binary, busybox and this
+// test binary as the traffic peers, and checks the transitions of one
+// client/server exchange in both attach modes. `make test-vm`; not in CI
+// (a boot under emulation takes a minute or more).
+package vmtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+)
+
+func TestMain(m *testing.M) {
+	if nettest.IsPeer() {
+		nettest.PeerMain()
+	}
+	os.Exit(m.Run())
+}
+
+const initScript = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp /run
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+ip link set lo up
+echo "VMTEST-KERNEL $(/bin/busybox uname -r)"
+for mode in tp_btf tracepoint; do
+  /tcptrace-bpf --attach $mode --port 8080 --duration 8s --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
+  sleep 3
+  TCPTRACE_TEST_PEER=1 /peer server 127.0.0.1:8080 1 300ms > /dev/null &
+  sleep 1
+  TCPTRACE_TEST_PEER=1 /peer client 127.0.0.1:8080 1 > /dev/null
+  wait
+  echo VMTEST-BEGIN $mode
+  cat /tmp/$mode.err /tmp/$mode.ndjson
+  echo VMTEST-END $mode
+done
+poweroff -f
+`
+
+func TestOnOtherKernel(t *testing.T) {
+	kernel := os.Getenv("TCPTRACE_VM_KERNEL")
+	if kernel == "" {
+		t.Skip("set TCPTRACE_VM_KERNEL to a kernel image (make test-vm does)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "busybox", "cpio"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("needs %s", tool)
+		}
+	}
+	root := t.TempDir()
+	build := func(args ...string) {
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %v: %v: %s", args, err, b)
+		}
+	}
+	build("build", "-o", filepath.Join(root, "tcptrace-bpf"), "../../cmd/tcptrace-bpf")
+	self, _ := os.Executable()
+	copyFile(t, self, filepath.Join(root, "peer"))
+	os.MkdirAll(filepath.Join(root, "bin"), 0o755)
+	bb, _ := exec.LookPath("busybox")
+	copyFile(t, bb, filepath.Join(root, "bin", "busybox"))
+	os.WriteFile(filepath.Join(root, "init"), []byte(initScript), 0o755)
+
+	initrd := filepath.Join(t.TempDir(), "initrd.cpio")
+	cpio := exec.Command("sh", "-c", "find . | cpio -o -H newc > "+initrd)
+	cpio.Dir = root
+	if b, err := cpio.CombinedOutput(); err != nil {
+		t.Fatalf("cpio: %v: %s", err, b)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	began := time.Now()
+	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", "-m", "1024", "-smp", "2", "-cpu", "max",
+		"-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
+		"-append", "console=ttyS0 rdinit=/init panic=-1 quiet")
+	out, err := qemu.CombinedOutput()
+	if err != nil && ctx.Err() != nil {
+		t.Fatalf("the VM did not finish in 8 minutes:\n%s", tail(out))
+	}
+	console := string(out)
+	t.Logf("VM run took %s; %s", time.Since(began).Round(time.Second), firstLine(console, "VMTEST-KERNEL"))
+	for _, mode := range []string{"tp_btf", "tracepoint"} {
+		t.Run(mode, func(t *testing.T) {
+			section := between(console, "VMTEST-BEGIN "+mode, "VMTEST-END "+mode)
+			if !strings.Contains(section, "tcptrace-bpf: tracing") {
+				t.Fatalf("the tracer did not start:\n%s\nconsole tail:\n%s", section, tail(out))
+			}
+			paths := map[uint64][]string{}
+			for _, line := range strings.Split(section, "\n") {
+				var r struct {
+					Type, Old, New string
+					Cookie         uint64
+				}
+				line = strings.TrimSpace(line)
+				if json.Unmarshal([]byte(line), &r) == nil && r.Type == "transition" {
+					if len(paths[r.Cookie]) == 0 {
+						paths[r.Cookie] = []string{r.Old}
+					}
+					paths[r.Cookie] = append(paths[r.Cookie], r.New)
+				}
+			}
+			var got []string
+			for _, p := range paths {
+				got = append(got, strings.Join(p, ">"))
+			}
+			for _, want := range []string{
+				"CLOSE>SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE",
+				"LISTEN>SYN_RECV>ESTABLISHED>CLOSE_WAIT>LAST_ACK>CLOSE",
+				"CLOSE>LISTEN>CLOSE",
+			} {
+				if !contains(got, want) {
+					t.Errorf("no socket went %s; saw %v", want, got)
+				}
+			}
+		})
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func between(s, from, to string) string {
+	i := strings.Index(s, from)
+	j := strings.Index(s, to)
+	if i < 0 || j < i {
+		return ""
+	}
+	return s[i+len(from) : j]
+}
+
+func firstLine(s, prefix string) string {
+	i := strings.Index(s, prefix)
+	if i < 0 {
+		return "(no kernel line)"
+	}
+	l, _, _ := strings.Cut(s[i:], "\n")
+	return strings.TrimSpace(l)
+}
+
+func tail(b []byte) string {
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(bytes.ReplaceAll(b, []byte("\r"), nil))
+}
+
+func copyFile(t *testing.T, from, to string) {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
