@@ -88,6 +88,7 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 		stuck    = fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)")
 		help     = fs.BoolP("help", "h", false, "show this help")
 		showVer  = fs.Bool("version", false, "print the version and exit")
+		verbose  = fs.Bool("verbose", false, "with --version: also what this kernel offers (BTF, ring buffer, socket storage)")
 	)
 	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms every DURATION as well as at exit (0: at exit only)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after DURATION (0: until SIGINT/SIGTERM)")
@@ -109,6 +110,11 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	}
 	if *showVer {
 		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
+		if *verbose {
+			for _, f := range probe.Features() {
+				fmt.Fprintf(stdout, "  %s\n", f)
+			}
+		}
 		return cfg, true, nil
 	}
 	if fs.NArg() > 0 {

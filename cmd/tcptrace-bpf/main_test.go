@@ -79,6 +79,10 @@ func TestHelpAndVersion(t *testing.T) {
 	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "tcptrace-bpf ") {
 		t.Errorf("--version: exit %d, output %q", code, out.String())
 	}
+	out.Reset()
+	if code := run([]string{"--version", "--verbose"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "BTF (/sys/kernel/btf/vmlinux): ") {
+		t.Errorf("--version --verbose: exit %d, output %q", code, out.String())
+	}
 }
 
 func TestParseSize(t *testing.T) {

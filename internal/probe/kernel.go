@@ -103,3 +103,27 @@ func MonotonicNow() uint64 {
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
 }
+
+// Features describes what this kernel offers the tracer, for
+// `--version --verbose`. Probing needs the same privileges as tracing.
+func Features() []string {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	out := []string{"kernel " + unix.ByteSliceToString(uts.Release[:])}
+	yes := func(err error) string {
+		if err == nil {
+			return "yes"
+		}
+		return "no (" + err.Error() + ")"
+	}
+	_, btfErr := os.Stat("/sys/kernel/btf/vmlinux")
+	out = append(out, "BTF (/sys/kernel/btf/vmlinux): "+yes(btfErr))
+	if err := CheckPrivileges(); err != nil {
+		return append(out, "BPF features: unknown (probing them "+err.Error()+")")
+	}
+	out = append(out,
+		"BPF ring buffer (5.8+): "+yes(features.HaveMapType(ebpf.RingBuf)),
+		"BPF socket storage (tp_btf mode, 5.12+): "+yes(features.HaveMapType(ebpf.SkStorage)),
+		"attach modes: tp_btf (default), tracepoint (--attach tracepoint; tracefs mounted privately if needed)")
+	return out
+}
