@@ -9,12 +9,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
 
-func TestMain(m *testing.M) {
-	if nettest.IsPeer() {
-		nettest.PeerMain()
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nettest.Main(m) }
 
 // Every bad value gets one line naming the problem and exit code 2,
 // before anything is loaded.

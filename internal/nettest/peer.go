@@ -188,3 +188,12 @@ func peer(args []string) error {
 	}
 	return fmt.Errorf("unknown role %q", args[0])
 }
+
+// Main is a TestMain for packages whose tests start peers: in a peer
+// process it runs the peer role, otherwise the tests.
+func Main(m interface{ Run() int }) {
+	if IsPeer() {
+		PeerMain()
+	}
+	os.Exit(m.Run())
+}

@@ -20,12 +20,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
 
-func TestMain(m *testing.M) {
-	if nettest.IsPeer() {
-		nettest.PeerMain()
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { nettest.Main(m) }
 
 const initScript = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
