@@ -309,10 +309,19 @@ static __always_inline void aggregate(struct counters *c, int old, int new,
 	h->buckets[i]++;
 }
 
-static __always_inline __u64 submit_flags(void)
+/*
+ * No wakeup per record: the reader polls on a timer, and is woken early
+ * only when wakeup_bytes are waiting. Reading the ring's fill is a helper
+ * call, so each CPU looks at it every 8th record it submits (at most 7
+ * records per CPU past the mark: nothing next to a mark of an eighth of
+ * the ring).
+ */
+static __always_inline __u64 submit_flags(struct counters *c)
 {
 	if (!wakeup_bytes)
 		return 0;
+	if (++c->submitted & 7)
+		return BPF_RB_NO_WAKEUP;
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
@@ -331,6 +340,15 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 #define RCV_SHUTDOWN 1
 
 /*
+ * A field of a kernel object: a plain load where the verifier knows the
+ * pointer's type (tp_btf, after bpf_skc_to_tcp_sock), a CO-RE probe read
+ * where it does not (the classic tracepoint's addresses). `typed` is a
+ * constant at every call site, so only one of the two is compiled; the
+ * plain load saves a helper call per field on the hot path.
+ */
+#define KREAD(typed, p, field) ((typed) ? (p)->field : BPF_CORE_READ(p, field))
+
+/*
  * The server-side handshake of an accepted socket, read at its
  * SYN_RECV->ESTABLISHED: from the first SYN-ACK sent to the final ACK.
  * Without SYN-ACK retransmits that is the kernel's first RTT sample
@@ -339,19 +357,21 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
  * Returns 0 when unknown. Addresses and ports are the child's: local =
  * server.
  */
-static __always_inline __u64 handshake_ns(struct sock *sk, __u16 family, __u32 netns,
-					  __u16 sport, __u16 dport)
+static __always_inline __u64 handshake_ns(struct tcp_sock *tp, bool typed, __u16 family,
+					  __u32 netns, __u16 sport, __u16 dport)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	if (!BPF_CORE_READ(tp, total_retrans))
-		return (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
+	struct sock *sk = (struct sock *)tp;
+	if (!tp)
+		return 0;
+	if (!KREAD(typed, tp, total_retrans))
+		return (__u64)(KREAD(typed, tp, srtt_us) >> 3) * 1000;
 	struct hs_key k = {};
 	k.netns = netns;
 	k.sport = sport;
 	k.dport = dport;
 	if (family == AF_INET) {
-		*(__u32 *)k.saddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		*(__u32 *)k.daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		*(__u32 *)k.saddr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)k.daddr = KREAD(typed, sk, __sk_common.skc_daddr);
 	} else {
 		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&k.daddr, sk, __sk_common.skc_v6_daddr);
@@ -373,9 +393,9 @@ static __always_inline __u64 handshake_ns(struct sock *sk, __u16 family, __u32 n
  * reports. It is TIME_WAIT when the peer's FIN was received (RCV_SHUTDOWN
  * set) and no error ended the socket; an orphan closed in FIN_WAIT2
  * before the peer's FIN leaves one in its FIN_WAIT2 substate instead.
- * Reads go through CO-RE (probe reads): the fallback has no typed pointer.
+ * tp is the socket as a tcp_sock; typed: see KREAD.
  */
-static __always_inline void fill_close_info(struct event *e, struct sock *sk,
+static __always_inline void fill_close_info(struct event *e, struct tcp_sock *tp, bool typed,
 					    const struct sock_info *si, int old,
 					    int new, __u8 *flags)
 {
@@ -392,20 +412,20 @@ static __always_inline void fill_close_info(struct event *e, struct sock *sk,
 	e->handshake_us = 0;
 	e->_pad2 = 0;
 	bool closing = new == TCP_CLOSE;
-	if (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED))
+	if (!tp || (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED)))
 		return;
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	struct sock *sk = (struct sock *)tp;
+	e->srtt_us = KREAD(typed, tp, srtt_us) >> 3;
+	e->total_retrans = KREAD(typed, tp, total_retrans);
 	if (!closing)
 		return;
 	*flags |= EV_CLOSE_INFO;
-	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	int err = BPF_CORE_READ(sk, sk_err);
+	e->bytes_acked = KREAD(typed, tp, bytes_acked);
+	e->bytes_received = KREAD(typed, tp, bytes_received);
+	int err = KREAD(typed, sk, sk_err);
 	e->err = err;
 	if (!err && (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)) {
-		__u8 shut = BPF_CORE_READ(sk, sk_shutdown);
+		__u8 shut = KREAD(typed, sk, sk_shutdown);
 		if (shut & RCV_SHUTDOWN)
 			e->tw = TW_TIME_WAIT;
 		else if (old == TCP_FIN_WAIT2)
@@ -414,7 +434,7 @@ static __always_inline void fill_close_info(struct event *e, struct sock *sk,
 }
 
 /* Reserve, fill and submit one record of the tp_btf path. */
-static __always_inline void emit_btf(struct counters *c, struct sock *sk,
+static __always_inline void emit_btf(struct counters *c, struct sock *sk, struct tcp_sock *tp,
 				     const struct sock_info *si, __u64 ts, __u64 cookie,
 				     __u64 dwell, __u16 family, __u16 sport, __u16 dport,
 				     __u32 netns, int old, int new, __u8 flags, __u64 hs)
@@ -433,8 +453,8 @@ static __always_inline void emit_btf(struct counters *c, struct sock *sk,
 		*(__u32 *)e->saddr = sk->__sk_common.skc_rcv_saddr;
 		*(__u32 *)e->daddr = sk->__sk_common.skc_daddr;
 	} else {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, sizeof(e->daddr));
 	}
 	e->netns = netns;
 	e->sport = sport;
@@ -443,10 +463,10 @@ static __always_inline void emit_btf(struct counters *c, struct sock *sk,
 	e->oldstate = old;
 	e->newstate = new;
 	fill_owner(e, si);
-	fill_close_info(e, sk, si, old, new, &flags);
+	fill_close_info(e, tp, true, si, old, new, &flags);
 	e->handshake_us = hs / 1000;
 	e->flags = flags;
-	bpf_ringbuf_submit(e, submit_flags());
+	bpf_ringbuf_submit(e, submit_flags(c));
 }
 
 static __always_inline void handle_btf(struct sock *sk, int old, int new,
@@ -456,9 +476,20 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		return;
 
 	__u16 family = sk->__sk_common.skc_family;
-	/* inet_sport, as the tracepoint itself reports it: skc_num is zeroed
-	 * when a closing socket gives its port back, before the transition. */
-	__u16 sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	/* The local port as the tracepoint itself reports it, inet_sport. It
+	 * equals skc_num (a plain load) while the socket holds its port; when
+	 * a closing socket has given its port back, skc_num is already 0 and
+	 * only inet_sport, past struct sock, still has it: that read needs the
+	 * socket typed as a tcp_sock (a helper call), done only then and for
+	 * the transitions that read tcp_sock fields anyway. */
+	__u16 sport = sk->__sk_common.skc_num;
+	bool handshake_done = old == TCP_SYN_RECV && new == TCP_ESTABLISHED;
+	struct tcp_sock *tp = 0;
+	if (!sport || new == TCP_CLOSE || handshake_done) {
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (tp)
+			sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	}
 	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
 	if (!ports_match(sport, dport) ||
@@ -469,7 +500,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	}
 
 	__u64 now = bpf_ktime_get_ns();
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = 0;
 	__u64 dwell = 0;
 	__u8 flags = extra;
 	/* A listener never goes to SYN_RECV: this is an accepted child, just
@@ -487,10 +518,17 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		si->syn_retrans = 0;
 		si->rst = 0;
 		flags |= EV_NEW | EV_INHERITED;
-	} else if (si && !si->cookie) {
-		si->cookie = cookie;
-		if (is_birth(old, new))
-			flags |= EV_NEW;
+	} else if (si && si->cookie) {
+		/* A socket's cookie never changes once it has one: the entry's
+		 * copy saves the helper call. */
+		cookie = si->cookie;
+	} else if (!aggregate_only) { /* histograms need no identity */
+		cookie = bpf_get_socket_cookie(sk);
+		if (si) {
+			si->cookie = cookie;
+			if (is_birth(old, new))
+				flags |= EV_NEW;
+		}
 	}
 	if (si)
 		flags |= advance(si, old, new, now, &dwell);
@@ -502,8 +540,8 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		return;
 	}
 	__u64 hs = 0;
-	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
-		hs = handshake_ns(sk, family, netns, sport, dport);
+	if (handshake_done)
+		hs = handshake_ns(tp, true, family, netns, sport, dport);
 	if (aggregate_only) {
 		aggregate(c, old, new, dwell, flags, hs);
 		return;
@@ -517,7 +555,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	}
 	if (si && si->birth_ts) {
 		if (!min_dwell_ns) /* a birth has no dwell to pass --min-dwell */
-			emit_btf(c, sk, si, si->birth_ts, cookie, 0, family, sport, dport, netns,
+			emit_btf(c, sk, tp, si, si->birth_ts, cookie, 0, family, sport, dport, netns,
 				 TCP_LISTEN, TCP_SYN_RECV, EV_NEW | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
 		si->birth_ts = 0;
 	}
@@ -525,7 +563,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		c->filtered++;
 		return;
 	}
-	emit_btf(c, sk, si, now, cookie, dwell, family, sport, dport, netns, old, new, flags, hs);
+	emit_btf(c, sk, tp, si, now, cookie, dwell, family, sport, dport, netns, old, new, flags, hs);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -715,7 +753,7 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	}
 	__u64 hs = 0;
 	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
-		hs = handshake_ns(sk, family, netns, sport, dport);
+		hs = handshake_ns((struct tcp_sock *)sk, false, family, netns, sport, dport);
 	if (aggregate_only) {
 		aggregate(c, old, new, dwell, flags, hs);
 		return 0;
@@ -750,10 +788,10 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->oldstate = old;
 	e->newstate = new;
 	fill_owner(e, si ? &owner : 0);
-	fill_close_info(e, sk, si ? &owner : 0, old, new, &flags);
+	fill_close_info(e, (struct tcp_sock *)sk, false, si ? &owner : 0, old, new, &flags);
 	e->handshake_us = hs / 1000;
 	e->flags = flags;
-	bpf_ringbuf_submit(e, submit_flags());
+	bpf_ringbuf_submit(e, submit_flags(c));
 	return 0;
 }
 

@@ -81,6 +81,7 @@ struct counters {
 	__u64 storage_fail;  /* no per-socket storage could be had: dwell/owner unknown */
 	__u64 filtered;      /* TCP transitions dropped by the user's filters */
 	__u64 aggregated;    /* transitions counted into dwell_hists, not sent */
+	__u64 submitted;     /* records submitted (paces the ring-fill checks) */
 };
 
 /*

@@ -234,6 +234,7 @@ func (n *NDJSON) Stats(s *Stats) {
 	b = appendUint(b, `,"lost":`, s.Lost)
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
+		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)
 		b = appendUint(b, `,"bpf_run_time_ns":`, s.RunTimeNs)
 	}
 	n.buf = append(b, '}')

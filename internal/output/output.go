@@ -45,8 +45,11 @@ type Stats struct {
 	Rescued     uint64 // recorded by the backup program
 	StorageFail uint64
 	Lost        uint64
-	RunTimeNs   uint64 // BPF run time, with kernel.bpf_stats_enabled=1
-	Runs        uint64
+	// With kernel.bpf_stats_enabled=1: the primary program's runs and
+	// run time, and the run time of all attached programs.
+	Runs             uint64
+	PrimaryRunTimeNs uint64
+	RunTimeNs        uint64
 }
 
 // Listener is one listening socket as a socket walk saw it: its accept

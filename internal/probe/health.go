@@ -27,12 +27,15 @@ type Health struct {
 	// Aggregated counts transitions counted into the kernel's
 	// histograms instead of being sent (aggregate mode).
 	Aggregated uint64
-	// Runs is the primary program's run count, RunTimeNs the total run
-	// time of all attached programs (primary and backup): the kernel-side
-	// cost of RunTimeNs/Runs per transition. Non-zero only with
+	// Runs is the primary program's run count (every TCP transition on
+	// the host), PrimaryRunTimeNs its run time: its own cost per event is
+	// PrimaryRunTimeNs/Runs. RunTimeNs is the run time of all attached
+	// programs (backup and trouble counters too): the whole kernel-side
+	// cost is RunTimeNs/Runs per transition. Non-zero only with
 	// kernel.bpf_stats_enabled=1.
-	Runs      uint64
-	RunTimeNs uint64
+	Runs             uint64
+	PrimaryRunTimeNs uint64
+	RunTimeNs        uint64
 }
 
 // Lost is the number of transitions that never reached user space.
@@ -57,6 +60,7 @@ func (p *Probe) Health() (Health, error) {
 		return Health{}, fmt.Errorf("reading program stats: %w", err)
 	}
 	h.Runs = st.RunCount
+	h.PrimaryRunTimeNs = uint64(st.Runtime.Nanoseconds())
 	if st.RecursionMisses > h.Rescued {
 		h.Recursion = st.RecursionMisses - h.Rescued
 	}

@@ -57,8 +57,8 @@ func TestSockInfoAndCountersLayout(t *testing.T) {
 	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 48 {
 		t.Errorf("struct sock_info is %d bytes, want 48", s)
 	}
-	if s := unsafe.Sizeof(tcptraceCounters{}); s != 48 {
-		t.Errorf("struct counters is %d bytes, want 48", s)
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 56 {
+		t.Errorf("struct counters is %d bytes, want 56", s)
 	}
 }
 

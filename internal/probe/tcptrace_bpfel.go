@@ -21,6 +21,7 @@ type tcptraceCounters struct {
 	StorageFail  uint64
 	Filtered     uint64
 	Aggregated   uint64
+	Submitted    uint64
 }
 
 type tcptraceEvent struct {

@@ -580,7 +580,7 @@ func (r *run) finish(cause error) error {
 		TS: now, Attach: string(r.p.Attach()), Events: r.events, Connections: r.conns, Open: r.open,
 		Aggregated: h.Aggregated,
 		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.decodeErrs,
-		Runs: h.Runs, RunTimeNs: h.RunTimeNs,
+		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	if r.tracker != nil {
 		st.Evictions = r.tracker.Stats().Evictions
