@@ -29,8 +29,9 @@ import (
 
 // mode is one way of tracing the load.
 type mode struct {
-	name string
-	args []string // tracer arguments; nil: bpftrace reference
+	name  string
+	args  []string // tracer arguments; nil: a reference row (bpftrace, or floor)
+	floor bool     // the empty program, not a tracer
 }
 
 type sample struct {
@@ -38,14 +39,17 @@ type sample struct {
 	captured uint64 // transitions the tracer counted
 	expected uint64
 	lost     uint64
-	nsPerEv  float64 // BPF run time per event
-	cpu      time.Duration
+	// BPF run time per event: the primary program's, and all the
+	// attached programs' together.
+	nsPrimary, nsAll float64
+	cpu              time.Duration
 }
 
 func main() {
 	var (
 		tracer      = flag.String("tracer", "./tcptrace-bpf", "tcptrace-bpf binary to measure")
-		pairs       = flag.Int("pairs", 7, "untraced/traced pairs per mode")
+		pairs       = flag.Int("pairs", 7, "untraced/traced pairs per mode (0: only the BPF cost runs)")
+		costRuns    = flag.Int("cost-runs", 3, "runs per mode with BPF run-time statistics on")
 		conns       = flag.Int("conns", 20000, "connections per run")
 		concurrency = flag.Int("c", 32, "concurrent clients")
 		withBT      = flag.Bool("bpftrace", true, "add a bpftrace reference row when bpftrace is installed")
@@ -67,13 +71,13 @@ func main() {
 		}
 		return
 	}
-	if err := run(*tracer, *pairs, *conns, *concurrency, *withBT, os.Stdout); err != nil {
+	if err := run(*tracer, *pairs, *costRuns, *conns, *concurrency, *withBT, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tracer string, pairs, conns, concurrency int, withBT bool, out io.Writer) error {
+func run(tracer string, pairs, costRuns, conns, concurrency int, withBT bool, out io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (loads BPF programs): run it with sudo")
 	}
@@ -90,8 +94,9 @@ func run(tracer string, pairs, conns, concurrency int, withBT bool, out io.Write
 	defer os.RemoveAll(tmp)
 
 	modes := []mode{
-		{"all records, NDJSON to a file", []string{"--port", port}},
-		{"--emit histograms", []string{"--port", port, "--emit", "histograms"}},
+		{name: "all records, NDJSON to a file", args: []string{"--port", port}},
+		{name: "--emit histograms", args: []string{"--port", port, "--emit", "histograms"}},
+		{name: "empty BPF program on the same hook (floor)", floor: true},
 	}
 	if _, err := exec.LookPath("bpftrace"); err == nil && withBT {
 		// bpftrace attaches classic tracepoints: it needs tracefs.
@@ -119,7 +124,7 @@ func run(tracer string, pairs, conns, concurrency int, withBT bool, out io.Write
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			s.nsPerEv = 0 // measured below, with statistics on
+			s.nsPrimary, s.nsAll = 0, 0 // measured below, with statistics on
 			s.ratio /= base.Rate()
 			results[i] = append(results[i], s)
 			fmt.Fprintf(os.Stderr, "pair %d %-45s baseline %6.0f conn/s, ratio %.3f, captured %d/%d, lost %d\n",
@@ -134,29 +139,40 @@ func run(tracer string, pairs, conns, concurrency int, withBT bool, out io.Write
 		return err
 	}
 	for i, m := range modes {
-		if m.args == nil {
+		if (m.args == nil && !m.floor) || costRuns <= 0 {
 			continue
 		}
-		var ns []float64
-		for k := 0; k < 3; k++ {
+		var prim, all []float64
+		for k := 0; k < costRuns; k++ {
 			s, err := traced(ctx, tracer, m, srv, conns, concurrency, filepath.Join(tmp, "out"))
 			if err != nil {
 				restore()
 				return fmt.Errorf("%s with BPF statistics: %w", m.name, err)
 			}
-			ns = append(ns, s.nsPerEv)
+			prim = append(prim, s.nsPrimary)
+			all = append(all, s.nsAll)
+			fmt.Fprintf(os.Stderr, "BPF cost %-45s primary %4.0f ns/event, all programs %4.0f ns/event\n", m.name, s.nsPrimary, s.nsAll)
+		}
+		if pairs == 0 {
+			results[i] = []sample{{}}
 		}
 		for j := range results[i] {
-			results[i][j].nsPerEv = median(ns)
+			results[i][j].nsPrimary, results[i][j].nsAll = median(prim), median(all)
 		}
 	}
 	restore()
+	if pairs == 0 {
+		return nil
+	}
 	printTable(out, modes, results, conns, concurrency)
 	return nil
 }
 
 // traced runs the load under one mode; sample.ratio holds the traced rate.
 func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns, concurrency int, outFile string) (sample, error) {
+	if m.floor {
+		return floorRun(ctx, srv, conns, concurrency)
+	}
 	os.Remove(outFile)
 	var cmd *exec.Cmd
 	if m.args == nil {
@@ -229,7 +245,8 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		s.captured = st.Aggregated
 	}
 	if st.BPFRuns > 0 {
-		s.nsPerEv = float64(st.BPFRunTimeNs) / float64(st.BPFRuns)
+		s.nsPrimary = float64(st.BPFPrimaryRunTimeNs) / float64(st.BPFRuns)
+		s.nsAll = float64(st.BPFRunTimeNs) / float64(st.BPFRuns)
 	}
 	return s, nil
 }
@@ -274,6 +291,8 @@ type stats struct {
 	Lost         uint64 `json:"lost"`
 	BPFRuns      uint64 `json:"bpf_runs"`
 	BPFRunTimeNs uint64 `json:"bpf_run_time_ns"`
+	// BPFPrimaryRunTimeNs is the primary program's share of BPFRunTimeNs.
+	BPFPrimaryRunTimeNs uint64 `json:"bpf_primary_run_time_ns"`
 }
 
 func lastStats(path string) (stats, error) {
@@ -361,16 +380,15 @@ func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurre
 	syscall.Uname(&uts)
 	fmt.Fprintf(out, "\ntcptrace-bench: %d connections per run (%d transitions), %d concurrent clients, %d pairs; kernel %s, host %s, %s\n\n",
 		conns, conns*10, concurrency, len(results[0]), utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintln(out, "| mode | median ratio | ratio per pair | captured / expected (worst run) | lost (all runs) | BPF ns/event (median of 3) | tracer CPU per 200k events during the load (median) |")
+	fmt.Fprintln(out, "| mode | median ratio | ratio per pair | captured / expected (worst run) | lost (all runs) | BPF ns/event, primary / all programs (median of the statistics runs) | tracer CPU per 200k events during the load (median) |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
 	for i, m := range modes {
-		var ratios, ns, cpu []float64
+		var ratios, cpu []float64
 		var lost uint64
 		worstS := results[i][0]
 		worst := float64(worstS.captured) / float64(worstS.expected)
 		for _, s := range results[i] {
 			ratios = append(ratios, s.ratio)
-			ns = append(ns, s.nsPerEv)
 			cpu = append(cpu, s.cpu.Seconds()*200000/float64(max(s.expected, 1)))
 			lost += s.lost
 			if f := float64(s.captured) / float64(s.expected); f <= worst {
@@ -381,12 +399,20 @@ func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurre
 		for j, r := range ratios {
 			per[j] = fmt.Sprintf("%.2f", r)
 		}
-		nsCol := fmt.Sprintf("%.0f", median(ns))
-		if m.args == nil {
+		nsCol := fmt.Sprintf("%.0f / %.0f", results[i][0].nsPrimary, results[i][0].nsAll)
+		if m.args == nil && !m.floor {
 			nsCol = "n/a"
 		}
-		fmt.Fprintf(out, "| %s | **%.3f** | %s | %d / %d | %d | %s | %.2f s |\n", m.name, median(ratios), strings.Join(per, " "),
-			worstS.captured, worstS.expected, lost, nsCol, median(cpu))
+		cpuCol := fmt.Sprintf("%.2f s", median(cpu))
+		if m.floor {
+			cpuCol = "n/a (no process)"
+		}
+		capCol := fmt.Sprintf("%d / %d", worstS.captured, worstS.expected)
+		if m.floor {
+			capCol = "n/a (records nothing)"
+		}
+		fmt.Fprintf(out, "| %s | **%.3f** | %s | %s | %d | %s | %s |\n", m.name, median(ratios), strings.Join(per, " "),
+			capCol, lost, nsCol, cpuCol)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -22,10 +23,20 @@ func TestBenchHarnessBrief(t *testing.T) {
 		t.Fatalf("building the tracer: %v: %s", err, out)
 	}
 	var out bytes.Buffer
-	if err := run(tracer, 1, 500, 8, false, &out); err != nil {
+	if err := run(tracer, 1, 1, 500, 8, false, &out); err != nil {
 		t.Fatal(err)
 	}
 	table := out.String()
+	// The statistics run must have produced a cost for both programs' sets.
+	if m := regexp.MustCompile(`(?m)\| [0-9]+ \| ([0-9]+) / ([0-9]+) \| [^|]+ \|$`).FindAllStringSubmatch(table, -1); len(m) != 3 {
+		t.Errorf("table lacks the BPF cost of both modes and the floor:\n%s", table)
+	} else {
+		for _, row := range m {
+			if row[1] == "0" || row[2] == "0" {
+				t.Errorf("BPF cost of zero: %q", row[0])
+			}
+		}
+	}
 	for _, want := range []string{"| all records, NDJSON to a file |", "| --emit histograms |", "5000 / 5000"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
