@@ -54,11 +54,12 @@ clean:
 # Micro-benchmarks of the user-side pipeline, then the end-to-end churn
 # benchmark (root): untraced and traced runs alternately, and the tracer's
 # memory with 100,000 connections open. Figures: docs/performance.md.
-BENCH_PAIRS ?= 7
+BENCH_PAIRS ?= 9
+BENCH_CONNS ?= 40000
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
-	./tcptrace-bench --tracer ./tcptrace-bpf --pairs $(BENCH_PAIRS)
+	./tcptrace-bench --tracer ./tcptrace-bpf --pairs $(BENCH_PAIRS) --conns $(BENCH_CONNS)
 	./tcptrace-bench --tracer ./tcptrace-bpf --rss 100000
 
 # Ten minutes of churn under the tracer; RSS and goroutines must stay flat
