@@ -42,7 +42,7 @@ func floorRun(ctx context.Context, srv *churn.Server, conns, concurrency int) (s
 	if err != nil {
 		return sample{}, err
 	}
-	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10, captured: st.RunCount}
+	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10}
 	if st.RunCount > 0 && st.Runtime > 0 {
 		s.nsPrimary = float64(st.Runtime.Nanoseconds()) / float64(st.RunCount)
 		s.nsAll = s.nsPrimary

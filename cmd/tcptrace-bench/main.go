@@ -34,6 +34,9 @@ type mode struct {
 	floor bool     // the empty program, not a tracer
 }
 
+// bpftrace tells the bpftrace reference row: no tracer arguments, not the floor.
+func (m mode) bpftrace() bool { return m.args == nil && !m.floor }
+
 type sample struct {
 	ratio    float64
 	captured uint64 // transitions the tracer counted
@@ -139,7 +142,7 @@ func run(tracer string, pairs, costRuns, conns, concurrency int, withBT bool, ou
 		return err
 	}
 	for i, m := range modes {
-		if (m.args == nil && !m.floor) || costRuns <= 0 {
+		if m.bpftrace() || costRuns <= 0 {
 			continue
 		}
 		var prim, all []float64
@@ -175,7 +178,7 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	}
 	os.Remove(outFile)
 	var cmd *exec.Cmd
-	if m.args == nil {
+	if m.bpftrace() {
 		cmd = bpftraceCmd(srv.Port(), outFile)
 	} else {
 		cmd = exec.Command(tracer, append([]string{"-o", outFile}, m.args...)...)
@@ -191,7 +194,7 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	}
 	defer cmd.Process.Kill()
 	btOut := ""
-	if m.args == nil {
+	if m.bpftrace() {
 		btOut = outFile
 	}
 	if err := waitReady(stderrTee, btOut); err != nil {
@@ -216,7 +219,7 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	go func() { exited <- cmd.Wait() }()
 	select {
 	case err := <-exited:
-		if err != nil && m.args != nil {
+		if err != nil && !m.bpftrace() {
 			return sample{}, fmt.Errorf("tracer: %w: %s", err, errTail.String())
 		}
 	case <-time.After(15 * time.Second):
@@ -224,12 +227,12 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		// so far still counts.
 		cmd.Process.Kill()
 		<-exited
-		if m.args != nil {
+		if !m.bpftrace() {
 			return sample{}, errors.New("tracer did not exit within 15 s of SIGINT")
 		}
 	}
 	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10, cpu: cpu1 - cpu0}
-	if m.args == nil {
+	if m.bpftrace() {
 		n, err := countLines(outFile)
 		s.captured = n - 1 // the "Attaching" line
 		return s, err
@@ -400,16 +403,13 @@ func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurre
 			per[j] = fmt.Sprintf("%.2f", r)
 		}
 		nsCol := fmt.Sprintf("%.0f / %.0f", results[i][0].nsPrimary, results[i][0].nsAll)
-		if m.args == nil && !m.floor {
-			nsCol = "n/a"
-		}
-		cpuCol := fmt.Sprintf("%.2f s", median(cpu))
-		if m.floor {
-			cpuCol = "n/a (no process)"
-		}
 		capCol := fmt.Sprintf("%d / %d", worstS.captured, worstS.expected)
-		if m.floor {
-			capCol = "n/a (records nothing)"
+		cpuCol := fmt.Sprintf("%.2f s", median(cpu))
+		switch {
+		case m.bpftrace():
+			nsCol = "n/a"
+		case m.floor:
+			capCol, cpuCol = "n/a (records nothing)", "n/a (no process)"
 		}
 		fmt.Fprintf(out, "| %s | **%.3f** | %s | %s | %d | %s | %s |\n", m.name, median(ratios), strings.Join(per, " "),
 			capCol, lost, nsCol, cpuCol)
