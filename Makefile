@@ -11,7 +11,7 @@ CLANG   ?= clang-14
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build generate check-generate vmlinux test test-short test-vm lint bench soak clean
+.PHONY: all build generate check-headers check-generate vmlinux test test-short test-vm lint bench soak clean
 
 all: build
 
@@ -24,8 +24,19 @@ build:
 generate:
 	$(GO) generate ./...
 
-# Fails when the committed generated code is not what the sources give.
-check-generate: generate
+# Fails when the committed generated code is not what the sources give, or
+# when compiling the program would read a header from outside the
+# repository (a hand-installed libbpf-dev must never make this pass where a
+# fresh machine fails). The flags are the ones in gen.go's go:generate line.
+BPF_CFLAGS = $(shell sed -n 's|.*bpf/tcptrace.bpf.c -- ||p' gen.go)
+check-headers:
+	@deps=$$($(CLANG) -target bpf -M $(BPF_CFLAGS) bpf/tcptrace.bpf.c | tr -d '\\' | tr ' ' '\n' | grep -v ':$$' | grep .); \
+	test -n "$$deps" || { echo "check-headers: no dependency list from $(CLANG)" >&2; exit 1; }; \
+	out=$$(for d in $$deps; do r=$$(realpath -m "$$d"); case "$$r" in "$(CURDIR)"/bpf/*) ;; *) echo "$$d";; esac; done); \
+	test -z "$$out" || { echo "BPF headers from outside the repository (vendor them under bpf/include):" >&2; echo "$$out" >&2; exit 1; }
+	@echo "check-headers: every BPF header is inside bpf/"
+
+check-generate: check-headers generate
 	git diff --exit-code -- internal/probe/ || \
 		{ echo "generated BPF code is stale: run make generate and commit" >&2; exit 1; }
 
@@ -71,7 +82,8 @@ soak: build
 # The tracer on another kernel: Debian's linux-image-amd64 (6.1) booted
 # under qemu (software emulation) from an initramfs of static binaries.
 # Needs: apt-get install qemu-system-x86 busybox-static cpio linux-image-amd64.
-# Not in CI (minutes under emulation); last result in docs/reliability.md.
+# .ci/run runs it (a few minutes under emulation); last result in
+# docs/reliability.md.
 VM_KERNEL ?= $(shell ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)
 test-vm:
 	CGO_ENABLED=0 TCPTRACE_VM_KERNEL=$(VM_KERNEL) $(GO) test -count=1 -v -timeout 15m -run TestOnOtherKernel ./internal/vmtest

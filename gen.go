@@ -2,7 +2,8 @@
 // bpf/, the loader and everything after it in internal/, the CLI in
 // cmd/tcptrace-bpf. This file holds the one go:generate line that compiles
 // bpf/tcptrace.bpf.c into the committed internal/probe/tcptrace_bpfel.{go,o}
-// (run `make generate`; it needs clang, see the Makefile for the version).
+// (run `make generate`; it needs clang-14 and nothing else: -nostdinc keeps
+// every header inside bpf/, see bpf/include/README.md).
 package tcptracebpf
 
-//go:generate go tool bpf2go -cc clang-14 -target bpfel -go-package probe -output-dir internal/probe -type event -type counters -type sock_info -type state_hist -type hist_index_args -type sock_snap tcptrace bpf/tcptrace.bpf.c -- -I bpf/include -I bpf -Wall -Werror
+//go:generate go tool bpf2go -cc clang-14 -target bpfel -go-package probe -output-dir internal/probe -type event -type counters -type sock_info -type state_hist -type hist_index_args -type sock_snap tcptrace bpf/tcptrace.bpf.c -- -nostdinc -I bpf/include -I bpf -Wall -Werror

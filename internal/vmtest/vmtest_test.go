@@ -2,8 +2,8 @@
 // boots a kernel image under qemu (software emulation works; no KVM
 // needed) from an initramfs holding the static binary, busybox and this
 // test binary as the traffic peers, and checks the transitions of one
-// client/server exchange in both attach modes. `make test-vm`; not in CI
-// (a boot under emulation takes a minute or more).
+// client/server exchange in both attach modes. `make test-vm`, run by
+// .ci/run (a boot under emulation takes a minute or more).
 package vmtest
 
 import (
@@ -31,12 +31,22 @@ mount -t devtmpfs dev /dev
 ip link set lo up
 echo "VMTEST-KERNEL $(/bin/busybox uname -r)"
 for mode in tp_btf tracepoint; do
-  /tcptrace-bpf --attach $mode --port 8080 --duration 8s --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
-  sleep 3
-  TCPTRACE_TEST_PEER=1 /peer server 127.0.0.1:8080 1 300ms > /dev/null &
-  sleep 1
+  /tcptrace-bpf --attach $mode --port 8080 --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
+  tracer=$!
+  # Traffic only once the tracer says it is attached: under emulation the
+  # load takes seconds, and a fixed sleep raced it (the listener's
+  # CLOSE->LISTEN was then before the attach).
+  i=0
+  until grep -q "tcptrace-bpf: tracing" /tmp/$mode.err || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done
+  TCPTRACE_TEST_PEER=1 /peer server 127.0.0.1:8080 1 300ms > /tmp/$mode.server &
+  server=$!
+  i=0
+  until grep -q ready /tmp/$mode.server || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done
   TCPTRACE_TEST_PEER=1 /peer client 127.0.0.1:8080 1 > /dev/null
-  wait
+  wait $server
+  sleep 0.5
+  kill -INT $tracer
+  wait $tracer
   echo VMTEST-BEGIN $mode
   cat /tmp/$mode.err /tmp/$mode.ndjson
   echo VMTEST-END $mode
