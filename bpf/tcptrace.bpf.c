@@ -45,12 +45,16 @@ const volatile __u8 aggregate_only = 0;  /* 1: fill dwell_hists, send no records
 const volatile __u64 filter_cgroup = 0;  /* 0: any, else this cgroup v2 id or below it */
 const volatile __u32 filter_cgroup_level = 0; /* that cgroup's depth in the hierarchy */
 const volatile __u64 min_dwell_ns = 0;   /* send only transitions out of a state held this long */
+const volatile __u64 syn_recv_stuck_ns = 0; /* --stuck SYN_RECV limit; 0: not watched */
 
 /* Keeps struct event in the object's BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_snap *unused_snap __attribute__((unused));
 
-/* Tracer-assigned ids for the tracepoint fallback (high bit set). */
+/* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
+ * stay exact in any JSON reader that uses doubles (below 2^53) and clear
+ * of the kernel's cookies, a counter from 1 that never gets near 2^52. */
+#define SYNTH_COOKIE_BASE (1ULL << 52)
 __u64 next_synth_cookie = 0;
 
 /*
@@ -112,6 +116,20 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tp_socks SEC(".maps");
+
+/*
+ * tp_closed: the tracepoint fallback's memory of sockets that just reached
+ * CLOSE (their tp_socks entry is gone), so that a reset the kernel sends
+ * right after the CLOSE can name the connection. Key: socket address;
+ * value: its cookie. Inserted at ->CLOSE, deleted when the reset is seen;
+ * LRU, so the rest age out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u64);
+} tp_closed SEC(".maps");
 
 /*
  * dwell_hists: per-CPU dwell-time histograms, key = the state left. Filled
@@ -177,7 +195,8 @@ static __always_inline bool v4mapped(const struct in6_addr *a)
 	       a->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff);
 }
 
-/* Runs only with -4/-6, so reading both v6 addresses costs nothing otherwise. */
+/* Runs only with -4/-6, so reading both v6 addresses costs nothing otherwise.
+ * A listener is always kept (see quiet_listener). */
 static __always_inline bool family_match(__u16 family, struct sock *sk)
 {
 	if (!filter_family)
@@ -210,6 +229,17 @@ static __always_inline bool cgroup_match(struct sock *sk)
 	struct cgroup *anc = 0;
 	bpf_probe_read_kernel(&anc, sizeof(anc), &cg->ancestors[filter_cgroup_level & 0xff]);
 	return anc && BPF_CORE_READ(anc, kn, id) == filter_cgroup;
+}
+
+/*
+ * A listener that -4/-6 filters out may still accept sockets that pass:
+ * a dual-stack [::] listener accepts IPv4 clients as v4-mapped sockets.
+ * Its own transitions are not sent, but its entry (the owner its children
+ * inherit) is kept, as for any listener.
+ */
+static __always_inline bool is_listener_transition(int old, int new)
+{
+	return new == TCP_LISTEN || old == TCP_LISTEN;
 }
 
 /*
@@ -277,14 +307,17 @@ static __always_inline __u32 hist_index(__u64 v)
 
 /*
  * Aggregate mode: count the completed stay in the kernel instead of sending
- * a record. Same rules as user space: a known dwell, not CLOSE (where
- * sockets start and end), not a repeated set.
+ * a record. The same rules as user space (internal/pipeline's stay rule,
+ * pinned by TestKernelAggregationMatchesUserSpace): a known dwell; not
+ * CLOSE (where sockets start and end); not a repeated set; not an accepted
+ * child's birth (LISTEN->SYN_RECV: the child never was in LISTEN); an
+ * accepted child's SYN_RECV is its handshake time.
  */
 static __always_inline void aggregate(struct counters *c, int old, int new,
 				      __u64 dwell, __u8 flags, __u64 handshake)
 {
 	c->aggregated++;
-	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED) {
+	if (flags & EV_HANDSHAKE) {
 		/* SYN_RECV's histogram holds the server's real handshake time,
 		 * not the full socket's microseconds in SYN_RECV. */
 		if (!handshake)
@@ -292,7 +325,8 @@ static __always_inline void aggregate(struct counters *c, int old, int new,
 		dwell = handshake;
 		flags |= EV_DWELL_KNOWN;
 	}
-	if (!(flags & EV_DWELL_KNOWN) || old == TCP_CLOSE || old == new)
+	if (!(flags & EV_DWELL_KNOWN) || old == TCP_CLOSE || old == new ||
+	    (old == TCP_LISTEN && new == TCP_SYN_RECV))
 		return;
 	__u32 key = old;
 	struct state_hist *h = bpf_map_lookup_elem(&dwell_hists, &key);
@@ -337,7 +371,6 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 	}
 }
 
-#define RCV_SHUTDOWN 1
 
 /*
  * A field of a kernel object: a plain load where the verifier knows the
@@ -390,9 +423,11 @@ static __always_inline __u64 handshake_ns(struct tcp_sock *tp, bool typed, __u16
  * want, the error, and whether a timewait socket lives on: the full socket
  * of an active closer goes FIN_WAIT2 (or CLOSING) -> CLOSE while
  * tcp_time_wait() leaves a timewait socket behind, which no tracepoint
- * reports. It is TIME_WAIT when the peer's FIN was received (RCV_SHUTDOWN
- * set) and no error ended the socket; an orphan closed in FIN_WAIT2
- * before the peer's FIN leaves one in its FIN_WAIT2 substate instead.
+ * reports. It is TIME_WAIT when the peer's FIN was received and no error
+ * ended the socket; an orphan closed in FIN_WAIT2 before the peer's FIN
+ * leaves one in its FIN_WAIT2 substate instead. The peer's FIN is
+ * SOCK_DONE (set by tcp_fin()), not RCV_SHUTDOWN: close() sets
+ * sk_shutdown to SHUTDOWN_MASK whether the peer's FIN came or not.
  * tp is the socket as a tcp_sock; typed: see KREAD.
  */
 static __always_inline void fill_close_info(struct event *e, struct tcp_sock *tp, bool typed,
@@ -408,7 +443,7 @@ static __always_inline void fill_close_info(struct event *e, struct tcp_sock *tp
 	e->total_retrans = 0;
 	e->err = 0;
 	e->tw = TW_NONE;
-	e->_pad = 0;
+	e->kind = KIND_TRANSITION;
 	e->handshake_us = 0;
 	e->_pad2 = 0;
 	bool closing = new == TCP_CLOSE;
@@ -425,8 +460,8 @@ static __always_inline void fill_close_info(struct event *e, struct tcp_sock *tp
 	int err = KREAD(typed, sk, sk_err);
 	e->err = err;
 	if (!err && (old == TCP_FIN_WAIT2 || old == TCP_CLOSING)) {
-		__u8 shut = KREAD(typed, sk, sk_shutdown);
-		if (shut & RCV_SHUTDOWN)
+		unsigned long skflags = KREAD(typed, sk, __sk_common.skc_flags);
+		if (skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
 			e->tw = TW_TIME_WAIT;
 		else if (old == TCP_FIN_WAIT2)
 			e->tw = TW_FIN_WAIT2;
@@ -469,6 +504,33 @@ static __always_inline void emit_btf(struct counters *c, struct sock *sk, struct
 	bpf_ringbuf_submit(e, submit_flags(c));
 }
 
+/*
+ * The entry of an accepted child at its birth (LISTEN->SYN_RECV), cloned
+ * from its listener's (BPF_F_CLONE): the owner is the listener's; its time
+ * in LISTEN, its counts and its cookie are not the child's. Returns the
+ * child's cookie when the record can go out now, 0 when it must wait for
+ * the child's next transition: on some kernels (6.1) the child still
+ * carries its listener's cookie here and gets its own right after.
+ */
+static __always_inline __u64 adopt_child(struct sock_info *si, struct sock *sk)
+{
+	__u64 listener = si->cookie;
+	si->cookie = 0;
+	si->ts_ns = 0;
+	si->retrans = 0;
+	si->syn_retrans = 0;
+	si->rst = 0;
+	si->flags = SI_ACCEPTED;
+	si->birth_ts = 0;
+	if (aggregate_only || !listener)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	if (cookie == listener)
+		return 0;
+	si->cookie = cookie;
+	return cookie;
+}
+
 static __always_inline void handle_btf(struct sock *sk, int old, int new,
 				       struct counters *c, __u8 extra)
 {
@@ -493,8 +555,12 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
 	if (!ports_match(sport, dport) ||
-	    (filter_netns && netns != filter_netns) ||
-	    !family_match(family, sk) || !cgroup_match(sk)) {
+	    (filter_netns && netns != filter_netns) || !cgroup_match(sk)) {
+		c->filtered++;
+		return;
+	}
+	bool quiet = !family_match(family, sk);
+	if (quiet && !is_listener_transition(old, new)) {
 		c->filtered++;
 		return;
 	}
@@ -510,13 +576,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	 * socket has cookie 0. */
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (si && child_birth) {
-		/* The owner is the listener's; its time in LISTEN, its counts
-		 * and its cookie are not the child's. */
-		si->cookie = 0;
-		si->ts_ns = 0;
-		si->retrans = 0;
-		si->syn_retrans = 0;
-		si->rst = 0;
+		cookie = adopt_child(si, sk);
 		flags |= EV_NEW | EV_INHERITED;
 	} else if (si && si->cookie) {
 		/* A socket's cookie never changes once it has one: the entry's
@@ -530,27 +590,27 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 				flags |= EV_NEW;
 		}
 	}
-	if (si)
+	if (si) {
 		flags |= advance(si, old, new, now, &dwell);
-	else
+		if (handshake_done && (si->flags & SI_ACCEPTED))
+			flags |= EV_HANDSHAKE;
+	} else {
 		__sync_fetch_and_add(&c->storage_fail, 1);
+	}
 
-	if (filter_pid && (!si || si->pid != filter_pid)) {
+	if (quiet || (filter_pid && (!si || si->pid != filter_pid))) {
 		c->filtered++;
 		return;
 	}
 	__u64 hs = 0;
-	if (handshake_done)
+	if (flags & EV_HANDSHAKE)
 		hs = handshake_ns(tp, true, family, netns, sport, dport);
 	if (aggregate_only) {
 		aggregate(c, old, new, dwell, flags, hs);
 		return;
 	}
-	if (child_birth && si) {
-		/* On some kernels (6.1) the child still carries its listener's
-		 * cookie here and gets its own right after: its record waits
-		 * for its next transition, which sends both. */
-		si->birth_ts = now;
+	if (child_birth && si && !cookie) {
+		si->birth_ts = now; /* sent with the child's next record */
 		return;
 	}
 	if (si && si->birth_ts) {
@@ -614,10 +674,14 @@ static __always_inline void remember_synack(__u32 netns, const struct request_so
 		bpf_map_update_elem(&synack_first, &k, &first, BPF_NOEXIST);
 }
 
-/* The counting shared by the tp_btf programs and their classic fallbacks. */
-static __always_inline void count_retransmit(struct sock_info *si, int state)
+/* The counting shared by the tp_btf programs and their classic fallbacks.
+ * err: the tracepoint's result of the retransmission (kernels from 6.11
+ * report it; 0 before): a retransmission the queue below TCP refused
+ * (-EBUSY, ...) sent nothing and is not counted, as the kernel's own
+ * total_retrans does not count it. */
+static __always_inline void count_retransmit(struct sock_info *si, int state, int err)
 {
-	if (!si)
+	if (!si || err)
 		return;
 	if (state == TCP_SYN_SENT) {
 		if (si->syn_retrans < 0xff)
@@ -633,11 +697,36 @@ static __always_inline void count_retransmit(struct sock_info *si, int state)
  * the tracer or filtered). Only full sockets have storage.
  */
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
+int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {
+	int err = 0;
+	/* The err argument came with the record field of the same name
+	 * (6.11); before it, reading a third argument would not load. */
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
+		err = (int)ctx[2];
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
-	count_retransmit(si, sk->__sk_common.skc_state);
+	count_retransmit(si, sk->__sk_common.skc_state, err);
 	return 0;
+}
+
+/*
+ * --stuck SYN_RECV for half-open handshakes: a SYN-ACK retransmitted for a
+ * request older than the limit counts as a sign of a pile-up; user space
+ * then walks the sockets to see which listeners hold such requests. Cheap:
+ * SYN-ACK retransmits are rare unless there is trouble.
+ */
+static __always_inline void note_late_synack(const struct request_sock *req)
+{
+	if (!syn_recv_stuck_ns)
+		return;
+	__u64 first_us = BPF_CORE_READ((struct tcp_request_sock *)req, snt_synack);
+	__u64 now = bpf_ktime_get_ns();
+	if (!first_us || now < first_us * 1000 || now - first_us * 1000 < syn_recv_stuck_ns)
+		return;
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (c)
+		__sync_fetch_and_add(&c->synack_late, 1);
 }
 
 /* A SYN-ACK retransmitted by a listener: counted on the listener. */
@@ -649,11 +738,41 @@ int BPF_PROG(on_retransmit_synack, const struct sock *sk, const struct request_s
 		si->retrans++;
 
 	remember_synack(sk->__sk_common.skc_net.net->ns.inum, req);
+	note_late_synack(req);
 	return 0;
 }
 
+/*
+ * An abortive close (SO_LINGER 0, close() with unread data) sets the state
+ * to CLOSE first and sends the reset right after: the ->CLOSE record has
+ * gone out without it. This record tells user space, which holds a closed
+ * connection back briefly for it. Rare, so a whole record is fine.
+ */
+static __always_inline void emit_reset_after(__u64 cookie, __u8 rst, __u16 family, __u32 netns)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (!c)
+		return;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&c->ringbuf_drops, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = cookie;
+	e->netns = netns;
+	e->family = family;
+	e->oldstate = TCP_CLOSE;
+	e->newstate = TCP_CLOSE;
+	e->rst = rst;
+	e->kind = KIND_RESET_AFTER;
+	bpf_ringbuf_submit(e, submit_flags(c));
+}
+
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
+int BPF_PROG(on_send_reset, const struct sock *sk)
 {
 	if (!sk)
 		return 0; /* a reset for a segment that matched no socket */
@@ -661,8 +780,13 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb, in
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return 0; /* mini sockets have no storage */
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, (struct sock *)sk, 0, 0);
-	if (si)
-		si->rst |= RST_SENT;
+	if (!si)
+		return 0;
+	si->rst |= RST_SENT;
+	if (state == TCP_CLOSE && si->cookie && !aggregate_only &&
+	    (!filter_pid || si->pid == filter_pid))
+		emit_reset_after(si->cookie, si->rst, sk->__sk_common.skc_family,
+				 sk->__sk_common.skc_net.net->ns.inum);
 	return 0;
 }
 
@@ -695,8 +819,12 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	struct sock *sk = (struct sock *)ctx->skaddr;
 	__u32 netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (!ports_match(sport, dport) ||
-	    (filter_netns && netns != filter_netns) ||
-	    !family_match(family, sk) || !cgroup_match(sk)) {
+	    (filter_netns && netns != filter_netns) || !cgroup_match(sk)) {
+		c->filtered++;
+		return 0;
+	}
+	bool quiet = !family_match(family, sk);
+	if (quiet && !is_listener_transition(old, new)) {
 		c->filtered++;
 		return 0;
 	}
@@ -705,15 +833,20 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 key = (__u64)sk;
 	__u64 dwell = 0;
 	__u8 flags = 0;
-	struct sock_info *si = bpf_map_lookup_elem(&tp_socks, &key);
+	/* Keyed by address, an entry outlives its socket when the CLOSE was
+	 * lost (ring full, recursion): a birth always starts a fresh entry,
+	 * so a new socket at a reused address never takes over the old one's
+	 * cookie, owner or entry time. */
+	struct sock_info *si = is_birth(old, new) ? 0 : bpf_map_lookup_elem(&tp_socks, &key);
 	if (!si) {
 		struct sock_info fresh = {};
 		fresh.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		if (!fresh.cookie)
-			fresh.cookie = (1ULL << 63) | __sync_fetch_and_add(&next_synth_cookie, 1);
+			fresh.cookie = SYNTH_COOKIE_BASE | __sync_fetch_and_add(&next_synth_cookie, 1);
 		if (is_birth(old, new))
 			flags |= EV_NEW;
 		if (old == TCP_LISTEN && new == TCP_SYN_RECV) {
+			fresh.flags = SI_ACCEPTED;
 			struct listen_key lk = { .netns = netns, .port = sport };
 			struct sock_info *l = bpf_map_lookup_elem(&tp_listeners, &lk);
 			if (l) {
@@ -722,17 +855,19 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 				flags |= EV_INHERITED;
 			}
 		}
-		bpf_map_update_elem(&tp_socks, &key, &fresh, BPF_NOEXIST);
+		bpf_map_update_elem(&tp_socks, &key, &fresh, BPF_ANY);
 		si = bpf_map_lookup_elem(&tp_socks, &key);
 	}
 	struct sock_info owner = {};
 	if (si) {
 		flags |= advance(si, old, new, now, &dwell);
 		owner = *si;
+		if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED && (si->flags & SI_ACCEPTED))
+			flags |= EV_HANDSHAKE;
 	} else {
 		__sync_fetch_and_add(&c->storage_fail, 1);
 	}
-	if (owner.cookie & (1ULL << 63))
+	if (owner.cookie & SYNTH_COOKIE_BASE)
 		flags |= EV_COOKIE_SYNTH;
 
 	if (new == TCP_LISTEN && si) {
@@ -745,14 +880,16 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 			bpf_map_delete_elem(&tp_listeners, &lk);
 		}
 		bpf_map_delete_elem(&tp_socks, &key);
+		if (si && !aggregate_only) /* for a reset sent right after */
+			bpf_map_update_elem(&tp_closed, &key, &owner.cookie, BPF_ANY);
 	}
 
-	if (filter_pid && owner.pid != filter_pid) {
+	if (quiet || (filter_pid && owner.pid != filter_pid)) {
 		c->filtered++;
 		return 0;
 	}
 	__u64 hs = 0;
-	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)
+	if (flags & EV_HANDSHAKE)
 		hs = handshake_ns((struct tcp_sock *)sk, false, family, netns, sport, dport);
 	if (aggregate_only) {
 		aggregate(c, old, new, dwell, flags, hs);
@@ -833,7 +970,11 @@ static __always_inline struct sock_info *tp_info(const void *skaddr)
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int on_retransmit_tp(struct tcp_skb_tp_ctx *ctx)
 {
-	count_retransmit(tp_info(ctx->skaddr), ctx->state);
+	int err = 0;
+	struct trace_event_raw_tcp_retransmit_skb *rec = (void *)ctx;
+	if (bpf_core_field_exists(rec->err)) /* 6.11 on; see on_retransmit */
+		err = rec->err;
+	count_retransmit(tp_info(ctx->skaddr), ctx->state, err);
 	return 0;
 }
 
@@ -845,6 +986,7 @@ int on_retransmit_synack_tp(struct tcp_synack_tp_ctx *ctx)
 		si->retrans++;
 	struct sock *sk = (struct sock *)ctx->skaddr;
 	remember_synack(BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum), ctx->req);
+	note_late_synack(ctx->req);
 	return 0;
 }
 
@@ -854,8 +996,22 @@ int on_send_reset_tp(struct tcp_skb_tp_ctx *ctx)
 	if (!ctx->skaddr || ctx->state == TCP_TIME_WAIT || ctx->state == TCP_NEW_SYN_RECV)
 		return 0;
 	struct sock_info *si = tp_info(ctx->skaddr);
-	if (si)
+	if (si) {
 		si->rst |= RST_SENT;
+		return 0;
+	}
+	if (ctx->state != TCP_CLOSE)
+		return 0;
+	/* Right after an abortive ->CLOSE: see emit_reset_after. The
+	 * tp_socks entry is gone; tp_closed still names the socket. */
+	__u64 key = (__u64)ctx->skaddr;
+	__u64 *cookie = bpf_map_lookup_elem(&tp_closed, &key);
+	if (!cookie)
+		return 0;
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	emit_reset_after(*cookie, RST_SENT, BPF_CORE_READ(sk, __sk_common.skc_family),
+			 BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum));
+	bpf_map_delete_elem(&tp_closed, &key);
 	return 0;
 }
 
@@ -909,11 +1065,23 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		BPF_CORE_READ_INTO(&s.saddr, skc, skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&s.daddr, skc, skc_v6_daddr);
 	}
+	/* A listener of the other family is not shown but still seeded: a
+	 * dual-stack [::] listener's children may pass -4 (quiet_listener). */
+	bool quiet = false;
 	if (filter_family) {
 		bool v4 = s.family == AF_INET ||
 			  v4mapped((struct in6_addr *)s.saddr) || v4mapped((struct in6_addr *)s.daddr);
-		if ((filter_family == 4) != v4)
-			return 0;
+		if ((filter_family == 4) != v4) {
+			if (s.state != TCP_LISTEN)
+				return 0;
+			quiet = true;
+		}
+	}
+	if (s.state == TCP_NEW_SYN_RECV) {
+		/* A half-open handshake: when its first SYN-ACK left. */
+		struct tcp_request_sock *req = bpf_skc_to_tcp_request_sock(skc);
+		if (req)
+			s.synack_ns = (__u64)req->snt_synack * 1000;
 	}
 
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
@@ -922,13 +1090,14 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 	if (tp) { /* a full socket: TIME_WAIT and request sockets have no storage */
 		struct sock *sk = (struct sock *)tp;
 		s.cookie = bpf_get_socket_cookie(sk);
+		s.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 		struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0,
 							  iter_seed ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 		if (si) {
 			if (!si->cookie)
 				si->cookie = s.cookie;
 			if (!si->pid && iter_seed) {
-				__u64 ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+				__u64 ino = s.ino;
 				struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
 				if (o) {
 					si->pid = o->pid;
@@ -947,7 +1116,7 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 			s.max_ack_backlog = sk->sk_max_ack_backlog;
 		}
 	}
-	if (filter_pid && s.pid != filter_pid)
+	if (quiet || (filter_pid && s.pid != filter_pid))
 		return 0;
 	bpf_seq_write(ctx->meta->seq, &s, sizeof(s));
 	return 0;

@@ -16,6 +16,15 @@
 #define EV_RESCUED       0x10 /* recorded by the backup program (primary was busy) */
 #define EV_COOKIE_SYNTH  0x20 /* tracepoint fallback: cookie assigned by the tracer */
 #define EV_CLOSE_INFO    0x40 /* the close fields (bytes, srtt, err, tw) are filled */
+#define EV_HANDSHAKE     0x80 /* SYN_RECV->ESTABLISHED of an accepted socket: its SYN_RECV
+			       * stay is the server-side handshake (handshake_us; 0 = unknown),
+			       * not the full socket's dwell */
+
+/* struct event.kind */
+#define KIND_TRANSITION  0 /* a state transition */
+#define KIND_RESET_AFTER 1 /* the socket sent a reset right after its ->CLOSE (abortive
+			    * close: SO_LINGER 0, close() with unread data); cookie and
+			    * ts only, the addresses as at the CLOSE */
 
 /* struct event.rst */
 #define RST_SENT     0x01
@@ -62,7 +71,7 @@ struct event {
 	__u8 syn_retrans;  /* tcp_retransmit_skb seen in SYN_SENT */
 	__u8 rst;          /* RST_* */
 	__u8 tw;           /* TW_* */
-	__u8 _pad;
+	__u8 kind;         /* KIND_* */
 	/* SYN_RECV->ESTABLISHED of an accepted socket: the server-side
 	 * handshake, first SYN-ACK sent to final ACK (see handshake_ns);
 	 * 0 when unknown or on other transitions. */
@@ -82,6 +91,8 @@ struct counters {
 	__u64 filtered;      /* TCP transitions dropped by the user's filters */
 	__u64 aggregated;    /* transitions counted into dwell_hists, not sent */
 	__u64 submitted;     /* records submitted (paces the ring-fill checks) */
+	__u64 synack_late;   /* SYN-ACKs retransmitted for a handshake older than the
+			      * SYN_RECV stuck limit (half-open pile-up) */
 };
 
 /*
@@ -104,6 +115,9 @@ struct state_hist {
 	__u64 buckets[HIST_SLOTS];
 };
 
+/* sock_info.flags */
+#define SI_ACCEPTED 0x01 /* an accepted child (born LISTEN->SYN_RECV) */
+
 /* Owner of a socket, when it entered its current state, and what went
  * wrong so far. */
 struct sock_info {
@@ -113,6 +127,8 @@ struct sock_info {
 	__u16 retrans;     /* as struct event */
 	__u8 syn_retrans;
 	__u8 rst;
+	__u8 flags;        /* SI_* */
+	__u8 _pad[7];
 	char comm[16];
 	/* An accepted child's LISTEN->SYN_RECV, not sent yet (0: none): the
 	 * child's cookie is not its own until after that transition on some
@@ -146,6 +162,12 @@ struct sock_snap {
 	__u32 max_ack_backlog;
 	__u32 retrans;
 	__u32 _pad2;
+	/* Request (NEW_SYN_RECV) sockets: when their first SYN-ACK left
+	 * (CLOCK_MONOTONIC ns); 0 for other sockets. */
+	__u64 synack_ns;
+	/* Full sockets: the inode of the socket file (0: none, e.g. an
+	 * accepted socket not yet accept()ed): who holds it, from /proc. */
+	__u64 ino;
 };
 
 /* A handshake in progress, by its 4-tuple as the server sees it. */

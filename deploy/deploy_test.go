@@ -168,6 +168,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	m := metrics.New()
 	e := event.Event{Old: event.LastAck, New: event.Close, Flags: event.CloseInfo}
 	m.Transition(&e, 0, false)
+	m.Closed(event.LastAck, 0, 0, event.TWNone)
 	m.Stuck(event.CloseWait)
 	var counts [event.NumStates]uint64
 	m.Sockets(&counts)

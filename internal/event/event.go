@@ -23,7 +23,23 @@ const (
 	Rescued      Flags = 0x10 // recorded by the backup program
 	CookieSynth  Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
 	CloseInfo    Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
-	knownFlagSet       = DwellKnown | OwnerKnown | New | Inherited | Rescued | CookieSynth | CloseInfo
+	// Handshake: SYN_RECV->ESTABLISHED of an accepted socket, whose
+	// SYN_RECV stay is the server-side handshake (HandshakeMicros; 0 =
+	// unknown), not the full socket's dwell.
+	Handshake    Flags = 0x80
+	knownFlagSet       = DwellKnown | OwnerKnown | New | Inherited | Rescued | CookieSynth | CloseInfo | Handshake
+)
+
+// Kind says what a record reports (struct event.kind).
+type Kind uint8
+
+const (
+	// KindTransition is a state transition.
+	KindTransition Kind = 0
+	// KindResetAfterClose: the socket sent a reset right after its
+	// transition into CLOSE (an abortive close); only Mono, Cookie,
+	// Netns, Family and Reset are filled.
+	KindResetAfterClose Kind = 1
 )
 
 // Reset bits (Event.Reset).
@@ -70,6 +86,7 @@ type Event struct {
 	Old    State
 	New    State
 	Flags  Flags
+	Kind   Kind
 	Comm   [16]byte // owner command, NUL-padded; valid with OwnerKnown
 
 	// Why and how it ended: Retrans, SynRetrans and Reset accumulate over
@@ -87,6 +104,27 @@ type Event struct {
 	// HandshakeMicros, at an accepted socket's SYN_RECV->ESTABLISHED: the
 	// server-side handshake, first SYN-ACK sent to final ACK; 0: unknown.
 	HandshakeMicros uint32
+}
+
+// Stay is what a transition adds to the histogram of the state it leaves,
+// and whether it ends a stay at all. This is the one rule (the kernel's
+// aggregate mode applies the same, pinned by a privileged test):
+//   - an accepted socket's SYN_RECV stay is the server-side handshake
+//     (Handshake flag; the full socket exists only for its last
+//     microseconds), unknown when HandshakeMicros is 0;
+//   - CLOSE is where sockets start and end, not a state they dwell in;
+//   - a repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay;
+//   - an accepted socket's birth (LISTEN -> SYN_RECV) ends no stay: the
+//     child never was in LISTEN;
+//   - otherwise the kernel's dwell, when known.
+func (e *Event) Stay() (time.Duration, bool) {
+	if e.Has(Handshake) {
+		return time.Duration(e.HandshakeMicros) * time.Microsecond, e.HandshakeMicros != 0
+	}
+	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) {
+		return 0, false
+	}
+	return e.Dwell, e.Has(DwellKnown)
 }
 
 // Has reports whether all of f are set on e.
@@ -133,6 +171,7 @@ const (
 	offSynRtx = 116
 	offRst    = 117
 	offTW     = 118
+	offKind   = 119
 	offHS     = 120
 )
 
@@ -168,6 +207,7 @@ func Decode(b []byte, e *Event) error {
 	e.SynRetrans = b[offSynRtx]
 	e.Reset = b[offRst]
 	e.TW = TW(b[offTW])
+	e.Kind = Kind(b[offKind])
 	e.HandshakeMicros = ne.Uint32(b[offHS:])
 
 	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])
@@ -185,6 +225,9 @@ func Decode(b []byte, e *Event) error {
 	}
 	if e.TW > TWFinWait2 || e.Reset > ResetSent|ResetReceived {
 		return fmt.Errorf("unknown close values tw=%d rst=%d", e.TW, e.Reset)
+	}
+	if e.Kind > KindResetAfterClose {
+		return fmt.Errorf("unknown record kind %d", e.Kind)
 	}
 	return nil
 }

@@ -53,7 +53,11 @@ func TestDecode(t *testing.T) {
 		{"long", append(rawEvent(afInet, a("1.1.1.1"), a("1.1.1.1"), 1, 1, SynSent, Close, 0), 0), true, 0, "", ""},
 		{"bad family", rawEvent(3, a("1.1.1.1"), a("1.1.1.1"), 1, 1, SynSent, Close, 0), true, 0, "", ""},
 		{"bad state", rawEvent(afInet, a("1.1.1.1"), a("1.1.1.1"), 1, 1, 0, 13, 0), true, 0, "", ""},
-		{"bad flags", rawEvent(afInet, a("1.1.1.1"), a("1.1.1.1"), 1, 1, SynSent, Close, 0x80), true, 0, "", ""},
+		{"bad kind", func() []byte {
+			b := rawEvent(afInet, a("1.1.1.1"), a("1.1.1.1"), 1, 1, SynSent, Close, 0)
+			b[offKind] = 2
+			return b
+		}(), true, 0, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,6 +122,31 @@ func BenchmarkDecode(b *testing.B) {
 	for b.Loop() {
 		if err := Decode(raw, &e); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestStay(t *testing.T) {
+	us := time.Microsecond
+	for _, tc := range []struct {
+		name  string
+		e     Event
+		stay  time.Duration
+		ended bool
+	}{
+		{"dwell", Event{Old: Established, New: FinWait1, Dwell: 5 * us, Flags: DwellKnown}, 5 * us, true},
+		{"unknown dwell", Event{Old: Established, New: FinWait1}, 0, false},
+		{"birth from CLOSE", Event{Old: Close, New: SynSent}, 0, false},
+		{"repeated set", Event{Old: FinWait1, New: FinWait1, Dwell: us, Flags: DwellKnown}, 0, false},
+		{"accepted child's birth", Event{Old: Listen, New: SynRecv, Dwell: 40 * time.Millisecond, Flags: DwellKnown}, 0, false},
+		{"listener closes", Event{Old: Listen, New: Close, Dwell: time.Second, Flags: DwellKnown}, time.Second, true},
+		{"accepted handshake", Event{Old: SynRecv, New: Established, Dwell: 24 * us, Flags: DwellKnown | Handshake, HandshakeMicros: 2020000}, 2020 * time.Millisecond, true},
+		{"accepted, handshake unknown", Event{Old: SynRecv, New: Established, Dwell: 24 * us, Flags: DwellKnown | Handshake}, 0, false},
+		{"simultaneous open", Event{Old: SynRecv, New: Established, Dwell: 3 * us, Flags: DwellKnown}, 3 * us, true},
+	} {
+		stay, ended := tc.e.Stay()
+		if stay != tc.stay || ended != tc.ended {
+			t.Errorf("%s: Stay() = %v, %v; want %v, %v", tc.name, stay, ended, tc.stay, tc.ended)
 		}
 	}
 }

@@ -20,10 +20,16 @@ type Socket struct {
 	// Listeners only: accept queue length and limit, SYN-ACK retransmits.
 	AcceptQueue, AcceptQueueMax uint32
 	SynAckRetrans               uint32
+	// Request (NEW_SYN_RECV) sockets: kernel monotonic ns when the first
+	// SYN-ACK left; 0 otherwise.
+	SynAck uint64
+	// Full sockets: the inode of the socket's file (0: none), to find the
+	// processes that hold it.
+	Inode uint64
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 88
+const SocketSize = 104
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -41,6 +47,8 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.AcceptQueue = ne.Uint32(b[72:])
 	s.AcceptQueueMax = ne.Uint32(b[76:])
 	s.SynAckRetrans = ne.Uint32(b[80:])
+	s.SynAck = ne.Uint64(b[88:])
+	s.Inode = ne.Uint64(b[96:])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

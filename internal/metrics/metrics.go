@@ -111,9 +111,14 @@ func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool)
 	if stayEnded {
 		m.dwellBy[e.Old].Observe(stay.Seconds())
 	}
-	if e.New == event.Close && e.Has(event.CloseInfo) {
+}
+
+// Closed counts a connection that reached CLOSE from the state from, with
+// its reset bits, errno and what the kernel left behind.
+func (m *Metrics) Closed(from event.State, resetBits uint8, errno uint16, tw event.TW) {
+	{
 		reset := "none"
-		switch e.Reset {
+		switch resetBits {
 		case event.ResetSent:
 			reset = "sent"
 		case event.ResetReceived:
@@ -122,14 +127,14 @@ func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool)
 			reset = "sent_and_received"
 		}
 		errName := "none"
-		if e.Err != 0 {
-			errName = event.ErrnoName(e.Err)
+		if errno != 0 {
+			errName = event.ErrnoName(errno)
 		}
-		tw := "false"
-		if e.TW == event.TWTimeWait {
-			tw = "true"
+		twLabel := "false"
+		if tw == event.TWTimeWait {
+			twLabel = "true"
 		}
-		m.closed.WithLabelValues(e.Old.String(), reset, errName, tw).Inc()
+		m.closed.WithLabelValues(from.String(), reset, errName, twLabel).Inc()
 	}
 }
 

@@ -14,8 +14,7 @@ func TestMetrics(t *testing.T) {
 	m := New()
 	e := event.Event{Old: event.CloseWait, New: event.LastAck, Dwell: 2 * time.Second, Flags: event.DwellKnown}
 	m.Transition(&e, e.Dwell, true)
-	e = event.Event{Old: event.SynSent, New: event.Close, Flags: event.CloseInfo, Reset: event.ResetReceived, Err: 111}
-	m.Transition(&e, 0, false)
+	m.Closed(event.SynSent, event.ResetReceived, 111, event.TWNone)
 	var counts [event.NumStates]uint64
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)

@@ -300,16 +300,39 @@ func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
 }
 
 // Stuck writes a "stuck" record.
-func (n *NDJSON) Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+func (n *NDJSON) Stuck(s *Stuck) {
+	c := s.Conn
 	b := n.start("stuck")
-	b = appendTime(b, `,"ts":`, ts)
-	b = appendStr(b, `,"state":`, state.String())
-	b = appendUint(b, `,"age_ns":`, age)
-	b = appendBool(b, `,"age_at_least":`, atLeast)
+	b = appendTime(b, `,"ts":`, s.TS)
+	b = appendStr(b, `,"state":`, s.State.String())
+	b = appendUint(b, `,"age_ns":`, s.Age)
+	b = appendBool(b, `,"age_at_least":`, s.AtLeast)
 	b = appendUint(b, `,"cookie":`, c.Cookie)
 	b = appendUint(b, `,"netns":`, uint64(c.Netns))
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
-	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
+	pid, comm, known, creator := s.Owner()
+	b = appendOwner(b, known, pid, comm)
+	if s.HoldersKnown {
+		b = appendBool(b, `,"held":`, len(s.Holders) > 0)
+		if len(s.Holders) > 1 {
+			b = append(appendKey(b, `,"holders":`), '[')
+			for i := range s.Holders {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendUint(b, `{"pid":`, uint64(s.Holders[i].PID))
+				b = append(appendQuoted(appendKey(b, `,"comm":`), event.CommBytes(&s.Holders[i].Comm)), '}')
+			}
+			b = append(b, ']')
+		}
+	}
+	if creator != nil {
+		b = appendUint(b, `,"creator_pid":`, uint64(creator.PID))
+		b = appendQuoted(appendKey(b, `,"creator_comm":`), event.CommBytes(&creator.Comm))
+	}
+	if s.HalfOpen > 0 {
+		b = appendUint(b, `,"half_open":`, uint64(s.HalfOpen))
+	}
 	n.buf = append(b, '}')
 	n.write()
 }

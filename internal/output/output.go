@@ -69,6 +69,46 @@ type Listener struct {
 	SynAckRetrans  uint32
 }
 
+// Stuck is a connection that has stayed in a watched state longer than
+// its limit, or a listener whose half-open handshakes have.
+type Stuck struct {
+	TS      time.Time
+	Conn    *timeline.Conn // the socket: addresses, owner as traced
+	State   event.State
+	Age     uint64 // ns in State (for half-open handshakes: the oldest)
+	AtLeast bool   // in State when first seen: Age counts from then
+	// Holders are the processes that hold the socket open when the
+	// record is written, lowest PID first (HoldersKnown: a lookup was
+	// made; none found means no process holds it: an orphan, or a
+	// connection not yet accept()ed).
+	Holders      []Holder
+	HoldersKnown bool
+	// HalfOpen > 0: Conn is a listener and this many of its half-open
+	// handshakes (request sockets) are older than the limit.
+	HalfOpen uint32
+}
+
+// Holder is a process holding a socket open.
+type Holder struct {
+	PID  uint32
+	Comm [16]byte
+}
+
+// Owner returns who a stuck record names: the first holder when a lookup
+// found one, else the socket's owner as traced; creator is the traced
+// owner when it differs from that holder.
+func (s *Stuck) Owner() (pid uint32, comm *[16]byte, known bool, creator *Holder) {
+	c := s.Conn
+	if !s.HoldersKnown || len(s.Holders) == 0 {
+		return c.PID, &c.Comm, c.OwnerKnown, nil
+	}
+	h := &s.Holders[0]
+	if c.OwnerKnown && c.PID != h.PID {
+		creator = &Holder{PID: c.PID, Comm: c.Comm}
+	}
+	return h.PID, &h.Comm, true, creator
+}
+
 // Sink receives everything the tracer emits.
 type Sink interface {
 	Transition(e *event.Event)
@@ -80,9 +120,9 @@ type Sink interface {
 	// States writes the live count of sockets per state (the netstat -nat
 	// tally), indexed by State.
 	States(ts time.Time, counts *[event.NumStates]uint64)
-	// Stuck writes a connection that has been in state for age ns
-	// (atLeast: it was in it when first seen, age counts from then).
-	Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool)
+	// Stuck writes a connection stuck in a state, or a listener's
+	// half-open handshakes.
+	Stuck(s *Stuck)
 	// Listener writes a listener's queues, after each States.
 	Listener(ts time.Time, l *Listener)
 	// Flush writes out what is buffered; it returns the first error any

@@ -100,7 +100,7 @@ func writeAll(s Sink) {
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
-	s.Stuck(t0.Add(31*time.Second), sampleConns()[2], event.CloseWait, 31_000_000_000, true)
+	s.Stuck(&Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 31_000_000_000, AtLeast: true})
 	l := Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
 		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12}
 	copy(l.Comm[:], "nginx")

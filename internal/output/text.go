@@ -200,13 +200,29 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 }
 
 // Stuck writes one warning line.
-func (t *TextWriter) Stuck(ts time.Time, c *timeline.Conn, state event.State, age uint64, atLeast bool) {
-	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
+func (t *TextWriter) Stuck(s *Stuck) {
+	c := s.Conn
+	p, cm, known, creator := s.Owner()
+	pid, comm := owner(known, p, cm)
 	more := ""
-	if atLeast {
+	if s.AtLeast {
 		more = " (at least: it was already there when tracing began)"
 	}
-	t.printf("STUCK %s %s for %s%s: %s/%s %s > %s\n", ts.Format("15:04:05"), state, FormatDuration(age), more, pid, comm, c.Src, c.Dst)
+	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
+	if s.HalfOpen > 0 {
+		what = fmt.Sprintf("listener %s: %d half-open handshakes, the oldest", c.Src, s.HalfOpen)
+	}
+	who := ""
+	if s.HoldersKnown && len(s.Holders) == 0 {
+		who = " (held by no process)"
+	}
+	if len(s.Holders) > 1 {
+		who += fmt.Sprintf(" (held by %d processes)", len(s.Holders))
+	}
+	if creator != nil {
+		who += fmt.Sprintf(" (created by %d/%s)", creator.PID, event.CommBytes(&creator.Comm))
+	}
+	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", s.TS.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
 }
 
 // Listener writes one line per listener.

@@ -27,6 +27,9 @@ type Health struct {
 	// Aggregated counts transitions counted into the kernel's
 	// histograms instead of being sent (aggregate mode).
 	Aggregated uint64
+	// SynAckLate counts SYN-ACKs retransmitted for a handshake older than
+	// the --stuck SYN_RECV limit: half-open handshakes piling up.
+	SynAckLate uint64
 	// Runs is the primary program's run count (every TCP transition on
 	// the host), PrimaryRunTimeNs its run time: its own cost per event is
 	// PrimaryRunTimeNs/Runs. RunTimeNs is the run time of all attached
@@ -54,6 +57,7 @@ func (p *Probe) Health() (Health, error) {
 		h.StorageFail += c.StorageFail
 		h.Filtered += c.Filtered
 		h.Aggregated += c.Aggregated
+		h.SynAckLate += c.SynackLate
 	}
 	st, err := p.primary.Stats()
 	if err != nil {

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
@@ -96,12 +99,42 @@ func inPrivateTracefs(fn func() error) error {
 	return <-errc
 }
 
-// MonotonicNow returns CLOCK_MONOTONIC in nanoseconds, the clock of
-// bpf_ktime_get_ns().
+// MonotonicNow returns the kernel's CLOCK_MONOTONIC in nanoseconds, the
+// clock of bpf_ktime_get_ns(). Inside a time namespace (unshare -T) the
+// process's CLOCK_MONOTONIC is shifted by the namespace's offset while
+// the kernel's timestamps are not: the offset is taken back out.
 func MonotonicNow() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
+	return uint64(ts.Nano() - monotonicOffset())
+}
+
+// monotonicOffset is this process's time namespace offset of
+// CLOCK_MONOTONIC in ns (0 in the initial namespace, or without
+// /proc/self/timens_offsets: kernels before 5.6).
+var monotonicOffset = sync.OnceValue(func() int64 {
+	b, err := os.ReadFile("/proc/self/timens_offsets")
+	if err != nil {
+		return 0
+	}
+	return parseMonotonicOffset(string(b))
+})
+
+// parseMonotonicOffset reads the monotonic line of timens_offsets:
+// "monotonic <seconds> <nanoseconds>".
+func parseMonotonicOffset(s string) int64 {
+	for _, line := range strings.Split(s, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || (f[0] != "monotonic" && f[0] != "1") {
+			continue
+		}
+		sec, err1 := strconv.ParseInt(f[1], 10, 64)
+		nsec, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 == nil && err2 == nil {
+			return sec*1e9 + nsec
+		}
+	}
+	return 0
 }
 
 // Features describes what this kernel offers the tracer, for

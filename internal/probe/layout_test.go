@@ -54,11 +54,11 @@ func TestKernelHistogramLayout(t *testing.T) {
 }
 
 func TestSockInfoAndCountersLayout(t *testing.T) {
-	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 48 {
-		t.Errorf("struct sock_info is %d bytes, want 48", s)
+	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 56 {
+		t.Errorf("struct sock_info is %d bytes, want 56", s)
 	}
-	if s := unsafe.Sizeof(tcptraceCounters{}); s != 56 {
-		t.Errorf("struct counters is %d bytes, want 56", s)
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 64 {
+		t.Errorf("struct counters is %d bytes, want 64", s)
 	}
 }
 
@@ -67,7 +67,7 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 		t.Fatalf("struct sock_snap is %d bytes, the decoder expects %d", got, event.SocketSize)
 	}
 	raw := tcptraceSockSnap{Cookie: 9, Netns: 77, Pid: 31, Sport: 22, Dport: 40000, Family: 2, State: 8, OwnerKnown: 1,
-		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3}
+		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3, SynackNs: 123456789, Ino: 4242}
 	copy(raw.Saddr[:], []byte{10, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 0, 0, 2})
 	for i, c := range []byte("sshd") {
@@ -81,7 +81,20 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 	}
 	if s.Cookie != 9 || s.Netns != 77 || s.PID != 31 || s.State != event.CloseWait || !s.OwnerKnown ||
 		s.Src.String() != "10.0.0.1:22" || s.Dst.String() != "10.0.0.2:40000" || string(event.CommBytes(&s.Comm)) != "sshd" ||
-		s.AcceptQueue != 5 || s.AcceptQueueMax != 128 || s.SynAckRetrans != 3 {
+		s.AcceptQueue != 5 || s.AcceptQueueMax != 128 || s.SynAckRetrans != 3 || s.SynAck != 123456789 || s.Inode != 4242 {
 		t.Fatalf("decoded %+v", s)
+	}
+}
+
+func TestParseMonotonicOffset(t *testing.T) {
+	for in, want := range map[string]int64{
+		"monotonic           0         0\nboottime            0         0\n": 0,
+		"monotonic        1000         0\nboottime            0         0\n": 1000e9,
+		"boottime 5 0\nmonotonic -2 500\n":                                  -2e9 + 500,
+		"":                                                                  0,
+	} {
+		if got := parseMonotonicOffset(in); got != want {
+			t.Errorf("parseMonotonicOffset(%q) = %d, want %d", in, got, want)
+		}
 	}
 }

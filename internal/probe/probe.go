@@ -61,6 +61,9 @@ type Options struct {
 	// MinDwell sends only transitions out of a state held at least this
 	// long (ns); it breaks timelines, so use it only for transitions.
 	MinDwell uint64
+	// SynRecvStuck is the --stuck SYN_RECV limit (ns; 0: not watched):
+	// the kernel counts SYN-ACKs retransmitted for older handshakes.
+	SynRecvStuck uint64
 
 	// Owners and NetnsPaths (from sockowner.Scan) seed the sockets that
 	// exist already with their owner; see Seed.
@@ -174,6 +177,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		tcptraceVarFilterCgroup:      o.Cgroup,
 		tcptraceVarFilterCgroupLevel: o.CgroupLevel,
 		tcptraceVarMinDwellNs:        o.MinDwell,
+		tcptraceVarSynRecvStuckNs:    o.SynRecvStuck,
 	} {
 		if err := set(name, v); err != nil {
 			return err
@@ -196,6 +200,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		delete(spec.Programs, tcptraceProgWalkSockets)
 		spec.Maps[tcptraceMapTpSocks].MaxEntries = uint32(o.MaxSockets)
 		spec.Maps[tcptraceMapTpListeners].MaxEntries = 16384
+		spec.Maps[tcptraceMapTpClosed].MaxEntries = 4096
 	default:
 		return fmt.Errorf("unknown attach mode %q", o.Attach)
 	}

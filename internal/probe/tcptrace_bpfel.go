@@ -22,6 +22,7 @@ type tcptraceCounters struct {
 	Filtered     uint64
 	Aggregated   uint64
 	Submitted    uint64
+	SynackLate   uint64
 }
 
 type tcptraceEvent struct {
@@ -49,7 +50,7 @@ type tcptraceEvent struct {
 	SynRetrans    uint8
 	Rst           uint8
 	Tw            uint8
-	Pad           uint8
+	Kind          uint8
 	HandshakeUs   uint32
 	Pad2          uint32
 }
@@ -84,6 +85,8 @@ type tcptraceSockInfo struct {
 	Retrans    uint16
 	SynRetrans uint8
 	Rst        uint8
+	Flags      uint8
+	Pad        [7]uint8
 	Comm       [16]int8
 	BirthTs    uint64
 }
@@ -106,6 +109,8 @@ type tcptraceSockSnap struct {
 	MaxAckBacklog uint32
 	Retrans       uint32
 	Pad2          uint32
+	SynackNs      uint64
+	Ino           uint64
 }
 
 type tcptraceStateHist struct {
@@ -127,6 +132,7 @@ const (
 	tcptraceMapSeedInodes            = "seed_inodes"
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSynackFirst           = "synack_first"
+	tcptraceMapTpClosed              = "tp_closed"
 	tcptraceMapTpListeners           = "tp_listeners"
 	tcptraceMapTpSocks               = "tp_socks"
 	tcptraceProgHistIndexTest        = "hist_index_test"
@@ -153,6 +159,7 @@ const (
 	tcptraceVarMinDwellNs            = "min_dwell_ns"
 	tcptraceVarNextSynthCookie       = "next_synth_cookie"
 	tcptraceVarPortBitmap            = "port_bitmap"
+	tcptraceVarSynRecvStuckNs        = "syn_recv_stuck_ns"
 	tcptraceVarUnusedEvent           = "unused_event"
 	tcptraceVarUnusedSnap            = "unused_snap"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
@@ -225,6 +232,7 @@ type tcptraceMapSpecs struct {
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
 	SynackFirst *ebpf.MapSpec `ebpf:"synack_first"`
+	TpClosed    *ebpf.MapSpec `ebpf:"tp_closed"`
 	TpListeners *ebpf.MapSpec `ebpf:"tp_listeners"`
 	TpSocks     *ebpf.MapSpec `ebpf:"tp_socks"`
 }
@@ -244,6 +252,7 @@ type tcptraceVariableSpecs struct {
 	MinDwellNs        *ebpf.VariableSpec `ebpf:"min_dwell_ns"`
 	NextSynthCookie   *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
 	PortBitmap        *ebpf.VariableSpec `ebpf:"port_bitmap"`
+	SynRecvStuckNs    *ebpf.VariableSpec `ebpf:"syn_recv_stuck_ns"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -275,6 +284,7 @@ type tcptraceMaps struct {
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
 	SynackFirst *ebpf.Map `ebpf:"synack_first"`
+	TpClosed    *ebpf.Map `ebpf:"tp_closed"`
 	TpListeners *ebpf.Map `ebpf:"tp_listeners"`
 	TpSocks     *ebpf.Map `ebpf:"tp_socks"`
 }
@@ -287,6 +297,7 @@ func (m *tcptraceMaps) Close() error {
 		m.SeedInodes,
 		m.SockInfos,
 		m.SynackFirst,
+		m.TpClosed,
 		m.TpListeners,
 		m.TpSocks,
 	)
@@ -307,6 +318,7 @@ type tcptraceVariables struct {
 	MinDwellNs        *ebpf.Variable `ebpf:"min_dwell_ns"`
 	NextSynthCookie   *ebpf.Variable `ebpf:"next_synth_cookie"`
 	PortBitmap        *ebpf.Variable `ebpf:"port_bitmap"`
+	SynRecvStuckNs    *ebpf.Variable `ebpf:"syn_recv_stuck_ns"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`

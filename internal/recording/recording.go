@@ -209,7 +209,7 @@ func (s *Summary) apply(rec *record, f Filter, sink output.Sink, hists, fromTran
 			copy(c.Comm[:15], rec.Comm)
 		}
 		s.seen(*rec.TS)
-		sink.Stuck(*rec.TS, c, st, rec.AgeNs, rec.AgeAtLeast)
+		sink.Stuck(&output.Stuck{TS: *rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast})
 	case "histogram", "stats", "listener":
 		// Derived, or about the tracer: rebuilt or not needed offline.
 	default:

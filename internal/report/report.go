@@ -103,11 +103,12 @@ func (c *Collector) States(ts time.Time, counts *[event.NumStates]uint64) {
 	c.series = append(c.series, sample{TS: ts, Counts: *counts})
 }
 
-func (c *Collector) Stuck(ts time.Time, tc *timeline.Conn, s event.State, age uint64, atLeast bool) {
+func (c *Collector) Stuck(s *output.Stuck) {
+	tc := s.Conn
 	if _, seen := c.stuck[tc.Cookie]; !seen {
 		c.stuckOrder = append(c.stuckOrder, tc.Cookie)
 	}
-	c.stuck[tc.Cookie] = stuckInfo{State: s, Age: age, AtLeast: atLeast, Conn: *tc}
+	c.stuck[tc.Cookie] = stuckInfo{State: s.State, Age: s.Age, AtLeast: s.AtLeast, Conn: *tc}
 }
 
 func (c *Collector) Lost(*output.Lost)                    {}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,6 +64,49 @@ func Scan(root string) (Table, error) {
 		}
 	}
 	return owners, nil
+}
+
+// Holders returns, for each socket inode of want, every process that
+// holds it open now, lowest PID first: after a fork-per-connection server
+// accepted and forked, the child (and the parent, until it closes its
+// copy). An inode no process holds (an orphan, or a connection not yet
+// accept()ed) has no entry. It reads every process's fd table: for the
+// rare moments that need it, such as a stuck record.
+func Holders(root string, want map[uint64]bool) map[uint64][]Owner {
+	out := map[uint64][]Owner{}
+	if len(want) == 0 {
+		return out
+	}
+	dirs, err := os.ReadDir(root)
+	if err != nil {
+		return out
+	}
+	for _, d := range dirs {
+		pid, err := strconv.ParseUint(d.Name(), 10, 32)
+		if err != nil || !d.IsDir() {
+			continue
+		}
+		base := filepath.Join(root, d.Name())
+		fds, err := os.ReadDir(filepath.Join(base, "fd"))
+		if err != nil {
+			continue
+		}
+		held := map[uint64]bool{}
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(base, "fd", fd.Name()))
+			if err != nil {
+				continue
+			}
+			if ino, ok := socketInode(target); ok && want[ino] && !held[ino] {
+				held[ino] = true
+				out[ino] = append(out[ino], Owner{PID: uint32(pid), Comm: readComm(base)})
+			}
+		}
+	}
+	for _, o := range out {
+		slices.SortFunc(o, func(a, b Owner) int { return int(a.PID) - int(b.PID) })
+	}
+	return out
 }
 
 // socketInode parses "socket:[12345]".

@@ -18,8 +18,11 @@ type Span struct {
 	// Unseen: the transition into this state was not seen (lost or
 	// filtered); the state is known only as the old state of the next one.
 	Unseen bool
-	// Inferred: no tracepoint reports this state; it is deduced (the
-	// TIME_WAIT of an active closer's timewait socket).
+	// Inferred: no tracepoint reports this state or its start; it is
+	// deduced: the TIME_WAIT of an active closer's timewait socket, or
+	// the SYN_RECV of an accepted socket, which starts when the first
+	// SYN-ACK left (the kernel's handshake time), before the full socket
+	// existed.
 	Inferred bool
 }
 
@@ -68,6 +71,9 @@ type Conn struct {
 	States  []Span
 	Ending  Ending
 
+	// stub: the timeline was evicted; only the stuck watch is kept.
+	stub bool
+
 	startUnknown bool // born before tracing began
 	unseen       int  // spans with Unseen set
 
@@ -81,6 +87,18 @@ type Conn struct {
 	sprev, snext *Conn
 }
 
+// ClosedFrom returns the state a closed connection left for CLOSE (the
+// inferred TIME_WAIT of an active closer is not one it was in as a full
+// socket), or Close when there is none.
+func (c *Conn) ClosedFrom() event.State {
+	for i := len(c.States) - 2; i >= 0; i-- {
+		if !(c.States[i].Inferred && c.States[i].State == event.TimeWait) {
+			return c.States[i].State
+		}
+	}
+	return event.Close
+}
+
 // Last returns the current (last) span.
 func (c *Conn) Last() *Span { return &c.States[len(c.States)-1] }
 
@@ -89,7 +107,15 @@ type Stats struct {
 	Evictions uint64 // connections emitted early because the table was full
 	Gaps      uint64 // transitions whose old state was not the known current one
 	Reordered uint64 // transitions older than the connection's latest one
+	// StuckDropped counts sockets taken off the stuck watch because even
+	// the evicted sockets' watch entries were at their limit.
+	StuckDropped uint64
 }
+
+// CloseHold is how long a connection that reached CLOSE is held before it
+// is emitted (kernel ns): an abortive close sends its reset right after
+// the CLOSE transition (see ResetAfterClose), within the same system call.
+const CloseHold = 20_000_000
 
 // Tracker holds the connections that have not reached CLOSE. It reuses
 // Conn values, so a Conn passed to the emit function is valid only until
@@ -105,12 +131,21 @@ type Tracker struct {
 	stuckAfter [event.NumStates]uint64 // ns; 0: not watched
 	stuck      [event.NumStates]Conn   // sentinels of the per-state lists
 	emitStuck  func(c *Conn, s event.State, age uint64, atLeast bool)
+	// stubs: evicted connections still on a stuck list, by cookie; at
+	// most capacity of them.
+	stubs map[uint64]*Conn
+
+	// closing: connections that reached CLOSE, oldest first, held for
+	// CloseHold; closingBy finds them by cookie.
+	closing   []*Conn
+	closingBy map[uint64]*Conn
 }
 
 // New returns a Tracker that holds at most capacity open connections and
 // passes every finished (or evicted) connection to emit.
 func New(capacity int, emit func(*Conn)) *Tracker {
-	t := &Tracker{conns: make(map[uint64]*Conn), capacity: max(capacity, 1), emit: emit}
+	t := &Tracker{conns: make(map[uint64]*Conn), capacity: max(capacity, 1), emit: emit,
+		stubs: make(map[uint64]*Conn), closingBy: make(map[uint64]*Conn)}
 	t.head.prev, t.head.next = &t.head, &t.head
 	for i := range t.stuck {
 		t.stuck[i].sprev, t.stuck[i].snext = &t.stuck[i], &t.stuck[i]
@@ -139,6 +174,9 @@ func (t *Tracker) CheckStuck(now uint64) {
 		for c := head.snext; c != head && now >= c.since && now-c.since >= limit; c = head.snext {
 			unlinkStuck(c)
 			t.emitStuck(c, event.State(st), now-c.since, c.sinceAtLeast)
+			if c.stub {
+				t.dropStub(c)
+			}
 		}
 	}
 }
@@ -190,19 +228,24 @@ func (t *Tracker) Seed(s *event.Socket, seen uint64) {
 	t.entered(c, s.State, seen, true)
 }
 
-// Len returns the number of open connections held.
-func (t *Tracker) Len() int { return len(t.conns) }
-
 // Stats returns the counters.
 func (t *Tracker) Stats() Stats { return t.stats }
 
 // Observe applies one transition.
 func (t *Tracker) Observe(e *event.Event) {
+	if held := t.closingBy[e.Cookie]; held != nil {
+		// The same socket again after its CLOSE (a new connect()): the
+		// held timeline is complete.
+		t.releaseClosed(held)
+	}
+	if stub := t.stubs[e.Cookie]; stub != nil {
+		t.dropStub(stub) // the socket is back in the table from here on
+	}
 	c := t.conns[e.Cookie]
 	if c != nil && e.Has(event.New) {
 		// The socket was reborn (reconnected after CLOSE without our
 		// seeing the CLOSE): close the books on the old timeline.
-		t.finish(c, e.Mono, true)
+		t.finishOpen(c, e.Mono)
 		c = nil
 	}
 	if c == nil {
@@ -213,24 +256,68 @@ func (t *Tracker) Observe(e *event.Event) {
 	t.apply(c, e)
 	if e.New == event.Close && c.Last().State == event.Close {
 		c.End = e.Mono
-		t.finish(c, e.Mono, false)
+		t.holdClosed(c)
 	}
+}
+
+// holdClosed takes c out of the table of open connections and holds it
+// for CloseHold: see ResetAfterClose.
+func (t *Tracker) holdClosed(c *Conn) {
+	unlinkStuck(c)
+	delete(t.conns, c.Cookie)
+	c.prev.next, c.next.prev = c.next, c.prev
+	c.prev, c.next = nil, nil
+	t.closing = append(t.closing, c)
+	t.closingBy[c.Cookie] = c
+}
+
+// ResetAfterClose adds a reset the kernel sent right after the socket's
+// transition into CLOSE (an abortive close: SO_LINGER 0, or close() with
+// unread data) to its connection, if that is still held.
+func (t *Tracker) ResetAfterClose(cookie uint64, reset uint8) {
+	if c := t.closingBy[cookie]; c != nil {
+		c.Ending.Reset |= reset
+	}
+}
+
+// ReleaseClosed emits the connections that reached CLOSE at least
+// CloseHold before now (kernel monotonic ns).
+func (t *Tracker) ReleaseClosed(now uint64) {
+	i := 0
+	for ; i < len(t.closing); i++ {
+		c := t.closing[i]
+		if c == nil {
+			continue
+		}
+		if now < c.End+CloseHold {
+			break
+		}
+		delete(t.closingBy, c.Cookie)
+		t.emitAndRecycle(c)
+	}
+	n := copy(t.closing, t.closing[i:])
+	clear(t.closing[n:])
+	t.closing = t.closing[:n]
+}
+
+// releaseClosed emits one held connection ahead of its time.
+func (t *Tracker) releaseClosed(c *Conn) {
+	for i, h := range t.closing {
+		if h == c {
+			t.closing[i] = nil
+			break
+		}
+	}
+	delete(t.closingBy, c.Cookie)
+	t.emitAndRecycle(c)
 }
 
 func (t *Tracker) insert(e *event.Event) *Conn {
 	if len(t.conns) >= t.capacity {
 		t.stats.Evictions++
-		oldest := t.head.prev
-		oldest.Evicted = true
-		t.finish(oldest, e.Mono, true)
+		t.evict(t.head.prev, e.Mono)
 	}
-	var c *Conn
-	if n := len(t.free); n > 0 {
-		c = t.free[n-1]
-		t.free = t.free[:n-1]
-	} else {
-		c = &Conn{States: make([]Span, 0, 8)}
-	}
+	c := t.newConn()
 	c.Cookie = e.Cookie
 	if e.Has(event.New) {
 		c.Start = e.Mono
@@ -293,6 +380,9 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) {
 		c.States[n-1].Dwell, c.States[n-1].DwellKnown = uint64(e.Dwell), true
 	}
+	if e.Has(event.Handshake) && e.HandshakeMicros != 0 {
+		t.handshakeSpan(c, e)
+	}
 	if e.Old == e.New && len(c.States) > 0 {
 		// A repeated set (FIN_WAIT1 -> FIN_WAIT1): still the same stay;
 		// the kernel keeps counting its dwell from the first entry.
@@ -304,6 +394,22 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	}
 	c.States = append(c.States, Span{State: e.New, Enter: e.Mono})
 	t.entered(c, e.New, e.Mono, false)
+}
+
+// handshakeSpan makes an accepted socket's SYN_RECV stay the server-side
+// handshake, as the SYN_RECV histogram and handshake_ns have it: it starts
+// when the first SYN-ACK left, before the full socket existed, and the
+// connection with it. Marked inferred: no tracepoint reports that start.
+func (t *Tracker) handshakeSpan(c *Conn, e *event.Event) {
+	hs := uint64(e.HandshakeMicros) * 1000
+	sp := c.Last()
+	if sp.State != event.SynRecv || hs > e.Mono {
+		return
+	}
+	sp.Enter, sp.Dwell, sp.DwellKnown, sp.Inferred = e.Mono-hs, hs, true, true
+	if len(c.States) == 1 && !c.startUnknown {
+		c.Start = sp.Enter
+	}
 }
 
 // insertOutOfOrder places a transition that arrived after a later one of
@@ -349,29 +455,79 @@ func (t *Tracker) touch(c *Conn) {
 	c.next.prev, t.head.next = c, c
 }
 
-// finish emits c and recycles it. open marks a connection emitted before
-// it reached CLOSE; now is then its end and bounds the last dwell.
-func (t *Tracker) finish(c *Conn, now uint64, open bool) {
-	if open {
-		c.Open = true
-		c.End = now
-		if last := c.Last(); last.Enter != 0 && now >= last.Enter {
-			last.Dwell, last.DwellKnown = now-last.Enter, true
-		}
+// finishOpen emits c, which has not reached CLOSE, and recycles it: now
+// is its end and bounds the last dwell.
+func (t *Tracker) finishOpen(c *Conn, now uint64) {
+	c.Open = true
+	c.End = now
+	if last := c.Last(); last.Enter != 0 && now >= last.Enter {
+		last.Dwell, last.DwellKnown = now-last.Enter, true
 	}
-	c.Partial = c.startUnknown || c.unseen > 0
 	unlinkStuck(c)
 	delete(t.conns, c.Cookie)
 	c.prev.next, c.next.prev = c.next, c.prev
+	t.emitAndRecycle(c)
+}
+
+// evict emits c early to make room. If c is on a stuck watch it has not
+// yet been reported for, a stub of it stays on that watch (a leak is
+// exactly the least recently active connection, and makes no transition
+// that would put it back); the stubs are bounded like the table.
+func (t *Tracker) evict(c *Conn, now uint64) {
+	c.Evicted = true
+	if c.stuckState == 0 || len(t.stubs) >= t.capacity {
+		if c.stuckState != 0 {
+			t.stats.StuckDropped++
+		}
+		t.finishOpen(c, now)
+		return
+	}
+	state, since, atLeast := c.stuckState, c.since, c.sinceAtLeast
+	stub := t.newConn()
+	stub.Cookie, stub.Netns, stub.Family, stub.Src, stub.Dst = c.Cookie, c.Netns, c.Family, c.Src, c.Dst
+	stub.PID, stub.Comm, stub.OwnerKnown = c.PID, c.Comm, c.OwnerKnown
+	stub.stub = true
+	t.finishOpen(c, now)
+	t.stubs[stub.Cookie] = stub
+	t.entered(stub, state, since, atLeast)
+}
+
+func (t *Tracker) dropStub(c *Conn) {
+	unlinkStuck(c)
+	delete(t.stubs, c.Cookie)
+	*c = Conn{States: c.States[:0]}
+	t.free = append(t.free, c)
+}
+
+func (t *Tracker) newConn() *Conn {
+	if n := len(t.free); n > 0 {
+		c := t.free[n-1]
+		t.free = t.free[:n-1]
+		return c
+	}
+	return &Conn{States: make([]Span, 0, 8)}
+}
+
+// emitAndRecycle emits c, out of every list, and recycles it.
+func (t *Tracker) emitAndRecycle(c *Conn) {
+	c.Partial = c.startUnknown || c.unseen > 0
 	t.emit(c)
 	*c = Conn{States: c.States[:0]}
 	t.free = append(t.free, c)
 }
 
-// Flush emits every connection still open, least recently active first,
-// with now (kernel monotonic ns) as the time they were seen last.
+// Flush emits every connection held: those that reached CLOSE, then those
+// still open, least recently active first, with now (kernel monotonic ns)
+// as the time they were seen last.
 func (t *Tracker) Flush(now uint64) {
+	for _, c := range t.closing {
+		if c != nil {
+			delete(t.closingBy, c.Cookie)
+			t.emitAndRecycle(c)
+		}
+	}
+	t.closing = t.closing[:0]
 	for t.head.prev != &t.head {
-		t.finish(t.head.prev, now, true)
+		t.finishOpen(t.head.prev, now)
 	}
 }

@@ -172,6 +172,8 @@ func TestTimelines(t *testing.T) {
 			}
 			if tc.flushAt != 0 {
 				tr.Flush(tc.flushAt * 1e6)
+			} else {
+				tr.ReleaseClosed(1 << 62)
 			}
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %d connections, want %d: %+v", len(got), len(tc.want), got)
@@ -192,8 +194,8 @@ func TestTimelines(t *testing.T) {
 			if tr.Stats() != tc.wantStats {
 				t.Errorf("stats = %+v, want %+v", tr.Stats(), tc.wantStats)
 			}
-			if tr.Len() != 0 {
-				t.Errorf("%d connections left in the table", tr.Len())
+			if len(tr.conns) != 0 {
+				t.Errorf("%d connections left in the table", len(tr.conns))
 			}
 		})
 	}
@@ -218,8 +220,120 @@ func TestEvictsLeastRecentlyActive(t *testing.T) {
 	if len(evicted) != 1 || evicted[0] != 2 {
 		t.Fatalf("evicted %v, want [2]", evicted)
 	}
-	if tr.Len() != 2 || tr.Stats().Evictions != 1 {
-		t.Fatalf("len=%d evictions=%d", tr.Len(), tr.Stats().Evictions)
+	if len(tr.conns) != 2 || tr.Stats().Evictions != 1 {
+		t.Fatalf("len=%d evictions=%d", len(tr.conns), tr.Stats().Evictions)
+	}
+}
+
+// An abortive close: the kernel sets CLOSE, then sends the reset. The
+// connection is held for CloseHold, so the reset is on its record.
+func TestResetAfterCloseJoinsTheConnection(t *testing.T) {
+	var got []Conn
+	tr := New(10, func(c *Conn) { got = append(got, *c) })
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 2, event.SynSent, event.Established, 1, own),
+		ev(1, 3, event.Established, event.Close, 1, own|event.CloseInfo),
+	} {
+		tr.Observe(&e)
+	}
+	tr.ReleaseClosed(3e6 + CloseHold - 1)
+	if len(got) != 0 {
+		t.Fatalf("emitted before CloseHold: %+v", got)
+	}
+	tr.ResetAfterClose(1, event.ResetSent)
+	tr.ResetAfterClose(99, event.ResetSent) // unknown: ignored
+	tr.ReleaseClosed(3e6 + CloseHold)
+	if len(got) != 1 || got[0].Ending.Reset != event.ResetSent || got[0].Open {
+		t.Fatalf("got %+v, want one closed connection with reset sent", got)
+	}
+	tr.ResetAfterClose(1, event.ResetReceived) // released: nothing to change
+	tr.Flush(10e6)
+	if len(got) != 1 {
+		t.Fatalf("emitted %d connections, want 1", len(got))
+	}
+}
+
+// A socket reconnected after its CLOSE gets a timeline of its own at once.
+func TestReconnectAfterCloseReleasesTheHeldOne(t *testing.T) {
+	var n int
+	tr := New(10, func(c *Conn) { n++ })
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 2, event.SynSent, event.Close, 1, own|event.CloseInfo),
+		ev(1, 3, event.Close, event.SynSent, -1, own|event.New),
+	} {
+		tr.Observe(&e)
+	}
+	if n != 1 || len(tr.conns) != 1 {
+		t.Fatalf("emitted %d, open %d; want the first emitted and the second held", n, len(tr.conns))
+	}
+}
+
+// The SYN_RECV stay of an accepted socket is its handshake, in the
+// timeline as in the histogram: it starts when the first SYN-ACK left.
+func TestHandshakeSpan(t *testing.T) {
+	var got []span
+	var start uint64
+	tr := New(10, func(c *Conn) { got, start = spansOf(c), c.Start })
+	birth := ev(1, 5000, event.Listen, event.SynRecv, -1, own|event.New|event.Inherited)
+	done := ev(1, 5000+1, event.SynRecv, event.Established, 1, own|event.Handshake) // 24 µs... of the full socket
+	done.HandshakeMicros = 2_020_000                                                  // 2.02 s since the first SYN-ACK
+	tr.Observe(&birth)
+	tr.Observe(&done)
+	tr.Flush(6000e6)
+	want := []span{{event.SynRecv, 5001 - 2020, 2020, true}, {event.Established, 5001, 999, true}}
+	if fmt.Sprint(got) != fmt.Sprint(want) || start != (5001-2020)*1e6 {
+		t.Fatalf("spans %+v start %d, want %+v start %d", got, start, want, uint64((5001-2020)*1e6))
+	}
+	// Simultaneous open: SYN_RECV of a connecting socket is a real stay.
+	got = nil
+	tr = New(10, func(c *Conn) { got = spansOf(c) })
+	for _, e := range []event.Event{
+		ev(2, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(2, 2, event.SynSent, event.SynRecv, 1, own),
+		ev(2, 5, event.SynRecv, event.Established, 3, own),
+	} {
+		tr.Observe(&e)
+	}
+	tr.Flush(6e6)
+	if got[1] != (span{event.SynRecv, 2, 3, true}) {
+		t.Fatalf("simultaneous open spans %+v", got)
+	}
+}
+
+// A leak evicted from a full table stays on the stuck watch.
+func TestEvictedLeakStillReportedStuck(t *testing.T) {
+	var stuck []uint64
+	var records int
+	tr := New(3, func(c *Conn) { records++ })
+	var after [event.NumStates]uint64
+	after[event.CloseWait] = 3_000e6
+	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, atLeast bool) {
+		if s != event.CloseWait || c.PID != 42 || !c.Src.IsValid() {
+			t.Errorf("stuck %d in %v owner %d src %v", c.Cookie, s, c.PID, c.Src)
+		}
+		stuck = append(stuck, c.Cookie)
+	})
+	leak := []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 2, event.SynSent, event.Established, 1, own),
+		ev(1, 3, event.Established, event.CloseWait, 1, own),
+	}
+	for i := range leak {
+		tr.Observe(&leak[i])
+	}
+	for c := uint64(10); c < 20; c++ { // others churn through the table
+		e := ev(c, 10+c, event.Close, event.SynSent, -1, own|event.New)
+		tr.Observe(&e)
+	}
+	tr.CheckStuck(3_003e6)
+	if fmt.Sprint(stuck) != "[1]" {
+		t.Fatalf("stuck %v, want [1]: the evicted leak", stuck)
+	}
+	tr.CheckStuck(10_000e6) // once per stay
+	if len(stuck) != 1 || len(tr.stubs) != 0 {
+		t.Fatalf("stuck %v, stubs %d", stuck, len(tr.stubs))
 	}
 }
 
@@ -232,8 +346,8 @@ func TestReusedSocketStartsNewTimeline(t *testing.T) {
 	} {
 		tr.Observe(&e)
 	}
-	if n != 1 || tr.Len() != 1 {
-		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, tr.Len())
+	if n != 1 || len(tr.conns) != 1 {
+		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, len(tr.conns))
 	}
 }
 

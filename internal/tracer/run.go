@@ -54,20 +54,21 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		fmt.Fprintf(stderr, "tcptrace-bpf: warning: cannot read /proc (%v): owners of sockets that exist now are unknown\n", err)
 	}
 	p, err := probe.Load(probe.Options{
-		Attach:      cfg.Attach,
-		Ports:       cfg.Ports,
-		Family:      cfg.Family,
-		PID:         cfg.PID,
-		Netns:       cfg.Netns,
-		RingSize:    cfg.RingSize,
-		WakeupBytes: cmp.Or(cfg.wakeupBytes, cfg.RingSize/8),
-		MaxSockets:  cfg.MaxConns,
-		Aggregate:   cfg.aggregate(),
-		Cgroup:      cgID,
-		CgroupLevel: cgLevel,
-		MinDwell:    minDwellKernel(cfg),
-		Owners:      owners,
-		NetnsPaths:  sockowner.Netns("/proc", "/run/netns"),
+		Attach:       cfg.Attach,
+		Ports:        cfg.Ports,
+		Family:       cfg.Family,
+		PID:          cfg.PID,
+		Netns:        cfg.Netns,
+		RingSize:     cfg.RingSize,
+		WakeupBytes:  cmp.Or(cfg.wakeupBytes, cfg.RingSize/8),
+		MaxSockets:   cfg.MaxConns,
+		Aggregate:    cfg.aggregate(),
+		Cgroup:       cgID,
+		CgroupLevel:  cgLevel,
+		MinDwell:     minDwellKernel(cfg),
+		SynRecvStuck: uint64(cfg.Stuck[event.SynRecv]),
+		Owners:       owners,
+		NetnsPaths:   sockowner.Netns("/proc", "/run/netns"),
 	})
 	if err != nil {
 		return err
@@ -102,6 +103,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 			after[st] = uint64(d)
 		}
 		r.tracker.WatchStuck(after, r.stuck)
+		r.halfOpen.limit = after[event.SynRecv]
 	}
 	if cfg.Metrics != "" {
 		stopMetrics, addr, err := r.serveMetrics(cfg.Metrics)
@@ -190,11 +192,14 @@ type run struct {
 	lastHistsAt time.Time
 	lastFlushAt time.Time
 	stuckCount  uint64
-	seeded      bool
-	stateFilter bool
-	warned      map[string]bool
-	hup         chan os.Signal
-	closeOut    *func()
+	// pendingStuck: stuck reports waiting for their holders (stuck.go).
+	pendingStuck []pendingStuck
+	halfOpen     halfOpenWatch
+	seeded       bool
+	stateFilter  bool
+	warned       map[string]bool
+	hup          chan os.Signal
+	closeOut     *func()
 
 	m             *metrics.Metrics
 	lastEvictions uint64
@@ -246,6 +251,12 @@ func minDwellKernel(cfg Config) uint64 {
 }
 
 func (r *run) connection(c *timeline.Conn) {
+	if r.m != nil && !c.Open && c.Ending.CloseKnown {
+		// Counted here, not at the CLOSE transition: a reset the kernel
+		// sends right after it (an abortive close) is on the connection.
+		end := &c.Ending
+		r.m.Closed(c.ClosedFrom(), end.Reset, end.Err, end.TW)
+	}
 	if r.cfg.Emit&EmitConnections == 0 || !r.keepConnection(c) {
 		return
 	}
@@ -279,17 +290,6 @@ func (r *run) keepConnection(c *timeline.Conn) bool {
 		long = long || (sp.DwellKnown && time.Duration(sp.Dwell) >= r.cfg.MinDwell)
 	}
 	return through && long
-}
-
-func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
-	if !r.keepState(state) {
-		return
-	}
-	if r.m != nil {
-		r.m.Stuck(state)
-	}
-	r.stuckCount++
-	r.sink.Stuck(time.Now(), c, state, age, atLeast)
 }
 
 // sockets writes the state tally of one socket walk (the tracepoint mode
@@ -356,19 +356,6 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 	return nil
 }
 
-// stayOf is what a transition adds to the histogram of the state it
-// leaves: the dwell, except that SYN_RECV's histogram holds the server's
-// real handshake time (the full socket exists only for its last
-// microseconds); CLOSE is where sockets start and end, and a repeated set
-// (FIN_WAIT1 -> FIN_WAIT1) ends no stay. The kernel's aggregate mode
-// applies the same rules.
-func stayOf(e *event.Event) (time.Duration, bool) {
-	if e.Old == event.SynRecv && e.New == event.Established {
-		return time.Duration(e.HandshakeMicros) * time.Microsecond, e.HandshakeMicros != 0
-	}
-	return e.Dwell, e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New
-}
-
 // walkSockets takes a fresh tally; a namespace that cannot be walked is
 // a warning, not the end of the run.
 func (r *run) walkSockets(now time.Time, write bool) error {
@@ -398,11 +385,17 @@ func (r *run) handle(raw []byte) {
 		r.decodeErrs++
 		return
 	}
-	r.events++
 	e := &r.ev
+	if e.Kind == event.KindResetAfterClose {
+		if r.tracker != nil {
+			r.tracker.ResetAfterClose(e.Cookie, e.Reset)
+		}
+		return
+	}
+	r.events++
 	// CLOSE is where sockets start and end, not a state they dwell in; a
 	// repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay.
-	stay, stayEnded := stayOf(e)
+	stay, stayEnded := e.Stay()
 	stayEnded = stayEnded && r.keepState(e.Old)
 	if stayEnded {
 		r.hists[e.Old].Record(uint64(stay))
@@ -464,10 +457,15 @@ func (r *run) periodic(now time.Time) error {
 		if err := r.reportLost(now); err != nil {
 			return err
 		}
+		r.checkHalfOpen(now, r.lastHealth.SynAckLate)
 	}
 	if r.tracker != nil {
-		// Each poll: a look at the oldest connection of each watched state.
-		r.tracker.CheckStuck(probe.MonotonicNow())
+		// Each poll: closed connections past their hold, and a look at
+		// the oldest connection of each watched state.
+		mono := probe.MonotonicNow()
+		r.tracker.ReleaseClosed(mono)
+		r.tracker.CheckStuck(mono)
+		r.writeStuck(now)
 	}
 	if r.m != nil && r.cfg.Interval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
 		// No --interval: keep the socket gauges fresh without writing
@@ -568,6 +566,7 @@ func (r *run) finish(cause error) error {
 	if r.tracker != nil {
 		mono := probe.MonotonicNow()
 		r.tracker.CheckStuck(mono)
+		r.writeStuck(now)
 		r.tracker.Flush(mono)
 	}
 	lostErr := r.reportLost(now)

@@ -1,0 +1,178 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// A stuck record is rare and must name the process that has to act, so
+// it may cost a lookup: when records are due, one socket walk gives each
+// socket's current local port (a SYN_SENT socket had none when the
+// tracer last heard of it) and its file's inode, and one /proc scan the
+// processes holding each inode (after a fork-per-connection server's
+// fork, the child, not the creator).
+
+// pendingStuck is a stuck report waiting for that lookup. The tracker's
+// Conn is reused after its callback, so the fields are copied.
+type pendingStuck struct {
+	conn    timeline.Conn // States not kept
+	state   event.State
+	age     uint64
+	atLeast bool
+}
+
+// stuck is the tracker's callback: it queues the report for writeStuck.
+func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+	if !r.keepState(state) {
+		return
+	}
+	p := pendingStuck{conn: *c, state: state, age: age, atLeast: atLeast}
+	p.conn.States = nil
+	r.pendingStuck = append(r.pendingStuck, p)
+}
+
+// writeStuck writes the queued stuck records with their holders.
+func (r *run) writeStuck(now time.Time) {
+	if len(r.pendingStuck) == 0 {
+		return
+	}
+	socks := map[uint64]event.Socket{}
+	if r.p.HasWalker() {
+		walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+		if err != nil {
+			r.warn(err)
+		}
+		want := map[uint64]bool{}
+		for i := range r.pendingStuck {
+			want[r.pendingStuck[i].conn.Cookie] = true
+		}
+		if err := event.SplitSockets(walk, func(s *event.Socket) {
+			if s.Cookie != 0 && want[s.Cookie] {
+				socks[s.Cookie] = *s
+			}
+		}); err != nil {
+			r.warn(err)
+		}
+	}
+	inodes := map[uint64]bool{}
+	for _, s := range socks {
+		if s.Inode != 0 {
+			inodes[s.Inode] = true
+		}
+	}
+	holders := sockowner.Holders("/proc", inodes)
+	for i := range r.pendingStuck {
+		p := &r.pendingStuck[i]
+		st := output.Stuck{TS: now, Conn: &p.conn, State: p.state, Age: p.age, AtLeast: p.atLeast}
+		if s, ok := socks[p.conn.Cookie]; ok {
+			if p.conn.Src.Port() == 0 && s.Src.Port() != 0 {
+				p.conn.Src = s.Src
+			}
+			st.HoldersKnown = true
+			for _, o := range holders[s.Inode] {
+				st.Holders = append(st.Holders, output.Holder{PID: o.PID, Comm: o.Comm})
+			}
+		}
+		r.writeOneStuck(&st)
+	}
+	clear(r.pendingStuck)
+	r.pendingStuck = r.pendingStuck[:0]
+}
+
+func (r *run) writeOneStuck(st *output.Stuck) {
+	if r.m != nil {
+		r.m.Stuck(st.State)
+	}
+	r.stuckCount++
+	r.sink.Stuck(st)
+}
+
+// listenerKey names a listening port: request sockets carry the
+// listener's local port and namespace.
+type listenerKey struct {
+	netns uint32
+	port  uint16
+}
+
+// halfOpenWatch finds listeners whose half-open handshakes (request
+// sockets, which no tracepoint reports) outlive the SYN_RECV limit: a SYN
+// flood, or a lossy return path. The kernel counts SYN-ACKs retransmitted
+// for such handshakes; only when that count moves, or an episode is open,
+// does it walk the sockets. One stuck record per listener per episode: a
+// flood must not flood the output.
+type halfOpenWatch struct {
+	limit    uint64 // ns; 0: SYN_RECV not watched
+	lastLate uint64 // the kernel's count at the last look
+	episodes map[listenerKey]bool
+}
+
+// checkHalfOpen looks at the listeners' half-open handshakes if there is
+// reason to (see halfOpenWatch); late is the kernel's count now.
+func (r *run) checkHalfOpen(now time.Time, late uint64) {
+	w := &r.halfOpen
+	if w.limit == 0 || !r.p.HasWalker() || !r.keepState(event.SynRecv) ||
+		(late == w.lastLate && len(w.episodes) == 0) {
+		return
+	}
+	w.lastLate = late
+	walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+	if err != nil {
+		r.warn(err)
+	}
+	mono := probe.MonotonicNow()
+	type pile struct {
+		n      uint32
+		oldest uint64
+	}
+	piles := map[listenerKey]*pile{}
+	listeners := map[listenerKey]event.Socket{}
+	if err := event.SplitSockets(walk, func(s *event.Socket) {
+		k := listenerKey{s.Netns, s.Src.Port()}
+		switch {
+		case s.State == event.Listen:
+			if _, dup := listeners[k]; !dup { // SO_REUSEPORT: the first
+				listeners[k] = *s
+			}
+		case s.State == event.NewSynRecv && s.SynAck != 0 && mono > s.SynAck && mono-s.SynAck >= w.limit:
+			p := piles[k]
+			if p == nil {
+				p = &pile{oldest: s.SynAck}
+				piles[k] = p
+			}
+			p.n++
+			p.oldest = min(p.oldest, s.SynAck)
+		}
+	}); err != nil {
+		r.warn(err)
+	}
+	for k := range w.episodes {
+		if piles[k] == nil {
+			delete(w.episodes, k) // the pile is gone: the episode ends
+		}
+	}
+	for k, p := range piles {
+		if w.episodes[k] {
+			continue
+		}
+		if w.episodes == nil {
+			w.episodes = map[listenerKey]bool{}
+		}
+		w.episodes[k] = true
+		l, ok := listeners[k]
+		if !ok { // the listener is gone or filtered: name the port
+			l = event.Socket{Netns: k.netns, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), k.port), Family: event.IPv4}
+		}
+		c := timeline.Conn{Cookie: l.Cookie, Netns: l.Netns, Family: l.Family, Src: l.Src,
+			Dst: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), PID: l.PID, Comm: l.Comm, OwnerKnown: l.OwnerKnown}
+		if l.Family == event.IPv6 {
+			c.Dst = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
+		r.writeOneStuck(&output.Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono - p.oldest, HalfOpen: p.n})
+	}
+}
