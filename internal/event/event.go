@@ -254,5 +254,15 @@ var errnoByName = sync.OnceValue(func() map[string]uint16 {
 	return m
 })
 
-// ErrnoByName is ErrnoName's inverse ("ECONNREFUSED" -> 111); 0 if unknown.
-func ErrnoByName(name string) uint16 { return errnoByName()[name] }
+// ErrnoByName is ErrnoName's inverse ("ECONNREFUSED" -> 111, "errno 300"
+// -> 300); 0 if unknown.
+func ErrnoByName(name string) uint16 {
+	if n, ok := errnoByName()[name]; ok {
+		return n
+	}
+	var n uint16
+	if _, err := fmt.Sscanf(name, "errno %d", &n); err == nil && ErrnoName(n) == name {
+		return n
+	}
+	return 0
+}

@@ -7,6 +7,7 @@
 package metrics
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,23 +114,14 @@ func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool)
 	}
 	if e.New == event.Close && e.Has(event.CloseInfo) {
 		reset := "none"
-		switch e.Reset {
-		case event.ResetSent:
-			reset = "sent"
-		case event.ResetReceived:
-			reset = "received"
-		case event.ResetSent | event.ResetReceived:
-			reset = "sent_and_received"
+		if e.Reset != 0 {
+			reset = event.ResetName(e.Reset)
 		}
 		errName := "none"
 		if e.Err != 0 {
 			errName = event.ErrnoName(e.Err)
 		}
-		tw := "false"
-		if e.TW == event.TWTimeWait {
-			tw = "true"
-		}
-		m.closed.WithLabelValues(e.Old.String(), reset, errName, tw).Inc()
+		m.closed.WithLabelValues(e.Old.String(), reset, errName, strconv.FormatBool(e.TW.TimeWait())).Inc()
 	}
 }
 
