@@ -106,6 +106,43 @@ func writeAll(s Sink) {
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
 	s.Stats(&Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
+	writeRest(s)
+}
+
+// writeRest writes records with the fields writeAll's leave out, so that
+// the golden file shows every field of every record type.
+func writeRest(s Sink) {
+	e := sampleEvent()
+	e.Old, e.New, e.Flags = event.SynRecv, event.Established, event.OwnerKnown|event.Inherited|event.CookieSynth
+	s.Transition(&e)
+	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.CloseInfo
+	e.TW, e.Reset, e.Err = event.TWFinWait2, event.ResetSent|event.ResetReceived, 300 // no errno name
+	s.Transition(&e)
+	evicted := &timeline.Conn{
+		Cookie: 4099, Netns: 1, Family: event.IPv6, Partial: true, Open: true, Evicted: true,
+		Src: netip.MustParseAddrPort("[fd00::1]:443"), Dst: netip.MustParseAddrPort("[fd00::3]:40001"),
+		Start: 2_000_000_000, End: 3_000_000_000,
+		States: []timeline.Span{
+			{State: event.SynRecv, Enter: 2_000_000_000, Dwell: 5000, DwellKnown: true},
+			{State: event.Established, Unseen: true},
+			{State: event.CloseWait, Enter: 2_500_000_000, Dwell: 500_000_000, DwellKnown: true},
+		},
+		Ending: timeline.Ending{Retrans: 1, Reset: event.ResetSent, SynAckRetrans: 3},
+	}
+	s.Connection(evicted)
+	orphan := &timeline.Conn{
+		Cookie: 4100, Netns: 1, Family: event.IPv4, Start: 2_000_000_000, End: 2_000_000_000,
+		Src: netip.MustParseAddrPort("10.0.0.9:51545"), Dst: netip.MustParseAddrPort("10.0.0.5:8080"),
+		States: []timeline.Span{
+			{State: event.FinWait2, Enter: 2_000_000_000, Dwell: 0, DwellKnown: true},
+			{State: event.Close, Enter: 2_000_000_000},
+		},
+		Ending: timeline.Ending{TW: event.TWFinWait2, Reset: event.ResetSent | event.ResetReceived, Err: 300, CloseKnown: true},
+	}
+	s.Connection(orphan)
+	s.Stuck(t0.Add(40*time.Second), sampleConns()[0], event.LastAck, 5_000_000_000, false)
+	s.Stats(&Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
+		Evictions: 1, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
 }
 
 func golden(t *testing.T, name string, got []byte) {
