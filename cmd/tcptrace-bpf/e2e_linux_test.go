@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 
 var (
@@ -120,17 +121,18 @@ func traffic(t *testing.T, ns *nettest.Netns, n int) {
 	server.Wait()
 }
 
-// countTypes checks every line is a JSON object with a type, and counts types.
+// countTypes checks every line is a record of its type in internal/record
+// with no field the type lacks, and counts types.
 func countTypes(t *testing.T, data []byte) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
 	for i, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("line %d not JSON: %v: %q", i+1, err, line)
+		if _, err := record.DecodeStrict([]byte(line)); err != nil {
+			t.Fatalf("line %d not a record: %v: %q", i+1, err, line)
 		}
-		typ, _ := m["type"].(string)
-		counts[typ]++
+		var head struct{ Type string }
+		json.Unmarshal([]byte(line), &head)
+		counts[head.Type]++
 	}
 	return counts
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -106,7 +107,8 @@ func TestAnalyze(t *testing.T) {
 			t.Errorf("analyze output lacks %q:\n%s", want, out.String())
 		}
 	}
-	if !strings.Contains(errOut.String(), "line 15: not a record") || !strings.Contains(errOut.String(), "1 bad") {
+	bad := fmt.Sprintf("line %d: not a record", bytes.Count(rec, []byte("\n"))+1)
+	if !strings.Contains(errOut.String(), bad) || !strings.Contains(errOut.String(), "1 bad") {
 		t.Errorf("stderr %q: want the bad line named and counted", errOut.String())
 	}
 
@@ -141,5 +143,31 @@ func TestReport(t *testing.T) {
 	stderr.Reset()
 	if code := run([]string{"report", "-o", dir + "/no/such/dir/r.html", "../../internal/output/testdata/records.ndjson.golden"}, &stdout, &stderr); code != 1 || strings.Count(stderr.String(), "\n") != 1 {
 		t.Errorf("unwritable report: exit %d, %q", code, stderr.String())
+	}
+}
+
+// analyze --format ndjson writes the selected records again: every
+// transition, connection, states and stuck record of the recording comes
+// back byte for byte, no field lost.
+func TestAnalyzeNDJSONKeepsEveryField(t *testing.T) {
+	const golden = "../../internal/output/testdata/records.ndjson.golden"
+	rec, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"analyze", "--format", "ndjson", golden}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	got := map[string]bool{}
+	for _, l := range strings.Split(out.String(), "\n") {
+		got[l] = true
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(rec), "\n"), "\n") {
+		for _, typ := range []string{"transition", "connection", "states", "stuck"} {
+			if strings.HasPrefix(l, `{"type":"`+typ+`"`) && !got[l] {
+				t.Errorf("recorded line not written back as it was:\n%s", l)
+			}
+		}
 	}
 }

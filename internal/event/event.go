@@ -16,13 +16,13 @@ import (
 type Flags uint8
 
 const (
-	DwellKnown   Flags = 0x01 // Dwell is the time spent in Old
-	OwnerKnown   Flags = 0x02 // PID and Comm are the socket's owner
-	New          Flags = 0x04 // first transition of a socket born while tracing
-	Inherited    Flags = 0x08 // owner came from the listener (accepted child)
-	Rescued      Flags = 0x10 // recorded by the backup program
-	CookieSynth  Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
-	CloseInfo    Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
+	DwellKnown  Flags = 0x01 // Dwell is the time spent in Old
+	OwnerKnown  Flags = 0x02 // PID and Comm are the socket's owner
+	New         Flags = 0x04 // first transition of a socket born while tracing
+	Inherited   Flags = 0x08 // owner came from the listener (accepted child)
+	Rescued     Flags = 0x10 // recorded by the backup program
+	CookieSynth Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
+	CloseInfo   Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
 	// Handshake: SYN_RECV->ESTABLISHED of an accepted socket, whose
 	// SYN_RECV stay is the server-side handshake (HandshakeMicros; 0 =
 	// unknown), not the full socket's dwell.
@@ -297,5 +297,15 @@ var errnoByName = sync.OnceValue(func() map[string]uint16 {
 	return m
 })
 
-// ErrnoByName is ErrnoName's inverse ("ECONNREFUSED" -> 111); 0 if unknown.
-func ErrnoByName(name string) uint16 { return errnoByName()[name] }
+// ErrnoByName is ErrnoName's inverse ("ECONNREFUSED" -> 111, "errno 300"
+// -> 300); 0 if unknown.
+func ErrnoByName(name string) uint16 {
+	if n, ok := errnoByName()[name]; ok {
+		return n
+	}
+	var n uint16
+	if _, err := fmt.Sscanf(name, "errno %d", &n); err == nil && ErrnoName(n) == name {
+		return n
+	}
+	return 0
+}

@@ -7,6 +7,7 @@
 package metrics
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -116,26 +117,15 @@ func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool)
 // Closed counts a connection that reached CLOSE from the state from, with
 // its reset bits, errno and what the kernel left behind.
 func (m *Metrics) Closed(from event.State, resetBits uint8, errno uint16, tw event.TW) {
-	{
-		reset := "none"
-		switch resetBits {
-		case event.ResetSent:
-			reset = "sent"
-		case event.ResetReceived:
-			reset = "received"
-		case event.ResetSent | event.ResetReceived:
-			reset = "sent_and_received"
-		}
-		errName := "none"
-		if errno != 0 {
-			errName = event.ErrnoName(errno)
-		}
-		twLabel := "false"
-		if tw == event.TWTimeWait {
-			twLabel = "true"
-		}
-		m.closed.WithLabelValues(from.String(), reset, errName, twLabel).Inc()
+	reset := "none"
+	if resetBits != 0 {
+		reset = event.ResetName(resetBits)
 	}
+	errName := "none"
+	if errno != 0 {
+		errName = event.ErrnoName(errno)
+	}
+	m.closed.WithLabelValues(from.String(), reset, errName, strconv.FormatBool(tw.TimeWait())).Inc()
 }
 
 // Sockets sets the per-state gauges from one walk.

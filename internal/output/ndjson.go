@@ -8,11 +8,14 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
 // NDJSON writes one JSON object a line. Field names are a contract
-// (docs/ndjson.md): add fields freely, never rename one.
+// (docs/ndjson.md): add fields freely, never rename one. This is the fast
+// twin of encoding/json on the types of internal/record, which the tests
+// hold it to byte for byte: a field added here is added there too.
 type NDJSON struct {
 	w       *bufio.Writer
 	clock   event.Clock
@@ -80,7 +83,7 @@ func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
 
 // Transition writes a "transition" record.
 func (n *NDJSON) Transition(e *event.Event) {
-	b := n.start("transition")
+	b := n.start(record.TypeTransition)
 	b = n.times.appendTime(b, `,"ts":`, n.clock.WallNano(e.Mono))
 	b = appendUint(b, `,"cookie":`, e.Cookie)
 	b = appendUint(b, `,"netns":`, uint64(e.Netns))
@@ -92,10 +95,16 @@ func (n *NDJSON) Transition(e *event.Event) {
 	}
 	b = appendOwner(b, e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	if e.Has(event.Inherited) {
-		b = appendStr(b, `,"owner_from":`, "listener")
+		b = appendStr(b, `,"owner_from":`, record.OwnerFromListener)
 	}
 	if e.Has(event.CookieSynth) {
 		b = appendBool(b, `,"cookie_synthetic":`, true)
+	}
+	if e.Has(event.Handshake) {
+		b = appendBool(b, `,"accepted":`, true)
+		if e.HandshakeMicros != 0 {
+			b = appendUint(b, `,"handshake_ns":`, uint64(e.HandshakeMicros)*1000)
+		}
 	}
 	if e.Has(event.CloseInfo) {
 		b = appendEnding(b, e.TW, e.Reset, e.Err)
@@ -106,7 +115,7 @@ func (n *NDJSON) Transition(e *event.Event) {
 
 // Connection writes a "connection" record.
 func (n *NDJSON) Connection(c *timeline.Conn) {
-	b := n.start("connection")
+	b := n.start(record.TypeConnection)
 	b = appendUint(b, `,"cookie":`, c.Cookie)
 	b = appendUint(b, `,"netns":`, uint64(c.Netns))
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
@@ -133,7 +142,7 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		b = appendUint(b, `,"srtt_us":`, uint64(end.SRTTMicros))
 		b = appendUint(b, `,"total_retrans":`, uint64(end.TotalRetrans))
 	} else if end.Reset != 0 {
-		b = appendStr(b, `,"reset":`, resetName(end.Reset))
+		b = appendStr(b, `,"reset":`, event.ResetName(end.Reset))
 	}
 	if end.HandshakeKnown {
 		b = appendUint(b, `,"handshake_ns":`, uint64(end.HandshakeMicros)*1000)
@@ -175,7 +184,7 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
 		if h.Count() == 0 {
 			continue
 		}
-		b := n.start("histogram")
+		b := n.start(record.TypeHistogram)
 		b = appendTime(b, `,"ts":`, ts)
 		b = appendTime(b, `,"since":`, since)
 		b = appendStr(b, `,"state":`, event.State(st).String())
@@ -205,7 +214,7 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
 
 // Lost writes a "lost" record.
 func (n *NDJSON) Lost(l *Lost) {
-	b := n.start("lost")
+	b := n.start(record.TypeLost)
 	b = appendTime(b, `,"ts":`, l.TS)
 	b = appendUint(b, `,"count":`, l.Count())
 	b = appendUint(b, `,"ringbuf_full":`, l.RingbufFull)
@@ -218,7 +227,7 @@ func (n *NDJSON) Lost(l *Lost) {
 
 // Stats writes the closing "stats" record.
 func (n *NDJSON) Stats(s *Stats) {
-	b := n.start("stats")
+	b := n.start(record.TypeStats)
 	b = appendTime(b, `,"ts":`, s.TS)
 	b = appendStr(b, `,"attach":`, s.Attach)
 	b = appendUint(b, `,"events":`, s.Events)
@@ -249,16 +258,17 @@ func (n *NDJSON) Flush() error {
 	return n.err
 }
 
-// appendEnding writes how a socket ended: "time_wait" always (the
-// kernel-side inference at CLOSE), "fin_wait2_timewait" for an orphan
-// that lingers in FIN_WAIT2, and "reset" and "error" when there was one.
+// appendEnding writes how a socket ended (record.Ending): "time_wait"
+// always (the kernel-side inference at CLOSE), "fin_wait2_timewait" for
+// an orphan that lingers in FIN_WAIT2, and "reset" and "error" when there
+// was one.
 func appendEnding(b []byte, tw event.TW, reset uint8, errno uint16) []byte {
-	b = appendBool(b, `,"time_wait":`, tw == event.TWTimeWait)
-	if tw == event.TWFinWait2 {
+	b = appendBool(b, `,"time_wait":`, tw.TimeWait())
+	if tw.FinWait2() {
 		b = appendBool(b, `,"fin_wait2_timewait":`, true)
 	}
 	if reset != 0 {
-		b = appendStr(b, `,"reset":`, resetName(reset))
+		b = appendStr(b, `,"reset":`, event.ResetName(reset))
 	}
 	if errno != 0 {
 		b = appendStr(b, `,"error":`, event.ErrnoName(errno))
@@ -266,19 +276,9 @@ func appendEnding(b []byte, tw event.TW, reset uint8, errno uint16) []byte {
 	return b
 }
 
-func resetName(r uint8) string {
-	switch r {
-	case event.ResetSent:
-		return "sent"
-	case event.ResetReceived:
-		return "received"
-	}
-	return "sent_and_received"
-}
-
 // States writes a "states" record.
 func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
-	b := n.start("states")
+	b := n.start(record.TypeStates)
 	b = appendTime(b, `,"ts":`, ts)
 	b = append(appendKey(b, `,"counts":`), '{')
 	first := true
@@ -302,7 +302,7 @@ func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
 // Stuck writes a "stuck" record.
 func (n *NDJSON) Stuck(s *Stuck) {
 	c := s.Conn
-	b := n.start("stuck")
+	b := n.start(record.TypeStuck)
 	b = appendTime(b, `,"ts":`, s.TS)
 	b = appendStr(b, `,"state":`, s.State.String())
 	b = appendUint(b, `,"age_ns":`, s.Age)
@@ -339,7 +339,7 @@ func (n *NDJSON) Stuck(s *Stuck) {
 
 // Listener writes a "listener" record.
 func (n *NDJSON) Listener(ts time.Time, l *Listener) {
-	b := n.start("listener")
+	b := n.start(record.TypeListener)
 	b = appendTime(b, `,"ts":`, ts)
 	b = appendUint(b, `,"netns":`, uint64(l.Netns))
 	b = appendStr(b, `,"family":`, l.Family.String())

@@ -106,6 +106,65 @@ func writeAll(s Sink) {
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
 	s.Stats(&Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
+	writeRest(s)
+}
+
+// writeRest writes records with the fields writeAll's leave out, so that
+// the golden file shows every field of every record type.
+func writeRest(s Sink) {
+	e := sampleEvent()
+	e.Old, e.New, e.Flags = event.SynRecv, event.Established, event.OwnerKnown|event.Inherited|event.CookieSynth
+	s.Transition(&e)
+	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.CloseInfo
+	e.TW, e.Reset, e.Err = event.TWFinWait2, event.ResetSent|event.ResetReceived, 300 // no errno name
+	s.Transition(&e)
+	evicted := &timeline.Conn{
+		Cookie: 4099, Netns: 1, Family: event.IPv6, Partial: true, Open: true, Evicted: true,
+		Src: netip.MustParseAddrPort("[fd00::1]:443"), Dst: netip.MustParseAddrPort("[fd00::3]:40001"),
+		Start: 2_000_000_000, End: 3_000_000_000,
+		States: []timeline.Span{
+			{State: event.SynRecv, Enter: 2_000_000_000, Dwell: 5000, DwellKnown: true},
+			{State: event.Established, Unseen: true},
+			{State: event.CloseWait, Enter: 2_500_000_000, Dwell: 500_000_000, DwellKnown: true},
+		},
+		Ending: timeline.Ending{Retrans: 1, Reset: event.ResetSent, SynAckRetrans: 3},
+	}
+	s.Connection(evicted)
+	orphan := &timeline.Conn{
+		Cookie: 4100, Netns: 1, Family: event.IPv4, Start: 2_000_000_000, End: 2_000_000_000,
+		Src: netip.MustParseAddrPort("10.0.0.9:51545"), Dst: netip.MustParseAddrPort("10.0.0.5:8080"),
+		States: []timeline.Span{
+			{State: event.FinWait2, Enter: 2_000_000_000, Dwell: 0, DwellKnown: true},
+			{State: event.Close, Enter: 2_000_000_000},
+		},
+		Ending: timeline.Ending{TW: event.TWFinWait2, Reset: event.ResetSent | event.ResetReceived, Err: 300, CloseKnown: true},
+	}
+	s.Connection(orphan)
+	s.Stuck(&Stuck{TS: t0.Add(40 * time.Second), Conn: sampleConns()[0], State: event.LastAck, Age: 5_000_000_000})
+	// A fork-per-connection server: the child and the parent hold the
+	// socket; the tracer saw it created by another process.
+	creator := sampleConns()[2]
+	creator.PID, creator.OwnerKnown = 812, true
+	copy(creator.Comm[:], "nginx")
+	forked := &Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
+		HoldersKnown: true, Holders: []Holder{{PID: 900}, {PID: 901}}}
+	copy(forked.Holders[0].Comm[:], "worker")
+	copy(forked.Holders[1].Comm[:], "worker")
+	s.Stuck(forked)
+	// Not held by any process (never accept()ed).
+	s.Stuck(&Stuck{TS: t0.Add(42 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 30_000_000_000, HoldersKnown: true})
+	// A listener's half-open handshakes.
+	listener := &timeline.Conn{Cookie: 77, Netns: 1, Family: event.IPv4, PID: 812, OwnerKnown: true,
+		Src: netip.MustParseAddrPort("0.0.0.0:8080"), Dst: netip.MustParseAddrPort("0.0.0.0:0")}
+	copy(listener.Comm[:], "nginx")
+	s.Stuck(&Stuck{TS: t0.Add(43 * time.Second), Conn: listener, State: event.SynRecv, Age: 3_100_000_000, HalfOpen: 250})
+	hs := sampleEvent()
+	hs.Old, hs.New, hs.Flags, hs.HandshakeMicros = event.SynRecv, event.Established, event.DwellKnown|event.OwnerKnown|event.Handshake, 2_020_000
+	s.Transition(&hs)
+	hs.HandshakeMicros = 0 // accepted, handshake time unknown
+	s.Transition(&hs)
+	s.Stats(&Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
+		Evictions: 1, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
 }
 
 func golden(t *testing.T, name string, got []byte) {

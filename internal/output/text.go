@@ -208,10 +208,12 @@ func (t *TextWriter) Stuck(s *Stuck) {
 	if s.AtLeast {
 		more = " (at least: it was already there when tracing began)"
 	}
-	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
 	if s.HalfOpen > 0 {
-		what = fmt.Sprintf("listener %s: %d half-open handshakes, the oldest", c.Src, s.HalfOpen)
+		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s\n",
+			s.TS.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
+		return
 	}
+	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
 	who := ""
 	if s.HoldersKnown && len(s.Holders) == 0 {
 		who = " (held by no process)"

@@ -90,8 +90,8 @@ func TestParseMonotonicOffset(t *testing.T) {
 	for in, want := range map[string]int64{
 		"monotonic           0         0\nboottime            0         0\n": 0,
 		"monotonic        1000         0\nboottime            0         0\n": 1000e9,
-		"boottime 5 0\nmonotonic -2 500\n":                                  -2e9 + 500,
-		"":                                                                  0,
+		"boottime 5 0\nmonotonic -2 500\n":                                   -2e9 + 500,
+		"":                                                                   0,
 	} {
 		if got := parseMonotonicOffset(in); got != want {
 			t.Errorf("parseMonotonicOffset(%q) = %d, want %d", in, got, want)

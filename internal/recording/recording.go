@@ -4,7 +4,6 @@ package recording
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -20,46 +20,6 @@ type Filter struct {
 	Ports        map[uint16]bool       // either end; empty: all
 	States       [event.NumStates]bool // any set: only what concerns them
 	Since, Until time.Time             // zero: open
-}
-
-// record holds the fields of any record type that analyze uses.
-type record struct {
-	Type      string     `json:"type"`
-	TS        *time.Time `json:"ts"`
-	Cookie    uint64     `json:"cookie"`
-	Netns     uint32     `json:"netns"`
-	Family    string     `json:"family"`
-	Saddr     string     `json:"saddr"`
-	Sport     uint16     `json:"sport"`
-	Daddr     string     `json:"daddr"`
-	Dport     uint16     `json:"dport"`
-	Old       string     `json:"old"`
-	New       string     `json:"new"`
-	DwellNs   *uint64    `json:"dwell_ns"`
-	PID       *uint32    `json:"pid"`
-	Comm      string     `json:"comm"`
-	Start     *time.Time `json:"start"`
-	End       *time.Time `json:"end"`
-	Open      bool       `json:"open"`
-	Partial   bool       `json:"partial"`
-	Handshk   *uint64    `json:"handshake_ns"`
-	TimeWait  *bool      `json:"time_wait"`
-	FW2TW     bool       `json:"fin_wait2_timewait"`
-	Reset     string     `json:"reset"`
-	Error     string     `json:"error"`
-	OwnerFrom string     `json:"owner_from"`
-	SynthCk   bool       `json:"cookie_synthetic"`
-	States    []struct {
-		State    string     `json:"state"`
-		TS       *time.Time `json:"ts"`
-		DwellNs  *uint64    `json:"dwell_ns"`
-		Inferred bool       `json:"inferred"`
-	} `json:"states"`
-	Count      uint64            `json:"count"`
-	State      string            `json:"state"`
-	AgeNs      uint64            `json:"age_ns"`
-	AgeAtLeast bool              `json:"age_at_least"`
-	Counts     map[string]uint64 `json:"counts"`
 }
 
 // Summary counts what a replay read.
@@ -79,13 +39,13 @@ func Replay(r io.Reader, f Filter, sink output.Sink, warn io.Writer) (Summary, e
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		s.Lines++
-		var rec record
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+		rec, err := record.Decode(sc.Bytes())
+		if err != nil {
 			s.Bad++
 			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", s.Lines, err)
 			continue
 		}
-		if err := s.apply(&rec, f, sink, &hists, &fromTransitions); err != nil {
+		if err := s.apply(rec, f, sink, &hists, &fromTransitions); err != nil {
 			s.Bad++
 			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", s.Lines, err)
 		}
@@ -126,29 +86,29 @@ func (f *Filter) stateFilter() bool {
 	return false
 }
 
-func (s *Summary) apply(rec *record, f Filter, sink output.Sink, hists, fromTrans *output.Histograms) error {
-	switch rec.Type {
-	case "transition":
-		e, err := rec.event()
+func (s *Summary) apply(rec any, f Filter, sink output.Sink, hists, fromTrans *output.Histograms) error {
+	switch rec := rec.(type) {
+	case *record.Transition:
+		e, err := transition(rec)
 		if err != nil {
 			return err
 		}
-		if !f.keepTime(*rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
+		if !f.keepTime(rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
 			(f.stateFilter() && !f.States[e.Old] && !f.States[e.New]) {
 			return nil
 		}
 		s.Transitions++
-		s.seen(*rec.TS)
+		s.seen(rec.TS)
 		sink.Transition(&e)
 		if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && e.Old != event.SynRecv {
 			fromTrans[e.Old].Record(uint64(e.Dwell))
 		}
-	case "connection":
-		c, err := rec.conn()
+	case *record.Connection:
+		c, err := connection(rec)
 		if err != nil {
 			return err
 		}
-		if !f.keepTime(*rec.End) || !f.keepPorts(rec.Sport, rec.Dport) {
+		if !f.keepTime(rec.End) || !f.keepPorts(rec.Sport, rec.Dport) {
 			return nil
 		}
 		through := !f.stateFilter()
@@ -159,7 +119,7 @@ func (s *Summary) apply(rec *record, f Filter, sink output.Sink, hists, fromTran
 			return nil
 		}
 		s.Connections++
-		s.seen(*rec.End)
+		s.seen(rec.End)
 		sink.Connection(c)
 		for i, sp := range c.States {
 			if sp.State == event.SynRecv && i+1 < len(c.States) && c.States[i+1].State == event.Established {
@@ -173,152 +133,184 @@ func (s *Summary) apply(rec *record, f Filter, sink output.Sink, hists, fromTran
 				hists[sp.State].Record(sp.Dwell)
 			}
 		}
-	case "lost":
+	case *record.Lost:
 		s.Lost += rec.Count // reported in the summary
-	case "states":
-		if rec.TS == nil || !f.keepTime(*rec.TS) {
+	case *record.States:
+		if rec.TS.IsZero() || !f.keepTime(rec.TS) {
 			return nil
 		}
-		var counts [event.NumStates]uint64
-		for name, n := range rec.Counts {
-			st, err := state(name)
-			if err != nil {
-				return err
-			}
-			if !f.stateFilter() || f.States[st] {
-				counts[st] = n
+		counts := [event.NumStates]uint64(rec.Counts)
+		for st := range counts {
+			if f.stateFilter() && !f.States[st] {
+				counts[st] = 0
 			}
 		}
-		s.seen(*rec.TS)
-		sink.States(*rec.TS, &counts)
-	case "stuck":
-		st, err := state(rec.State)
+		s.seen(rec.TS)
+		sink.States(rec.TS, &counts)
+	case *record.Stuck:
+		st, err := event.ParseState(rec.State)
 		if err != nil {
 			return err
 		}
-		if rec.TS == nil || !f.keepTime(*rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
+		if rec.TS.IsZero() || !f.keepTime(rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
 			(f.stateFilter() && !f.States[st]) {
 			return nil
 		}
 		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns}
-		if c.Src, c.Dst, c.Family, err = rec.endpoints(); err != nil {
+		if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
 			return err
 		}
-		if rec.PID != nil {
-			c.PID, c.OwnerKnown = *rec.PID, true
-			copy(c.Comm[:15], rec.Comm)
-		}
-		s.seen(*rec.TS)
-		sink.Stuck(&output.Stuck{TS: *rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast})
-	case "histogram", "stats", "listener":
+		c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
+		s.seen(rec.TS)
+		sink.Stuck(stuckOf(rec, c, st))
+	case *record.Histogram, *record.Stats, *record.Listener:
 		// Derived, or about the tracer: rebuilt or not needed offline.
-	default:
-		return fmt.Errorf("unknown record type %q", rec.Type)
 	}
 	return nil
 }
 
-func state(name string) (event.State, error) { return event.ParseState(name) }
-
-func (rec *record) endpoints() (src, dst netip.AddrPort, fam event.Family, err error) {
-	sa, err1 := netip.ParseAddr(rec.Saddr)
-	da, err2 := netip.ParseAddr(rec.Daddr)
+func endpoints(ep *record.Endpoints) (src, dst netip.AddrPort, fam event.Family, err error) {
+	sa, err1 := netip.ParseAddr(ep.Saddr)
+	da, err2 := netip.ParseAddr(ep.Daddr)
 	if err1 != nil || err2 != nil {
-		return src, dst, 0, fmt.Errorf("bad address %q or %q", rec.Saddr, rec.Daddr)
+		return src, dst, 0, fmt.Errorf("bad address %q or %q", ep.Saddr, ep.Daddr)
 	}
-	fam = event.IPv4
-	if rec.Family == "inet6" {
-		fam = event.IPv6
+	if fam, err = event.ParseFamily(ep.Family); err != nil {
+		return src, dst, 0, err
 	}
-	return netip.AddrPortFrom(sa, rec.Sport), netip.AddrPortFrom(da, rec.Dport), fam, nil
+	return netip.AddrPortFrom(sa, ep.Sport), netip.AddrPortFrom(da, ep.Dport), fam, nil
 }
 
-// event rebuilds a transition; Mono holds Unix nanoseconds (see Clock).
-func (rec *record) event() (event.Event, error) {
+func owner(o *record.Owner) (pid uint32, comm [16]byte, known bool) {
+	if o == nil {
+		return 0, comm, false
+	}
+	copy(comm[:15], o.Comm)
+	return o.PID, comm, true
+}
+
+// ending reads the ending fields; closeKnown: the kernel's close fields
+// were read (time_wait is present).
+func ending(r *record.Ending) (tw event.TW, reset uint8, errno uint16, closeKnown bool, err error) {
+	if reset, err = event.ParseReset(r.Reset); err != nil {
+		return
+	}
+	if r.Error != "" {
+		if errno = event.ErrnoByName(r.Error); errno == 0 {
+			return tw, reset, 0, false, fmt.Errorf("unknown error %q", r.Error)
+		}
+	}
+	if r.TimeWait != nil {
+		tw, closeKnown = event.TWOf(*r.TimeWait, r.FinWait2TimeWait), true
+	}
+	return
+}
+
+// stuckOf rebuilds a stuck record around c, the socket as rec names it.
+func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *output.Stuck {
+	s := &output.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast,
+		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil}
+	if s.HoldersKnown && *rec.Held {
+		hs := rec.Holders
+		if len(hs) == 0 && rec.Owner != nil {
+			hs = []record.Owner{*rec.Owner}
+		}
+		for _, h := range hs {
+			var comm [16]byte
+			copy(comm[:15], h.Comm)
+			s.Holders = append(s.Holders, output.Holder{PID: h.PID, Comm: comm})
+		}
+		// The connection's owner is the creator: named when it differs.
+		if rec.CreatorPID != nil {
+			c.PID, c.OwnerKnown = *rec.CreatorPID, true
+			c.Comm = [16]byte{}
+			copy(c.Comm[:15], rec.CreatorComm)
+		}
+	}
+	return s
+}
+
+// transition rebuilds a transition; Mono holds Unix nanoseconds (see
+// Clock).
+func transition(rec *record.Transition) (event.Event, error) {
 	var e event.Event
-	if rec.TS == nil {
+	if rec.TS.IsZero() {
 		return e, fmt.Errorf("transition without ts")
 	}
 	var err error
-	if e.Old, err = state(rec.Old); err != nil {
+	if e.Old, err = event.ParseState(rec.Old); err != nil {
 		return e, err
 	}
-	if e.New, err = state(rec.New); err != nil {
+	if e.New, err = event.ParseState(rec.New); err != nil {
 		return e, err
 	}
-	if e.Src, e.Dst, e.Family, err = rec.endpoints(); err != nil {
+	if e.Src, e.Dst, e.Family, err = endpoints(&rec.Endpoints); err != nil {
 		return e, err
 	}
 	e.Mono, e.Cookie, e.Netns = uint64(rec.TS.UnixNano()), rec.Cookie, rec.Netns
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
 	}
-	if rec.PID != nil {
-		e.PID, e.Flags = *rec.PID, e.Flags|event.OwnerKnown
-		copy(e.Comm[:15], rec.Comm)
+	var known bool
+	if e.PID, e.Comm, known = owner(rec.Owner); known {
+		e.Flags |= event.OwnerKnown
 	}
-	if rec.OwnerFrom == "listener" {
+	if rec.OwnerFrom == record.OwnerFromListener {
 		e.Flags |= event.Inherited
 	}
-	if rec.SynthCk {
+	if rec.CookieSynthetic {
 		e.Flags |= event.CookieSynth
 	}
-	if rec.TimeWait != nil { // the ending fields come together, on ->CLOSE
+	if rec.Accepted {
+		e.Flags |= event.Handshake
+		if rec.HandshakeNs != nil {
+			e.HandshakeMicros = uint32(*rec.HandshakeNs / 1000)
+		}
+	}
+	var closeInfo bool
+	if e.TW, e.Reset, e.Err, closeInfo, err = ending(&rec.Ending); err != nil {
+		return e, err
+	}
+	if closeInfo {
 		e.Flags |= event.CloseInfo
-		switch {
-		case *rec.TimeWait:
-			e.TW = event.TWTimeWait
-		case rec.FW2TW:
-			e.TW = event.TWFinWait2
-		}
-		e.Reset = resetBits(rec.Reset)
-		if rec.Error != "" {
-			e.Err = event.ErrnoByName(rec.Error)
-		}
 	}
 	return e, nil
 }
 
-func resetBits(s string) uint8 {
-	switch s {
-	case "sent":
-		return event.ResetSent
-	case "received":
-		return event.ResetReceived
-	case "sent_and_received":
-		return event.ResetSent | event.ResetReceived
-	}
-	return 0
-}
-
-// conn rebuilds a connection; times are Unix nanoseconds (see Clock).
-func (rec *record) conn() (*timeline.Conn, error) {
-	if rec.End == nil {
+// connection rebuilds a connection; times are Unix nanoseconds (see
+// Clock).
+func connection(rec *record.Connection) (*timeline.Conn, error) {
+	if rec.End.IsZero() {
 		return nil, fmt.Errorf("connection without end")
 	}
 	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, Open: rec.Open, Partial: rec.Partial,
-		End: uint64(rec.End.UnixNano())}
+		Evicted: rec.Evicted, End: uint64(rec.End.UnixNano())}
 	var err error
-	if c.Src, c.Dst, c.Family, err = rec.endpoints(); err != nil {
+	if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
 		return nil, err
 	}
-	if rec.Start != nil {
+	if !rec.Start.IsZero() {
 		c.Start = uint64(rec.Start.UnixNano())
 	}
-	if rec.PID != nil {
-		c.PID, c.OwnerKnown = *rec.PID, true
-		copy(c.Comm[:15], rec.Comm)
+	c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
+	end := &c.Ending
+	end.Retrans, end.SynRetrans = uint16(rec.Retransmits), uint8(rec.SynRetransmits)
+	if end.TW, end.Reset, end.Err, end.CloseKnown, err = ending(&rec.Ending); err != nil {
+		return nil, err
 	}
-	if rec.Handshk != nil {
-		c.Ending.HandshakeKnown, c.Ending.HandshakeMicros = true, uint32(*rec.Handshk/1000)
+	end.BytesAcked, end.BytesReceived = value(rec.BytesAcked), value(rec.BytesReceived)
+	end.SRTTMicros, end.TotalRetrans = uint32(value(rec.SRTTMicros)), uint32(value(rec.TotalRetrans))
+	if rec.HandshakeNs != nil {
+		end.HandshakeKnown, end.HandshakeMicros = true, uint32(*rec.HandshakeNs/1000)
 	}
+	end.SynAckRetrans = uint32(value(rec.SynAckRetransmits))
 	for _, sp := range rec.States {
-		st, err := state(sp.State)
+		st, err := event.ParseState(sp.State)
 		if err != nil {
 			return nil, err
 		}
-		span := timeline.Span{State: st, Inferred: sp.Inferred}
-		if sp.TS != nil {
+		span := timeline.Span{State: st, Unseen: sp.Unseen, Inferred: sp.Inferred}
+		if !sp.TS.IsZero() {
 			span.Enter = uint64(sp.TS.UnixNano())
 		}
 		if sp.DwellNs != nil {
@@ -327,6 +319,13 @@ func (rec *record) conn() (*timeline.Conn, error) {
 		c.States = append(c.States, span)
 	}
 	return c, nil
+}
+
+func value(p *uint64) uint64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 // Clock is the clock of replayed records: their times are already wall

@@ -278,7 +278,7 @@ func TestHandshakeSpan(t *testing.T) {
 	tr := New(10, func(c *Conn) { got, start = spansOf(c), c.Start })
 	birth := ev(1, 5000, event.Listen, event.SynRecv, -1, own|event.New|event.Inherited)
 	done := ev(1, 5000+1, event.SynRecv, event.Established, 1, own|event.Handshake) // 24 µs... of the full socket
-	done.HandshakeMicros = 2_020_000                                                  // 2.02 s since the first SYN-ACK
+	done.HandshakeMicros = 2_020_000                                                // 2.02 s since the first SYN-ACK
 	tr.Observe(&birth)
 	tr.Observe(&done)
 	tr.Flush(6000e6)

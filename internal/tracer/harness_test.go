@@ -9,9 +9,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	schema "github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 
-// record is any NDJSON record, with the fields the tests look at.
+// record is any NDJSON record, with the fields the tests look at. Every
+// line is first checked against its type in internal/record, the one
+// definition of the schema (see parseRecords).
 type record struct {
 	Type    string  `json:"type"`
 	TS      string  `json:"ts"`
@@ -141,6 +145,9 @@ func parseRecords(t *testing.T, s string) []record {
 	sc := bufio.NewScanner(strings.NewReader(s))
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
+		if _, err := schema.DecodeStrict(sc.Bytes()); err != nil {
+			t.Fatalf("line is not a record of docs/ndjson.md: %v: %q", err, sc.Text())
+		}
 		var r record
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			t.Fatalf("line is not JSON: %v: %q", err, sc.Text())

@@ -9,7 +9,6 @@ package vmtest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 
 func TestMain(m *testing.M) { nettest.Main(m) }
@@ -107,12 +107,12 @@ func TestOnOtherKernel(t *testing.T) {
 			}
 			paths := map[uint64][]string{}
 			for _, line := range strings.Split(section, "\n") {
-				var r struct {
-					Type, Old, New string
-					Cookie         uint64
-				}
 				line = strings.TrimSpace(line)
-				if json.Unmarshal([]byte(line), &r) == nil && r.Type == "transition" {
+				if v, err := record.Decode([]byte(line)); err == nil {
+					r, ok := v.(*record.Transition)
+					if !ok {
+						continue
+					}
 					if len(paths[r.Cookie]) == 0 {
 						paths[r.Cookie] = []string{r.Old}
 					}

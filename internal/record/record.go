@@ -1,0 +1,318 @@
+// Package record is the NDJSON schema (docs/ndjson.md) as Go types: one
+// struct per record type, whose fields, in order, with their omission
+// rules, are the record's. encoding/json on these types writes a line
+// byte for byte as the tracer's fast encoder (internal/output) does, and
+// the tests of that encoder prove it on golden lines covering every
+// field. Everything that reads NDJSON (the recording reader behind
+// analyze and report, the test harnesses) decodes into these types.
+//
+// Adding a field: add it here and to the encoder, and make the golden
+// records show it; the tests fail until all three agree.
+//
+// A pointer field, or a field marked omitempty/omitzero, is one the
+// encoder omits when unknown; any other is always present.
+package record
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+)
+
+// The record types, the value of every record's "type".
+const (
+	TypeTransition = "transition"
+	TypeConnection = "connection"
+	TypeHistogram  = "histogram"
+	TypeLost       = "lost"
+	TypeStates     = "states"
+	TypeListener   = "listener"
+	TypeStuck      = "stuck"
+	TypeStats      = "stats"
+)
+
+// Endpoints are a socket's two ends, as the kernel reports them.
+type Endpoints struct {
+	Family string `json:"family"` // event.Family.String
+	Saddr  string `json:"saddr"`
+	Sport  uint16 `json:"sport"`
+	Daddr  string `json:"daddr"`
+	Dport  uint16 `json:"dport"`
+}
+
+// Owner is the process that owns a socket. Records hold a *Owner: nil
+// when the owner is unknown, and then neither field is written.
+type Owner struct {
+	PID  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+}
+
+// Ending is how a socket ended. TimeWait is present exactly when the
+// kernel's close fields were read (on ->CLOSE); a connection may carry a
+// Reset without them.
+type Ending struct {
+	TimeWait         *bool  `json:"time_wait,omitempty"`          // event.TW.TimeWait
+	FinWait2TimeWait bool   `json:"fin_wait2_timewait,omitempty"` // event.TW.FinWait2
+	Reset            string `json:"reset,omitempty"`              // event.ResetName
+	Error            string `json:"error,omitempty"`              // event.ErrnoName
+}
+
+// Transition is one state change.
+type Transition struct {
+	Type   string    `json:"type"`
+	TS     time.Time `json:"ts"`
+	Cookie uint64    `json:"cookie"`
+	Netns  uint32    `json:"netns"`
+	Endpoints
+	Old     string  `json:"old"`
+	New     string  `json:"new"`
+	DwellNs *uint64 `json:"dwell_ns,omitempty"`
+	*Owner
+	OwnerFrom       string `json:"owner_from,omitempty"` // OwnerFromListener
+	CookieSynthetic bool   `json:"cookie_synthetic,omitempty"`
+	// Accepted: SYN_RECV->ESTABLISHED of an accepted socket, whose
+	// SYN_RECV stay is the handshake (HandshakeNs, absent when unknown).
+	Accepted    bool    `json:"accepted,omitempty"`
+	HandshakeNs *uint64 `json:"handshake_ns,omitempty"`
+	Ending
+}
+
+// OwnerFromListener is Transition.OwnerFrom on an accepted socket's first
+// transition: the owner was inherited from the listener.
+const OwnerFromListener = "listener"
+
+// Span is one state of a connection.
+type Span struct {
+	State    string    `json:"state"`
+	TS       time.Time `json:"ts,omitzero"`
+	DwellNs  *uint64   `json:"dwell_ns,omitempty"`
+	Unseen   bool      `json:"unseen,omitempty"`
+	Inferred bool      `json:"inferred,omitempty"`
+}
+
+// Connection is one socket's timeline.
+type Connection struct {
+	Type   string `json:"type"`
+	Cookie uint64 `json:"cookie"`
+	Netns  uint32 `json:"netns"`
+	Endpoints
+	*Owner
+	Start          time.Time `json:"start,omitzero"`
+	End            time.Time `json:"end"`
+	DurationNs     *uint64   `json:"duration_ns,omitempty"`
+	Open           bool      `json:"open"`
+	Partial        bool      `json:"partial"`
+	Evicted        bool      `json:"evicted,omitempty"`
+	Retransmits    uint64    `json:"retransmits"`
+	SynRetransmits uint64    `json:"syn_retransmits"`
+	Ending
+	// Read at CLOSE: present with Ending.TimeWait.
+	BytesAcked    *uint64 `json:"bytes_acked,omitempty"`
+	BytesReceived *uint64 `json:"bytes_received,omitempty"`
+	SRTTMicros    *uint64 `json:"srtt_us,omitempty"`
+	TotalRetrans  *uint64 `json:"total_retrans,omitempty"`
+	// Accepted sockets.
+	HandshakeNs       *uint64 `json:"handshake_ns,omitempty"`
+	SynAckRetransmits *uint64 `json:"synack_retransmits,omitempty"`
+	States            []Span  `json:"states"`
+}
+
+// Bucket is one non-empty histogram bucket.
+type Bucket struct {
+	GeNs  uint64 `json:"ge_ns"`
+	LeNs  uint64 `json:"le_ns"`
+	Count uint64 `json:"count"`
+}
+
+// Histogram is one state's dwell times, cumulative since Since.
+type Histogram struct {
+	Type    string    `json:"type"`
+	TS      time.Time `json:"ts"`
+	Since   time.Time `json:"since"`
+	State   string    `json:"state"`
+	Count   uint64    `json:"count"`
+	SumNs   uint64    `json:"sum_ns"`
+	MinNs   uint64    `json:"min_ns"`
+	MaxNs   uint64    `json:"max_ns"`
+	P50Ns   uint64    `json:"p50_ns"`
+	P90Ns   uint64    `json:"p90_ns"`
+	P99Ns   uint64    `json:"p99_ns"`
+	Buckets []Bucket  `json:"buckets"`
+}
+
+// Lost counts what never reached the tracer.
+type Lost struct {
+	Type         string    `json:"type"`
+	TS           time.Time `json:"ts"`
+	Count        uint64    `json:"count"`
+	RingbufFull  uint64    `json:"ringbuf_full"`
+	Recursion    uint64    `json:"recursion"`
+	DecodeErrors uint64    `json:"decode_errors"`
+	Total        uint64    `json:"total"`
+}
+
+// States is the live tally of sockets per state.
+type States struct {
+	Type   string      `json:"type"`
+	TS     time.Time   `json:"ts"`
+	Counts StateCounts `json:"counts"`
+}
+
+// StateCounts are sockets per state, indexed by event.State. In JSON an
+// object of the non-zero counts, keyed by state name, in state order.
+type StateCounts [event.NumStates]uint64
+
+// MarshalJSON writes the non-zero counts in state order.
+func (c StateCounts) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for st, n := range c {
+		if n == 0 {
+			continue
+		}
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%q:%d", event.State(st), n)
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads counts keyed by state name; an unknown state is an
+// error.
+func (c *StateCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]uint64
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*c = StateCounts{}
+	for name, n := range m {
+		st, err := event.ParseState(name)
+		if err != nil {
+			return err
+		}
+		c[st] = n
+	}
+	return nil
+}
+
+// Listener is one listening socket's queues.
+type Listener struct {
+	Type   string    `json:"type"`
+	TS     time.Time `json:"ts"`
+	Netns  uint32    `json:"netns"`
+	Family string    `json:"family"`
+	Saddr  string    `json:"saddr"`
+	Sport  uint16    `json:"sport"`
+	*Owner
+	AcceptQueue       uint64 `json:"accept_queue"`
+	AcceptQueueMax    uint64 `json:"accept_queue_max"`
+	HalfOpen          uint64 `json:"half_open"`
+	SynAckRetransmits uint64 `json:"synack_retransmits"`
+}
+
+// Stuck is a connection held in a state past its limit.
+type Stuck struct {
+	Type       string    `json:"type"`
+	TS         time.Time `json:"ts"`
+	State      string    `json:"state"`
+	AgeNs      uint64    `json:"age_ns"`
+	AgeAtLeast bool      `json:"age_at_least"`
+	Cookie     uint64    `json:"cookie"`
+	Netns      uint32    `json:"netns"`
+	Endpoints
+	*Owner // who holds the socket now when looked up (Held), else as traced
+	// Held is present when the holders were looked up: false when no
+	// process holds the socket (an orphan, or not accept()ed yet).
+	Held *bool `json:"held,omitempty"`
+	// Holders: every process holding it, when more than one.
+	Holders []Owner `json:"holders,omitempty"`
+	// The traced owner (the creator) when it differs from Owner.
+	CreatorPID  *uint32 `json:"creator_pid,omitempty"`
+	CreatorComm string  `json:"creator_comm,omitempty"`
+	// HalfOpen > 0: a listener's half-open handshakes older than the
+	// limit; the endpoints and owner are the listener's.
+	HalfOpen uint32 `json:"half_open,omitempty"`
+}
+
+// BPFStats are the kernel's run counts of the programs (with
+// kernel.bpf_stats_enabled=1); a Stats holds a *BPFStats, nil without.
+type BPFStats struct {
+	Runs             uint64 `json:"bpf_runs"`
+	PrimaryRunTimeNs uint64 `json:"bpf_primary_run_time_ns"`
+	RunTimeNs        uint64 `json:"bpf_run_time_ns"`
+}
+
+// Stats is the closing account of a run.
+type Stats struct {
+	Type            string    `json:"type"`
+	TS              time.Time `json:"ts"`
+	Attach          string    `json:"attach"`
+	Events          uint64    `json:"events"`
+	Aggregated      uint64    `json:"aggregated,omitempty"`
+	Connections     uint64    `json:"connections"`
+	OpenConnections uint64    `json:"open_connections"`
+	Evictions       uint64    `json:"evictions"`
+	Stuck           uint64    `json:"stuck"`
+	Rescued         uint64    `json:"rescued"`
+	StorageFail     uint64    `json:"storage_fail"`
+	Lost            uint64    `json:"lost"`
+	*BPFStats
+}
+
+// Types maps each record type to a new value of its Go type.
+var Types = map[string]func() any{
+	TypeTransition: func() any { return new(Transition) },
+	TypeConnection: func() any { return new(Connection) },
+	TypeHistogram:  func() any { return new(Histogram) },
+	TypeLost:       func() any { return new(Lost) },
+	TypeStates:     func() any { return new(States) },
+	TypeListener:   func() any { return new(Listener) },
+	TypeStuck:      func() any { return new(Stuck) },
+	TypeStats:      func() any { return new(Stats) },
+}
+
+// Decode parses one line into a pointer to its record type (*Transition,
+// *Connection, ...). Fields the type does not know are ignored: a newer
+// tracer may add them (docs/ndjson.md).
+func Decode(line []byte) (any, error) { return decode(line, false) }
+
+// DecodeStrict is Decode failing on any field the record type does not
+// have: for tests of what the tracer writes.
+func DecodeStrict(line []byte) (any, error) { return decode(line, true) }
+
+func decode(line []byte, strict bool) (any, error) {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(line, &head); err != nil {
+		return nil, err
+	}
+	mk, ok := Types[head.Type]
+	if !ok {
+		return nil, fmt.Errorf("unknown record type %q", head.Type)
+	}
+	v := mk()
+	d := json.NewDecoder(bytes.NewReader(line))
+	if strict {
+		d.DisallowUnknownFields()
+	}
+	if err := d.Decode(v); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
+	}
+	if d.More() {
+		return nil, fmt.Errorf("%s record: data after the object", head.Type)
+	}
+	return v, nil
+}
+
+// Encode writes v (a record type) as one line, as the tracer does.
+func Encode(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	e := json.NewEncoder(&buf)
+	e.SetEscapeHTML(false)
+	err := e.Encode(v)
+	return buf.Bytes(), err
+}
