@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		}
 	}
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.describe())
+		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.Describe())
 
 	// What exists now: the netstat tally, and the sockets older than the
 	// tracer, which stuck detection must know (a CLOSE_WAIT leak predates
@@ -288,6 +288,9 @@ func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast boo
 	if r.m != nil {
 		r.m.Stuck(state)
 	}
+	if r.cfg.Emit&EmitStuck == 0 {
+		return // counted in the metrics only
+	}
 	r.stuckCount++
 	r.sink.Stuck(time.Now(), c, state, age, atLeast)
 }
@@ -337,7 +340,7 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 	if r.m != nil {
 		r.m.Sockets(&counts)
 	}
-	if !write {
+	if !write || r.cfg.Emit&EmitStates == 0 {
 		return nil
 	}
 	r.sink.States(now, &counts)
