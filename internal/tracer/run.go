@@ -86,7 +86,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		sink = output.NewNDJSON(w, clock)
 	}
 	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
-	if cfg.Output != "" && cfg.Output != "-" {
+	if cfg.Output == "" || cfg.Output == "-" {
+		r.readerGone = readerGone(stdout)
+	} else {
 		// logrotate: SIGHUP reopens the output file.
 		r.hup = make(chan os.Signal, 1)
 		signal.Notify(r.hup, syscall.SIGHUP)
@@ -195,6 +197,9 @@ type run struct {
 	warned      map[string]bool
 	hup         chan os.Signal
 	closeOut    *func()
+	// readerGone reports a stdout pipe whose reader has closed; nil
+	// when writing to a file.
+	readerGone func() bool
 
 	m             *metrics.Metrics
 	lastEvictions uint64
@@ -458,9 +463,14 @@ func (r *run) periodic(now time.Time) error {
 	select {
 	case <-r.hup:
 		if err := r.reopen(); err != nil {
-			return err
+			// logrotate must not end the trace: say so each time, and
+			// keep the old file.
+			fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: SIGHUP: %v; still writing to the file opened before\n", err)
 		}
 	default:
+	}
+	if r.readerGone != nil && r.readerGone() {
+		return syscall.EPIPE // nobody reads stdout any more: | head -1
 	}
 	if now.Sub(r.lastLostAt) >= time.Second {
 		r.lastLostAt = now
