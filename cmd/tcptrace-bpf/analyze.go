@@ -36,18 +36,41 @@ those). No privileges needed; the page fetches nothing.
 Flags:
 `
 
+// offlineOpts are the flags of analyze and report.
+type offlineOpts struct {
+	ports, states, since, until, format, output *string
+	help                                        *bool
+}
+
+// offlineFlags defines the flags of analyze or report: each command has
+// only the flags it uses, so a flag of the other is refused, not ignored.
+func offlineFlags(cmd string) (*flag.FlagSet, *offlineOpts) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(io.Discard)
+	empty := ""
+	o := &offlineOpts{
+		ports:  fs.String("port", "", "only records with this local or remote port (comma-separated)"),
+		states: fs.String("state", "", "only what concerns these states (STATE[,STATE...])"),
+		since:  fs.String("since", "", "only records at or after this time (RFC 3339)"),
+		until:  fs.String("until", "", "only records at or before this time (RFC 3339)"),
+		format: &empty,
+		output: &empty,
+	}
+	if cmd == "report" {
+		o.output = fs.StringP("output", "o", "", "the HTML file to write")
+	} else {
+		o.format = fs.String("format", string(output.FormatText), "text, or ndjson: the selected records again")
+	}
+	o.help = fs.BoolP("help", "h", false, "show this help")
+	return fs, o
+}
+
 // runOffline runs the analyze or report subcommand; it returns the exit
 // code.
 func runOffline(cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	ports := fs.String("port", "", "only records with this local or remote port (comma-separated)")
-	states := fs.String("state", "", "only what concerns these states")
-	since := fs.String("since", "", "only records at or after this time (RFC 3339)")
-	until := fs.String("until", "", "only records at or before this time (RFC 3339)")
-	format := fs.String("format", string(output.FormatText), "text, or ndjson: the selected records again (analyze)")
-	htmlOut := fs.StringP("output", "o", "", "the HTML file to write (report)")
-	help := fs.BoolP("help", "h", false, "show this help")
+	fs, o := offlineFlags(cmd)
+	ports, states, since, until, format, htmlOut, help := o.ports, o.states, o.since, o.until, o.format, o.output, o.help
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "tcptrace-bpf %s: %v\n", cmd, err)
 		return 2

@@ -56,6 +56,25 @@ func binary(t *testing.T) string {
 type proc struct {
 	cmd    *exec.Cmd
 	stderr *bufio.Reader
+	log    lockedBuffer // stderr after the tracing line
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while it is written.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // start runs the binary and waits for its "tcptrace-bpf: tracing" line.
@@ -85,7 +104,7 @@ func start(t *testing.T, stdout io.Writer, args ...string) *proc {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no tracing line within 20 s")
 	}
-	go io.Copy(io.Discard, p.stderr)
+	go io.Copy(&p.log, p.stderr)
 	return p
 }
 
@@ -208,6 +227,31 @@ func TestClosedStdout(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("still running 3 s after its stdout closed")
+	}
+}
+
+// | head -1 with no traffic: nothing is ever written, so no write meets
+// EPIPE; the tracer must still notice the reader has gone, and exit 0.
+func TestClosedStdoutIdle(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Transitions only, in an idle namespace: not one record.
+	p := start(t, w, "--netns", fmt.Sprint(ns.Inode), "--emit", "transitions")
+	w.Close()
+	r.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v; stderr %q", err, p.log.String())
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("still running 3 s after the reader of its stdout went away")
 	}
 }
 
@@ -497,5 +541,66 @@ func TestRecordsReachTheFileWithinFlush(t *testing.T) {
 			t.Fatal("no transition in the file after 5 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// logrotate gone wrong: the output's directory renamed away, then
+// SIGHUP. The reopen fails; the tracer warns, keeps writing to the file
+// it has open, and goes on.
+func TestSighupReopenFails(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "logs", "trace.ndjson")
+	if err := os.Mkdir(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms")
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(filepath.Dir(out), moved); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		deadline := time.Now().Add(5 * time.Second)
+		for strings.Count(p.log.String(), "SIGHUP") < i {
+			if time.Now().After(deadline) {
+				t.Fatalf("no warning %d s after SIGHUP %d; stderr %q", 5, i, p.log.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	traffic(t, ns, 3)
+	if code := p.stop(t, syscall.SIGINT); code != 0 {
+		t.Fatalf("exit %d after a failed reopen; stderr %q", code, p.log.String())
+	}
+	warnings := strings.Count(p.log.String(), "tcptrace-bpf: warning: SIGHUP: cannot open output file")
+	if warnings != 2 || !strings.Contains(p.log.String(), "still writing to the file opened before") {
+		t.Errorf("stderr %q: want one warning per failed SIGHUP (2)", p.log.String())
+	}
+	data, err := os.ReadFile(filepath.Join(moved, "trace.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := countTypes(t, data); got["transition"] != 3*10+2 || got["stats"] != 1 {
+		t.Errorf("records in the old file %v, want %d transitions and the stats", got, 3*10+2)
+	}
+}
+
+// --emit none --metrics is the pure exporter: the output gets the closing
+// stats record only (and lost records, had anything been lost).
+func TestEmitNoneWritesOnlyStats(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	out := filepath.Join(t.TempDir(), "out.ndjson")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--emit", "none", "--metrics", "127.0.0.1:0", "--interval", "200ms", "-o", out, "--flush", "20ms")
+	traffic(t, ns, 3)
+	time.Sleep(500 * time.Millisecond) // two intervals: no states records either
+	if code := p.stop(t, syscall.SIGINT); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	data, _ := os.ReadFile(out)
+	if got := countTypes(t, data); len(got) != 1 || got["stats"] != 1 {
+		t.Errorf("records %v, want the stats record only", got)
 	}
 }

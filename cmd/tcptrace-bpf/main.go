@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	flag "github.com/spf13/pflag"
 
@@ -69,48 +70,62 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// parseFlags returns the configuration, or done for --help/--version.
-func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, err error) {
-	cfg = tracer.Defaults()
+// traceOpts are the tracing flags that need parsing beyond pflag's.
+type traceOpts struct {
+	ports, emit, format, attach, ringSize, states, stuck *string
+	v4, v6, help, showVer, verbose                       *bool
+	pid, netns                                           *uint32
+}
+
+// traceFlags defines the tracing flags on cfg; docs/cli.md is rendered
+// from the same set (TestCLIReference).
+func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 	fs := flag.NewFlagSet("tcptrace-bpf", flag.ContinueOnError)
+	fs.SortFlags = false
 	fs.SetOutput(io.Discard)
-	var (
-		ports    = fs.String("port", "", "only sockets with this local or remote port; a comma-separated list (applied in the kernel)")
-		v4       = fs.BoolP("ipv4", "4", false, "IPv4 only (v4-mapped IPv6 counts as IPv4)")
-		v6       = fs.BoolP("ipv6", "6", false, "IPv6 only")
-		pid      = fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id")
-		netns    = fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)")
-		emit     = fs.String("emit", "transitions,connections,histograms", "records to write: transitions, connections, histograms, all or none")
-		format   = fs.String("format", string(output.FormatNDJSON), "ndjson or text")
-		attach   = fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)")
-		ringSize = fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)")
-		states   = fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)")
-		stuck    = fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)")
-		help     = fs.BoolP("help", "h", false, "show this help")
-		showVer  = fs.Bool("version", false, "print the version and exit")
-		verbose  = fs.Bool("verbose", false, "with --version: also what this kernel offers (BTF, ring buffer, socket storage)")
-	)
-	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms every DURATION as well as at exit (0: at exit only)")
+	o := &traceOpts{
+		ports:    fs.String("port", "", "only sockets with this local or remote port; a comma-separated list (applied in the kernel)"),
+		v4:       fs.BoolP("ipv4", "4", false, "IPv4 only (v4-mapped IPv6 counts as IPv4)"),
+		v6:       fs.BoolP("ipv6", "6", false, "IPv6 only"),
+		pid:      fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id"),
+		netns:    fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)"),
+		states:   fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)"),
+		emit:     fs.String("emit", "all", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
+		format:   fs.String("format", string(output.FormatNDJSON), "ndjson or text"),
+		stuck:    fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
+		attach:   fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
+		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
+	}
+	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms and states records every DURATION as well as at exit (0: at exit only; at least 100ms)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after DURATION (0: until SIGINT/SIGTERM)")
 	fs.DurationVar(&cfg.Flush, "flush", cfg.Flush, "longest time a record waits inside the tracer before it is written")
-	fs.StringVarP(&cfg.Output, "output", "o", "", "write records to FILE (appended, created 0640) instead of stdout")
+	fs.StringVarP(&cfg.Output, "output", "o", "", "write records to FILE (appended, created 0640; SIGHUP reopens it) instead of stdout")
 	fs.DurationVar(&cfg.MinDwell, "min-dwell", 0, "only transitions out of a state held at least DURATION, and connections with such a stay (in the kernel with --emit transitions)")
 	fs.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9917; a bare :PORT binds to loopback)")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: a path such as /system.slice/nginx.service")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections tracked at once; beyond it the least recently active are written early, marked evicted")
+	o.help = fs.BoolP("help", "h", false, "show this help")
+	o.showVer = fs.Bool("version", false, "print the version and exit")
+	o.verbose = fs.Bool("verbose", false, "with --version: also what this kernel offers (BTF, ring buffer, socket storage)")
+	return fs, o
+}
 
+// parseFlags returns the configuration, or done for --help/--version.
+func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, err error) {
+	cfg = tracer.Defaults()
+	fs, o := traceFlags(&cfg)
 	if err := fs.Parse(args); err != nil {
 		return cfg, false, fmt.Errorf("%v (see --help)", err)
 	}
-	if *help {
+	if *o.help {
 		fmt.Fprint(stdout, usage)
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
 		return cfg, true, nil
 	}
-	if *showVer {
+	if *o.showVer {
 		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
-		if *verbose {
+		if *o.verbose {
 			for _, f := range probe.Features() {
 				fmt.Fprintf(stdout, "  %s\n", f)
 			}
@@ -120,33 +135,44 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	if fs.NArg() > 0 {
 		return cfg, false, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
-	if cfg.Ports, err = parsePorts(*ports); err != nil {
+	if *o.verbose {
+		return cfg, false, errors.New("--verbose goes with --version only: drop it, or add --version")
+	}
+	if cfg.Ports, err = parsePorts(*o.ports); err != nil {
 		return cfg, false, err
 	}
 	switch {
-	case *v4 && *v6:
+	case *o.v4 && *o.v6:
 		return cfg, false, errors.New("-4 and -6 exclude each other: give one, or neither for both")
-	case *v4:
+	case *o.v4:
 		cfg.Family = 4
-	case *v6:
+	case *o.v6:
 		cfg.Family = 6
 	}
-	cfg.PID, cfg.Netns = *pid, *netns
-	if cfg.Emit, err = tracer.ParseEmit(*emit); err != nil {
+	cfg.PID, cfg.Netns = *o.pid, *o.netns
+	if cfg.Emit, err = tracer.ParseEmit(*o.emit); err != nil {
 		return cfg, false, err
 	}
-	cfg.Format = output.Format(*format)
-	cfg.Attach = probe.Attach(*attach)
-	if cfg.States, err = tracer.ParseStates(*states); err != nil {
+	cfg.Format = output.Format(*o.format)
+	cfg.Attach = probe.Attach(*o.attach)
+	if cfg.States, err = tracer.ParseStates(*o.states); err != nil {
 		return cfg, false, err
 	}
-	if cfg.Stuck, err = tracer.ParseStuck(*stuck); err != nil {
+	if cfg.Stuck, err = tracer.ParseStuck(*o.stuck); err != nil {
 		return cfg, false, err
 	}
-	if cfg.RingSize, err = parseSize(*ringSize); err != nil {
+	if cfg.RingSize, err = parseSize(*o.ringSize); err != nil {
 		return cfg, false, fmt.Errorf("--ring-size: %v", err)
 	}
-	return cfg, false, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, err
+	}
+	// Stuck records need the connection table, which --emit without
+	// stuck (and without --metrics, which counts them) does not keep.
+	if fs.Changed("stuck") && cfg.Emit&tracer.EmitStuck == 0 && cfg.Metrics == "" && cfg.Stuck != ([len(cfg.Stuck)]time.Duration{}) {
+		return cfg, false, fmt.Errorf("--stuck writes stuck records, and --emit %s leaves them out: add stuck to --emit (e.g. --emit %s,stuck)", cfg.Emit, cfg.Emit)
+	}
+	return cfg, false, nil
 }
 
 func parsePorts(s string) ([]uint16, error) {

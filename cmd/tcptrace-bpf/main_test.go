@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
@@ -44,6 +48,18 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--stuck", "CLOSE_WAIT=-1s"}, "positive duration"},
 		{[]string{"--stuck", "TIME_WAIT=1s"}, "cannot be watched"},
 		{[]string{"extra"}, "unexpected argument"},
+		{[]string{"--metrics", "nonsense"}, "give HOST:PORT"},
+		{[]string{"--metrics", "127.0.0.1:99999"}, "not a number from 0 to 65535"},
+		{[]string{"--metrics", "127.0.0.1:http"}, "not a number from 0 to 65535"},
+		{[]string{"--metrics", "metrics.example:9917"}, "not an IP address"},
+		{[]string{"--interval", "10ms"}, "at least 100ms"},
+		{[]string{"--max-conns", "100000000"}, "--max-conns must be at most"},
+		{[]string{"--verbose"}, "--verbose goes with --version only"},
+		// Flag interactions refused rather than silently ignored.
+		{[]string{"--emit", "none"}, "--emit none writes no records: give --metrics"},
+		{[]string{"--emit", "transitions", "--interval", "10s"}, "add histograms or states to --emit"},
+		{[]string{"--emit", "histograms", "--min-dwell", "1s"}, "add one to --emit"},
+		{[]string{"--emit", "histograms", "--stuck", "CLOSE_WAIT=5s"}, "--emit histograms,stuck"},
 	}
 	for _, tc := range tests {
 		if tc.want == "" {
@@ -51,10 +67,18 @@ func TestBadFlags(t *testing.T) {
 		}
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			code := run(tc.args, &out, &errOut)
+			args := tc.args
+			if !slices.Contains(args, "--duration") {
+				// Were the value let through, the run would end anyway.
+				args = append(slices.Clone(args), "--duration", "1s")
+			}
+			code := run(args, &out, &errOut)
 			msg := errOut.String()
 			if code != 2 {
 				t.Errorf("exit %d, want 2 (stderr %q)", code, msg)
+			}
+			if strings.Contains(msg, "tracing") {
+				t.Errorf("the tracer started: %q", msg)
 			}
 			if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "tcptrace-bpf: ") {
 				t.Errorf("stderr %q: want one line starting tcptrace-bpf: and containing %q", msg, tc.want)
@@ -63,6 +87,52 @@ func TestBadFlags(t *testing.T) {
 				t.Errorf("stdout not empty: %q", out.String())
 			}
 		})
+	}
+}
+
+// The flag combinations that are kept, and what they mean.
+func TestFlagInteractionsAccepted(t *testing.T) {
+	tests := []struct {
+		args      []string
+		emit      tracer.Emit
+		describes string
+	}{
+		// The kernel-aggregation mode: no records, so no stuck watch,
+		// and the start-up line says so.
+		{[]string{"--emit", "histograms"}, tracer.EmitHistograms, "stuck off"},
+		{[]string{"--emit", "histograms", "--stuck", "none"}, tracer.EmitHistograms, "stuck off"},
+		{[]string{"--emit", "histograms,stuck", "--stuck", "CLOSE_WAIT=5s"}, tracer.EmitHistograms | tracer.EmitStuck, "stuck CLOSE_WAIT=5s"},
+		// The pure exporter.
+		{[]string{"--emit", "none", "--metrics", ":9917"}, 0, "emit none"},
+		{[]string{"--emit", "none", "--metrics", ":9917", "--interval", "10s"}, 0, "every 10s"},
+		{[]string{"--emit", "states", "--interval", "10s"}, tracer.EmitStates, "emit states"},
+		{[]string{}, tracer.EmitAll, "emit all"},
+	}
+	for _, tc := range tests {
+		cfg, done, err := parseFlags(tc.args, io.Discard)
+		if err != nil || done {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		if cfg.Emit != tc.emit {
+			t.Errorf("%v: emit %v, want %v", tc.args, cfg.Emit, tc.emit)
+		}
+		if d := cfg.Describe(); !strings.Contains(d, tc.describes) {
+			t.Errorf("%v: start-up line %q lacks %q", tc.args, d, tc.describes)
+		}
+	}
+}
+
+// analyze has no -o and report no --format: refused, not ignored.
+func TestOfflineFlagsOfTheOtherCommand(t *testing.T) {
+	for _, args := range [][]string{
+		{"analyze", "-o", "x.html", "../../internal/output/testdata/records.ndjson.golden"},
+		{"report", "--format", "ndjson", "-o", "x.html", "../../internal/output/testdata/records.ndjson.golden"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(args, &out, &errOut); code != 2 || strings.Count(errOut.String(), "\n") != 1 || !strings.Contains(errOut.String(), "unknown") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the unknown flag", args, code, errOut.String())
+		}
 	}
 }
 

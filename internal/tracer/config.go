@@ -5,6 +5,9 @@ package tracer
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,11 +23,23 @@ const (
 	EmitTransitions Emit = 1 << iota
 	EmitConnections
 	EmitHistograms
-	EmitAll = EmitTransitions | EmitConnections | EmitHistograms
+	// EmitStates: the states tally and the listener records of each
+	// socket walk (at start, every --interval, at exit).
+	EmitStates
+	// EmitStuck: a stuck record when a connection outstays --stuck.
+	EmitStuck
+	EmitAll = EmitTransitions | EmitConnections | EmitHistograms | EmitStates | EmitStuck
 )
 
+// emitNames are the --emit values, in the order String lists them.
+var emitNames = []struct {
+	bit  Emit
+	name string
+}{{EmitTransitions, "transitions"}, {EmitConnections, "connections"}, {EmitHistograms, "histograms"}, {EmitStates, "states"}, {EmitStuck, "stuck"}}
+
 // ParseEmit reads a comma-separated list of transitions, connections,
-// histograms, or "all" or "none".
+// histograms, states, stuck, or "all" or "none". lost and stats records
+// are written whatever it says: they account for the others.
 func ParseEmit(s string) (Emit, error) {
 	var e Emit
 	for _, part := range strings.Split(s, ",") {
@@ -35,11 +50,15 @@ func ParseEmit(s string) (Emit, error) {
 			e |= EmitConnections
 		case "histograms", "histogram":
 			e |= EmitHistograms
+		case "states", "state":
+			e |= EmitStates
+		case "stuck":
+			e |= EmitStuck
 		case "all":
 			e |= EmitAll
 		case "none":
 		default:
-			return 0, fmt.Errorf("unknown --emit value %q (use transitions, connections, histograms, all or none)", part)
+			return 0, fmt.Errorf("unknown --emit value %q (use transitions, connections, histograms, states, stuck, all or none)", part)
 		}
 	}
 	return e, nil
@@ -47,11 +66,11 @@ func ParseEmit(s string) (Emit, error) {
 
 // String lists the selected record types.
 func (e Emit) String() string {
+	if e == EmitAll {
+		return "all"
+	}
 	var names []string
-	for _, x := range []struct {
-		bit  Emit
-		name string
-	}{{EmitTransitions, "transitions"}, {EmitConnections, "connections"}, {EmitHistograms, "histograms"}} {
+	for _, x := range emitNames {
 		if e&x.bit != 0 {
 			names = append(names, x.name)
 		}
@@ -165,6 +184,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("family must be 4 or 6, not %d", c.Family)
 	case c.Interval < 0:
 		return fmt.Errorf("--interval must not be negative (got %s); 0 means histograms only at exit", c.Interval)
+	case c.Interval > 0 && c.Interval < MinInterval:
+		return fmt.Errorf("--interval must be 0 or at least %s, how often the tracer's loop runs (got %s)", MinInterval, c.Interval)
 	case c.Duration < 0:
 		return fmt.Errorf("--duration must not be negative (got %s); 0 means until interrupted", c.Duration)
 	case c.Flush <= 0 || c.Flush > time.Minute:
@@ -175,8 +196,21 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--ring-size must be a power of two between 4KiB and 1GiB (got %d)", c.RingSize)
 	case c.MaxConns < 1:
 		return fmt.Errorf("--max-conns must be at least 1 (got %d)", c.MaxConns)
+	case c.MaxConns > MaxMaxConns:
+		return fmt.Errorf("--max-conns must be at most %d (got %d)", MaxMaxConns, c.MaxConns)
 	case c.MinDwell < 0:
 		return fmt.Errorf("--min-dwell must not be negative (got %s)", c.MinDwell)
+	case c.Emit == 0 && c.Metrics == "":
+		return fmt.Errorf("--emit none writes no records: give --metrics ADDR for a pure Prometheus exporter, or name the records to write")
+	case c.Interval > 0 && c.Emit&(EmitHistograms|EmitStates) == 0 && c.Metrics == "":
+		return fmt.Errorf("--interval writes histograms and states records, and --emit %s has neither: add histograms or states to --emit, or drop --interval", c.Emit)
+	case c.MinDwell > 0 && c.Emit&(EmitTransitions|EmitConnections) == 0:
+		return fmt.Errorf("--min-dwell selects transitions and connections, and --emit %s has neither: add one to --emit, or drop --min-dwell", c.Emit)
+	}
+	if c.Metrics != "" {
+		if err := checkListenAddr(c.Metrics); err != nil {
+			return fmt.Errorf("invalid --metrics %q: %v; give HOST:PORT such as 127.0.0.1:9917, [::1]:9917 or :9917", c.Metrics, err)
+		}
 	}
 	if _, err := probe.ParseAttach(string(c.Attach)); err != nil {
 		return err
@@ -184,8 +218,36 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// describe is the "what, which filters" part of the start-up line.
-func (c *Config) describe() string {
+// MinInterval is the shortest --interval: the tracer's loop runs at
+// most every 100 ms, so a shorter one could not be kept.
+const MinInterval = 100 * time.Millisecond
+
+// MaxMaxConns bounds --max-conns: the connection table is sized from it
+// (memory grows with it: docs/performance.md).
+const MaxMaxConns = 1 << 24
+
+// checkListenAddr checks --metrics before anything is loaded: a port
+// number, and a host that is empty (loopback), an IP address or a name.
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	if host == "" || host == "localhost" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return fmt.Errorf("host %q is not an IP address", host)
+	}
+	return nil
+}
+
+// Describe is the "what, which filters" part of the start-up line: every
+// filter in force, what is written where, and the stuck watch.
+func (c *Config) Describe() string {
 	var f []string
 	if len(c.Ports) > 0 {
 		ps := make([]string, len(c.Ports))
@@ -203,6 +265,21 @@ func (c *Config) describe() string {
 	if c.Netns != 0 {
 		f = append(f, fmt.Sprintf("netns %d", c.Netns))
 	}
+	if c.Cgroup != "" {
+		f = append(f, "cgroup "+c.Cgroup)
+	}
+	if c.stateFilter() {
+		var names []string
+		for st, on := range c.States {
+			if on {
+				names = append(names, event.State(st).String())
+			}
+		}
+		f = append(f, "state "+strings.Join(names, ","))
+	}
+	if c.MinDwell > 0 {
+		f = append(f, "min-dwell "+c.MinDwell.String())
+	}
 	filters := "none"
 	if len(f) > 0 {
 		filters = strings.Join(f, ", ")
@@ -211,13 +288,32 @@ func (c *Config) describe() string {
 	if out == "" || out == "-" {
 		out = "stdout"
 	}
-	return fmt.Sprintf("filters: %s; emit %s as %s to %s", filters, c.Emit, c.Format, out)
+	var stuck []string
+	if c.Emit&EmitStuck != 0 || c.Metrics != "" {
+		for st, d := range c.Stuck {
+			if d > 0 {
+				stuck = append(stuck, fmt.Sprintf("%s=%s", event.State(st), d))
+			}
+		}
+	}
+	watch := "off"
+	if len(stuck) > 0 && !c.aggregate() {
+		watch = strings.Join(stuck, ",")
+	}
+	every := "at exit"
+	if c.Interval > 0 {
+		every = "every " + c.Interval.String() + " and at exit"
+	}
+	return fmt.Sprintf("filters: %s; emit %s as %s to %s; histograms and states %s; stuck %s", filters, c.Emit, c.Format, out, every, watch)
 }
 
-// aggregate reports whether only histograms are wanted: then the kernel
-// keeps them and no record crosses to user space.
-// With --metrics the events are needed in user space (metrics count them).
-func (c *Config) aggregate() bool { return c.Emit == EmitHistograms && c.Metrics == "" }
+// aggregate reports whether nothing needs the records in user space:
+// only histograms and states (socket walks) are wanted. Then the kernel
+// keeps the histograms and no record crosses. Transitions, connections
+// and stuck records need the records; so does --metrics (it counts them).
+func (c *Config) aggregate() bool {
+	return c.Emit&(EmitTransitions|EmitConnections|EmitStuck) == 0 && c.Metrics == ""
+}
 
 // ParseStates reads --state: a comma-separated list of state names
 // (SYN_RCVD is SYN_RECV).

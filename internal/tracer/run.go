@@ -87,7 +87,9 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		sink = output.NewNDJSON(w, clock)
 	}
 	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
-	if cfg.Output != "" && cfg.Output != "-" {
+	if cfg.Output == "" || cfg.Output == "-" {
+		r.readerGone = readerGone(stdout)
+	} else {
 		// logrotate: SIGHUP reopens the output file.
 		r.hup = make(chan os.Signal, 1)
 		signal.Notify(r.hup, syscall.SIGHUP)
@@ -132,7 +134,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		}
 	}
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.describe())
+		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.Describe())
 
 	// What exists now: the netstat tally, and the sockets older than the
 	// tracer, which stuck detection must know (a CLOSE_WAIT leak predates
@@ -200,6 +202,9 @@ type run struct {
 	warned       map[string]bool
 	hup          chan os.Signal
 	closeOut     *func()
+	// readerGone reports a stdout pipe whose reader has closed; nil
+	// when writing to a file.
+	readerGone func() bool
 
 	m             *metrics.Metrics
 	lastEvictions uint64
@@ -337,7 +342,7 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 	if r.m != nil {
 		r.m.Sockets(&counts)
 	}
-	if !write {
+	if !write || r.cfg.Emit&EmitStates == 0 {
 		return nil
 	}
 	r.sink.States(now, &counts)
@@ -448,9 +453,14 @@ func (r *run) periodic(now time.Time) error {
 	select {
 	case <-r.hup:
 		if err := r.reopen(); err != nil {
-			return err
+			// logrotate must not end the trace: say so each time, and
+			// keep the old file.
+			fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: SIGHUP: %v; still writing to the file opened before\n", err)
 		}
 	default:
+	}
+	if r.readerGone != nil && r.readerGone() {
+		return syscall.EPIPE // nobody reads stdout any more: | head -1
 	}
 	if now.Sub(r.lastLostAt) >= time.Second {
 		r.lastLostAt = now

@@ -43,7 +43,7 @@ func (r *run) writeStuck(now time.Time) {
 		return
 	}
 	socks := map[uint64]event.Socket{}
-	if r.p.HasWalker() {
+	if r.p.HasWalker() && r.cfg.Emit&EmitStuck != 0 { // the metrics need no holders
 		walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
 		if err != nil {
 			r.warn(err)
@@ -88,6 +88,9 @@ func (r *run) writeStuck(now time.Time) {
 func (r *run) writeOneStuck(st *output.Stuck) {
 	if r.m != nil {
 		r.m.Stuck(st.State)
+	}
+	if r.cfg.Emit&EmitStuck == 0 {
+		return // counted in the metrics only
 	}
 	r.stuckCount++
 	r.sink.Stuck(st)
