@@ -1078,10 +1078,10 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		}
 	}
 	if (s.state == TCP_NEW_SYN_RECV) {
-		/* A half-open handshake: when its first SYN-ACK left. */
-		struct tcp_request_sock *req = bpf_skc_to_tcp_request_sock(skc);
-		if (req)
-			s.synack_ns = (__u64)req->snt_synack * 1000;
+		/* A half-open handshake: when its first SYN-ACK left. (Not
+		 * bpf_skc_to_tcp_request_sock: it checks sk_prot, which a
+		 * request socket does not set.) */
+		s.synack_ns = BPF_CORE_READ((struct tcp_request_sock *)skc, snt_synack) * 1000;
 	}
 
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +36,18 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	hold ADDR N HOLD            open N connections, print "connected",
 //	                            hold them for HOLD, then exit: the kernel
 //	                            closes them all at once
+//	abort ADDR                  connect, write a byte, close with SO_LINGER
+//	                            0 (a reset after ESTABLISHED->CLOSE)
+//	selfconnect IP              bind a port and connect to it: a
+//	                            simultaneous open with itself
+//	forkserver ADDR HOLD        listen, accept one connection, hand it to
+//	                            a child process (this binary, role holdfd)
+//	                            and close the parent's copies; print
+//	                            "child PID"; the child holds it for HOLD
+//	tfoclient ADDR HOLD         connect with TCP Fast Open (data in the
+//	                            SYN), hold HOLD, close
+//	leak ADDR N                 listen, accept N connections, never close
+//	                            them (CLOSE_WAIT leaks); runs until killed
 func PeerMain() {
 	flag.CommandLine = flag.NewFlagSet("peer", flag.ExitOnError)
 	args := os.Args[1:]
@@ -176,6 +189,120 @@ func peer(args []string) error {
 		fmt.Printf("ready %d %d\n", ap.Port(), os.Getpid())
 		time.Sleep(hold)
 		return syscall.Close(fd)
+	case "abort":
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		c, err := net.Dial("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte{1}); err != nil {
+			return err
+		}
+		if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+			return err
+		}
+		c.Close()
+		fmt.Println("done")
+		return nil
+	case "selfconnect":
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		ip := netip.MustParseAddr(args[1]).As4()
+		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: ip}); err != nil {
+			return err
+		}
+		sa, err := syscall.Getsockname(fd)
+		if err != nil {
+			return err
+		}
+		port := sa.(*syscall.SockaddrInet4).Port
+		fmt.Printf("ready %d %d\n", port, os.Getpid())
+		if err := syscall.Connect(fd, &syscall.SockaddrInet4{Addr: ip, Port: port}); err != nil {
+			return fmt.Errorf("self-connect: %w", err)
+		}
+		fmt.Println("done")
+		return syscall.Close(fd)
+	case "forkserver":
+		hold := args[2]
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			return err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		child := exec.Command(self, "holdfd", hold)
+		child.Env = append(os.Environ(), peerEnv+"=1")
+		child.ExtraFiles = []*os.File{f}
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			return err
+		}
+		f.Close()
+		c.Close()
+		ln.Close()
+		fmt.Printf("child %d\n", child.Process.Pid)
+		return child.Wait()
+	case "holdfd":
+		hold, err := time.ParseDuration(args[1])
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(3, "conn")
+		time.Sleep(hold)
+		return f.Close()
+	case "tfoclient":
+		hold, err := time.ParseDuration(args[2])
+		if err != nil {
+			return err
+		}
+		ap, err := netip.ParseAddrPort(args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		const msgFastopen = 0x20000000
+		if err := syscall.Sendto(fd, []byte("hello"), msgFastopen,
+			&syscall.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+			return fmt.Errorf("sendto MSG_FASTOPEN: %w", err)
+		}
+		fmt.Println("sent")
+		time.Sleep(hold)
+		return syscall.Close(fd)
+	case "leak":
+		var n int
+		fmt.Sscan(args[2], &n)
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+		var conns []net.Conn
+		for i := 0; i < n; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		fmt.Println("accepted")
+		select {}
 	case "connect":
 		timeout, err := time.ParseDuration(args[2])
 		if err != nil {

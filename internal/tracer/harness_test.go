@@ -40,7 +40,16 @@ type record struct {
 		DwellNs  *uint64 `json:"dwell_ns"`
 		Inferred bool    `json:"inferred"`
 	} `json:"states"`
-	TimeWait       *bool             `json:"time_wait"`
+	TimeWait         *bool `json:"time_wait"`
+	FinWait2TimeWait bool  `json:"fin_wait2_timewait"`
+	Held             *bool `json:"held"`
+	Holders          []struct {
+		PID  int    `json:"pid"`
+		Comm string `json:"comm"`
+	} `json:"holders"`
+	CreatorPID     *int              `json:"creator_pid"`
+	Accepted       bool              `json:"accepted"`
+	Evicted        bool              `json:"evicted"`
 	Reset          string            `json:"reset"`
 	Error          string            `json:"error"`
 	Retransmits    uint64            `json:"retransmits"`
