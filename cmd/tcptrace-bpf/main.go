@@ -90,7 +90,7 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 		pid:      fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id"),
 		netns:    fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)"),
 		states:   fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)"),
-		emit:     fs.String("emit", "all", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
+		emit:     fs.String("emit", "connections,histograms,states,stuck", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
 		format:   fs.String("format", string(output.FormatNDJSON), "ndjson or text"),
 		stuck:    fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
 		attach:   fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),

@@ -106,7 +106,7 @@ func TestFlagInteractionsAccepted(t *testing.T) {
 		{[]string{"--emit", "none", "--metrics", ":9917"}, 0, "emit none"},
 		{[]string{"--emit", "none", "--metrics", ":9917", "--interval", "10s"}, 0, "every 10s"},
 		{[]string{"--emit", "states", "--interval", "10s"}, tracer.EmitStates, "emit states"},
-		{[]string{}, tracer.EmitAll, "emit all"},
+		{[]string{}, tracer.EmitDefault, "emit connections,histograms,states,stuck"},
 	}
 	for _, tc := range tests {
 		cfg, done, err := parseFlags(tc.args, io.Discard)

@@ -29,6 +29,12 @@ const (
 	// EmitStuck: a stuck record when a connection outstays --stuck.
 	EmitStuck
 	EmitAll = EmitTransitions | EmitConnections | EmitHistograms | EmitStates | EmitStuck
+	// EmitDefault is a bare tcptrace-bpf's output: one record per
+	// connection (its timeline: every state with its entry time and
+	// dwell), the histograms, states and stuck records. Per-transition
+	// records are opt-in: they cost ~5x the bytes for what the timeline
+	// already says.
+	EmitDefault = EmitAll &^ EmitTransitions
 )
 
 // emitNames are the --emit values, in the order String lists them.
@@ -127,7 +133,7 @@ type Config struct {
 // Defaults returns the configuration of a bare `tcptrace-bpf`.
 func Defaults() Config {
 	return Config{
-		Emit:     EmitAll,
+		Emit:     EmitDefault,
 		Flush:    100 * time.Millisecond,
 		Format:   output.FormatNDJSON,
 		Attach:   probe.AttachBTF,

@@ -22,7 +22,7 @@ func TestDescribeNamesEveryFilter(t *testing.T) {
 	c.Interval = 10 * time.Second
 	got := c.Describe()
 	for _, want := range []string{"port 80,443", "IPv6", "pid 42", "netns 4026531840", "cgroup /system.slice/nginx.service",
-		"state CLOSE_WAIT,LAST_ACK", "min-dwell 2s", "emit all", "every 10s", "stuck SYN_SENT=3s"} {
+		"state CLOSE_WAIT,LAST_ACK", "min-dwell 2s", "emit connections,histograms,states,stuck", "every 10s", "stuck SYN_SENT=3s"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("start-up line %q lacks %q", got, want)
 		}

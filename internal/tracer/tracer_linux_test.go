@@ -36,6 +36,7 @@ func peerComm(t *testing.T) string {
 
 func nsConfig(ns *nettest.Netns) Config {
 	cfg := Defaults()
+	cfg.Emit = EmitAll // the tests compare transitions with the kernel's
 	cfg.Netns = ns.Inode
 	cfg.Flush = 20 * time.Millisecond
 	cfg.keepPrivileges = true // the test process loads many tracers
