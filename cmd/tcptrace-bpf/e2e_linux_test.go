@@ -179,9 +179,10 @@ func TestEndToEndSignals(t *testing.T) {
 				t.Errorf("output file mode %v, want 0640", st.Mode().Perm())
 			}
 			got := countTypes(t, data)
-			// per connection 5 client + 5 child transitions; listener 2.
-			if got["transition"] != conns*10+2 || got["connection"] != conns*2+1 || got["stats"] != 1 || got["lost"] != 0 {
-				t.Errorf("record counts %v, want %d transitions, %d connections, 1 stats, 0 lost", got, conns*10+2, conns*2+1)
+			// The default output: one timeline per socket (client, child;
+			// the listener), no per-transition records.
+			if got["transition"] != 0 || got["connection"] != conns*2+1 || got["stats"] != 1 || got["lost"] != 0 {
+				t.Errorf("record counts %v, want no transitions, %d connections, 1 stats, 0 lost", got, conns*2+1)
 			}
 			if got["histogram"] == 0 {
 				t.Error("no histogram records at exit")
@@ -298,7 +299,7 @@ func TestTextFormatAndDuration(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
 	outPath := filepath.Join(t.TempDir(), "out.txt")
-	cmd := exec.Command(binary(t), "--netns", fmt.Sprint(ns.Inode), "--format", "text", "--duration", "3s", "-o", outPath)
+	cmd := exec.Command(binary(t), "--netns", fmt.Sprint(ns.Inode), "--format", "text", "--emit", "all", "--duration", "3s", "-o", outPath)
 	errPipe, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -427,7 +428,7 @@ func TestSighupReopens(t *testing.T) {
 	ns := nettest.NewNetns(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "trace.ndjson")
-	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms", "--emit", "all")
 	traffic(t, ns, 5)
 	time.Sleep(200 * time.Millisecond)
 	if err := os.Rename(out, out+".1"); err != nil {
@@ -478,7 +479,7 @@ func TestDropsPrivilegesAfterAttach(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
 	out := filepath.Join(t.TempDir(), "out.ndjson")
-	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "-o", out, "--flush", "20ms")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "-o", out, "--flush", "20ms", "--emit", "all")
 	const want = 1<<39 | 1<<38 | 1<<21 | 1<<19
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid))
 	if err != nil {
@@ -555,7 +556,7 @@ func TestSighupReopenFails(t *testing.T) {
 	if err := os.Mkdir(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms", "--emit", "all")
 	moved := filepath.Join(dir, "moved")
 	if err := os.Rename(filepath.Dir(out), moved); err != nil {
 		t.Fatal(err)
@@ -602,5 +603,50 @@ func TestEmitNoneWritesOnlyStats(t *testing.T) {
 	data, _ := os.ReadFile(out)
 	if got := countTypes(t, data); len(got) != 1 || got["stats"] != 1 {
 		t.Errorf("records %v, want the stats record only", got)
+	}
+}
+
+// Inside a time namespace (unshare -T) the process's CLOCK_MONOTONIC is
+// shifted; the kernel's timestamps are not. Every record's time must
+// still be the wall time of the transition.
+func TestTimeNamespace(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Fatal("needs unshare (util-linux)")
+	}
+	ns := nettest.NewNetns(t)
+	out := filepath.Join(t.TempDir(), "out.ndjson")
+	cmd := exec.Command("unshare", "--time", "--monotonic", "1000", "--fork", binary(t),
+		"--netns", fmt.Sprint(ns.Inode), "--emit", "all", "--duration", "3s", "-o", out)
+	errPipe, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := bufio.NewReader(errPipe).ReadString('\n'); !strings.HasPrefix(l, "tcptrace-bpf: tracing") {
+		t.Fatalf("stderr %q", l)
+	}
+	go io.Copy(io.Discard, errPipe)
+	before := time.Now()
+	traffic(t, ns, 1)
+	after := time.Now()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	data, _ := os.ReadFile(out)
+	var n int
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r struct{ Type, TS string }
+		json.Unmarshal([]byte(line), &r)
+		if r.Type != "transition" {
+			continue
+		}
+		n++
+		ts, err := time.Parse(time.RFC3339Nano, r.TS)
+		if err != nil || ts.Before(before.Add(-time.Second)) || ts.After(after.Add(time.Second)) {
+			t.Errorf("transition at %s, the traffic ran %s to %s: %s", r.TS, before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), line)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no transitions")
 	}
 }
