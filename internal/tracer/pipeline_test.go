@@ -1,12 +1,17 @@
 package tracer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -81,6 +86,9 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				j := i % len(recs)
 				if j == 0 {
+					if r.tracker != nil {
+						r.tracker.ReleaseClosed(1 << 62) // as the poll loop does
+					}
 					conn++ // fresh cookies per connection: client 2n, child 2n+1
 					for _, rec := range recs {
 						ne.PutUint64(rec[8:], conn*2+uint64(b2i(ne.Uint16(rec[64:]) == 8080)))
@@ -100,4 +108,50 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// An abortive close: the kernel records ESTABLISHED->CLOSE, then sends the
+// reset (tcp_send_reset with state CLOSE), which reaches user space as a
+// record of its own. The connection record and the closed-connections
+// metric carry it.
+func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
+	var out bytes.Buffer
+	clock := event.NewClock(time.Unix(1700000000, 0), 0)
+	r := &run{cfg: Config{Emit: EmitConnections}, sink: output.NewNDJSON(&out, clock), m: metrics.New()}
+	r.tracker = timeline.New(16, r.connection)
+	recs := connectionRecords(1, 2)[:2] // CLOSE->SYN_SENT->ESTABLISHED
+	abort := bytes.Clone(recs[1])
+	ne := binary.NativeEndian
+	ne.PutUint64(abort[0:], 2_000_000)
+	abort[69], abort[70], abort[71] = byte(event.Established), byte(event.Close), byte(event.OwnerKnown|event.DwellKnown|event.CloseInfo)
+	reset := make([]byte, event.Size)
+	ne.PutUint64(reset[0:], 2_000_500)
+	ne.PutUint64(reset[8:], 1)
+	reset[68], reset[69], reset[70] = 2, byte(event.Close), byte(event.Close)
+	reset[117] = event.ResetSent // rst
+	reset[119] = byte(event.KindResetAfterClose)
+	for _, rec := range append(recs, abort, reset) {
+		r.handle(rec)
+	}
+	if r.decodeErrs != 0 {
+		t.Fatalf("%d decode errors", r.decodeErrs)
+	}
+	r.tracker.ReleaseClosed(2_000_000 + timeline.CloseHold)
+	if err := r.sink.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"reset":"sent"`) {
+		t.Errorf("connection record lacks the reset: %s", out.String())
+	}
+	if r.events != 3 {
+		t.Errorf("%d transitions counted, want 3: the reset record is not one", r.events)
+	}
+	want := `
+# HELP tcptrace_connections_closed_total Connections that reached CLOSE, by the state they left, whether an RST was seen, the error that ended them, and whether a TIME_WAIT socket lives on.
+# TYPE tcptrace_connections_closed_total counter
+tcptrace_connections_closed_total{error="none",from="ESTABLISHED",reset="sent",time_wait="false"} 1
+`
+	if err := testutil.GatherAndCompare(r.m.Registry, strings.NewReader(want), "tcptrace_connections_closed_total"); err != nil {
+		t.Error(err)
+	}
 }
