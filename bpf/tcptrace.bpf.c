@@ -1141,3 +1141,31 @@ int hist_index_test(struct hist_index_args *args)
 		args->index[i] = hist_index(args->values[i]);
 	return 0;
 }
+
+/*
+ * Test hook, never attached: applies count_retransmit to a run of
+ * (state, err) retransmissions, so a Go test can check that only
+ * retransmissions the kernel sent are counted (err 0), as SYN retransmits
+ * in SYN_SENT and as retransmits elsewhere.
+ */
+struct retrans_test_args {
+	__s32 state[8];
+	__s32 err[8];
+	__u32 n;
+	__u32 retrans;
+	__u32 syn_retrans;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int retrans_count_test(struct retrans_test_args *args)
+{
+	struct sock_info si = {};
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		if (i < args->n)
+			count_retransmit(&si, args->state[i], args->err[i]);
+	args->retrans = si.retrans;
+	args->syn_retrans = si.syn_retrans;
+	return 0;
+}

@@ -61,3 +61,37 @@ func TestKernelHistIndexMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// Only retransmissions the kernel sent count: tcp_retransmit_skb also
+// fires when the queue below TCP refused the segment (err -EBUSY), and
+// then nothing was sent (total_retrans does not count it either).
+func TestKernelCountsOnlySentRetransmits(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	spec, err := loadTcptrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(spec.Programs[tcptraceProgRetransCountTest])
+	if err != nil {
+		t.Fatalf("loading test program: %v", err)
+	}
+	defer prog.Close()
+	const synSent, established, ebusy = 2, 1, -16
+	args := tcptraceRetransTestArgs{
+		State: [8]int32{synSent, synSent, established, established, established},
+		Err:   [8]int32{0, ebusy, 0, ebusy, ebusy},
+		N:     5,
+	}
+	var in bytes.Buffer
+	binary.Write(&in, binary.NativeEndian, &args)
+	out := make([]byte, in.Len())
+	if _, err := prog.Run(&ebpf.RunOptions{Context: in.Bytes(), ContextOut: out}); err != nil {
+		t.Fatalf("running test program: %v", err)
+	}
+	if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, &args); err != nil {
+		t.Fatal(err)
+	}
+	if args.SynRetrans != 1 || args.Retrans != 1 {
+		t.Fatalf("counted %d SYN retransmits and %d retransmits, want 1 and 1 (the EBUSY ones sent nothing)", args.SynRetrans, args.Retrans)
+	}
+}

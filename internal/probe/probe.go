@@ -183,7 +183,8 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 			return err
 		}
 	}
-	delete(spec.Programs, tcptraceProgHistIndexTest) // test hook only
+	delete(spec.Programs, tcptraceProgHistIndexTest) // test hooks only
+	delete(spec.Programs, tcptraceProgRetransCountTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 

@@ -77,6 +77,16 @@ type tcptraceListenKey struct {
 	Pad   uint16
 }
 
+type tcptraceRetransTestArgs struct {
+	_          structs.HostLayout
+	State      [8]int32
+	Err        [8]int32
+	N          uint32
+	Retrans    uint32
+	SynRetrans uint32
+	Pad        uint32
+}
+
 type tcptraceSockInfo struct {
 	_          structs.HostLayout
 	Cookie     uint64
@@ -147,6 +157,7 @@ const (
 	tcptraceProgOnState              = "on_state"
 	tcptraceProgOnStateBackup        = "on_state_backup"
 	tcptraceProgOnStateTp            = "on_state_tp"
+	tcptraceProgRetransCountTest     = "retrans_count_test"
 	tcptraceProgWalkSockets          = "walk_sockets"
 	tcptraceVarAggregateOnly         = "aggregate_only"
 	tcptraceVarFilterCgroup          = "filter_cgroup"
@@ -219,6 +230,7 @@ type tcptraceProgramSpecs struct {
 	OnState              *ebpf.ProgramSpec `ebpf:"on_state"`
 	OnStateBackup        *ebpf.ProgramSpec `ebpf:"on_state_backup"`
 	OnStateTp            *ebpf.ProgramSpec `ebpf:"on_state_tp"`
+	RetransCountTest     *ebpf.ProgramSpec `ebpf:"retrans_count_test"`
 	WalkSockets          *ebpf.ProgramSpec `ebpf:"walk_sockets"`
 }
 
@@ -340,6 +352,7 @@ type tcptracePrograms struct {
 	OnState              *ebpf.Program `ebpf:"on_state"`
 	OnStateBackup        *ebpf.Program `ebpf:"on_state_backup"`
 	OnStateTp            *ebpf.Program `ebpf:"on_state_tp"`
+	RetransCountTest     *ebpf.Program `ebpf:"retrans_count_test"`
 	WalkSockets          *ebpf.Program `ebpf:"walk_sockets"`
 }
 
@@ -357,6 +370,7 @@ func (p *tcptracePrograms) Close() error {
 		p.OnState,
 		p.OnStateBackup,
 		p.OnStateTp,
+		p.RetransCountTest,
 		p.WalkSockets,
 	)
 }
