@@ -31,7 +31,7 @@ mount -t devtmpfs dev /dev
 ip link set lo up
 echo "VMTEST-KERNEL $(/bin/busybox uname -r)"
 for mode in tp_btf tracepoint; do
-  /tcptrace-bpf --attach $mode --port 8080 --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
+  /tcptrace-bpf --attach $mode --emit all --port 8080 --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
   tracer=$!
   # Traffic only once the tracer says it is attached: under emulation the
   # load takes seconds, and a fixed sleep raced it (the listener's
