@@ -50,6 +50,10 @@ const volatile __u64 syn_recv_stuck_ns = 0; /* --stuck SYN_RECV limit; 0: not wa
 /* Keeps struct event in the object's BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_snap *unused_snap __attribute__((unused));
+const enum event_flags *unused_flags __attribute__((unused));
+const enum event_kind *unused_kind __attribute__((unused));
+const enum event_rst *unused_rst __attribute__((unused));
+const enum event_tw *unused_tw __attribute__((unused));
 
 /* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
  * stay exact in any JSON reader that uses doubles (below 2^53) and clear
@@ -577,7 +581,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (si && child_birth) {
 		cookie = adopt_child(si, sk);
-		flags |= EV_NEW | EV_INHERITED;
+		flags |= EV_BIRTH | EV_INHERITED;
 	} else if (si && si->cookie) {
 		/* A socket's cookie never changes once it has one: the entry's
 		 * copy saves the helper call. */
@@ -587,7 +591,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 		if (si) {
 			si->cookie = cookie;
 			if (is_birth(old, new))
-				flags |= EV_NEW;
+				flags |= EV_BIRTH;
 		}
 	}
 	if (si) {
@@ -616,7 +620,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	if (si && si->birth_ts) {
 		if (!min_dwell_ns) /* a birth has no dwell to pass --min-dwell */
 			emit_btf(c, sk, tp, si, si->birth_ts, cookie, 0, family, sport, dport, netns,
-				 TCP_LISTEN, TCP_SYN_RECV, EV_NEW | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
+				 TCP_LISTEN, TCP_SYN_RECV, EV_BIRTH | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
 		si->birth_ts = 0;
 	}
 	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
@@ -844,7 +848,7 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 		if (!fresh.cookie)
 			fresh.cookie = SYNTH_COOKIE_BASE | __sync_fetch_and_add(&next_synth_cookie, 1);
 		if (is_birth(old, new))
-			flags |= EV_NEW;
+			flags |= EV_BIRTH;
 		if (old == TCP_LISTEN && new == TCP_SYN_RECV) {
 			fresh.flags = SI_ACCEPTED;
 			struct listen_key lk = { .netns = netns, .port = sport };

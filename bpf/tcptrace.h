@@ -8,32 +8,46 @@
 #ifndef TCPTRACE_H
 #define TCPTRACE_H
 
+/*
+ * The constants of struct event, as enums so that bpf2go generates their
+ * Go twins; internal/probe's layout test pins internal/event's constants
+ * to them.
+ */
+
 /* Event flags (struct event.flags). */
-#define EV_DWELL_KNOWN   0x01 /* dwell_ns is the time spent in oldstate */
-#define EV_OWNER_KNOWN   0x02 /* pid/comm are the socket's owner */
-#define EV_NEW           0x04 /* first transition of a socket born while tracing */
-#define EV_INHERITED     0x08 /* owner came from the listener (accepted child) */
-#define EV_RESCUED       0x10 /* recorded by the backup program (primary was busy) */
-#define EV_COOKIE_SYNTH  0x20 /* tracepoint fallback: cookie assigned by the tracer */
-#define EV_CLOSE_INFO    0x40 /* the close fields (bytes, srtt, err, tw) are filled */
-#define EV_HANDSHAKE     0x80 /* SYN_RECV->ESTABLISHED of an accepted socket: its SYN_RECV
-			       * stay is the server-side handshake (handshake_us; 0 = unknown),
-			       * not the full socket's dwell */
+enum event_flags {
+	EV_DWELL_KNOWN  = 0x01, /* dwell_ns is the time spent in oldstate */
+	EV_OWNER_KNOWN  = 0x02, /* pid/comm are the socket's owner */
+	EV_BIRTH        = 0x04, /* first transition of a socket born while tracing */
+	EV_INHERITED    = 0x08, /* owner came from the listener (accepted child) */
+	EV_RESCUED      = 0x10, /* recorded by the backup program (primary was busy) */
+	EV_COOKIE_SYNTH = 0x20, /* tracepoint fallback: cookie assigned by the tracer */
+	EV_CLOSE_INFO   = 0x40, /* the close fields (bytes, srtt, err, tw) are filled */
+	EV_HANDSHAKE    = 0x80, /* SYN_RECV->ESTABLISHED of an accepted socket: its SYN_RECV
+				 * stay is the server-side handshake (handshake_us; 0 =
+				 * unknown), not the full socket's dwell */
+};
 
 /* struct event.kind */
-#define KIND_TRANSITION  0 /* a state transition */
-#define KIND_RESET_AFTER 1 /* the socket sent a reset right after its ->CLOSE (abortive
-			    * close: SO_LINGER 0, close() with unread data); cookie and
-			    * ts only, the addresses as at the CLOSE */
+enum event_kind {
+	KIND_TRANSITION  = 0, /* a state transition */
+	KIND_RESET_AFTER = 1, /* the socket sent a reset right after its ->CLOSE (abortive
+			       * close: SO_LINGER 0, close() with unread data); cookie,
+			       * ts, netns, family and rst only */
+};
 
 /* struct event.rst */
-#define RST_SENT     0x01
-#define RST_RECEIVED 0x02
+enum event_rst {
+	RST_SENT     = 0x01,
+	RST_RECEIVED = 0x02,
+};
 
 /* struct event.tw: what the kernel left behind at ->CLOSE (inferred) */
-#define TW_NONE      0
-#define TW_TIME_WAIT 1 /* a timewait socket in TIME_WAIT */
-#define TW_FIN_WAIT2 2 /* a timewait socket in its FIN_WAIT2 substate (orphan) */
+enum event_tw {
+	TW_NONE      = 0,
+	TW_TIME_WAIT = 1, /* a timewait socket in TIME_WAIT */
+	TW_FIN_WAIT2 = 2, /* a timewait socket in its FIN_WAIT2 substate (orphan) */
+};
 
 /*
  * One TCP state transition, as the kernel reported it. u64 fields first,

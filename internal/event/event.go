@@ -18,7 +18,7 @@ type Flags uint8
 const (
 	DwellKnown  Flags = 0x01 // Dwell is the time spent in Old
 	OwnerKnown  Flags = 0x02 // PID and Comm are the socket's owner
-	New         Flags = 0x04 // first transition of a socket born while tracing
+	Birth       Flags = 0x04 // first transition of a socket born while tracing
 	Inherited   Flags = 0x08 // owner came from the listener (accepted child)
 	Rescued     Flags = 0x10 // recorded by the backup program
 	CookieSynth Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
@@ -27,7 +27,7 @@ const (
 	// SYN_RECV stay is the server-side handshake (HandshakeMicros; 0 =
 	// unknown), not the full socket's dwell.
 	Handshake    Flags = 0x80
-	knownFlagSet       = DwellKnown | OwnerKnown | New | Inherited | Rescued | CookieSynth | CloseInfo | Handshake
+	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | Rescued | CookieSynth | CloseInfo | Handshake
 )
 
 // Kind says what a record reports (struct event.kind).

@@ -98,3 +98,33 @@ func TestParseMonotonicOffset(t *testing.T) {
 		}
 	}
 }
+
+// internal/event's constants are the C enums' values (bpf2go generates
+// their Go twins from bpf/tcptrace.h): one home, pinned here.
+func TestEventConstantsMatchTheC(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		goVal  uint64
+		cValue uint64
+	}{
+		{"DwellKnown", uint64(event.DwellKnown), uint64(tcptraceEventFlagsEV_DWELL_KNOWN)},
+		{"OwnerKnown", uint64(event.OwnerKnown), uint64(tcptraceEventFlagsEV_OWNER_KNOWN)},
+		{"Birth", uint64(event.Birth), uint64(tcptraceEventFlagsEV_BIRTH)},
+		{"Inherited", uint64(event.Inherited), uint64(tcptraceEventFlagsEV_INHERITED)},
+		{"Rescued", uint64(event.Rescued), uint64(tcptraceEventFlagsEV_RESCUED)},
+		{"CookieSynth", uint64(event.CookieSynth), uint64(tcptraceEventFlagsEV_COOKIE_SYNTH)},
+		{"CloseInfo", uint64(event.CloseInfo), uint64(tcptraceEventFlagsEV_CLOSE_INFO)},
+		{"Handshake", uint64(event.Handshake), uint64(tcptraceEventFlagsEV_HANDSHAKE)},
+		{"KindTransition", uint64(event.KindTransition), uint64(tcptraceEventKindKIND_TRANSITION)},
+		{"KindResetAfterClose", uint64(event.KindResetAfterClose), uint64(tcptraceEventKindKIND_RESET_AFTER)},
+		{"ResetSent", uint64(event.ResetSent), uint64(tcptraceEventRstRST_SENT)},
+		{"ResetReceived", uint64(event.ResetReceived), uint64(tcptraceEventRstRST_RECEIVED)},
+		{"TWNone", uint64(event.TWNone), uint64(tcptraceEventTwTW_NONE)},
+		{"TWTimeWait", uint64(event.TWTimeWait), uint64(tcptraceEventTwTW_TIME_WAIT)},
+		{"TWFinWait2", uint64(event.TWFinWait2), uint64(tcptraceEventTwTW_FIN_WAIT2)},
+	} {
+		if c.goVal != c.cValue {
+			t.Errorf("event.%s = %#x, bpf/tcptrace.h says %#x", c.name, c.goVal, c.cValue)
+		}
+	}
+}

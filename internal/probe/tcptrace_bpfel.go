@@ -55,6 +55,41 @@ type tcptraceEvent struct {
 	Pad2          uint32
 }
 
+type tcptraceEventFlags uint32
+
+const (
+	tcptraceEventFlagsEV_DWELL_KNOWN  tcptraceEventFlags = 1
+	tcptraceEventFlagsEV_OWNER_KNOWN  tcptraceEventFlags = 2
+	tcptraceEventFlagsEV_BIRTH        tcptraceEventFlags = 4
+	tcptraceEventFlagsEV_INHERITED    tcptraceEventFlags = 8
+	tcptraceEventFlagsEV_RESCUED      tcptraceEventFlags = 16
+	tcptraceEventFlagsEV_COOKIE_SYNTH tcptraceEventFlags = 32
+	tcptraceEventFlagsEV_CLOSE_INFO   tcptraceEventFlags = 64
+	tcptraceEventFlagsEV_HANDSHAKE    tcptraceEventFlags = 128
+)
+
+type tcptraceEventKind uint32
+
+const (
+	tcptraceEventKindKIND_TRANSITION  tcptraceEventKind = 0
+	tcptraceEventKindKIND_RESET_AFTER tcptraceEventKind = 1
+)
+
+type tcptraceEventRst uint32
+
+const (
+	tcptraceEventRstRST_SENT     tcptraceEventRst = 1
+	tcptraceEventRstRST_RECEIVED tcptraceEventRst = 2
+)
+
+type tcptraceEventTw uint32
+
+const (
+	tcptraceEventTwTW_NONE      tcptraceEventTw = 0
+	tcptraceEventTwTW_TIME_WAIT tcptraceEventTw = 1
+	tcptraceEventTwTW_FIN_WAIT2 tcptraceEventTw = 2
+)
+
 type tcptraceHistIndexArgs struct {
 	_      structs.HostLayout
 	Values [64]uint64
@@ -172,7 +207,11 @@ const (
 	tcptraceVarPortBitmap            = "port_bitmap"
 	tcptraceVarSynRecvStuckNs        = "syn_recv_stuck_ns"
 	tcptraceVarUnusedEvent           = "unused_event"
+	tcptraceVarUnusedFlags           = "unused_flags"
+	tcptraceVarUnusedKind            = "unused_kind"
+	tcptraceVarUnusedRst             = "unused_rst"
 	tcptraceVarUnusedSnap            = "unused_snap"
+	tcptraceVarUnusedTw              = "unused_tw"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
 )
 
@@ -266,7 +305,11 @@ type tcptraceVariableSpecs struct {
 	PortBitmap        *ebpf.VariableSpec `ebpf:"port_bitmap"`
 	SynRecvStuckNs    *ebpf.VariableSpec `ebpf:"syn_recv_stuck_ns"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlags       *ebpf.VariableSpec `ebpf:"unused_flags"`
+	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedRst         *ebpf.VariableSpec `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
+	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -332,7 +375,11 @@ type tcptraceVariables struct {
 	PortBitmap        *ebpf.Variable `ebpf:"port_bitmap"`
 	SynRecvStuckNs    *ebpf.Variable `ebpf:"syn_recv_stuck_ns"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlags       *ebpf.Variable `ebpf:"unused_flags"`
+	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedRst         *ebpf.Variable `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
+	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

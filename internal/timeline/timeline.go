@@ -242,7 +242,7 @@ func (t *Tracker) Observe(e *event.Event) {
 		t.dropStub(stub) // the socket is back in the table from here on
 	}
 	c := t.conns[e.Cookie]
-	if c != nil && e.Has(event.New) {
+	if c != nil && e.Has(event.Birth) {
 		// The socket was reborn (reconnected after CLOSE without our
 		// seeing the CLOSE): close the books on the old timeline.
 		t.finishOpen(c, e.Mono)
@@ -319,7 +319,7 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 	}
 	c := t.newConn()
 	c.Cookie = e.Cookie
-	if e.Has(event.New) {
+	if e.Has(event.Birth) {
 		c.Start = e.Mono
 	} else {
 		// Born before we looked: the old state's start is known only if

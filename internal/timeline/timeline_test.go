@@ -54,7 +54,7 @@ func TestTimelines(t *testing.T) {
 		{
 			name: "client closes first",
 			events: []event.Event{
-				ev(1, 100, event.Close, event.SynSent, -1, own|event.New),
+				ev(1, 100, event.Close, event.SynSent, -1, own|event.Birth),
 				ev(1, 101, event.SynSent, event.Established, 1, own),
 				ev(1, 600, event.Established, event.FinWait1, 499, own),
 				ev(1, 601, event.FinWait1, event.FinWait2, 1, own),
@@ -69,7 +69,7 @@ func TestTimelines(t *testing.T) {
 		{
 			name: "accepted child, passive close",
 			events: []event.Event{
-				ev(2, 10, event.Listen, event.SynRecv, -1, own|event.New|event.Inherited),
+				ev(2, 10, event.Listen, event.SynRecv, -1, own|event.Birth|event.Inherited),
 				ev(2, 10, event.SynRecv, event.Established, 0, own),
 				ev(2, 20, event.Established, event.CloseWait, 10, own),
 				ev(2, 1020, event.CloseWait, event.LastAck, 1000, own),
@@ -97,7 +97,7 @@ func TestTimelines(t *testing.T) {
 		{
 			name: "lost transition leaves a gap",
 			events: []event.Event{
-				ev(4, 1, event.Close, event.SynSent, -1, own|event.New),
+				ev(4, 1, event.Close, event.SynSent, -1, own|event.Birth),
 				ev(4, 2, event.SynSent, event.Established, 1, own),
 				// ESTABLISHED -> FIN_WAIT1 lost
 				ev(4, 9, event.FinWait1, event.FinWait2, 3, own),
@@ -113,7 +113,7 @@ func TestTimelines(t *testing.T) {
 		{
 			name: "out of order arrival is put in place",
 			events: []event.Event{
-				ev(5, 1, event.Close, event.SynSent, -1, own|event.New),
+				ev(5, 1, event.Close, event.SynSent, -1, own|event.Birth),
 				ev(5, 5, event.Established, event.CloseWait, 3, own),
 				ev(5, 2, event.SynSent, event.Established, 1, own),
 				ev(5, 9, event.CloseWait, event.LastAck, 4, own),
@@ -129,7 +129,7 @@ func TestTimelines(t *testing.T) {
 		{
 			name: "repeated set stays one span",
 			events: []event.Event{
-				ev(7, 1, event.Close, event.SynSent, -1, own|event.New),
+				ev(7, 1, event.Close, event.SynSent, -1, own|event.Birth),
 				ev(7, 2, event.SynSent, event.Established, 1, own),
 				ev(7, 5, event.Established, event.FinWait1, 3, own),
 				ev(7, 6, event.FinWait1, event.FinWait1, 1, own),
@@ -145,7 +145,7 @@ func TestTimelines(t *testing.T) {
 		{
 			name: "open at exit: dwell so far",
 			events: []event.Event{
-				ev(6, 100, event.Close, event.SynSent, -1, own|event.New),
+				ev(6, 100, event.Close, event.SynSent, -1, own|event.Birth),
 				ev(6, 110, event.SynSent, event.Established, 10, own),
 			},
 			flushAt: 1110,
@@ -210,10 +210,10 @@ func TestEvictsLeastRecentlyActive(t *testing.T) {
 		evicted = append(evicted, c.Cookie)
 	})
 	for _, e := range []event.Event{
-		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
-		ev(2, 2, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
+		ev(2, 2, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(1, 3, event.SynSent, event.Established, 2, own), // 1 is now the most recent
-		ev(3, 4, event.Close, event.SynSent, -1, own|event.New),
+		ev(3, 4, event.Close, event.SynSent, -1, own|event.Birth),
 	} {
 		tr.Observe(&e)
 	}
@@ -231,7 +231,7 @@ func TestResetAfterCloseJoinsTheConnection(t *testing.T) {
 	var got []Conn
 	tr := New(10, func(c *Conn) { got = append(got, *c) })
 	for _, e := range []event.Event{
-		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(1, 2, event.SynSent, event.Established, 1, own),
 		ev(1, 3, event.Established, event.Close, 1, own|event.CloseInfo),
 	} {
@@ -259,9 +259,9 @@ func TestReconnectAfterCloseReleasesTheHeldOne(t *testing.T) {
 	var n int
 	tr := New(10, func(c *Conn) { n++ })
 	for _, e := range []event.Event{
-		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(1, 2, event.SynSent, event.Close, 1, own|event.CloseInfo),
-		ev(1, 3, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 3, event.Close, event.SynSent, -1, own|event.Birth),
 	} {
 		tr.Observe(&e)
 	}
@@ -276,7 +276,7 @@ func TestHandshakeSpan(t *testing.T) {
 	var got []span
 	var start uint64
 	tr := New(10, func(c *Conn) { got, start = spansOf(c), c.Start })
-	birth := ev(1, 5000, event.Listen, event.SynRecv, -1, own|event.New|event.Inherited)
+	birth := ev(1, 5000, event.Listen, event.SynRecv, -1, own|event.Birth|event.Inherited)
 	done := ev(1, 5000+1, event.SynRecv, event.Established, 1, own|event.Handshake) // 24 µs... of the full socket
 	done.HandshakeMicros = 2_020_000                                                // 2.02 s since the first SYN-ACK
 	tr.Observe(&birth)
@@ -290,7 +290,7 @@ func TestHandshakeSpan(t *testing.T) {
 	got = nil
 	tr = New(10, func(c *Conn) { got = spansOf(c) })
 	for _, e := range []event.Event{
-		ev(2, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(2, 1, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(2, 2, event.SynSent, event.SynRecv, 1, own),
 		ev(2, 5, event.SynRecv, event.Established, 3, own),
 	} {
@@ -316,7 +316,7 @@ func TestEvictedLeakStillReportedStuck(t *testing.T) {
 		stuck = append(stuck, c.Cookie)
 	})
 	leak := []event.Event{
-		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(1, 2, event.SynSent, event.Established, 1, own),
 		ev(1, 3, event.Established, event.CloseWait, 1, own),
 	}
@@ -324,7 +324,7 @@ func TestEvictedLeakStillReportedStuck(t *testing.T) {
 		tr.Observe(&leak[i])
 	}
 	for c := uint64(10); c < 20; c++ { // others churn through the table
-		e := ev(c, 10+c, event.Close, event.SynSent, -1, own|event.New)
+		e := ev(c, 10+c, event.Close, event.SynSent, -1, own|event.Birth)
 		tr.Observe(&e)
 	}
 	tr.CheckStuck(3_003e6)
@@ -341,8 +341,8 @@ func TestReusedSocketStartsNewTimeline(t *testing.T) {
 	var n int
 	tr := New(10, func(c *Conn) { n++ })
 	for _, e := range []event.Event{
-		ev(1, 1, event.Close, event.SynSent, -1, own|event.New),
-		ev(1, 5, event.Close, event.SynSent, -1, own|event.New), // CLOSE never seen
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
+		ev(1, 5, event.Close, event.SynSent, -1, own|event.Birth), // CLOSE never seen
 	} {
 		tr.Observe(&e)
 	}
@@ -354,7 +354,7 @@ func TestReusedSocketStartsNewTimeline(t *testing.T) {
 func BenchmarkObserveConnection(b *testing.B) {
 	tr := New(1<<16, func(*Conn) {})
 	seq := []event.Event{
-		ev(0, 1, event.Close, event.SynSent, -1, own|event.New),
+		ev(0, 1, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(0, 2, event.SynSent, event.Established, 1, own),
 		ev(0, 3, event.Established, event.FinWait1, 1, own),
 		ev(0, 4, event.FinWait1, event.FinWait2, 1, own),
@@ -385,10 +385,10 @@ func TestStuckOncePerStay(t *testing.T) {
 		hits = append(hits, hit{c.Cookie, s, age / 1e6, atLeast})
 	})
 	for _, e := range []event.Event{
-		ev(1, 1000, event.Close, event.SynSent, -1, own|event.New),
+		ev(1, 1000, event.Close, event.SynSent, -1, own|event.Birth),
 		ev(1, 1100, event.SynSent, event.Established, 100, own),
 		ev(1, 2000, event.Established, event.CloseWait, 900, own),
-		ev(2, 2500, event.Close, event.SynSent, -1, own|event.New), // hangs in SYN_SENT
+		ev(2, 2500, event.Close, event.SynSent, -1, own|event.Birth), // hangs in SYN_SENT
 	} {
 		tr.Observe(&e)
 	}

@@ -29,9 +29,9 @@ func connectionRecords(clientCookie, childCookie uint64) [][]byte {
 		flags      event.Flags
 	}
 	seq := []tr{
-		{clientCookie, 0, 8080, event.Close, event.SynSent, false, event.New},
+		{clientCookie, 0, 8080, event.Close, event.SynSent, false, event.Birth},
 		{clientCookie, 40000, 8080, event.SynSent, event.Established, true, 0},
-		{childCookie, 8080, 40000, event.Listen, event.SynRecv, false, event.New | event.Inherited},
+		{childCookie, 8080, 40000, event.Listen, event.SynRecv, false, event.Birth | event.Inherited},
 		{childCookie, 8080, 40000, event.SynRecv, event.Established, true, 0},
 		{clientCookie, 40000, 8080, event.Established, event.FinWait1, true, 0},
 		{childCookie, 8080, 40000, event.Established, event.CloseWait, true, 0},
