@@ -122,6 +122,33 @@ struct {
 } tp_socks SEC(".maps");
 
 /*
+ * hist_socks: the per-socket state of the histogram-only mode (--emit
+ * histograms, no --pid), instead of sock_infos: dwell times need only
+ * when each socket entered its state, not its owner, so no socket
+ * storage is created, cloned at accept and freed per socket (that was
+ * most of the kernel-side cost). Key: socket address. Value: entry time
+ * and SI_* flags. Inserted at a socket's first transition, updated at
+ * each, deleted at ->CLOSE; a birth (CLOSE->..., LISTEN->SYN_RECV)
+ * overwrites what a socket at the same address left if its CLOSE was
+ * lost. LRU and preallocated: no allocation on the hot path, and an
+ * entry whose CLOSE was never seen ages out; an entry aged out early
+ * only makes one dwell unknown (counted in storage_fail). Size set from
+ * Go (--max-conns); 1 entry in the other modes.
+ */
+struct hist_sock {
+	__u64 ts_ns;
+	__u32 flags; /* SI_* */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct hist_sock);
+} hist_socks SEC(".maps");
+
+/*
  * tp_closed: the tracepoint fallback's memory of sockets that just reached
  * CLOSE (their tp_socks entry is gone), so that a reset the kernel sends
  * right after the CLOSE can name the connection. Key: socket address;
@@ -630,6 +657,68 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	emit_btf(c, sk, tp, si, now, cookie, dwell, family, sport, dport, netns, old, new, flags, hs);
 }
 
+/*
+ * The histogram-only mode's path: filters, the socket's entry time from
+ * hist_socks, the stay counted in the kernel. No owner, no cookie, no
+ * record.
+ */
+static __always_inline void handle_hist(struct sock *sk, int old, int new, struct counters *c)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return;
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 sport = sk->__sk_common.skc_num;
+	bool handshake_done = old == TCP_SYN_RECV && new == TCP_ESTABLISHED;
+	struct tcp_sock *tp = 0;
+	if (!sport || handshake_done) {
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (tp)
+			sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	}
+	__u16 dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
+	if (!ports_match(sport, dport) || (filter_netns && netns != filter_netns) ||
+	    !family_match(family, sk) || !cgroup_match(sk)) {
+		c->filtered++;
+		return;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	__u64 key = (__u64)sk;
+	__u64 dwell = 0;
+	__u8 flags = 0;
+	struct hist_sock *h = is_birth(old, new) ? 0 : bpf_map_lookup_elem(&hist_socks, &key);
+	__u32 si_flags = old == TCP_LISTEN && new == TCP_SYN_RECV ? SI_ACCEPTED : 0;
+	if (h) {
+		si_flags = h->flags;
+		if (h->ts_ns) {
+			dwell = now - h->ts_ns;
+			flags |= EV_DWELL_KNOWN;
+		}
+	} else if (!is_birth(old, new)) {
+		__sync_fetch_and_add(&c->storage_fail, 1); /* older than the tracer, or aged out */
+	}
+	if (new == TCP_CLOSE) {
+		if (h)
+			bpf_map_delete_elem(&hist_socks, &key);
+	} else if (old != new) { /* a repeated set does not start a new stay */
+		if (h) {
+			h->ts_ns = now;
+		} else {
+			struct hist_sock fresh = { .ts_ns = now, .flags = si_flags };
+			bpf_map_update_elem(&hist_socks, &key, &fresh, BPF_ANY);
+		}
+	}
+	__u64 hs = 0;
+	if (handshake_done && (si_flags & SI_ACCEPTED)) {
+		flags |= EV_HANDSHAKE;
+		hs = handshake_ns(tp, true, family, netns, sport, dport);
+	}
+	aggregate(c, old, new, dwell, flags, hs);
+}
+
+/* The histogram-only mode needs no owners (without --pid). */
+#define HIST_ONLY (aggregate_only && !filter_pid)
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -638,7 +727,10 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	if (!c)
 		return 0;
 	c->busy = 1;
-	handle_btf(sk, oldstate, newstate, c, 0);
+	if (HIST_ONLY)
+		handle_hist(sk, oldstate, newstate, c);
+	else
+		handle_btf(sk, oldstate, newstate, c, 0);
 	c->busy = 0;
 	return 0;
 }
@@ -651,7 +743,10 @@ int BPF_PROG(on_state_backup, struct sock *sk, int oldstate, int newstate)
 	if (!c || !c->busy)
 		return 0; /* the primary ran, or will run, for this event */
 	__sync_fetch_and_add(&c->rescued, 1);
-	handle_btf(sk, oldstate, newstate, c, EV_RESCUED);
+	if (HIST_ONLY)
+		handle_hist(sk, oldstate, newstate, c);
+	else
+		handle_btf(sk, oldstate, newstate, c, EV_RESCUED);
 	return 0;
 }
 
@@ -1095,8 +1190,11 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		struct sock *sk = (struct sock *)tp;
 		s.cookie = bpf_get_socket_cookie(sk);
 		s.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
-		struct sock_info *si = bpf_sk_storage_get(&sock_infos, sk, 0,
-							  iter_seed ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+		/* The histogram-only mode keeps no socket storage: it would be
+		 * cloned into every accepted child. Owners of its listener
+		 * records come from /proc by inode in user space. */
+		struct sock_info *si = HIST_ONLY ? 0 :
+			bpf_sk_storage_get(&sock_infos, sk, 0, iter_seed ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 		if (si) {
 			if (!si->cookie)
 				si->cookie = s.cookie;

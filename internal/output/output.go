@@ -67,6 +67,7 @@ type Listener struct {
 	AcceptQueueMax uint32
 	HalfOpen       uint32
 	SynAckRetrans  uint32
+	Inode          uint64 // the socket file's inode (not written out)
 }
 
 // Stuck is a connection that has stayed in a watched state longer than

@@ -188,6 +188,10 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
+	if o.Aggregate && o.PID == 0 {
+		// The histogram-only mode's socket table (hist_socks).
+		spec.Maps[tcptraceMapHistSocks].MaxEntries = uint32(o.MaxSockets)
+	}
 	switch o.Attach {
 	case AttachBTF:
 		for _, tp := range classicPrograms {

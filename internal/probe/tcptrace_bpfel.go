@@ -96,6 +96,13 @@ type tcptraceHistIndexArgs struct {
 	Index  [64]uint32
 }
 
+type tcptraceHistSock struct {
+	_     structs.HostLayout
+	TsNs  uint64
+	Flags uint32
+	Pad   uint32
+}
+
 type tcptraceHsKey struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
@@ -174,6 +181,7 @@ const (
 	tcptraceMapDwellHists            = "dwell_hists"
 	tcptraceMapEvents                = "events"
 	tcptraceMapHealth                = "health"
+	tcptraceMapHistSocks             = "hist_socks"
 	tcptraceMapSeedInodes            = "seed_inodes"
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSynackFirst           = "synack_first"
@@ -280,6 +288,7 @@ type tcptraceMapSpecs struct {
 	DwellHists  *ebpf.MapSpec `ebpf:"dwell_hists"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Health      *ebpf.MapSpec `ebpf:"health"`
+	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
 	SynackFirst *ebpf.MapSpec `ebpf:"synack_first"`
@@ -336,6 +345,7 @@ type tcptraceMaps struct {
 	DwellHists  *ebpf.Map `ebpf:"dwell_hists"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Health      *ebpf.Map `ebpf:"health"`
+	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
 	SynackFirst *ebpf.Map `ebpf:"synack_first"`
@@ -349,6 +359,7 @@ func (m *tcptraceMaps) Close() error {
 		m.DwellHists,
 		m.Events,
 		m.Health,
+		m.HistSocks,
 		m.SeedInodes,
 		m.SockInfos,
 		m.SynackFirst,

@@ -197,11 +197,13 @@ type run struct {
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck
 	halfOpen     halfOpenWatch
-	seeded       bool
-	stateFilter  bool
-	warned       map[string]bool
-	hup          chan os.Signal
-	closeOut     *func()
+	// listenerOwner: listeners' owners found in /proc, by socket inode.
+	listenerOwner map[uint64]cachedOwner
+	seeded        bool
+	stateFilter   bool
+	warned        map[string]bool
+	hup           chan os.Signal
+	closeOut      *func()
 	// readerGone reports a stdout pipe whose reader has closed; nil
 	// when writing to a file.
 	readerGone func() bool
@@ -325,7 +327,7 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 		switch s.State {
 		case event.Listen:
 			byPort[k] = len(listeners)
-			listeners = append(listeners, output.Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src,
+			listeners = append(listeners, output.Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
 				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
 				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
 		case event.NewSynRecv:
@@ -339,6 +341,7 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 		return err
 	}
 	r.seeded = true
+	r.listenerOwners(listeners)
 	if r.m != nil {
 		r.m.Sockets(&counts)
 	}

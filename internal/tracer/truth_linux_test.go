@@ -376,3 +376,39 @@ func TestTracepointLossNeverMerges(t *testing.T) {
 		}
 	}
 }
+
+// The histogram-only mode keeps no per-socket owners in the kernel; its
+// listener records still name the listener's owner (from /proc).
+func TestHistogramModeListenerOwner(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	server := ns.Start(t, "server", "127.0.0.1:0", "1", "10ms")
+	cfg := nsConfig(ns)
+	cfg.Emit = EmitHistograms | EmitStates
+	cfg.Stuck = [event.NumStates]time.Duration{}
+	if !cfg.aggregate() {
+		t.Fatal("not the kernel-aggregation mode")
+	}
+	tr := startTracer(t, cfg)
+	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "1")
+	c.Line()
+	c.Wait()
+	recs := tr.stop(t)
+	server.Wait()
+	ls := ofType(recs, "listener")
+	if len(ls) == 0 {
+		t.Fatal("no listener records")
+	}
+	if ls[0].PID == nil || *ls[0].PID != server.PID {
+		t.Errorf("listener owner %v, want %d", ls[0].PID, server.PID)
+	}
+	var hists int
+	for _, h := range ofType(recs, "histogram") {
+		if h.State == "SYN_RECV" || h.State == "ESTABLISHED" {
+			hists++
+		}
+	}
+	if hists != 2 {
+		t.Errorf("histograms %+v", ofType(recs, "histogram"))
+	}
+}
