@@ -131,6 +131,7 @@ struct state_hist {
 
 /* sock_info.flags */
 #define SI_ACCEPTED 0x01 /* an accepted child (born LISTEN->SYN_RECV) */
+#define SI_CLOSED   0x02 /* reached CLOSE; kept only for the reset an abortive close sends next */
 
 /* Owner of a socket, when it entered its current state, and what went
  * wrong so far. */
@@ -182,6 +183,44 @@ struct sock_snap {
 	/* Full sockets: the inode of the socket file (0: none, e.g. an
 	 * accepted socket not yet accept()ed): who holds it, from /proc. */
 	__u64 ino;
+};
+
+/* A listening address: namespace, family, port, address (zero: any). */
+struct listen_key {
+	__u32 netns;
+	__u16 port;
+	__u8 family;
+	__u8 _pad;
+	__u8 addr[16];
+};
+
+/* Who owns a listener; ambiguous: two owners on one key. */
+struct listen_owner {
+	__u64 cookie; /* the listener's: on some kernels its children carry it at birth */
+	__u32 pid;
+	__u32 ambiguous;
+	char comm[16];
+};
+
+/* One transition as an entry point read it (the tp_btf arguments or the
+ * classic tracepoint's record). */
+struct transition {
+	struct sock *sk;
+	__u64 now;
+	__u32 netns;
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u16 _pad;
+	int old;
+	int new;
+};
+
+/* The histogram-only mode's per-socket state. */
+struct hist_sock {
+	__u64 ts_ns;
+	__u32 flags; /* SI_* */
+	__u32 _pad;
 };
 
 /* A handshake in progress, by its 4-tuple as the server sees it. */

@@ -1,6 +1,7 @@
 package nettest
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +49,9 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	                            SYN), hold HOLD, close
 //	leak ADDR N                 listen, accept N connections, never close
 //	                            them (CLOSE_WAIT leaks); runs until killed
+//	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
+//	                            connections, print "accepted RPORT" for
+//	                            each, read to EOF and close; then exit
 func PeerMain() {
 	flag.CommandLine = flag.NewFlagSet("peer", flag.ExitOnError)
 	args := os.Args[1:]
@@ -303,6 +307,47 @@ func peer(args []string) error {
 		}
 		fmt.Println("accepted")
 		select {}
+	case "reuseport":
+		d, err := time.ParseDuration(args[2])
+		if err != nil {
+			return err
+		}
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}}
+		ln, err := lc.Listen(context.Background(), "tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(d))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				break
+			}
+			mu.Lock()
+			fmt.Printf("accepted %d\n", c.RemoteAddr().(*net.TCPAddr).Port)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+		wg.Wait()
+		fmt.Println("done")
+		return ln.Close()
 	case "connect":
 		timeout, err := time.ParseDuration(args[2])
 		if err != nil {

@@ -188,9 +188,12 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
+	// One per-socket table, sized by --max-conns: hist_socks in the
+	// histogram-only mode, sock_table in the others.
 	if o.Aggregate && o.PID == 0 {
-		// The histogram-only mode's socket table (hist_socks).
 		spec.Maps[tcptraceMapHistSocks].MaxEntries = uint32(o.MaxSockets)
+	} else {
+		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxSockets)
 	}
 	switch o.Attach {
 	case AttachBTF:
@@ -203,9 +206,6 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		}
 		// Without socket storage there is no iterator seeding either.
 		delete(spec.Programs, tcptraceProgWalkSockets)
-		spec.Maps[tcptraceMapTpSocks].MaxEntries = uint32(o.MaxSockets)
-		spec.Maps[tcptraceMapTpListeners].MaxEntries = 16384
-		spec.Maps[tcptraceMapTpClosed].MaxEntries = 4096
 	default:
 		return fmt.Errorf("unknown attach mode %q", o.Attach)
 	}

@@ -113,10 +113,20 @@ type tcptraceHsKey struct {
 }
 
 type tcptraceListenKey struct {
-	_     structs.HostLayout
-	Netns uint32
-	Port  uint16
-	Pad   uint16
+	_      structs.HostLayout
+	Netns  uint32
+	Port   uint16
+	Family uint8
+	Pad    uint8
+	Addr   [16]uint8
+}
+
+type tcptraceListenOwner struct {
+	_         structs.HostLayout
+	Cookie    uint64
+	Pid       uint32
+	Ambiguous uint32
+	Comm      [16]int8
 }
 
 type tcptraceRetransTestArgs struct {
@@ -182,12 +192,11 @@ const (
 	tcptraceMapEvents                = "events"
 	tcptraceMapHealth                = "health"
 	tcptraceMapHistSocks             = "hist_socks"
+	tcptraceMapListeners             = "listeners"
 	tcptraceMapSeedInodes            = "seed_inodes"
 	tcptraceMapSockInfos             = "sock_infos"
+	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
-	tcptraceMapTpClosed              = "tp_closed"
-	tcptraceMapTpListeners           = "tp_listeners"
-	tcptraceMapTpSocks               = "tp_socks"
 	tcptraceProgHistIndexTest        = "hist_index_test"
 	tcptraceProgOnReceiveReset       = "on_receive_reset"
 	tcptraceProgOnReceiveResetTp     = "on_receive_reset_tp"
@@ -289,12 +298,11 @@ type tcptraceMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Health      *ebpf.MapSpec `ebpf:"health"`
 	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
+	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
+	SockTable   *ebpf.MapSpec `ebpf:"sock_table"`
 	SynackFirst *ebpf.MapSpec `ebpf:"synack_first"`
-	TpClosed    *ebpf.MapSpec `ebpf:"tp_closed"`
-	TpListeners *ebpf.MapSpec `ebpf:"tp_listeners"`
-	TpSocks     *ebpf.MapSpec `ebpf:"tp_socks"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -346,12 +354,11 @@ type tcptraceMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Health      *ebpf.Map `ebpf:"health"`
 	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
+	Listeners   *ebpf.Map `ebpf:"listeners"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
+	SockTable   *ebpf.Map `ebpf:"sock_table"`
 	SynackFirst *ebpf.Map `ebpf:"synack_first"`
-	TpClosed    *ebpf.Map `ebpf:"tp_closed"`
-	TpListeners *ebpf.Map `ebpf:"tp_listeners"`
-	TpSocks     *ebpf.Map `ebpf:"tp_socks"`
 }
 
 func (m *tcptraceMaps) Close() error {
@@ -360,12 +367,11 @@ func (m *tcptraceMaps) Close() error {
 		m.Events,
 		m.Health,
 		m.HistSocks,
+		m.Listeners,
 		m.SeedInodes,
 		m.SockInfos,
+		m.SockTable,
 		m.SynackFirst,
-		m.TpClosed,
-		m.TpListeners,
-		m.TpSocks,
 	)
 }
 

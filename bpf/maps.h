@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the programs, with its key, its value, and where entries
+ * are inserted and deleted. Sizes marked "set from Go" are changed by
+ * internal/probe before load.
+ */
+#ifndef TCPTRACE_MAPS_H
+#define TCPTRACE_MAPS_H
+
+/*
+ * events: the records (struct event), read by the Go loader. Size set from
+ * Go (--ring-size).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+/*
+ * sock_table: per-socket owner, state-entry time, cookie and trouble
+ * counts, for every socket but those below. Key: socket address. Inserted
+ * at a socket's birth (CLOSE->..., LISTEN->SYN_RECV), which overwrites
+ * whatever a socket at the same address left if its CLOSE was lost, or at
+ * its first transition seen, or by walk_sockets at start. Deleted at
+ * ->CLOSE, except after the transitions an abortive close can follow
+ * (the reset it sends next needs the cookie): those are marked SI_CLOSED
+ * and deleted by the reset, or reclaimed by the LRU. Preallocated: no
+ * allocation on the hot path (socket storage cost ~1 us to create, and
+ * again to clone into every accepted child and to free). Full: the least
+ * recently active entry goes, and that socket's next transitions have no
+ * owner and dwell (counted in storage_fail). Size set from Go
+ * (--max-conns).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} sock_table SEC(".maps");
+
+/*
+ * sock_infos: socket storage, only for SO_REUSEPORT listeners (tp_btf):
+ * the one case where a listener's port does not tell which process owns
+ * it. BPF_F_CLONE: each child accepted from such a listener is cloned
+ * from it with the entry, and keeps it for its life (the cookie in the
+ * entry tells the two apart). Created at ->LISTEN or by walk_sockets;
+ * freed by the kernel with the socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_info);
+} sock_infos SEC(".maps");
+
+/*
+ * listeners: who owns the listeners that are not SO_REUSEPORT (all of them
+ * in the tracepoint mode), so that an accepted child gets its owner by its
+ * local address and port. Key: namespace, family, port and address (the
+ * wildcard address for a listener on all addresses). Inserted at ->LISTEN
+ * or by walk_sockets, deleted at LISTEN->CLOSE. Two owners on one key
+ * (SO_REUSEPORT in the tracepoint mode) make it ambiguous: its children
+ * then get no owner rather than a wrong one.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct listen_key);
+	__type(value, struct listen_owner);
+} listeners SEC(".maps");
+
+/*
+ * hist_socks: the per-socket state of the histogram-only mode (--emit
+ * histograms, no --pid): dwell times need only when each socket entered
+ * its state. Key: socket address. Value: entry time and SI_* flags.
+ * Inserted at a socket's first transition, updated at each, deleted at
+ * ->CLOSE; a birth overwrites. LRU and preallocated, like sock_table. Size
+ * set from Go (--max-conns); 1 entry in the other modes, where sock_table
+ * is sized instead.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct hist_sock);
+} hist_socks SEC(".maps");
+
+/*
+ * health: per-CPU health counters and the primary's busy flag (key 0).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} health SEC(".maps");
+
+/*
+ * seed_inodes: socket inode -> owner, filled by user space from /proc
+ * before walk_sockets first runs, then emptied. Size set from Go.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} seed_inodes SEC(".maps");
+
+/*
+ * dwell_hists: per-CPU dwell-time histograms, key = the state left. Filled
+ * only in aggregate mode; read and summed over CPUs by user space.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NUM_STATES);
+	__type(key, __u32);
+	__type(value, struct state_hist);
+} dwell_hists SEC(".maps");
+
+/*
+ * synack_first: when a handshake's first SYN-ACK was sent (tcp_clock_us,
+ * CLOCK_MONOTONIC in us), for handshakes whose SYN-ACK was retransmitted.
+ * Key: the 4-tuple. Inserted at the first tcp_retransmit_synack, deleted
+ * at the child's SYN_RECV->ESTABLISHED; LRU, so handshakes that never
+ * complete age out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct hs_key);
+	__type(value, __u64);
+} synack_first SEC(".maps");
+
+#endif /* TCPTRACE_MAPS_H */

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one record-fill path, shared by tp_btf and the classic tracepoint
+ * fallback (`typed`, see sockets.h): reserve, fill, submit.
+ */
+#ifndef TCPTRACE_RECORD_H
+#define TCPTRACE_RECORD_H
+
+/*
+ * No wakeup per record: the reader polls on a timer, and is woken early
+ * only when wakeup_bytes are waiting. Reading the ring's fill is a helper
+ * call, so each CPU looks at it every 8th record it submits (at most 7
+ * records per CPU past the mark: nothing next to a mark of an eighth of
+ * the ring).
+ */
+static __always_inline __u64 submit_flags(struct counters *c)
+{
+	if (!wakeup_bytes)
+		return 0;
+	if (++c->submitted & 7)
+		return BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * The server-side handshake of an accepted socket, read at its
+ * SYN_RECV->ESTABLISHED: from the first SYN-ACK sent to the final ACK.
+ * Without SYN-ACK retransmits that is the kernel's first RTT sample
+ * (srtt_us, taken from the request's snt_synack); with them, the time
+ * since the first SYN-ACK that remember_synack kept in synack_first.
+ * Returns 0 when unknown. Addresses and ports are the child's: local =
+ * server.
+ */
+static __always_inline __u64 handshake_ns(const struct transition *t, struct tcp_sock *tp,
+					  bool typed)
+{
+	struct sock *sk = (struct sock *)tp;
+	if (!tp)
+		return 0;
+	if (!KREAD(typed, tp, total_retrans))
+		return (__u64)(KREAD(typed, tp, srtt_us) >> 3) * 1000;
+	struct hs_key k = {};
+	k.netns = t->netns;
+	k.sport = t->sport;
+	k.dport = t->dport;
+	if (t->family == AF_INET) {
+		*(__u32 *)k.saddr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)k.daddr = KREAD(typed, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&k.daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	__u64 *first = bpf_map_lookup_elem(&synack_first, &k);
+	if (!first)
+		return 0;
+	__u64 now_us = bpf_ktime_get_ns() / 1000;
+	__u64 ns = now_us > *first ? (now_us - *first) * 1000 : 0;
+	bpf_map_delete_elem(&synack_first, &k);
+	return ns;
+}
+
+/*
+ * What the kernel left behind at ->CLOSE of an active closer: the full
+ * socket goes FIN_WAIT2 (or CLOSING) -> CLOSE while tcp_time_wait() leaves
+ * a timewait socket, which no tracepoint reports. TIME_WAIT when the
+ * peer's FIN was received (SOCK_DONE, set by tcp_fin()) and no error ended
+ * the socket; an orphan closed in FIN_WAIT2 before the peer's FIN leaves
+ * one in its FIN_WAIT2 substate. Not sk_shutdown: close() sets it to
+ * SHUTDOWN_MASK whether the peer's FIN came or not.
+ */
+static __always_inline __u8 timewait_of(struct sock *sk, bool typed, int old, int err)
+{
+	if (err || (old != TCP_FIN_WAIT2 && old != TCP_CLOSING))
+		return TW_NONE;
+	unsigned long skflags = KREAD(typed, sk, __sk_common.skc_flags);
+	if (skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
+		return TW_TIME_WAIT;
+	return old == TCP_FIN_WAIT2 ? TW_FIN_WAIT2 : TW_NONE;
+}
+
+/*
+ * Accumulated trouble on every record; at ->CLOSE also what tcplife users
+ * want, the error, and what the kernel left behind; at
+ * SYN_RECV->ESTABLISHED the SYN-ACK round trip and retransmits.
+ */
+static __always_inline void fill_ending(struct event *e, const struct transition *t,
+					struct tcp_sock *tp, bool typed,
+					const struct sock_info *si, __u8 *flags)
+{
+	e->retrans = si ? si->retrans : 0;
+	e->syn_retrans = si ? si->syn_retrans : 0;
+	e->rst = si ? si->rst : 0;
+	e->bytes_acked = 0;
+	e->bytes_received = 0;
+	e->srtt_us = 0;
+	e->total_retrans = 0;
+	e->err = 0;
+	e->tw = TW_NONE;
+	e->kind = KIND_TRANSITION;
+	e->_pad2 = 0;
+	bool closing = t->new == TCP_CLOSE;
+	if (!tp || (!closing && !(t->old == TCP_SYN_RECV && t->new == TCP_ESTABLISHED)))
+		return;
+	struct sock *sk = (struct sock *)tp;
+	e->srtt_us = KREAD(typed, tp, srtt_us) >> 3;
+	e->total_retrans = KREAD(typed, tp, total_retrans);
+	if (!closing)
+		return;
+	*flags |= EV_CLOSE_INFO;
+	e->bytes_acked = KREAD(typed, tp, bytes_acked);
+	e->bytes_received = KREAD(typed, tp, bytes_received);
+	int err = KREAD(typed, sk, sk_err);
+	e->err = err;
+	e->tw = timewait_of(sk, typed, t->old, err);
+}
+
+static __always_inline void fill_owner(struct event *e, const struct sock_info *si)
+{
+	if (si) {
+		e->pid = si->pid;
+		__builtin_memcpy(e->comm, si->comm, sizeof(e->comm));
+	} else {
+		e->pid = 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+	}
+}
+
+/* The socket's two ends into a record. */
+static __always_inline void fill_addrs(struct event *e, struct sock *sk, bool typed, __u16 family)
+{
+	if (family == AF_INET) {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		*(__u32 *)e->saddr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
+		*(__u32 *)e->daddr = KREAD(typed, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* Reserve, fill and submit one transition record. */
+static __always_inline void emit(struct counters *c, const struct transition *t,
+				 struct tcp_sock *tp, bool typed, const struct sock_info *si,
+				 __u64 ts, __u64 cookie, __u64 dwell, int old, int new,
+				 __u8 flags, __u64 hs)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&c->ringbuf_drops, 1);
+		return;
+	}
+	e->ts_ns = ts;
+	e->cookie = cookie;
+	e->dwell_ns = dwell;
+	fill_addrs(e, t->sk, typed, t->family);
+	e->netns = t->netns;
+	e->sport = t->sport;
+	e->dport = t->dport;
+	e->family = t->family;
+	e->oldstate = old;
+	e->newstate = new;
+	fill_owner(e, si);
+	struct transition as_sent = *t;
+	as_sent.old = old;
+	as_sent.new = new;
+	fill_ending(e, &as_sent, tp, typed, si, &flags);
+	e->handshake_us = hs / 1000;
+	e->flags = flags;
+	bpf_ringbuf_submit(e, submit_flags(c));
+}
+
+/*
+ * An abortive close (SO_LINGER 0, close() with unread data) sets the state
+ * to CLOSE first and sends the reset right after: the ->CLOSE record has
+ * gone out without it. This record tells user space, which holds a closed
+ * connection back briefly for it. Rare, so a whole record is fine.
+ */
+static __always_inline void emit_reset_after(__u64 cookie, __u8 rst, __u16 family, __u32 netns)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (!c)
+		return;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&c->ringbuf_drops, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = cookie;
+	e->netns = netns;
+	e->family = family;
+	e->oldstate = TCP_CLOSE;
+	e->newstate = TCP_CLOSE;
+	e->rst = rst;
+	e->kind = KIND_RESET_AFTER;
+	bpf_ringbuf_submit(e, submit_flags(c));
+}
+
+#endif /* TCPTRACE_RECORD_H */

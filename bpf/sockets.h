@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Each socket's entry: its owner, cookie, when it entered its state and
+ * its trouble counts (struct sock_info), in sock_table, or in socket
+ * storage for SO_REUSEPORT listeners and their children (maps.h says why).
+ * `typed` (a constant at every call site) is true on the tp_btf path,
+ * where socket storage, socket cookies and plain loads are allowed, and
+ * false on the classic tracepoint fallback.
+ */
+#ifndef TCPTRACE_SOCKETS_H
+#define TCPTRACE_SOCKETS_H
+
+/*
+ * A field of a kernel object: a plain load where the verifier knows the
+ * pointer's type (tp_btf, iterators, after bpf_skc_to_tcp_sock), a CO-RE
+ * probe read where it does not (the classic tracepoint's addresses). Only
+ * one of the two is compiled at each call site.
+ */
+#define KREAD(typed, p, field) ((typed) ? (p)->field : BPF_CORE_READ(p, field))
+
+/* A socket's birth: a new socket leaves CLOSE, an accepted child LISTEN. */
+static __always_inline bool is_birth(int old, int new)
+{
+	return old == TCP_CLOSE || (old == TCP_LISTEN && new == TCP_SYN_RECV);
+}
+
+/*
+ * Transitions the kernel makes in the syscall of the socket's owner:
+ * connect(), listen(), close()/shutdown(). Only there is `current` the
+ * owner; elsewhere (softirq) it is whatever task the CPU interrupted.
+ */
+static __always_inline bool in_owner_syscall(int old, int new)
+{
+	return (old == TCP_CLOSE && (new == TCP_SYN_SENT || new == TCP_LISTEN)) ||
+	       (old == TCP_ESTABLISHED && new == TCP_FIN_WAIT1) ||
+	       (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK);
+}
+
+/*
+ * The socket cookie. The classic tracepoint may not call the helper: it
+ * reads the cookie if the socket has one, else the tracer assigns an id
+ * (SYNTH_COOKIE_BASE set: below 2^53, clear of the kernel's counter).
+ */
+static __always_inline __u64 sock_cookie(struct sock *sk, bool typed)
+{
+	if (typed)
+		return bpf_get_socket_cookie(sk);
+	__u64 c = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	return c ? c : SYNTH_COOKIE_BASE | __sync_fetch_and_add(&next_synth_cookie, 1);
+}
+
+static __always_inline bool is_reuseport(struct sock *sk, bool typed)
+{
+	return typed && BPF_CORE_READ_BITFIELD(&sk->__sk_common, skc_reuseport);
+}
+
+/* The listening address a socket's local end matches: exact, or any. */
+static __always_inline void listen_key_of(struct listen_key *k, __u32 netns, __u16 family,
+					  __u16 port, struct sock *sk, bool typed, bool any)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = netns;
+	k->port = port;
+	k->family = family;
+	if (any)
+		return;
+	if (family == AF_INET)
+		*(__u32 *)k->addr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
+	else
+		BPF_CORE_READ_INTO(&k->addr, sk, __sk_common.skc_v6_rcv_saddr);
+}
+
+/* The owner of the listener an accepted socket came from (0: unknown). */
+static __always_inline struct listen_owner *listener_of(const struct transition *t, bool typed)
+{
+	struct listen_key k;
+	listen_key_of(&k, t->netns, t->family, t->sport, t->sk, typed, false);
+	struct listen_owner *o = bpf_map_lookup_elem(&listeners, &k);
+	if (!o) {
+		listen_key_of(&k, t->netns, t->family, t->sport, t->sk, typed, true);
+		o = bpf_map_lookup_elem(&listeners, &k);
+	}
+	return o && !o->ambiguous ? o : 0;
+}
+
+/* A listener's owner, for its children; a second owner on the same key
+ * makes it ambiguous. */
+static __always_inline void register_listener(const struct listen_key *key,
+					      const struct sock_info *si)
+{
+	struct listen_key k = *key;
+	struct listen_owner *o = bpf_map_lookup_elem(&listeners, &k);
+	if (o) {
+		if (o->pid != si->pid)
+			o->ambiguous = 1;
+		return;
+	}
+	struct listen_owner fresh = { .pid = si->pid, .cookie = si->cookie };
+	__builtin_memcpy(fresh.comm, si->comm, sizeof(fresh.comm));
+	bpf_map_update_elem(&listeners, &k, &fresh, BPF_NOEXIST);
+}
+
+/*
+ * An accepted child's entry at its birth. Its owner is its listener's.
+ * Its cookie, when the kernel has already given it its own: on some
+ * kernels (6.1) the child still carries its listener's cookie here and
+ * gets its own right after, so the cookie stays 0 and the record waits
+ * for the child's next transition (birth_ts).
+ */
+static __always_inline void adopt_child(struct sock_info *si, struct sock *sk, bool typed,
+					__u64 listener_cookie, __u64 now)
+{
+	si->ts_ns = 0;
+	si->retrans = 0;
+	si->syn_retrans = 0;
+	si->rst = 0;
+	si->flags = SI_ACCEPTED;
+	si->cookie = 0;
+	si->birth_ts = 0;
+	if (aggregate_only)
+		return;
+	__u64 cookie = typed ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (cookie && cookie != listener_cookie)
+		si->cookie = cookie;
+	else if (typed)
+		si->birth_ts = now;
+	else /* the fallback assigns its own id */
+		si->cookie = SYNTH_COOKIE_BASE | __sync_fetch_and_add(&next_synth_cookie, 1);
+}
+
+/* Insert a fresh entry for sk in sock_table and return it. */
+static __always_inline struct sock_info *new_entry(const struct transition *t,
+						   const struct sock_info *fresh)
+{
+	__u64 key = (__u64)t->sk;
+	bpf_map_update_elem(&sock_table, &key, fresh, BPF_ANY);
+	return bpf_map_lookup_elem(&sock_table, &key);
+}
+
+/* An accepted child's entry: cloned from a SO_REUSEPORT listener's
+ * storage, or a fresh one with the owner from the listener table. */
+static __always_inline struct sock_info *child_entry(const struct transition *t, bool typed,
+						     __u8 *flags)
+{
+	*flags |= EV_BIRTH | EV_INHERITED;
+	if (typed) {
+		struct sock_info *st = bpf_sk_storage_get(&sock_infos, t->sk, 0, 0);
+		if (st) {
+			adopt_child(st, t->sk, typed, st->cookie, t->now);
+			return st;
+		}
+	}
+	struct sock_info fresh = {};
+	__u64 listener_cookie = 0;
+	struct listen_owner *o = listener_of(t, typed);
+	if (o) {
+		fresh.pid = o->pid;
+		__builtin_memcpy(fresh.comm, o->comm, sizeof(fresh.comm));
+		listener_cookie = o->cookie;
+	} else {
+		*flags &= ~EV_INHERITED;
+	}
+	adopt_child(&fresh, t->sk, typed, listener_cookie, t->now);
+	return new_entry(t, &fresh);
+}
+
+/*
+ * Find or create the socket's entry. A birth always starts a fresh one;
+ * an entry left by a closed socket at the same address (SI_CLOSED) is not
+ * this socket's. A SO_REUSEPORT listener (tp_btf) gets socket storage, so
+ * that its children are cloned with its owner.
+ */
+static __always_inline struct sock_info *sock_entry(const struct transition *t, bool typed,
+						    __u8 *flags)
+{
+	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV)
+		return child_entry(t, typed, flags);
+	__u64 key = (__u64)t->sk;
+	if (typed) {
+		/* Storage exists only on SO_REUSEPORT listeners and their
+		 * children; for any other socket this is one load. */
+		struct sock_info *st = bpf_sk_storage_get(&sock_infos, t->sk, 0,
+							  t->new == TCP_LISTEN && is_reuseport(t->sk, typed) ?
+								  BPF_SK_STORAGE_GET_F_CREATE : 0);
+		if (st) {
+			if (!st->cookie && !aggregate_only)
+				st->cookie = sock_cookie(t->sk, typed);
+			if (t->old == TCP_CLOSE)
+				*flags |= EV_BIRTH;
+			return st;
+		}
+	}
+	struct sock_info *si = t->old == TCP_CLOSE ? 0 : bpf_map_lookup_elem(&sock_table, &key);
+	if (si && !(si->flags & SI_CLOSED))
+		return si;
+	struct sock_info fresh = {};
+	if (t->old == TCP_CLOSE)
+		*flags |= EV_BIRTH;
+	if (!aggregate_only)
+		fresh.cookie = sock_cookie(t->sk, typed);
+	return new_entry(t, &fresh);
+}
+
+/* Which entries an abortive close's reset, sent right after the CLOSE,
+ * will look for (maps.h). */
+static __always_inline bool reset_may_follow(int old)
+{
+	return old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT || old == TCP_FIN_WAIT1 ||
+	       old == TCP_SYN_RECV;
+}
+
+/*
+ * After a transition is recorded: a listener's registration, and at
+ * ->CLOSE the end of the entry (socket storage goes with the socket).
+ */
+static __always_inline void settle_entry(const struct transition *t, bool typed,
+					 struct sock_info *si)
+{
+	if (!si)
+		return;
+	struct listen_key k;
+	if (t->new == TCP_LISTEN && !is_reuseport(t->sk, typed)) {
+		listen_key_of(&k, t->netns, t->family, t->sport, t->sk, typed, false);
+		register_listener(&k, si);
+	}
+	if (t->new != TCP_CLOSE)
+		return;
+	if (t->old == TCP_LISTEN) {
+		listen_key_of(&k, t->netns, t->family, t->sport, t->sk, typed, false);
+		struct listen_owner *o = bpf_map_lookup_elem(&listeners, &k);
+		if (o && o->pid == si->pid)
+			bpf_map_delete_elem(&listeners, &k);
+	}
+	__u64 key = (__u64)t->sk;
+	if (reset_may_follow(t->old))
+		si->flags |= SI_CLOSED; /* si may be storage: then this is moot */
+	else
+		bpf_map_delete_elem(&sock_table, &key);
+}
+
+/* The socket's entry for the trouble counters (never created there). */
+static __always_inline struct sock_info *find_entry(struct sock *sk, bool typed)
+{
+	if (typed) {
+		struct sock_info *st = bpf_sk_storage_get(&sock_infos, sk, 0, 0);
+		if (st)
+			return st;
+	}
+	__u64 key = (__u64)sk;
+	return bpf_map_lookup_elem(&sock_table, &key);
+}
+
+/*
+ * Advance a socket's entry to this transition: dwell in the old state (so
+ * far, for a repeated set), new entry time, owner if this is the owner's
+ * own syscall. Returns EV_*.
+ */
+static __always_inline __u8 advance(struct sock_info *si, int old, int new, __u64 now,
+				    __u64 *dwell)
+{
+	__u8 flags = 0;
+
+	if (si->ts_ns) {
+		*dwell = now - si->ts_ns;
+		flags |= EV_DWELL_KNOWN;
+	}
+	/* A repeated set (FIN_WAIT1 -> FIN_WAIT1) does not start a new stay:
+	 * the next transition's dwell covers the whole time in the state. */
+	if (old != new)
+		si->ts_ns = now;
+	if (!si->pid && in_owner_syscall(old, new)) {
+		si->pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(si->comm, sizeof(si->comm));
+	}
+	if (si->pid)
+		flags |= EV_OWNER_KNOWN;
+	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED && (si->flags & SI_ACCEPTED))
+		flags |= EV_HANDSHAKE;
+	return flags;
+}
+
+#endif /* TCPTRACE_SOCKETS_H */
