@@ -72,7 +72,7 @@ th{border-bottom:1px solid #ccc}
 <svg class="chart histogram" data-state="{{.State}}" width="{{f .W}}" height="{{f .H}}" viewBox="0 0 {{f .W}} {{f .H}}" role="img" aria-label="{{.State}} dwell histogram">
 {{template "axes" .}}
 {{$c := .Color}}{{$a := .}}{{range .Bars}}<rect class="bar" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="{{f .H}}" fill="{{$c}}"><title>{{.Title}}</title></rect>{{if .ShowCount}}<text class="count" x="{{f (add .X (add .W 0))}}" y="{{f (add .Y -3)}}" text-anchor="end">{{.Count}}</text>{{end}}
-{{end}}{{range .Markers}}<line class="marker" x1="{{f .X}}" y1="{{f $a.T}}" x2="{{f .X}}" y2="{{f $a.B}}" stroke="#222" stroke-dasharray="3 3"/><text x="{{f (add .X 3)}}" y="{{f (add $a.T 8)}}">{{.Label}}</text>
+{{end}}{{range .Markers}}<line class="marker" x1="{{f .X}}" y1="{{f $a.T}}" x2="{{f .X}}" y2="{{f $a.B}}" stroke="#222" stroke-dasharray="3 3"/><text x="{{f .X}}" y="{{f (add $a.T -4)}}" text-anchor="middle">{{.Label}}</text>
 {{end}}</svg></figure>
 {{else}}<p>No completed dwell times in this recording.</p>
 {{end}}</section>

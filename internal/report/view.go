@@ -233,7 +233,7 @@ func histogramView(st event.State, h *histogram.Histogram) histView {
 	from := float64(lo - 1) // log2 of the axis's left edge
 	n := float64(hi - lo + 1)
 	xOf := func(log2 float64) float64 { return v.L + (v.R-v.L)*(log2-from)/n }
-	top := v.countAxis(peak)
+	top := v.countAxis(peak + peak/6 + 1) // room for the counts above the bars
 	w := (v.R - v.L) / n
 	total := float64(h.Count())
 	for k := lo; k <= hi; k++ {
