@@ -29,9 +29,12 @@ Flags:
 const reportUsage = `Usage: tcptrace-bpf report [flags] [FILE|-] -o report.html
 
 Turn a recording (tcptrace-bpf's NDJSON) into one self-contained HTML page:
-per-state dwell histograms, a waterfall of the slowest and stuck
-connections, and the state counts over time (record with --interval for
-those). No privileges needed; the page fetches nothing.
+per-state dwell histograms on a log time axis, the state counts over time,
+who holds the troubled states (CLOSE_WAIT, SYN_SENT, SYN_RECV, FIN_WAIT2,
+TIME_WAIT), a waterfall of the longest and stuck connections on a
+wall-clock axis, and each listener's queues over time (record with
+--interval for the last two over time). No privileges needed; the page
+fetches nothing.
 
 Flags:
 `
@@ -163,7 +166,7 @@ func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.W
 		return 2
 	}
 	c := report.NewCollector(recording.Clock)
-	s, err := recording.Replay(in, f, c, stderr)
+	s, err := recording.Replay(c.ReadListeners(in, f), f, c, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf report: %s: %v\n", name, err)
 		return 1

@@ -203,8 +203,12 @@ func TestReport(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	page, err := os.ReadFile(out)
-	if err != nil || !bytes.Contains(page, []byte(`<svg class="waterfall"`)) {
+	if err != nil || !bytes.Contains(page, []byte(`<svg class="chart waterfall"`)) {
 		t.Fatalf("report: %v, %d bytes", err, len(page))
+	}
+	// The listener records reach the page, though the replay skips them.
+	if !bytes.Contains(page, []byte(`<svg class="chart listener"`)) {
+		t.Error("report: no listener chart")
 	}
 	stderr.Reset()
 	if code := run([]string{"report", "../../internal/output/testdata/records.ndjson.golden"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-o report.html") {
