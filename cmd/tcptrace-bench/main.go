@@ -101,17 +101,13 @@ func run(tracer string, pairs, costRuns, conns, concurrency int, withBT bool, ou
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (loads BPF programs): run it with sudo")
 	}
-	srv, err := churn.Listen("127.0.0.1:0")
+	ctx := context.Background()
+	srv, tmp, cleanup, err := setUp(ctx, conns, concurrency)
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer cleanup()
 	port := fmt.Sprint(srv.Port())
-	tmp, err := os.MkdirTemp("", "tcptrace-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
 
 	modes := []mode{
 		{name: "all records, NDJSON to a file", args: []string{"--port", port}},
@@ -125,11 +121,6 @@ func run(tracer string, pairs, costRuns, conns, concurrency int, withBT bool, ou
 		}
 		defer unmount()
 		modes = append(modes, mode{name: "bpftrace, printing each transition (reference)", script: bpftracePrintScript(srv.Port())})
-	}
-	ctx := context.Background()
-	// Warm-up: first runs are slower (page cache, CPU frequency).
-	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
-		return err
 	}
 	results := make([][]sample, len(modes))
 	for p := 0; p < pairs; p++ {
@@ -450,11 +441,8 @@ func median(v []float64) float64 {
 }
 
 func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurrency int) {
-	host, _ := os.Hostname()
-	var uts syscall.Utsname
-	syscall.Uname(&uts)
-	fmt.Fprintf(out, "\ntcptrace-bench: %d connections per run (%d transitions), %d concurrent clients, %d pairs; kernel %s, host %s, %s\n\n",
-		conns, conns*10, concurrency, len(results[0]), utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(out, "\ntcptrace-bench: %d connections per run (%d transitions), %d concurrent clients, %d pairs; %s\n\n",
+		conns, conns*10, concurrency, len(results[0]), machine())
 	fmt.Fprintln(out, "| mode | median ratio | ratio per pair | captured / expected (worst run) | lost (all runs) | BPF ns/event, primary / all programs (median of the statistics runs) | tracer CPU per 200k events during the load (median) |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
 	for i, m := range modes {
@@ -486,6 +474,34 @@ func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurre
 		fmt.Fprintf(out, "| %s | **%.3f** | %s | %s | %d | %s | %s |\n", m.name, median(ratios), strings.Join(per, " "),
 			capCol, lost, nsCol, cpuCol)
 	}
+}
+
+// setUp starts the load's server and a scratch folder, and warms up:
+// first runs are slower (page cache, CPU frequency).
+func setUp(ctx context.Context, conns, concurrency int) (srv *churn.Server, tmp string, cleanup func(), err error) {
+	srv, err = churn.Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	tmp, err = os.MkdirTemp("", "tcptrace-bench")
+	if err != nil {
+		srv.Close()
+		return nil, "", nil, err
+	}
+	cleanup = func() { srv.Close(); os.RemoveAll(tmp) }
+	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return srv, tmp, cleanup, nil
+}
+
+// machine names the kernel, the host and the day, for a table's heading.
+func machine() string {
+	host, _ := os.Hostname()
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	return fmt.Sprintf("kernel %s, host %s, %s", utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
 }
 
 func utsString(b []int8) string {

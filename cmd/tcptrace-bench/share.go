@@ -51,17 +51,13 @@ func runShare(tracer string, rounds, conns, concurrency int, withBT bool, out io
 	if _, err := exec.LookPath("perf"); err != nil {
 		return errors.New("perf not found (Debian: apt-get install linux-perf)")
 	}
-	srv, err := churn.Listen("127.0.0.1:0")
+	ctx := context.Background()
+	srv, tmp, cleanup, err := setUp(ctx, conns, concurrency)
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer cleanup()
 	port := fmt.Sprint(srv.Port())
-	tmp, err := os.MkdirTemp("", "tcptrace-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
 
 	rows := []mode{
 		{name: "untraced (perf alone)", untraced: true},
@@ -85,11 +81,6 @@ func runShare(tracer string, rounds, conns, concurrency int, withBT bool, out io
 		mode{name: "tcptrace-bpf --emit all, to a file", args: []string{"--port", port, "--emit", "all"}},
 	)
 
-	ctx := context.Background()
-	// Warm-up: first runs are slower (page cache, CPU frequency).
-	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
-		return err
-	}
 	results := make([][]shareSample, len(rows))
 	for round := 1; round <= rounds; round++ {
 		for i, m := range rows {
@@ -307,11 +298,8 @@ func (p *perfRecord) counts(cl perfscript.Classifier) (perfscript.Counts, error)
 }
 
 func printShareTable(out io.Writer, rows []mode, results [][]shareSample, conns, concurrency int) {
-	host, _ := os.Hostname()
-	var uts syscall.Utsname
-	syscall.Uname(&uts)
-	fmt.Fprintf(out, "\ntcptrace-bench --share: %d connections per run (%d transitions), %d concurrent clients, %d rounds; kernel %s, host %s, %s\n",
-		conns, conns*10, concurrency, len(results[0]), utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(out, "\ntcptrace-bench --share: %d connections per run (%d transitions), %d concurrent clients, %d rounds; %s\n",
+		conns, conns*10, concurrency, len(results[0]), machine())
 	fmt.Fprintln(out, "share: samples of BPF programs, socket storage outside them, ring-buffer wakeups and the tracer's process, over busy samples (every CPU, perf record -a -g -e cpu-clock -F 999, idle task and perf itself left out); breakdown over all rounds.")
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "| row | share of busy CPU, per round | programs | storage outside | wakeup | tracer process | busy samples per round | captured / expected (worst round) | lost (all rounds) | throughput ratio per round |")
