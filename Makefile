@@ -11,7 +11,7 @@ CLANG   ?= clang-14
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build generate check-headers check-generate vmlinux test test-short test-vm lint bench soak clean
+.PHONY: all build generate check-headers check-generate vmlinux test test-short test-vm lint bench bench-ratio soak clean
 
 all: build
 
@@ -63,15 +63,22 @@ clean:
 	rm -f tcptrace-bpf tcptrace-bench
 
 # Micro-benchmarks of the user-side pipeline, then the end-to-end churn
-# benchmark (root): untraced and traced runs alternately, and the tracer's
-# memory with 100,000 connections open. Figures: docs/performance.md.
+# benchmark (root, perf): the share of busy CPU that tracing takes, from
+# perf samples of every CPU, every row twice, and the tracer's memory with
+# 100,000 connections open. bench-ratio is the older throughput-ratio
+# table. Method and figures: docs/performance.md.
+BENCH_ROUNDS ?= 2
 BENCH_PAIRS ?= 9
 BENCH_CONNS ?= 40000
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
-	./tcptrace-bench --tracer ./tcptrace-bpf --pairs $(BENCH_PAIRS) --conns $(BENCH_CONNS)
+	./tcptrace-bench --tracer ./tcptrace-bpf --share --rounds $(BENCH_ROUNDS) --conns $(BENCH_CONNS)
 	./tcptrace-bench --tracer ./tcptrace-bpf --rss 100000
+
+bench-ratio: build
+	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
+	./tcptrace-bench --tracer ./tcptrace-bpf --pairs $(BENCH_PAIRS) --conns $(BENCH_CONNS)
 
 # Ten minutes of churn under the tracer; RSS and goroutines must stay flat
 # (root; not in CI). Figures: docs/reliability.md.

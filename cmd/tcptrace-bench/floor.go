@@ -17,23 +17,11 @@ import (
 // and, with statistics on, their own clock reads. The floor under the
 // tracer's figures in the same run.
 func floorRun(ctx context.Context, srv *churn.Server, conns, concurrency int) (sample, error) {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "floor",
-		Type:         ebpf.Tracing,
-		AttachType:   ebpf.AttachTraceRawTp,
-		AttachTo:     "inet_sock_set_state",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		License:      "GPL",
-	})
+	prog, detach, err := attachFloor()
 	if err != nil {
-		return sample{}, fmt.Errorf("loading the empty program: %w", err)
+		return sample{}, err
 	}
-	defer prog.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
-	if err != nil {
-		return sample{}, fmt.Errorf("attaching the empty program: %w", err)
-	}
-	defer l.Close()
+	defer detach()
 	r, err := churn.Run(ctx, srv.Port(), conns, concurrency)
 	if err != nil {
 		return sample{}, err
@@ -48,4 +36,25 @@ func floorRun(ctx context.Context, srv *churn.Server, conns, concurrency int) (s
 		s.nsAll = s.nsPrimary
 	}
 	return s, nil
+}
+
+// attachFloor loads the empty program and attaches it; detach undoes both.
+func attachFloor() (prog *ebpf.Program, detach func(), err error) {
+	prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "floor",
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachTraceRawTp,
+		AttachTo:     "inet_sock_set_state",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		License:      "GPL",
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading the empty program: %w", err)
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		prog.Close()
+		return nil, nil, fmt.Errorf("attaching the empty program: %w", err)
+	}
+	return prog, func() { l.Close(); prog.Close() }, nil
 }

@@ -5,6 +5,12 @@
 // the BPF program's own cost per event and the tracer's CPU time.
 //
 //	sudo ./tcptrace-bench --tracer ./tcptrace-bpf --pairs 7
+//
+// With --share it samples every CPU with perf during each run instead and
+// prints the share of the busy samples that tracing took, per row and
+// round, with its breakdown and the throughput ratio beside it:
+//
+//	sudo ./tcptrace-bench --tracer ./tcptrace-bpf --share --rounds 2
 package main
 
 import (
@@ -29,13 +35,15 @@ import (
 
 // mode is one way of tracing the load.
 type mode struct {
-	name  string
-	args  []string // tracer arguments; nil: a reference row (bpftrace, or floor)
-	floor bool     // the empty program, not a tracer
+	name     string
+	args     []string // tcptrace-bpf's arguments
+	script   string   // a bpftrace program: a bpftrace reference row
+	floor    bool     // the empty program, loaded by the bench itself
+	untraced bool     // nothing attached (the share table's first row)
 }
 
-// bpftrace tells the bpftrace reference row: no tracer arguments, not the floor.
-func (m mode) bpftrace() bool { return m.args == nil && !m.floor }
+// bpftrace tells a bpftrace reference row.
+func (m mode) bpftrace() bool { return m.script != "" }
 
 type sample struct {
 	ratio    float64
@@ -58,8 +66,17 @@ func main() {
 		withBT      = flag.Bool("bpftrace", true, "add a bpftrace reference row when bpftrace is installed")
 		rss         = flag.Int("rss", 0, "instead: hold this many connections open and report the tracer's peak RSS")
 		soakFor     = flag.Duration("soak", 0, "instead: run churn for this long and sample the tracer's RSS and goroutines")
+		share       = flag.Bool("share", false, "instead: the share of busy CPU that tracing takes, from perf samples of every CPU (docs/performance.md, Method)")
+		rounds      = flag.Int("rounds", 2, "with --share: rounds of all rows, interleaved")
 	)
 	flag.Parse()
+	if *share {
+		if err := runShare(*tracer, *rounds, *conns, *concurrency, *withBT, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *soakFor > 0 {
 		if err := soak(*tracer, *soakFor, *soakFor/10, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
@@ -84,37 +101,26 @@ func run(tracer string, pairs, costRuns, conns, concurrency int, withBT bool, ou
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (loads BPF programs): run it with sudo")
 	}
-	srv, err := churn.Listen("127.0.0.1:0")
+	ctx := context.Background()
+	srv, tmp, cleanup, err := setUp(ctx, conns, concurrency)
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer cleanup()
 	port := fmt.Sprint(srv.Port())
-	tmp, err := os.MkdirTemp("", "tcptrace-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
 
 	modes := []mode{
 		{name: "all records, NDJSON to a file", args: []string{"--port", port}},
 		{name: "--emit histograms", args: []string{"--port", port, "--emit", "histograms"}},
 		{name: "empty BPF program on the same hook (floor)", floor: true},
 	}
-	if _, err := exec.LookPath("bpftrace"); err == nil && withBT {
-		// bpftrace attaches classic tracepoints: it needs tracefs.
-		if _, err := os.Stat("/sys/kernel/tracing/events/sock"); err != nil {
-			if err := syscall.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-				return fmt.Errorf("mounting tracefs for bpftrace: %w", err)
-			}
-			defer syscall.Unmount("/sys/kernel/tracing", syscall.MNT_DETACH)
+	if withBT && haveBpftrace() {
+		unmount, err := mountTracefs()
+		if err != nil {
+			return err
 		}
-		modes = append(modes, mode{name: "bpftrace, printing each transition (reference)"})
-	}
-	ctx := context.Background()
-	// Warm-up: first runs are slower (page cache, CPU frequency).
-	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
-		return err
+		defer unmount()
+		modes = append(modes, mode{name: "bpftrace, printing each transition (reference)", script: bpftracePrintScript(srv.Port())})
 	}
 	results := make([][]sample, len(modes))
 	for p := 0; p < pairs; p++ {
@@ -176,32 +182,12 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	if m.floor {
 		return floorRun(ctx, srv, conns, concurrency)
 	}
-	os.Remove(outFile)
-	var cmd *exec.Cmd
-	if m.bpftrace() {
-		cmd = bpftraceCmd(srv.Port(), outFile)
-	} else {
-		cmd = exec.Command(tracer, append([]string{"-o", outFile}, m.args...)...)
-	}
-	stderr, err := cmd.StderrPipe()
+	p, err := startTracer(tracer, m, outFile)
 	if err != nil {
 		return sample{}, err
 	}
-	var errTail tailBuffer
-	stderrTee := io.TeeReader(stderr, &errTail)
-	if err := cmd.Start(); err != nil {
-		return sample{}, err
-	}
-	defer cmd.Process.Kill()
-	btOut := ""
-	if m.bpftrace() {
-		btOut = outFile
-	}
-	if err := waitReady(stderrTee, btOut); err != nil {
-		return sample{}, err
-	}
-
-	cpu0, err := procCPU(cmd.Process.Pid)
+	defer p.kill()
+	cpu0, err := procCPU(p.cmd.Process.Pid)
 	if err != nil {
 		return sample{}, err
 	}
@@ -210,26 +196,12 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		return sample{}, err
 	}
 	time.Sleep(300 * time.Millisecond) // let the last closes finish
-	cpu1, err := procCPU(cmd.Process.Pid)
+	cpu1, err := procCPU(p.cmd.Process.Pid)
 	if err != nil {
 		return sample{}, err
 	}
-	cmd.Process.Signal(syscall.SIGINT)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err != nil && !m.bpftrace() {
-			return sample{}, fmt.Errorf("tracer: %w: %s", err, errTail.String())
-		}
-	case <-time.After(15 * time.Second):
-		// bpftrace 0.17 sometimes never exits on SIGINT; what it wrote
-		// so far still counts.
-		cmd.Process.Kill()
-		<-exited
-		if !m.bpftrace() {
-			return sample{}, errors.New("tracer did not exit within 15 s of SIGINT")
-		}
+	if err := p.stop(); err != nil {
+		return sample{}, err
 	}
 	s := sample{ratio: r.Rate(), expected: uint64(r.Conns) * 10, cpu: cpu1 - cpu0}
 	if m.bpftrace() {
@@ -241,17 +213,99 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	if err != nil {
 		return s, err
 	}
-	s.captured, s.lost = st.Events, st.Lost
-	if st.Events == 0 {
-		// histogram mode: nothing crosses to user space; the kernel
-		// counted the transitions it aggregated.
-		s.captured = st.Aggregated
-	}
+	s.captured, s.lost = st.captured(), st.Lost
 	if st.BPFRuns > 0 {
 		s.nsPrimary = float64(st.BPFPrimaryRunTimeNs) / float64(st.BPFRuns)
 		s.nsAll = float64(st.BPFRunTimeNs) / float64(st.BPFRuns)
 	}
 	return s, nil
+}
+
+// tracerProc is a running tracer: tcptrace-bpf or bpftrace.
+type tracerProc struct {
+	cmd      *exec.Cmd
+	bpftrace bool
+	errTail  tailBuffer
+	waited   bool
+}
+
+// startTracer starts the mode's tracer writing to outFile and waits until
+// it is attached.
+func startTracer(tracer string, m mode, outFile string) (*tracerProc, error) {
+	os.Remove(outFile)
+	p := &tracerProc{bpftrace: m.bpftrace()}
+	if p.bpftrace {
+		p.cmd = exec.Command("bpftrace", "-o", outFile, "-e", m.script)
+	} else {
+		p.cmd = exec.Command(tracer, append([]string{"-o", outFile}, m.args...)...)
+	}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderrTee := io.TeeReader(stderr, &p.errTail)
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	btOut := ""
+	if p.bpftrace {
+		btOut = outFile
+	}
+	if err := waitReady(stderrTee, btOut); err != nil {
+		p.kill()
+		return nil, fmt.Errorf("%w: %s", err, p.errTail.String())
+	}
+	return p, nil
+}
+
+// stop interrupts the tracer and waits for it to write its last records.
+func (p *tracerProc) stop() error {
+	p.cmd.Process.Signal(syscall.SIGINT)
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	p.waited = true
+	select {
+	case err := <-exited:
+		if err != nil && !p.bpftrace {
+			return fmt.Errorf("tracer: %w: %s", err, p.errTail.String())
+		}
+	case <-time.After(15 * time.Second):
+		// bpftrace 0.17 sometimes never exits on SIGINT; what it wrote
+		// so far still counts.
+		p.cmd.Process.Kill()
+		<-exited
+		if !p.bpftrace {
+			return errors.New("tracer did not exit within 15 s of SIGINT")
+		}
+	}
+	return nil
+}
+
+// kill ends a tracer that was not stopped (on an error path).
+func (p *tracerProc) kill() {
+	if p.waited {
+		return
+	}
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.waited = true
+}
+
+func haveBpftrace() bool {
+	_, err := exec.LookPath("bpftrace")
+	return err == nil
+}
+
+// mountTracefs mounts tracefs where bpftrace looks for classic
+// tracepoints, unless it is there; unmount undoes it.
+func mountTracefs() (unmount func(), err error) {
+	if _, err := os.Stat("/sys/kernel/tracing/events/sock"); err == nil {
+		return func() {}, nil
+	}
+	if err := syscall.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return nil, fmt.Errorf("mounting tracefs for bpftrace: %w", err)
+	}
+	return func() { syscall.Unmount("/sys/kernel/tracing", syscall.MNT_DETACH) }, nil
 }
 
 // waitReady waits for the tracer's ready line: tcptrace-bpf writes it to
@@ -298,6 +352,16 @@ type stats struct {
 	BPFPrimaryRunTimeNs uint64 `json:"bpf_primary_run_time_ns"`
 }
 
+// captured is the transitions the tracer saw: those read from the ring,
+// or in histogram mode, where nothing crosses to user space, those the
+// kernel aggregated.
+func (st stats) captured() uint64 {
+	if st.Events == 0 {
+		return st.Aggregated
+	}
+	return st.Events
+}
+
 func lastStats(path string) (stats, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -333,12 +397,11 @@ func countLines(path string) (uint64, error) {
 	return n, sc.Err()
 }
 
-// bpftraceCmd prints every transition on port, as the peer scripts do.
-func bpftraceCmd(port int, outFile string) *exec.Cmd {
-	script := fmt.Sprintf(`tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == %d || args->dport == %d)/ {
+// bpftracePrintScript prints every transition on port, as the peer scripts do.
+func bpftracePrintScript(port int) string {
+	return fmt.Sprintf(`tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == %d || args->dport == %d)/ {
   printf("%%llu %%d %%s %%d %%d %%d %%d\n", nsecs, pid, comm, args->sport, args->dport, args->oldstate, args->newstate);
 }`, port, port)
-	return exec.Command("bpftrace", "-o", outFile, "-e", script)
 }
 
 // procCPU returns a process's user+system CPU time so far
@@ -378,11 +441,8 @@ func median(v []float64) float64 {
 }
 
 func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurrency int) {
-	host, _ := os.Hostname()
-	var uts syscall.Utsname
-	syscall.Uname(&uts)
-	fmt.Fprintf(out, "\ntcptrace-bench: %d connections per run (%d transitions), %d concurrent clients, %d pairs; kernel %s, host %s, %s\n\n",
-		conns, conns*10, concurrency, len(results[0]), utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(out, "\ntcptrace-bench: %d connections per run (%d transitions), %d concurrent clients, %d pairs; %s\n\n",
+		conns, conns*10, concurrency, len(results[0]), machine())
 	fmt.Fprintln(out, "| mode | median ratio | ratio per pair | captured / expected (worst run) | lost (all runs) | BPF ns/event, primary / all programs (median of the statistics runs) | tracer CPU per 200k events during the load (median) |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
 	for i, m := range modes {
@@ -414,6 +474,34 @@ func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurre
 		fmt.Fprintf(out, "| %s | **%.3f** | %s | %s | %d | %s | %s |\n", m.name, median(ratios), strings.Join(per, " "),
 			capCol, lost, nsCol, cpuCol)
 	}
+}
+
+// setUp starts the load's server and a scratch folder, and warms up:
+// first runs are slower (page cache, CPU frequency).
+func setUp(ctx context.Context, conns, concurrency int) (srv *churn.Server, tmp string, cleanup func(), err error) {
+	srv, err = churn.Listen("127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	tmp, err = os.MkdirTemp("", "tcptrace-bench")
+	if err != nil {
+		srv.Close()
+		return nil, "", nil, err
+	}
+	cleanup = func() { srv.Close(); os.RemoveAll(tmp) }
+	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return srv, tmp, cleanup, nil
+}
+
+// machine names the kernel, the host and the day, for a table's heading.
+func machine() string {
+	host, _ := os.Hostname()
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	return fmt.Sprintf("kernel %s, host %s, %s", utsString(uts.Release[:]), host, time.Now().UTC().Format("2006-01-02"))
 }
 
 func utsString(b []int8) string {

@@ -50,3 +50,34 @@ func TestBenchHarnessBrief(t *testing.T) {
 		t.Errorf("rss report: %q", out.String())
 	}
 }
+
+// A brief run of the share table, to see perf, the classifier and the
+// tracer rows work together; skipped where perf is not installed (CI does
+// not install it: the bench is not run there).
+func TestShareBrief(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	if _, err := exec.LookPath("perf"); err != nil {
+		t.Skip("perf not installed")
+	}
+	tracer := filepath.Join(t.TempDir(), "tcptrace-bpf")
+	if out, err := exec.Command("go", "build", "-o", tracer, "../tcptrace-bpf").CombinedOutput(); err != nil {
+		t.Fatalf("building the tracer: %v: %s", err, out)
+	}
+	var out bytes.Buffer
+	if err := runShare(tracer, 1, 500, 8, false, &out); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	for _, want := range []string{"| untraced (perf alone) |", "| empty BPF program on tp_btf (floor) |", "| tcptrace-bpf --emit histograms |"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	// The three tracer rows captured every transition.
+	if n := strings.Count(table, "| 5000 / 5000 | 0 |"); n != 3 {
+		t.Errorf("%d tracer rows captured everything without loss, want 3:\n%s", n, table)
+	}
+}
