@@ -71,7 +71,7 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		emit Emit
-	}{{"all", EmitAll}, {"histograms", EmitHistograms}} {
+	}{{"all", EmitAll}, {"default", EmitDefault}, {"histograms", EmitHistograms}} {
 		b.Run(mode.name, func(b *testing.B) {
 			clock := event.NewClock(time.Now(), 0)
 			r := &run{cfg: Config{Emit: mode.emit}, sink: output.NewNDJSON(io.Discard, clock)}

@@ -74,8 +74,8 @@ func TestResetSentAfterAbortiveClose(t *testing.T) {
 			t.Fatal("no connection record for the client")
 		}
 		for _, c := range ofType(recs, "connection") {
-			if c.Sport == sink.Port && len(c.States) > 2 && c.Reset != "received" {
-				t.Errorf("server's child: reset %q, want \"received\"", c.Reset)
+			if c.Sport == sink.Port && len(c.States) > 2 && !strings.Contains(c.Reset, "received") {
+				t.Errorf("server's child: reset %q, want it received", c.Reset)
 			}
 		}
 	})
