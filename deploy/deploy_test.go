@@ -43,13 +43,7 @@ func acceptsFlags(t *testing.T, args []string) {
 }
 
 func TestSystemdUnit(t *testing.T) {
-	unit := read(t, "systemd/tcptrace-bpf.service")
-	keys := map[string]string{}
-	for _, line := range strings.Split(unit, "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
-			keys[k] = v
-		}
-	}
+	keys := unitKeys(t, "systemd/tcptrace-bpf.service")
 	caps := strings.Fields(keys["CapabilityBoundingSet"])
 	if !slices.Equal(sorted(caps), sorted(probe.KeptCapabilities())) {
 		t.Errorf("CapabilityBoundingSet %v, want the tracer's %v", caps, probe.KeptCapabilities())
@@ -77,6 +71,7 @@ func TestDaemonSet(t *testing.T) {
 				Spec struct {
 					HostPID    bool `yaml:"hostPID"`
 					Containers []struct {
+						Image           string   `yaml:"image"`
 						Args            []string `yaml:"args"`
 						SecurityContext struct {
 							Privileged               bool `yaml:"privileged"`
@@ -111,11 +106,19 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("capabilities added %v, want the tracer's %v", sc.Capabilities.Add, want)
 	}
 	acceptsFlags(t, c.Args)
+	if c.Image != imagePlaceholder {
+		t.Errorf("image %q, want the placeholder %s the docs tell to set", c.Image, imagePlaceholder)
+	}
 }
+
+// imagePlaceholder is the image name the DaemonSet, the Dockerfile's build
+// command and the README use.
+const imagePlaceholder = "REGISTRY/tcptrace-bpf:VERSION"
 
 func TestDockerfile(t *testing.T) {
 	df := read(t, "docker/Dockerfile")
-	for _, want := range []string{"CGO_ENABLED=0 go build", "./cmd/tcptrace-bpf", `ENTRYPOINT ["/usr/local/bin/tcptrace-bpf"]`} {
+	for _, want := range []string{"CGO_ENABLED=0 go build", "./cmd/tcptrace-bpf", `ENTRYPOINT ["/usr/local/bin/tcptrace-bpf"]`,
+		"docker build -f deploy/docker/Dockerfile -t " + imagePlaceholder + " .", "docker push " + imagePlaceholder} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
@@ -142,6 +145,18 @@ func TestLogPipelines(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(read(t, "logging/promtail.yaml")), &p); err != nil || len(p.ScrapeConfigs) != 1 {
 		t.Fatalf("promtail.yaml: %v %+v", err, p)
 	}
+}
+
+// unitKeys reads a systemd unit's Key=Value lines.
+func unitKeys(t *testing.T, path string) map[string]string {
+	t.Helper()
+	keys := map[string]string{}
+	for _, line := range strings.Split(read(t, path), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			keys[k] = v
+		}
+	}
+	return keys
 }
 
 func sorted(s []string) []string {
@@ -185,5 +200,30 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	if len(classic) < 8 || len(native) < 2 {
 		t.Errorf("%d classic and %d native-histogram panels", len(classic), len(native))
+	}
+}
+
+// Each file that produces records says how much and how to bound or widen
+// it, and the unit, the rotation and the sysusers file name one group.
+func TestVolumeAndGroup(t *testing.T) {
+	for _, f := range []string{"systemd/tcptrace-bpf.service", "kubernetes/daemonset.yaml", "docker/Dockerfile"} {
+		s := read(t, f)
+		for _, want := range []string{"870 bytes", "--port", "--emit all"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("%s does not state %q", f, want)
+			}
+		}
+	}
+	rot := read(t, "logging/logrotate")
+	for _, want := range []string{"maxsize 100M", "create 0640 root tcptrace", "rotate 7"} {
+		if !strings.Contains(rot, want) {
+			t.Errorf("logging/logrotate lacks %q", want)
+		}
+	}
+	if g := unitKeys(t, "systemd/tcptrace-bpf.service")["Group"]; g != "tcptrace" {
+		t.Errorf("unit Group=%q", g)
+	}
+	if !strings.Contains(read(t, "systemd/tcptrace-bpf.sysusers"), "\ng tcptrace -\n") {
+		t.Error("tcptrace-bpf.sysusers does not create the group tcptrace")
 	}
 }
