@@ -427,7 +427,7 @@ func TestSighupReopens(t *testing.T) {
 	ns := nettest.NewNetns(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "trace.ndjson")
-	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms", "--emit", "all")
 	traffic(t, ns, 5)
 	time.Sleep(200 * time.Millisecond)
 	if err := os.Rename(out, out+".1"); err != nil {
@@ -478,7 +478,7 @@ func TestDropsPrivilegesAfterAttach(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
 	out := filepath.Join(t.TempDir(), "out.ndjson")
-	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "-o", out, "--flush", "20ms")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "-o", out, "--flush", "20ms", "--emit", "all")
 	const want = 1<<39 | 1<<38 | 1<<21 | 1<<19
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid))
 	if err != nil {
@@ -555,7 +555,7 @@ func TestSighupReopenFails(t *testing.T) {
 	if err := os.Mkdir(filepath.Dir(out), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms")
+	p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "20ms", "--emit", "all")
 	moved := filepath.Join(dir, "moved")
 	if err := os.Rename(filepath.Dir(out), moved); err != nil {
 		t.Fatal(err)
