@@ -147,6 +147,53 @@ func TestLogPipelines(t *testing.T) {
 	}
 }
 
+// The agents' configurations are checked for structure only: none of
+// Vector, Fluent Bit, Promtail or Grafana Alloy is packaged for Debian 12,
+// and these machines reach no other source of binaries, so neither the
+// agents' own validators nor a run against a recording could be done.
+func TestLogShippers(t *testing.T) {
+	sections := func(f string) map[string][]map[string]string {
+		out := map[string][]map[string]string{}
+		var cur map[string]string
+		for _, line := range strings.Split(read(t, f), "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case line == "" || strings.HasPrefix(line, "#"):
+			case strings.HasPrefix(line, "["):
+				cur = map[string]string{}
+				name := strings.Trim(line, "[]")
+				out[name] = append(out[name], cur)
+			case cur != nil:
+				k, v, _ := strings.Cut(line, " ")
+				cur[k] = strings.TrimSpace(v)
+			}
+		}
+		return out
+	}
+	fb := sections("logging/fluent-bit.conf")
+	parsersFile := fb["SERVICE"][0]["Parsers_File"]
+	parsers := sections(filepath.Join("logging", parsersFile))
+	if len(fb["INPUT"]) != 1 || len(parsers["PARSER"]) == 0 || parsers["PARSER"][0]["Name"] != fb["INPUT"][0]["Parser"] {
+		t.Errorf("fluent-bit.conf's parser %q is not defined in the shipped %s", fb["INPUT"][0]["Parser"], parsersFile)
+	}
+	var outputs []string
+	for _, o := range fb["OUTPUT"] {
+		outputs = append(outputs, o["Name"])
+	}
+	if !slices.Equal(sorted(outputs), []string{"es", "loki"}) {
+		t.Errorf("fluent-bit.conf outputs %v, want loki and es", outputs)
+	}
+	vec := read(t, "logging/vector.toml")
+	for _, want := range []string{"[sinks.loki]\ntype = \"loki\"", "[sinks.elasticsearch]\ntype = \"elasticsearch\"", `inputs = ["tcptrace_parse"]`} {
+		if !strings.Contains(vec, want) {
+			t.Errorf("vector.toml lacks %q", want)
+		}
+	}
+	if !strings.Contains(read(t, "logging/promtail.yaml"), "/loki/api/v1/push") {
+		t.Error("promtail.yaml does not push to Loki")
+	}
+}
+
 // unitKeys reads a systemd unit's Key=Value lines.
 func unitKeys(t *testing.T, path string) map[string]string {
 	t.Helper()
