@@ -1,10 +1,9 @@
-// Package deploy holds the deployment files; these tests check that each
-// parses, grants exactly the capabilities the tracer keeps, and passes
-// flags the binary accepts.
+// These tests check that each deployment file parses, grants exactly the
+// capabilities the tracer keeps, and passes flags the binary accepts.
+
 package deploy
 
 import (
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,13 +43,7 @@ func acceptsFlags(t *testing.T, args []string) {
 }
 
 func TestSystemdUnit(t *testing.T) {
-	unit := read(t, "systemd/tcptrace-bpf.service")
-	keys := map[string]string{}
-	for _, line := range strings.Split(unit, "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
-			keys[k] = v
-		}
-	}
+	keys := unitKeys(t, "systemd/tcptrace-bpf.service")
 	caps := strings.Fields(keys["CapabilityBoundingSet"])
 	if !slices.Equal(sorted(caps), sorted(probe.KeptCapabilities())) {
 		t.Errorf("CapabilityBoundingSet %v, want the tracer's %v", caps, probe.KeptCapabilities())
@@ -78,6 +71,7 @@ func TestDaemonSet(t *testing.T) {
 				Spec struct {
 					HostPID    bool `yaml:"hostPID"`
 					Containers []struct {
+						Image           string   `yaml:"image"`
 						Args            []string `yaml:"args"`
 						SecurityContext struct {
 							Privileged               bool `yaml:"privileged"`
@@ -112,11 +106,19 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("capabilities added %v, want the tracer's %v", sc.Capabilities.Add, want)
 	}
 	acceptsFlags(t, c.Args)
+	if c.Image != imagePlaceholder {
+		t.Errorf("image %q, want the placeholder %s the docs tell to set", c.Image, imagePlaceholder)
+	}
 }
+
+// imagePlaceholder is the image name the DaemonSet, the Dockerfile's build
+// command and the README use.
+const imagePlaceholder = "REGISTRY/tcptrace-bpf:VERSION"
 
 func TestDockerfile(t *testing.T) {
 	df := read(t, "docker/Dockerfile")
-	for _, want := range []string{"CGO_ENABLED=0 go build", "./cmd/tcptrace-bpf", `ENTRYPOINT ["/usr/local/bin/tcptrace-bpf"]`} {
+	for _, want := range []string{"CGO_ENABLED=0 go build", "./cmd/tcptrace-bpf", `ENTRYPOINT ["/usr/local/bin/tcptrace-bpf"]`,
+		"docker build -f deploy/docker/Dockerfile -t " + imagePlaceholder + " .", "docker push " + imagePlaceholder} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
@@ -145,31 +147,80 @@ func TestLogPipelines(t *testing.T) {
 	}
 }
 
+// The agents' configurations are checked for structure only: none of
+// Vector, Fluent Bit, Promtail or Grafana Alloy is packaged for Debian 12,
+// and these machines reach no other source of binaries, so neither the
+// agents' own validators nor a run against a recording could be done.
+func TestLogShippers(t *testing.T) {
+	sections := func(f string) map[string][]map[string]string {
+		out := map[string][]map[string]string{}
+		var cur map[string]string
+		for _, line := range strings.Split(read(t, f), "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case line == "" || strings.HasPrefix(line, "#"):
+			case strings.HasPrefix(line, "["):
+				cur = map[string]string{}
+				name := strings.Trim(line, "[]")
+				out[name] = append(out[name], cur)
+			case cur != nil:
+				k, v, _ := strings.Cut(line, " ")
+				cur[k] = strings.TrimSpace(v)
+			}
+		}
+		return out
+	}
+	fb := sections("logging/fluent-bit.conf")
+	parsersFile := fb["SERVICE"][0]["Parsers_File"]
+	parsers := sections(filepath.Join("logging", parsersFile))
+	if len(fb["INPUT"]) != 1 || len(parsers["PARSER"]) == 0 || parsers["PARSER"][0]["Name"] != fb["INPUT"][0]["Parser"] {
+		t.Errorf("fluent-bit.conf's parser %q is not defined in the shipped %s", fb["INPUT"][0]["Parser"], parsersFile)
+	}
+	var outputs []string
+	for _, o := range fb["OUTPUT"] {
+		outputs = append(outputs, o["Name"])
+	}
+	if !slices.Equal(sorted(outputs), []string{"es", "loki"}) {
+		t.Errorf("fluent-bit.conf outputs %v, want loki and es", outputs)
+	}
+	vec := read(t, "logging/vector.toml")
+	for _, want := range []string{"[sinks.loki]\ntype = \"loki\"", "[sinks.elasticsearch]\ntype = \"elasticsearch\"", `inputs = ["tcptrace_parse"]`} {
+		if !strings.Contains(vec, want) {
+			t.Errorf("vector.toml lacks %q", want)
+		}
+	}
+	if !strings.Contains(read(t, "logging/promtail.yaml"), "/loki/api/v1/push") {
+		t.Error("promtail.yaml does not push to Loki")
+	}
+}
+
+// unitKeys reads a systemd unit's Key=Value lines.
+func unitKeys(t *testing.T, path string) map[string]string {
+	t.Helper()
+	keys := map[string]string{}
+	for _, line := range strings.Split(read(t, path), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			keys[k] = v
+		}
+	}
+	return keys
+}
+
 func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
 }
 
-// Every metric the dashboard queries is one the tracer exports.
+// Every metric the dashboard queries exists as soon as the tracer starts
+// (its first socket walk sets the per-state gauges), and the default
+// panels use classic buckets, which Prometheus 2.x stores without flags.
 func TestGrafanaDashboard(t *testing.T) {
-	var d struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal([]byte(read(t, "grafana/tcptrace-bpf.json")), &d); err != nil {
+	classic, native, err := DashboardQueries("grafana/tcptrace-bpf.json", "1m")
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Vectors appear once they have a series: give each one.
 	m := metrics.New()
-	e := event.Event{Old: event.LastAck, New: event.Close, Flags: event.CloseInfo}
-	m.Transition(&e, 0, false)
-	m.Closed(event.LastAck, 0, 0, event.TWNone)
-	m.Stuck(event.CloseWait)
 	var counts [event.NumStates]uint64
 	m.Sockets(&counts)
 	families, err := m.Registry.Gather()
@@ -178,19 +229,48 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	exported := map[string]bool{}
 	for _, f := range families {
-		exported[f.GetName()] = true
+		exported[f.GetName()] = len(f.GetMetric()) > 0
 	}
 	name := regexp.MustCompile(`tcptrace_[a-z_]+`)
-	for _, p := range d.Panels {
-		for _, tg := range p.Targets {
-			for _, m := range name.FindAllString(tg.Expr, -1) {
-				if !exported[m] {
-					t.Errorf("panel %q queries %s, which the tracer does not export", p.Title, m)
+	quantile := regexp.MustCompile(`histogram_quantile\([^,]+, sum by \([^)]*\ble\b[^)]*\) \(rate\(tcptrace_[a-z_]+_bucket\{`)
+	for title, exprs := range classic {
+		for _, e := range exprs {
+			for _, n := range name.FindAllString(e, -1) {
+				if !exported[strings.TrimSuffix(n, "_bucket")] {
+					t.Errorf("panel %q queries %s, which has no series when the tracer starts", title, n)
 				}
+			}
+			if strings.Contains(e, "histogram_quantile") && !quantile.MatchString(e) {
+				t.Errorf("panel %q: %s is not a classic-bucket quantile (sum by (..., le) of rate(..._bucket))", title, e)
 			}
 		}
 	}
-	if len(d.Panels) < 6 {
-		t.Errorf("%d panels", len(d.Panels))
+	if len(classic) < 8 || len(native) < 2 {
+		t.Errorf("%d classic and %d native-histogram panels", len(classic), len(native))
+	}
+}
+
+// Each file that produces records says how much and how to bound or widen
+// it, and the unit, the rotation and the sysusers file name one group.
+func TestVolumeAndGroup(t *testing.T) {
+	for _, f := range []string{"systemd/tcptrace-bpf.service", "kubernetes/daemonset.yaml", "docker/Dockerfile"} {
+		s := read(t, f)
+		for _, want := range []string{"870 bytes", "--port", "--emit all"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("%s does not state %q", f, want)
+			}
+		}
+	}
+	rot := read(t, "logging/logrotate")
+	for _, want := range []string{"maxsize 100M", "create 0640 root tcptrace", "rotate 7"} {
+		if !strings.Contains(rot, want) {
+			t.Errorf("logging/logrotate lacks %q", want)
+		}
+	}
+	if g := unitKeys(t, "systemd/tcptrace-bpf.service")["Group"]; g != "tcptrace" {
+		t.Errorf("unit Group=%q", g)
+	}
+	if !strings.Contains(read(t, "systemd/tcptrace-bpf.sysusers"), "\ng tcptrace -\n") {
+		t.Error("tcptrace-bpf.sysusers does not create the group tcptrace")
 	}
 }

@@ -162,7 +162,7 @@ func TestEndToEndSignals(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			ns := nettest.NewNetns(t)
 			out := filepath.Join(t.TempDir(), "out.ndjson")
-			p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "10s")
+			p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "10s", "--emit", "all")
 			const conns = 20
 			traffic(t, ns, conns)
 			// --flush 10s: everything is still buffered in the tracer;

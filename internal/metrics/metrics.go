@@ -96,8 +96,15 @@ func New() *Metrics {
 			m.trans[st][to] = m.transitions.WithLabelValues(st.String(), to.String())
 		}
 	}
+	// Present at 0 from the start, so that every dashboard query has a
+	// series (rate() of a series that appears later misses its first
+	// increase, and a panel without a series shows "No data").
 	for _, r := range []string{"ringbuf_full", "recursion", "decode"} {
-		m.lost.WithLabelValues(r) // present at 0 from the start
+		m.lost.WithLabelValues(r)
+	}
+	for st := event.Established; st <= event.NewSynRecv; st++ {
+		m.stuck.WithLabelValues(st.String())
+		m.closed.WithLabelValues(st.String(), "none", "none", "false")
 	}
 	return m
 }

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,11 +35,23 @@ func TestMetrics(t *testing.T) {
 	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion")); got != 2 {
 		t.Errorf("lost recursion %v", got)
 	}
+	// Every state has a stuck series from the start, at 0 until counted.
 	expo := `
 # HELP tcptrace_stuck_total Connections reported stuck: held in a state past its --stuck limit.
 # TYPE tcptrace_stuck_total counter
-tcptrace_stuck_total{state="CLOSE_WAIT"} 1
 `
+	var names []string
+	for st := event.Established; st <= event.NewSynRecv; st++ {
+		names = append(names, st.String())
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		v := "0"
+		if n == "CLOSE_WAIT" {
+			v = "1"
+		}
+		expo += fmt.Sprintf("tcptrace_stuck_total{state=%q} %s\n", n, v)
+	}
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(expo), "tcptrace_stuck_total"); err != nil {
 		t.Error(err)
 	}

@@ -113,8 +113,12 @@ func writeAll(s Sink) {
 // the golden file shows every field of every record type.
 func writeRest(s Sink) {
 	e := sampleEvent()
+	// A tracepoint-mode id: bit 52 set, the largest identifier the tracer
+	// writes; every one fits a double's 53-bit mantissa.
+	e.Cookie = 1<<52 | 1<<20
 	e.Old, e.New, e.Flags = event.SynRecv, event.Established, event.OwnerKnown|event.Inherited|event.CookieSynth
 	s.Transition(&e)
+	e.Cookie = 4097
 	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.CloseInfo
 	e.TW, e.Reset, e.Err = event.TWFinWait2, event.ResetSent|event.ResetReceived, 300 // no errno name
 	s.Transition(&e)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -109,5 +110,56 @@ func fieldsOf(t reflect.Type, prefix string, into map[string]bool) {
 		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
 			fieldsOf(ft.Elem(), prefix+name+".", into)
 		}
+	}
+}
+
+// Every integer identifier survives a JSON reader that holds numbers as
+// doubles (JavaScript, jq, Python's float, Go's map[string]any): it is
+// below 2^53. The golden records include a tracepoint-mode cookie (bit 52).
+func TestIdentifiersExactInDouble(t *testing.T) {
+	ids := map[string]bool{"cookie": true, "netns": true, "pid": true}
+	var checked, synthetic int
+	var walk func(line int, key string, f, n any)
+	walk = func(line int, key string, f, n any) {
+		switch f := f.(type) {
+		case map[string]any:
+			for k, v := range f {
+				walk(line, k, v, n.(map[string]any)[k])
+			}
+		case []any:
+			for i, v := range f {
+				walk(line, key, v, n.([]any)[i])
+			}
+		case float64:
+			if !ids[key] {
+				return
+			}
+			exact, err := strconv.ParseUint(string(n.(json.Number)), 10, 64)
+			if err != nil {
+				t.Fatalf("line %d: %s %s: %v", line, key, n, err)
+			}
+			if uint64(f) != exact || exact >= 1<<53 {
+				t.Errorf("line %d: %s %d reads as %.0f in a double", line, key, exact, f)
+			}
+			if key == "cookie" && exact >= 1<<52 {
+				synthetic++
+			}
+			checked++
+		}
+	}
+	for i, line := range goldenLines(t) {
+		var asFloat, asNumber map[string]any
+		if err := json.Unmarshal(line, &asFloat); err != nil {
+			t.Fatal(err)
+		}
+		d := json.NewDecoder(bytes.NewReader(line))
+		d.UseNumber()
+		if err := d.Decode(&asNumber); err != nil {
+			t.Fatal(err)
+		}
+		walk(i+1, "", asFloat, asNumber)
+	}
+	if checked == 0 || synthetic == 0 {
+		t.Errorf("%d identifiers checked, %d tracepoint-mode cookies: the golden records lack them", checked, synthetic)
 	}
 }

@@ -60,6 +60,12 @@ func DropPrivileges() ([]string, error) {
 		if keep&(1<<c) != 0 {
 			continue
 		}
+		// Already out of the bounding set (a systemd CapabilityBoundingSet=,
+		// a container's cap drop): nothing to drop, and dropping would need
+		// CAP_SETPCAP, which such a set leaves out.
+		if in, _, e := syscall.Syscall(unix.SYS_PRCTL, unix.PR_CAPBSET_READ, uintptr(c), 0); e == 0 && in == 0 {
+			continue
+		}
 		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 && e != syscall.EINVAL {
 			return nil, fmt.Errorf("dropping capability %d from the bounding set: %w", c, e)
 		}

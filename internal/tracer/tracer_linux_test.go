@@ -556,7 +556,7 @@ func TestStuckCloseWaitAndStateCounts(t *testing.T) {
 // test's that holds CLOSE_WAIT for 1 s, and a client outside it.
 func TestFocusFilters(t *testing.T) {
 	nettest.RequirePrivileges(t)
-	mount, err := cgroup2Mount()
+	mount, _, err := cgroup2Mount("/proc/self/mountinfo")
 	if err != nil {
 		if os.Getenv(nettest.RequireEnv) == "1" {
 			t.Fatalf("no cgroup v2: %v", err)
