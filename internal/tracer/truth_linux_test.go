@@ -182,8 +182,8 @@ func TestStuckSynRecvOfAnAcceptedSocket(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
 	// Fast Open both ways, without cookies (0x1|0x2|0x4|0x200|0x400).
-	if out, err := exec.Command("ip", "netns", "exec", ns.Name, "sysctl", "-qw", "net.ipv4.tcp_fastopen=1543").CombinedOutput(); err != nil {
-		t.Fatalf("sysctl: %v: %s", err, out)
+	if out, err := exec.Command("ip", "netns", "exec", ns.Name, "sh", "-c", "echo 1543 > /proc/sys/net/ipv4/tcp_fastopen").CombinedOutput(); err != nil {
+		t.Fatalf("net.ipv4.tcp_fastopen: %v: %s", err, out)
 	}
 	tr := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.SynRecv: time.Second}))
 	sink := ns.Start(t, "sink", "127.0.0.1:7600", "1")
