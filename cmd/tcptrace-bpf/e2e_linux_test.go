@@ -162,7 +162,7 @@ func TestEndToEndSignals(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			ns := nettest.NewNetns(t)
 			out := filepath.Join(t.TempDir(), "out.ndjson")
-			p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "10s", "--emit", "all")
+			p := start(t, io.Discard, "--netns", fmt.Sprint(ns.Inode), "--port", "8080", "-o", out, "--flush", "10s")
 			const conns = 20
 			traffic(t, ns, conns)
 			// --flush 10s: everything is still buffered in the tracer;
@@ -348,7 +348,9 @@ func TestOutputDeviceFull(t *testing.T) {
 	}
 	var errLines []string
 	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
-		if !strings.HasPrefix(l, "tcptrace-bpf: tracing") && !strings.HasPrefix(l, "tcptrace-bpf: done") {
+		// Losses elsewhere on the host are reported, not errors.
+		lost := strings.HasPrefix(l, "tcptrace-bpf: warning:") && strings.Contains(l, "transitions lost")
+		if !strings.HasPrefix(l, "tcptrace-bpf: tracing") && !strings.HasPrefix(l, "tcptrace-bpf: done") && !lost {
 			errLines = append(errLines, l)
 		}
 	}
