@@ -27,41 +27,15 @@ type Table map[uint64]Owner
 // every socket open in a process. Processes that vanish or cannot be read
 // are skipped.
 func Scan(root string) (Table, error) {
-	dirs, err := os.ReadDir(root)
+	owners := Table{}
+	err := eachSocket(root, func(pid uint32, comm func() [16]byte, ino uint64) {
+		if prev, dup := owners[ino]; dup && prev.PID < pid {
+			return
+		}
+		owners[ino] = Owner{PID: pid, Comm: comm()}
+	})
 	if err != nil {
 		return nil, err
-	}
-	owners := Table{}
-	for _, d := range dirs {
-		pid, err := strconv.ParseUint(d.Name(), 10, 32)
-		if err != nil || !d.IsDir() {
-			continue
-		}
-		base := filepath.Join(root, d.Name())
-		fds, err := os.ReadDir(filepath.Join(base, "fd"))
-		if err != nil {
-			continue
-		}
-		var comm [16]byte
-		haveComm := false
-		for _, fd := range fds {
-			target, err := os.Readlink(filepath.Join(base, "fd", fd.Name()))
-			if err != nil {
-				continue
-			}
-			ino, ok := socketInode(target)
-			if !ok {
-				continue
-			}
-			if prev, dup := owners[ino]; dup && prev.PID < uint32(pid) {
-				continue
-			}
-			if !haveComm {
-				comm = readComm(base)
-				haveComm = true
-			}
-			owners[ino] = Owner{PID: uint32(pid), Comm: comm}
-		}
 	}
 	return owners, nil
 }
@@ -77,9 +51,27 @@ func Holders(root string, want map[uint64]bool) map[uint64][]Owner {
 	if len(want) == 0 {
 		return out
 	}
+	_ = eachSocket(root, func(pid uint32, comm func() [16]byte, ino uint64) {
+		if !want[ino] {
+			return
+		}
+		if hs := out[ino]; len(hs) > 0 && hs[len(hs)-1].PID == pid {
+			return // the same socket on two fds of one process
+		}
+		out[ino] = append(out[ino], Owner{PID: pid, Comm: comm()})
+	})
+	for _, o := range out {
+		slices.SortFunc(o, func(a, b Owner) int { return int(a.PID) - int(b.PID) })
+	}
+	return out
+}
+
+// eachSocket calls fn for every socket fd of every process under root;
+// comm reads the process's command once, when first asked.
+func eachSocket(root string, fn func(pid uint32, comm func() [16]byte, ino uint64)) error {
 	dirs, err := os.ReadDir(root)
 	if err != nil {
-		return out
+		return err
 	}
 	for _, d := range dirs {
 		pid, err := strconv.ParseUint(d.Name(), 10, 32)
@@ -91,22 +83,25 @@ func Holders(root string, want map[uint64]bool) map[uint64][]Owner {
 		if err != nil {
 			continue
 		}
-		held := map[uint64]bool{}
+		var c [16]byte
+		haveComm := false
+		comm := func() [16]byte {
+			if !haveComm {
+				c, haveComm = readComm(base), true
+			}
+			return c
+		}
 		for _, fd := range fds {
 			target, err := os.Readlink(filepath.Join(base, "fd", fd.Name()))
 			if err != nil {
 				continue
 			}
-			if ino, ok := socketInode(target); ok && want[ino] && !held[ino] {
-				held[ino] = true
-				out[ino] = append(out[ino], Owner{PID: uint32(pid), Comm: readComm(base)})
+			if ino, ok := socketInode(target); ok {
+				fn(uint32(pid), comm, ino)
 			}
 		}
 	}
-	for _, o := range out {
-		slices.SortFunc(o, func(a, b Owner) int { return int(a.PID) - int(b.PID) })
-	}
-	return out
+	return nil
 }
 
 // socketInode parses "socket:[12345]".

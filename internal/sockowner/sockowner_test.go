@@ -70,3 +70,22 @@ func trimNUL(b []byte) []byte {
 	}
 	return b
 }
+
+// Holders names every process holding a socket, once each, lowest PID
+// first; a socket no process holds has no entry.
+func TestHolders(t *testing.T) {
+	root := fakeProc(t, map[string]struct {
+		comm  string
+		netns string
+		fds   map[string]string
+	}{
+		"300": {"server", "net:[1]", map[string]string{"3": "socket:[900]", "4": "socket:[901]"}},
+		"301": {"worker", "net:[1]", map[string]string{"3": "socket:[900]", "5": "socket:[900]"}},
+		"302": {"other", "net:[1]", map[string]string{"3": "socket:[902]"}},
+	})
+	got := Holders(root, map[uint64]bool{900: true, 903: true})
+	hs := got[900]
+	if len(got) != 1 || len(hs) != 2 || hs[0].PID != 300 || hs[1].PID != 301 || string(trimNUL(hs[1].Comm[:])) != "worker" {
+		t.Fatalf("holders %+v, want socket 900 held by 300 then 301, and nothing else", got)
+	}
+}
