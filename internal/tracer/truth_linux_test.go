@@ -273,14 +273,23 @@ func TestSimultaneousOpenCountsSynRecv(t *testing.T) {
 			t.Error("a simultaneous open is not an accepted socket")
 		}
 	}
-	var n uint64
+	var dwell uint64
+	for _, ts := range socks {
+		if ts[2].DwellNs == nil {
+			t.Fatal("SYN_RECV->ESTABLISHED without a dwell")
+		}
+		dwell = *ts[2].DwellNs
+	}
+	var n, sum uint64
 	for _, h := range ofType(recs, "histogram") {
 		if h.State == "SYN_RECV" {
-			n = h.Count
+			n, sum = h.Count, h.SumNs
 		}
 	}
-	if n != 1 {
-		t.Errorf("SYN_RECV histogram count %d, want the one stay", n)
+	// The stay itself, not a handshake time (the SRTT) of an accepted
+	// socket that this is not.
+	if n != 1 || sum != dwell {
+		t.Errorf("SYN_RECV histogram count %d sum %d ns, want the one stay of %d ns", n, sum, dwell)
 	}
 }
 
