@@ -96,6 +96,7 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 		attach:   fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
 		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
 	}
+	fs.BoolVar(&cfg.UTC, "utc", false, "with --format text: show times in UTC, not local time (NDJSON is always UTC)")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms and states records every DURATION as well as at exit (0: at exit only; at least 100ms)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after DURATION (0: until SIGINT/SIGTERM)")
 	fs.DurationVar(&cfg.Flush, "flush", cfg.Flush, "longest time a record waits inside the tracer before it is written")

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	_ "time/tzdata" // America/New_York wherever the tests run
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -207,14 +208,57 @@ func TestNDJSONGolden(t *testing.T) {
 	golden(t, "records.ndjson", buf.Bytes())
 }
 
+// The text output in UTC (--utc) and in a local zone: the same lines,
+// every time shown in the zone the ZONE line names.
 func TestTextGolden(t *testing.T) {
+	newYork, err := time.LoadLocation("America/New_York") // from time/tzdata
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		loc  *time.Location
+	}{{"records.txt", time.UTC}, {"records-new-york.txt", newYork}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w := NewText(&buf, clock, tc.loc)
+			writeAll(w)
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.name, buf.Bytes())
+		})
+	}
+}
+
+// time.Local is named "local time" with the zone's abbreviation, and a
+// daylight-saving switch during the run gets a new ZONE line.
+func TestTextZoneLines(t *testing.T) {
+	newYork, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(l *time.Location) { time.Local = l }(time.Local)
+	time.Local = newYork
 	var buf bytes.Buffer
-	w := NewText(&buf, clock)
-	writeAll(w)
+	w := NewText(&buf, clock, time.Local)
+	var counts [event.NumStates]uint64
+	// 2026-03-08 02:00 EST: clocks go forward to 03:00 EDT.
+	switchAt := time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC)
+	for _, at := range []time.Duration{-time.Minute, -time.Second, time.Second} {
+		w.States(switchAt.Add(at), &counts)
+	}
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "records.txt", buf.Bytes())
+	want := "ZONE local time: EST (UTC-05:00)\n" +
+		"STATES 01:59:00 (no sockets)\n" +
+		"STATES 01:59:59 (no sockets)\n" +
+		"ZONE local time: EDT (UTC-04:00)\n" +
+		"STATES 03:00:01 (no sockets)\n"
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
 }
 
 func TestQuotedComm(t *testing.T) {

@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	clock := event.NewClock(start, probe.MonotonicNow())
 	var sink output.Sink
 	if cfg.Format == output.FormatText {
-		sink = output.NewText(w, clock)
+		sink = output.NewText(w, clock, cfg.textZone())
 	} else {
 		sink = output.NewNDJSON(w, clock)
 	}
