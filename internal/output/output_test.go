@@ -12,6 +12,7 @@ import (
 	"time"
 	_ "time/tzdata" // America/New_York wherever the tests run
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -34,6 +35,10 @@ func sampleEvent() event.Event {
 	return e
 }
 
+// podNginx is a containerd container's identity in a Kubernetes pod.
+var podNginx = cgroup.Parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/" +
+	"cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope")
+
 func sampleConns() []*timeline.Conn {
 	c := &timeline.Conn{
 		Cookie: 4097, Netns: 4026531840, Family: event.IPv4, PID: 812, OwnerKnown: true,
@@ -48,6 +53,7 @@ func sampleConns() []*timeline.Conn {
 		},
 	}
 	copy(c.Comm[:], "nginx")
+	c.Identity = &podNginx
 	c.Ending = timeline.Ending{Retrans: 2, Reset: event.ResetReceived, Err: 104, CloseKnown: true,
 		BytesAcked: 512, BytesReceived: 77, SRTTMicros: 40, TotalRetrans: 2,
 		HandshakeKnown: true, HandshakeMicros: 35, SynAckRetrans: 0}
@@ -152,7 +158,7 @@ func writeRest(s Sink) {
 	creator.PID, creator.OwnerKnown = 812, true
 	copy(creator.Comm[:], "nginx")
 	forked := &Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
-		HoldersKnown: true, Holders: []Holder{{PID: 900}, {PID: 901}}}
+		HoldersKnown: true, Holders: []Holder{{PID: 900}, {PID: 901}}, Identity: &podNginx}
 	copy(forked.Holders[0].Comm[:], "worker")
 	copy(forked.Holders[1].Comm[:], "worker")
 	s.Stuck(forked)

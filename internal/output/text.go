@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -169,7 +170,27 @@ func connNotes(c *timeline.Conn) string {
 	if end.TW.FinWait2() {
 		notes = append(notes, "FIN_WAIT2 left as timewait")
 	}
+	if in := identityNote(c.Identity); in != "" {
+		notes = append(notes, in)
+	}
 	return strings.Join(notes, ", ")
+}
+
+// identityNote names where the owner runs (--cgroup-fields), the most
+// specific way known: "container 0123456789ab" (the short ID docker and
+// crictl print), "unit nginx.service", or "cgroup /path"; "" when unknown.
+func identityNote(id *cgroup.Identity) string {
+	switch {
+	case id == nil:
+		return ""
+	case id.ContainerID != "":
+		return "container " + id.ContainerID[:12]
+	case id.Unit != "":
+		return "unit " + id.Unit
+	case id.Path != "":
+		return "cgroup " + id.Path
+	}
+	return ""
 }
 
 // Histograms writes each non-empty state's summary and power-of-two bars.
@@ -304,6 +325,9 @@ func (t *TextWriter) Stuck(s *Stuck) {
 	}
 	if creator != nil {
 		who += fmt.Sprintf(" (created by %d/%s)", creator.PID, event.CommBytes(&creator.Comm))
+	}
+	if in := identityNote(s.Identity); in != "" {
+		who += " (" + in + ")"
 	}
 	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
 }
