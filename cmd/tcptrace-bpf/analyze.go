@@ -42,7 +42,7 @@ Flags:
 // offlineOpts are the flags of analyze and report.
 type offlineOpts struct {
 	ports, states, since, until, format, output *string
-	help                                        *bool
+	help, utc                                   *bool
 }
 
 // offlineFlags defines the flags of analyze or report: each command has
@@ -64,6 +64,7 @@ func offlineFlags(cmd string) (*flag.FlagSet, *offlineOpts) {
 		o.output = fs.StringP("output", "o", "", "the HTML file to write")
 	} else {
 		o.format = fs.String("format", string(output.FormatText), "text, or ndjson: the selected records again")
+		o.utc = fs.Bool("utc", false, "with --format text: show times in UTC, not local time (as the live --utc)")
 	}
 	o.help = fs.BoolP("help", "h", false, "show this help")
 	return fs, o
@@ -136,9 +137,16 @@ func runOffline(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wr
 		return writeReport(in, name, *htmlOut, f, stderr)
 	}
 	var sink output.Sink
+	zone := time.Local
+	switch {
+	case *o.utc && output.Format(*format) != output.FormatText:
+		return fail(errors.New("--utc sets the zone of --format text; NDJSON times are always UTC: drop --utc"))
+	case *o.utc:
+		zone = time.UTC
+	}
 	switch output.Format(*format) {
 	case output.FormatText:
-		sink = output.NewText(stdout, recording.Clock)
+		sink = output.NewText(stdout, recording.Clock, zone)
 	case output.FormatNDJSON:
 		sink = output.NewNDJSON(stdout, recording.Clock)
 	default:

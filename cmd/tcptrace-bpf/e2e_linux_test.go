@@ -299,7 +299,7 @@ func TestTextFormatAndDuration(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
 	outPath := filepath.Join(t.TempDir(), "out.txt")
-	cmd := exec.Command(binary(t), "--netns", fmt.Sprint(ns.Inode), "--format", "text", "--emit", "all", "--duration", "3s", "-o", outPath)
+	cmd := exec.Command(binary(t), "--netns", fmt.Sprint(ns.Inode), "--format", "text", "--utc", "--emit", "all", "--duration", "3s", "-o", outPath)
 	errPipe, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -315,6 +315,9 @@ func TestTextFormatAndDuration(t *testing.T) {
 	}
 	data, _ := os.ReadFile(outPath)
 	s := string(data)
+	if !strings.HasPrefix(s, "ZONE UTC\n") {
+		t.Errorf("text output with --utc does not start by naming the zone:\n%s", s)
+	}
 	for _, want := range []string{"TIME ", "SYN_SENT    -> ESTABLISHED", "CONN ", "Dwell time per state", "ESTABLISHED: count"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("text output lacks %q:\n%s", want, s)

@@ -96,6 +96,7 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 		attach:   fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
 		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
 	}
+	fs.BoolVar(&cfg.UTC, "utc", false, "with --format text: show times in UTC, not local time (NDJSON is always UTC)")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms and states records every DURATION as well as at exit (0: at exit only; at least 100ms)")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after DURATION (0: until SIGINT/SIGTERM)")
 	fs.DurationVar(&cfg.Flush, "flush", cfg.Flush, "longest time a record waits inside the tracer before it is written")
@@ -103,6 +104,7 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 	fs.DurationVar(&cfg.MinDwell, "min-dwell", 0, "only transitions out of a state held at least DURATION, and connections with such a stay (in the kernel with --emit transitions)")
 	fs.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9917; a bare :PORT binds to loopback)")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: a path such as /system.slice/nginx.service")
+	fs.BoolVar(&cfg.CgroupFields, "cgroup-fields", false, "add the owner's cgroup, container_id and unit to connection and stuck records (read once per process from /proc/PID/cgroup)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections tracked at once; beyond it the least recently active are written early, marked evicted")
 	o.help = fs.BoolP("help", "h", false, "show this help")
 	o.showVer = fs.Bool("version", false, "print the version and exit")

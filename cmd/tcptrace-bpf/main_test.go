@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+	_ "time/tzdata" // America/New_York wherever the tests run
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 
@@ -60,6 +63,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--emit", "transitions", "--interval", "10s"}, "add histograms or states to --emit"},
 		{[]string{"--emit", "histograms", "--min-dwell", "1s"}, "add one to --emit"},
 		{[]string{"--emit", "histograms", "--stuck", "CLOSE_WAIT=5s"}, "--emit histograms,stuck"},
+		{[]string{"--utc"}, "--utc sets the zone of --format text"},
 	}
 	for _, tc := range tests {
 		if tc.want == "" {
@@ -187,10 +191,51 @@ func TestAnalyze(t *testing.T) {
 	if code := run([]string{"analyze", dir + "/missing.ndjson"}, &out, &errOut); code != 1 || strings.Count(errOut.String(), "\n") != 1 {
 		t.Errorf("missing file: exit %d, stderr %q", code, errOut.String())
 	}
-	for _, args := range [][]string{{"analyze", "--since", "yesterday"}, {"analyze", "--state", "OPEN"}, {"analyze", "a", "b"}, {"analyze", "--format", "xml"}} {
+	for _, args := range [][]string{{"analyze", "--since", "yesterday"}, {"analyze", "--state", "OPEN"}, {"analyze", "a", "b"}, {"analyze", "--format", "xml"},
+		{"analyze", "--format", "ndjson", "--utc", path}} {
 		errOut.Reset()
 		if code := run(args, &out, &errOut); code != 2 || strings.Count(errOut.String(), "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, errOut.String())
+		}
+	}
+}
+
+// analyze shows every time in one zone, as a live --format text run:
+// local time by default, UTC with --utc, named by the ZONE line. (It
+// once printed transitions and connections in local time and states,
+// stuck and histogram times in UTC.)
+func TestAnalyzeZone(t *testing.T) {
+	newYork, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(l *time.Location) { time.Local = l }(time.Local)
+	time.Local = newYork
+	clockTime := regexp.MustCompile(`\b(\d\d):\d\d:\d\d\b`)
+	// The recording's times are 12:00 to 12:02 UTC: 07:00 to 07:02 in New York.
+	for _, tc := range []struct {
+		args       []string
+		zone, hour string
+	}{
+		{nil, "ZONE local time: EST (UTC-05:00)\n", "07"},
+		{[]string{"--utc"}, "ZONE UTC\n", "12"},
+	} {
+		var out, errOut bytes.Buffer
+		args := append(append([]string{"analyze"}, tc.args...), "../../internal/output/testdata/records.ndjson.golden")
+		if code := run(args, &out, &errOut); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut.String())
+		}
+		if !strings.HasPrefix(out.String(), tc.zone) || strings.Count(out.String(), "ZONE") != 1 {
+			t.Errorf("%v: output does not start with %q (and name no other zone):\n%s", args, tc.zone, out.String())
+		}
+		times := clockTime.FindAllStringSubmatch(out.String(), -1)
+		if len(times) < 20 {
+			t.Fatalf("%v: %d times in the output, want every line's", args, len(times))
+		}
+		for _, m := range times {
+			if m[1] != tc.hour {
+				t.Errorf("%v: time %s not in the zone named (hour %s)", args, m[0], tc.hour)
+			}
 		}
 	}
 }

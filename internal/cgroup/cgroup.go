@@ -81,40 +81,58 @@ func OfPID(procRoot string, pid uint32) (string, error) {
 	return "", fmt.Errorf("process %d has no cgroup v2 path", pid)
 }
 
-// Cache remembers each PID's identity, up to a bound; past it, the oldest
-// half is forgotten. PIDs are reused, so an entry can outlive its process:
-// Forget a PID when the tracer learns it is gone, or accept that a reused
-// PID reports its predecessor's cgroup until evicted.
+// Cache remembers each process's identity, up to a bound; past it, the
+// oldest half is forgotten. A process is read from /proc once: a process
+// that could not be read (it has exited) is remembered as unknown too, so
+// a busy PID never costs a read per connection. A lookup names the
+// process by PID and command: a PID reused by another program is another
+// entry; one reused by the same program (a restart) may report its
+// predecessor's cgroup until it is evicted.
 type Cache struct {
 	procRoot string
 	max      int
-	m        map[uint32]Identity
-	order    []uint32
+	m        map[procKey]*Identity // nil: could not be read
+	order    []procKey
+	reads    uint64
 }
 
-// NewCache makes a cache of at most max PIDs reading procRoot (/proc).
-func NewCache(procRoot string, max int) *Cache {
-	return &Cache{procRoot: procRoot, max: max, m: map[uint32]Identity{}}
+type procKey struct {
+	pid  uint32
+	comm [16]byte
 }
 
-// Lookup returns pid's identity; ok is false when it cannot be read (the
-// process has exited).
-func (c *Cache) Lookup(pid uint32) (Identity, bool) {
-	if id, ok := c.m[pid]; ok {
-		return id, true
+// NewCache makes a cache of at most limit processes reading procRoot
+// (/proc).
+func NewCache(procRoot string, limit int) *Cache {
+	return &Cache{procRoot: procRoot, max: max(limit, 2), m: map[procKey]*Identity{}}
+}
+
+// Lookup returns the identity of process pid, whose command is comm; nil
+// when it cannot be read (the process has exited, or has no cgroup v2
+// path). The result is shared: do not modify it. A process seen before
+// costs a map lookup and no allocation.
+func (c *Cache) Lookup(pid uint32, comm [16]byte) *Identity {
+	k := procKey{pid, comm}
+	if id, ok := c.m[k]; ok {
+		return id
 	}
-	p, err := OfPID(c.procRoot, pid)
-	if err != nil {
-		return Identity{}, false
+	c.reads++
+	var id *Identity
+	if p, err := OfPID(c.procRoot, pid); err == nil {
+		v := Parse(p)
+		id = &v
 	}
 	if len(c.m) >= c.max {
-		for _, old := range c.order[:len(c.order)/2+1] {
+		half := len(c.order)/2 + 1
+		for _, old := range c.order[:half] {
 			delete(c.m, old)
 		}
-		c.order = append(c.order[:0], c.order[len(c.order)/2+1:]...)
+		c.order = append(c.order[:0], c.order[half:]...)
 	}
-	id := Parse(p)
-	c.m[pid] = id
-	c.order = append(c.order, pid)
-	return id, true
+	c.m[k] = id
+	c.order = append(c.order, k)
+	return id
 }
+
+// Reads counts the /proc reads made so far.
+func (c *Cache) Reads() uint64 { return c.reads }

@@ -67,10 +67,10 @@ func TestRealCgroup(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	// The shell moves itself, then becomes sleep: wait for the move.
 	want := filepath.Base(dir)
-	var id Identity
+	var id *Identity
 	for i := 0; i < 50; i++ {
-		id, _ = NewCache("/proc", 2).Lookup(uint32(cmd.Process.Pid))
-		if id.Unit == want {
+		id = NewCache("/proc", 2).Lookup(uint32(cmd.Process.Pid), [16]byte{})
+		if id != nil && id.Unit == want {
 			t.Logf("%+v", id)
 			return
 		}
@@ -87,14 +87,40 @@ func TestCacheBounded(t *testing.T) {
 	}
 	c := NewCache(proc, 4)
 	for pid := uint32(1); pid <= 10; pid++ {
-		if id, ok := c.Lookup(pid); !ok || id.Unit != fmt.Sprintf("s%d.service", pid) {
-			t.Errorf("pid %d: %+v %v", pid, id, ok)
+		if id := c.Lookup(pid, [16]byte{}); id == nil || id.Unit != fmt.Sprintf("s%d.service", pid) {
+			t.Errorf("pid %d: %+v", pid, id)
 		}
 		if len(c.m) > 4 || len(c.order) != len(c.m) {
 			t.Fatalf("cache holds %d (order %d), bound 4", len(c.m), len(c.order))
 		}
 	}
-	if _, ok := c.Lookup(99); ok {
+	if id := c.Lookup(99, [16]byte{}); id != nil {
 		t.Error("a missing process was found")
+	}
+}
+
+// One /proc read per process, also for one that cannot be read; a hit
+// allocates nothing; a PID reused by another command is read again.
+func TestCacheReadsOnce(t *testing.T) {
+	proc := t.TempDir()
+	os.MkdirAll(filepath.Join(proc, "7"), 0o755)
+	os.WriteFile(filepath.Join(proc, "7", "cgroup"), []byte("0::/system.slice/a.service\n"), 0o644)
+	c := NewCache(proc, 16)
+	var nginx, curl [16]byte
+	copy(nginx[:], "nginx")
+	copy(curl[:], "curl")
+	for range 3 {
+		c.Lookup(7, nginx)
+		c.Lookup(8, nginx) // gone
+	}
+	if c.Reads() != 2 {
+		t.Errorf("%d reads for two processes looked up three times, want 2", c.Reads())
+	}
+	if allocs := testing.AllocsPerRun(100, func() { c.Lookup(7, nginx) }); allocs != 0 {
+		t.Errorf("a cached lookup allocates %v times", allocs)
+	}
+	c.Lookup(7, curl)
+	if c.Reads() != 3 {
+		t.Errorf("a PID reused by another command was not read again")
 	}
 }

@@ -107,6 +107,20 @@ func appendQuoted(dst, s []byte) []byte {
 	return append(dst, '"')
 }
 
+// appendQuotedString is appendQuoted for a string, copied as it is when
+// nothing in it needs escaping (a cgroup path, a unit name): then it
+// allocates nothing.
+func appendQuotedString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < 0x20 || b >= utf8.RuneSelf || b == '"' || b == '\\' {
+			return appendQuoted(dst, []byte(s))
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
 func appendUintRaw(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 10) }
 
 // pairs holds "00" to "99".

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
@@ -81,6 +82,24 @@ func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
 	return appendQuoted(appendKey(dst, `,"comm":`), event.CommBytes(comm))
 }
 
+// appendIdentity writes the owner's cgroup fields (record.Identity), each
+// only when known.
+func appendIdentity(dst []byte, id *cgroup.Identity) []byte {
+	if id == nil {
+		return dst
+	}
+	if id.Path != "" {
+		dst = appendQuotedString(appendKey(dst, `,"cgroup":`), id.Path)
+	}
+	if id.ContainerID != "" {
+		dst = appendStr(dst, `,"container_id":`, id.ContainerID)
+	}
+	if id.Unit != "" {
+		dst = appendQuotedString(appendKey(dst, `,"unit":`), id.Unit)
+	}
+	return dst
+}
+
 // Transition writes a "transition" record.
 func (n *NDJSON) Transition(e *event.Event) {
 	b := n.start(record.TypeTransition)
@@ -120,6 +139,7 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	b = appendUint(b, `,"netns":`, uint64(c.Netns))
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
 	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
+	b = appendIdentity(b, c.Identity)
 	if c.Start != 0 {
 		b = n.times.appendTime(b, `,"start":`, n.clock.WallNano(c.Start))
 	}
@@ -312,6 +332,7 @@ func (n *NDJSON) Stuck(s *Stuck) {
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
 	pid, comm, known, creator := s.Owner()
 	b = appendOwner(b, known, pid, comm)
+	b = appendIdentity(b, s.Identity)
 	if s.HoldersKnown {
 		b = appendBool(b, `,"held":`, len(s.Holders) > 0)
 		if len(s.Holders) > 1 {

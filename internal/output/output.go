@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -87,6 +88,9 @@ type Stuck struct {
 	// HalfOpen > 0: Conn is a listener and this many of its half-open
 	// handshakes (request sockets) are older than the limit.
 	HalfOpen uint32
+	// Identity is the cgroup, container and unit of the process Owner
+	// names (with --cgroup-fields); nil when unknown.
+	Identity *cgroup.Identity
 }
 
 // Holder is a process holding a socket open.

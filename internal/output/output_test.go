@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	_ "time/tzdata" // America/New_York wherever the tests run
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -33,6 +35,10 @@ func sampleEvent() event.Event {
 	return e
 }
 
+// podNginx is a containerd container's identity in a Kubernetes pod.
+var podNginx = cgroup.Parse("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/" +
+	"cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope")
+
 func sampleConns() []*timeline.Conn {
 	c := &timeline.Conn{
 		Cookie: 4097, Netns: 4026531840, Family: event.IPv4, PID: 812, OwnerKnown: true,
@@ -47,6 +53,7 @@ func sampleConns() []*timeline.Conn {
 		},
 	}
 	copy(c.Comm[:], "nginx")
+	c.Identity = &podNginx
 	c.Ending = timeline.Ending{Retrans: 2, Reset: event.ResetReceived, Err: 104, CloseKnown: true,
 		BytesAcked: 512, BytesReceived: 77, SRTTMicros: 40, TotalRetrans: 2,
 		HandshakeKnown: true, HandshakeMicros: 35, SynAckRetrans: 0}
@@ -151,7 +158,7 @@ func writeRest(s Sink) {
 	creator.PID, creator.OwnerKnown = 812, true
 	copy(creator.Comm[:], "nginx")
 	forked := &Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
-		HoldersKnown: true, Holders: []Holder{{PID: 900}, {PID: 901}}}
+		HoldersKnown: true, Holders: []Holder{{PID: 900}, {PID: 901}}, Identity: &podNginx}
 	copy(forked.Holders[0].Comm[:], "worker")
 	copy(forked.Holders[1].Comm[:], "worker")
 	s.Stuck(forked)
@@ -207,14 +214,57 @@ func TestNDJSONGolden(t *testing.T) {
 	golden(t, "records.ndjson", buf.Bytes())
 }
 
+// The text output in UTC (--utc) and in a local zone: the same lines,
+// every time shown in the zone the ZONE line names.
 func TestTextGolden(t *testing.T) {
+	newYork, err := time.LoadLocation("America/New_York") // from time/tzdata
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		loc  *time.Location
+	}{{"records.txt", time.UTC}, {"records-new-york.txt", newYork}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w := NewText(&buf, clock, tc.loc)
+			writeAll(w)
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.name, buf.Bytes())
+		})
+	}
+}
+
+// time.Local is named "local time" with the zone's abbreviation, and a
+// daylight-saving switch during the run gets a new ZONE line.
+func TestTextZoneLines(t *testing.T) {
+	newYork, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(l *time.Location) { time.Local = l }(time.Local)
+	time.Local = newYork
 	var buf bytes.Buffer
-	w := NewText(&buf, clock)
-	writeAll(w)
+	w := NewText(&buf, clock, time.Local)
+	var counts [event.NumStates]uint64
+	// 2026-03-08 02:00 EST: clocks go forward to 03:00 EDT.
+	switchAt := time.Date(2026, 3, 8, 7, 0, 0, 0, time.UTC)
+	for _, at := range []time.Duration{-time.Minute, -time.Second, time.Second} {
+		w.States(switchAt.Add(at), &counts)
+	}
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "records.txt", buf.Bytes())
+	want := "ZONE local time: EST (UTC-05:00)\n" +
+		"STATES 01:59:00 (no sockets)\n" +
+		"STATES 01:59:59 (no sockets)\n" +
+		"ZONE local time: EDT (UTC-04:00)\n" +
+		"STATES 03:00:01 (no sockets)\n"
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
 }
 
 func TestQuotedComm(t *testing.T) {

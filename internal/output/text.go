@@ -8,24 +8,60 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
 // TextWriter writes a table for a person: one line per transition, one per
-// finished connection, and bcc-style histograms.
+// finished connection, and bcc-style histograms. Every time is shown in
+// one zone, named by a ZONE line before the first time and again whenever
+// its offset changes (a daylight-saving switch during the run).
 type TextWriter struct {
 	w       *bufio.Writer
 	clock   event.Clock
+	loc     *time.Location
 	header  bool
+	zoneOff int  // the offset the last ZONE line named
+	zoned   bool // a ZONE line has been written
 	buckets []histogram.Bucket
 	err     error
 }
 
-// NewText returns a text writer on w.
-func NewText(w io.Writer, clock event.Clock) *TextWriter {
-	return &TextWriter{w: bufio.NewWriterSize(w, 64<<10), clock: clock}
+// NewText returns a text writer on w that shows times in loc (time.Local,
+// or time.UTC for --utc).
+func NewText(w io.Writer, clock event.Clock, loc *time.Location) *TextWriter {
+	return &TextWriter{w: bufio.NewWriterSize(w, 64<<10), clock: clock, loc: loc}
+}
+
+// at returns tm in the writer's zone, first writing a ZONE line when no
+// time has been shown yet or the zone's offset has changed.
+func (t *TextWriter) at(tm time.Time) time.Time {
+	tm = tm.In(t.loc)
+	name, off := tm.Zone()
+	if t.zoned && off == t.zoneOff {
+		return tm
+	}
+	t.zoned, t.zoneOff = true, off
+	switch where := t.loc.String(); {
+	case t.loc == time.UTC:
+		t.printf("ZONE UTC\n")
+	case t.loc == time.Local || where == "Local":
+		t.printf("ZONE local time: %s (%s)\n", name, utcOffset(off))
+	default:
+		t.printf("ZONE %s: %s (%s)\n", where, name, utcOffset(off))
+	}
+	return tm
+}
+
+// utcOffset writes a zone offset as UTC+01:00.
+func utcOffset(sec int) string {
+	sign := '+'
+	if sec < 0 {
+		sign, sec = '-', -sec
+	}
+	return fmt.Sprintf("UTC%c%02d:%02d", sign, sec/3600, sec/60%60)
 }
 
 func (t *TextWriter) printf(format string, args ...any) {
@@ -45,6 +81,7 @@ func owner(known bool, pid uint32, comm *[16]byte) (string, string) {
 
 // Transition writes one table row.
 func (t *TextWriter) Transition(e *event.Event) {
+	ts := t.at(t.clock.Wall(e.Mono))
 	if !t.header {
 		t.header = true
 		t.printf(textRow, "TIME", "PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "OLD", "NEW", "DWELL")
@@ -54,12 +91,15 @@ func (t *TextWriter) Transition(e *event.Event) {
 		dwell = FormatDuration(uint64(e.Dwell))
 	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
-	t.printf(textRow, t.clock.Wall(e.Mono).Format("15:04:05.000000"), pid, comm,
+	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
 		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
 }
 
-// Connection writes one line: who, where, and the path through the states.
+// Connection writes one line: who, where, the path through the states,
+// then what else is known of how it went (handshake, retransmits, reset,
+// error, a FIN_WAIT2 left behind) and its tags.
 func (t *TextWriter) Connection(c *timeline.Conn) {
+	end := t.at(t.clock.Wall(c.End))
 	var path strings.Builder
 	for i := range c.States {
 		s := &c.States[i]
@@ -70,6 +110,9 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 		if s.DwellKnown {
 			path.WriteString(" " + FormatDuration(s.Dwell))
 		}
+	}
+	if notes := connNotes(c); notes != "" {
+		path.WriteString("; " + notes)
 	}
 	var tags []string
 	for _, f := range []struct {
@@ -89,13 +132,71 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 		dur = FormatDuration(c.End - c.Start)
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
-	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", t.clock.Wall(c.End).Format("15:04:05.000000"),
+	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", end.Format("15:04:05.000000"),
 		pid, comm, c.Src, c.Dst, dur, path.String(), tag)
+}
+
+// connNotes says, comma-separated, what a connection record adds to the
+// path: "handshake 35.0µs, 2 retransmits, 1 SYN retransmit, reset
+// received, ECONNRESET, FIN_WAIT2 left as timewait". Counts of 0 and
+// unknowns are left out.
+func connNotes(c *timeline.Conn) string {
+	end := &c.Ending
+	var notes []string
+	count := func(n uint64, what string) {
+		switch {
+		case n == 1:
+			notes = append(notes, "1 "+what)
+		case n > 1:
+			notes = append(notes, fmt.Sprintf("%d %ss", n, what))
+		}
+	}
+	if end.HandshakeKnown {
+		notes = append(notes, "handshake "+FormatDuration(uint64(end.HandshakeMicros)*1000))
+	}
+	count(uint64(end.SynAckRetrans), "SYN-ACK retransmit")
+	count(uint64(end.SynRetrans), "SYN retransmit")
+	if len(c.States) > 0 && c.States[0].State == event.Listen {
+		count(uint64(end.Retrans), "SYN-ACK retransmit") // a listener counts those
+	} else {
+		count(uint64(end.Retrans), "retransmit")
+	}
+	if end.Reset != 0 {
+		notes = append(notes, "reset "+strings.ReplaceAll(event.ResetName(end.Reset), "_", " "))
+	}
+	if end.Err != 0 {
+		notes = append(notes, event.ErrnoName(end.Err))
+	}
+	if end.TW.FinWait2() {
+		notes = append(notes, "FIN_WAIT2 left as timewait")
+	}
+	if in := identityNote(c.Identity); in != "" {
+		notes = append(notes, in)
+	}
+	return strings.Join(notes, ", ")
+}
+
+// identityNote names where the owner runs (--cgroup-fields), the most
+// specific way known: "container 0123456789ab" (the short ID docker and
+// crictl print), "unit nginx.service", or "cgroup /path"; "" when unknown.
+func identityNote(id *cgroup.Identity) string {
+	switch {
+	case id == nil:
+		return ""
+	case id.ContainerID != "":
+		return "container " + id.ContainerID[:12]
+	case id.Unit != "":
+		return "unit " + id.Unit
+	case id.Path != "":
+		return "cgroup " + id.Path
+	}
+	return ""
 }
 
 // Histograms writes each non-empty state's summary and power-of-two bars.
 func (t *TextWriter) Histograms(ts, since time.Time, hs *Histograms) {
-	t.printf("\nDwell time per state, %s to %s (%s):\n", since.Format("15:04:05"), ts.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
+	from, to := t.at(since), t.at(ts)
+	t.printf("\nDwell time per state, %s to %s (%s):\n", from.Format("15:04:05"), to.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
 	any := false
 	for st := range hs {
 		h := &hs[st]
@@ -196,12 +297,13 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	if len(parts) == 0 {
 		parts = append(parts, "(no sockets)")
 	}
-	t.printf("STATES %s %s\n", ts.Format("15:04:05"), strings.Join(parts, " "))
+	t.printf("STATES %s %s\n", t.at(ts).Format("15:04:05"), strings.Join(parts, " "))
 }
 
 // Stuck writes one warning line.
 func (t *TextWriter) Stuck(s *Stuck) {
 	c := s.Conn
+	ts := t.at(s.TS)
 	p, cm, known, creator := s.Owner()
 	pid, comm := owner(known, p, cm)
 	more := ""
@@ -210,7 +312,7 @@ func (t *TextWriter) Stuck(s *Stuck) {
 	}
 	if s.HalfOpen > 0 {
 		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s\n",
-			s.TS.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
+			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
 		return
 	}
 	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
@@ -224,11 +326,15 @@ func (t *TextWriter) Stuck(s *Stuck) {
 	if creator != nil {
 		who += fmt.Sprintf(" (created by %d/%s)", creator.PID, event.CommBytes(&creator.Comm))
 	}
-	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", s.TS.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
+	if in := identityNote(s.Identity); in != "" {
+		who += " (" + in + ")"
+	}
+	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
 }
 
 // Listener writes one line per listener.
 func (t *TextWriter) Listener(ts time.Time, l *Listener) {
+	ts = t.at(ts)
 	pid, comm := owner(l.OwnerKnown, l.PID, &l.Comm)
 	full := ""
 	if l.AcceptQueue > l.AcceptQueueMax {

@@ -50,6 +50,15 @@ type Owner struct {
 	Comm string `json:"comm"`
 }
 
+// Identity is who an owner is beyond its process (with --cgroup-fields):
+// its cgroup v2 path as /proc/PID/cgroup shows it, the container ID in
+// that path and the innermost systemd unit; each omitted when unknown.
+type Identity struct {
+	Cgroup      string `json:"cgroup,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+	Unit        string `json:"unit,omitempty"`
+}
+
 // Ending is how a socket ended. TimeWait is present exactly when the
 // kernel's close fields were read (on ->CLOSE); a connection may carry a
 // Reset without them.
@@ -100,6 +109,7 @@ type Connection struct {
 	Netns  uint32 `json:"netns"`
 	Endpoints
 	*Owner
+	Identity
 	Start          time.Time `json:"start,omitzero"`
 	End            time.Time `json:"end"`
 	DurationNs     *uint64   `json:"duration_ns,omitempty"`
@@ -223,7 +233,8 @@ type Stuck struct {
 	Cookie     uint64    `json:"cookie"`
 	Netns      uint32    `json:"netns"`
 	Endpoints
-	*Owner // who holds the socket now when looked up (Held), else as traced
+	*Owner   // who holds the socket now when looked up (Held), else as traced
+	Identity // of that owner
 	// Held is present when the holders were looked up: false when no
 	// process holds the socket (an orphan, or not accept()ed yet).
 	Held *bool `json:"held,omitempty"`

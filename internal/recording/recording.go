@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
@@ -189,6 +190,14 @@ func owner(o *record.Owner) (pid uint32, comm [16]byte, known bool) {
 	return o.PID, comm, true
 }
 
+// identity reads the cgroup fields; nil when there are none.
+func identity(r *record.Identity) *cgroup.Identity {
+	if *r == (record.Identity{}) {
+		return nil
+	}
+	return &cgroup.Identity{Path: r.Cgroup, ContainerID: r.ContainerID, Unit: r.Unit}
+}
+
 // ending reads the ending fields; closeKnown: the kernel's close fields
 // were read (time_wait is present).
 func ending(r *record.Ending) (tw event.TW, reset uint8, errno uint16, closeKnown bool, err error) {
@@ -209,7 +218,7 @@ func ending(r *record.Ending) (tw event.TW, reset uint8, errno uint16, closeKnow
 // stuckOf rebuilds a stuck record around c, the socket as rec names it.
 func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *output.Stuck {
 	s := &output.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast,
-		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil}
+		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil, Identity: identity(&rec.Identity)}
 	if s.HoldersKnown && *rec.Held {
 		hs := rec.Holders
 		if len(hs) == 0 && rec.Owner != nil {
@@ -293,6 +302,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 		c.Start = uint64(rec.Start.UnixNano())
 	}
 	c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
+	c.Identity = identity(&rec.Identity)
 	end := &c.Ending
 	end.Retrans, end.SynRetrans = uint16(rec.Retransmits), uint8(rec.SynRetransmits)
 	if end.TW, end.Reset, end.Err, end.CloseKnown, err = ending(&rec.Ending); err != nil {

@@ -103,7 +103,7 @@ func FuzzReplay(f *testing.F) {
 	f.Add([]byte("{}\n\n\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var out, warn bytes.Buffer
-		s, err := Replay(bytes.NewReader(b), Filter{}, output.NewText(&out, Clock), &warn)
+		s, err := Replay(bytes.NewReader(b), Filter{}, output.NewText(&out, Clock, time.UTC), &warn)
 		if err == nil && s.Bad > s.Lines {
 			t.Fatalf("summary %+v", s)
 		}

@@ -6,6 +6,7 @@ package timeline
 import (
 	"net/netip"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 )
 
@@ -56,6 +57,10 @@ type Conn struct {
 	PID        uint32
 	Comm       [16]byte
 	OwnerKnown bool
+	// Identity is the owner's cgroup, container and unit: set by the
+	// tracer as the connection is written (with --cgroup-fields), nil
+	// when unknown. Shared with the tracer's cache: never modified.
+	Identity *cgroup.Identity
 	// Start is when the first state was entered (0 when unknown: the
 	// socket existed before tracing began). End is when CLOSE was entered,
 	// or for an open connection the time it was flushed.

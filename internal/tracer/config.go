@@ -113,6 +113,13 @@ type Config struct {
 	// long, and connections with such a stay. In the kernel when only
 	// transitions are emitted.
 	MinDwell time.Duration
+	// CgroupFields adds the owner's cgroup path, container ID and
+	// systemd unit to connection and stuck records, read from
+	// /proc/PID/cgroup once per process.
+	CgroupFields bool
+	// UTC shows the text output's times in UTC instead of local time
+	// (NDJSON times are always UTC).
+	UTC bool
 	// Cgroup keeps only sockets created in this cgroup (v2) or below it:
 	// a path in the cgroup2 mount, or relative to it.
 	Cgroup string
@@ -210,6 +217,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--emit none writes no records: give --metrics ADDR for a pure Prometheus exporter, or name the records to write")
 	case c.Interval > 0 && c.Emit&(EmitHistograms|EmitStates) == 0 && c.Metrics == "":
 		return fmt.Errorf("--interval writes histograms and states records, and --emit %s has neither: add histograms or states to --emit, or drop --interval", c.Emit)
+	case c.CgroupFields && c.Emit&(EmitConnections|EmitStuck) == 0:
+		return fmt.Errorf("--cgroup-fields adds fields to connection and stuck records, and --emit %s has neither: add one to --emit, or drop --cgroup-fields", c.Emit)
+	case c.UTC && c.Format != output.FormatText:
+		return fmt.Errorf("--utc sets the zone of --format text; NDJSON times are always UTC: add --format text, or drop --utc")
 	case c.MinDwell > 0 && c.Emit&(EmitTransitions|EmitConnections) == 0:
 		return fmt.Errorf("--min-dwell selects transitions and connections, and --emit %s has neither: add one to --emit, or drop --min-dwell", c.Emit)
 	}
@@ -222,6 +233,14 @@ func (c *Config) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// textZone is the zone of the text output's times.
+func (c *Config) textZone() *time.Location {
+	if c.UTC {
+		return time.UTC
+	}
+	return time.Local
 }
 
 // MinInterval is the shortest --interval: the tracer's loop runs at

@@ -31,6 +31,8 @@ type record struct {
 	DwellNs *uint64 `json:"dwell_ns"`
 	PID     *int    `json:"pid"`
 	Comm    string  `json:"comm"`
+	Cgroup  string  `json:"cgroup"`
+	Unit    string  `json:"unit"`
 	Open    bool    `json:"open"`
 	Partial bool    `json:"partial"`
 	Start   string  `json:"start"`

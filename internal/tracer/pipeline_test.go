@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
@@ -66,13 +69,22 @@ func connectionRecords(clientCookie, childCookie uint64) [][]byte {
 // NDJSON encoding of everything (transitions and connections), with the
 // connection table in steady state. Target: < 300 ns, 0 allocations.
 func BenchmarkPipelinePerEvent(b *testing.B) {
+	// The owner's cgroup as /proc would give it, for --cgroup-fields.
+	proc := b.TempDir()
+	os.MkdirAll(filepath.Join(proc, "4242"), 0o755)
+	os.WriteFile(filepath.Join(proc, "4242", "cgroup"), []byte("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/"+
+		"cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n"), 0o644)
 	for _, mode := range []struct {
-		name string
-		emit Emit
-	}{{"all", EmitAll}, {"default", EmitDefault}, {"histograms", EmitHistograms}} {
+		name    string
+		emit    Emit
+		cgroups bool
+	}{{"all", EmitAll, false}, {"default", EmitDefault, false}, {"default-cgroup-fields", EmitDefault, true}, {"histograms", EmitHistograms, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			clock := event.NewClock(time.Now(), 0)
 			r := &run{cfg: Config{Emit: mode.emit}, sink: output.NewNDJSON(io.Discard, clock)}
+			if mode.cgroups {
+				r.idents = cgroup.NewCache(proc, identityCacheSize)
+			}
 			if mode.emit&EmitConnections != 0 {
 				r.tracker = timeline.New(1<<16, r.connection)
 			}
@@ -96,6 +108,9 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 			}
 			if r.decodeErrs != 0 {
 				b.Fatalf("%d decode errors", r.decodeErrs)
+			}
+			if mode.cgroups && r.idents.Reads() > 1 {
+				b.Fatalf("%d /proc reads for one process in %d connections, want 1", r.idents.Reads(), r.conns)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
@@ -82,11 +83,14 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	clock := event.NewClock(start, probe.MonotonicNow())
 	var sink output.Sink
 	if cfg.Format == output.FormatText {
-		sink = output.NewText(w, clock)
+		sink = output.NewText(w, clock, cfg.textZone())
 	} else {
 		sink = output.NewNDJSON(w, clock)
 	}
 	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
+	if cfg.CgroupFields {
+		r.idents = cgroup.NewCache("/proc", identityCacheSize)
+	}
 	if cfg.Output == "" || cfg.Output == "-" {
 		r.readerGone = readerGone(stdout)
 	} else {
@@ -208,6 +212,10 @@ type run struct {
 	// when writing to a file.
 	readerGone func() bool
 
+	// idents: the owners' cgroup identities (--cgroup-fields), nil
+	// without.
+	idents *cgroup.Cache
+
 	m             *metrics.Metrics
 	lastEvictions uint64
 	lastGaugeAt   time.Time
@@ -271,7 +279,22 @@ func (r *run) connection(c *timeline.Conn) {
 	if c.Open {
 		r.open++
 	}
+	c.Identity = r.identity(c.OwnerKnown, c.PID, &c.Comm)
 	r.sink.Connection(c)
+}
+
+// identityCacheSize bounds the processes whose cgroup identity is kept:
+// about 200 bytes each with a Kubernetes path, so at most ~2 MB.
+const identityCacheSize = 8192
+
+// identity is the cgroup identity of an owner, nil when unknown or not
+// asked for (--cgroup-fields): one /proc read per process (made at its
+// socket's birth, see handle), then a map lookup that allocates nothing.
+func (r *run) identity(known bool, pid uint32, comm *[16]byte) *cgroup.Identity {
+	if r.idents == nil || !known || pid == 0 {
+		return nil
+	}
+	return r.idents.Lookup(pid, *comm)
 }
 
 // keepState applies --state (everything passes without it).
@@ -413,6 +436,11 @@ func (r *run) handle(raw []byte) {
 	}
 	if r.cfg.Emit&EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)
+	}
+	if r.idents != nil && e.Has(event.Birth) {
+		// Read the owner's cgroup while it surely runs: a short-lived
+		// client has exited by the time its connection is written.
+		r.identity(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	}
 	if r.tracker != nil {
 		r.tracker.Observe(e)

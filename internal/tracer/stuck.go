@@ -93,6 +93,8 @@ func (r *run) writeOneStuck(st *output.Stuck) {
 		return // counted in the metrics only
 	}
 	r.stuckCount++
+	pid, comm, known, _ := st.Owner()
+	st.Identity = r.identity(known, pid, comm)
 	r.sink.Stuck(st)
 }
 

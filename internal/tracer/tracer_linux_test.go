@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
@@ -621,6 +622,76 @@ func TestFocusFilters(t *testing.T) {
 		if ts[0].PID == nil || *ts[0].PID != server.PID {
 			t.Errorf("--cgroup let a socket of pid %v through", ts[0].PID)
 		}
+	}
+}
+
+// --cgroup-fields: a server started in a cgroup of the test's own gets
+// that cgroup's path (and, the directory being named like a systemd
+// service, its unit) on its connection and stuck records; the client,
+// in the test's cgroup, gets that one if it was still running when its
+// first record was read.
+func TestCgroupFields(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	mount, mountRoot, err := cgroup2Mount("/proc/self/mountinfo")
+	if err != nil {
+		if os.Getenv(nettest.RequireEnv) == "1" {
+			t.Fatalf("no cgroup v2: %v", err)
+		}
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	unit := fmt.Sprintf("tcptrace-test-%d.service", os.Getpid())
+	cg := filepath.Join(mount, unit)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	want := filepath.Join(mountRoot, unit) // as /proc/PID/cgroup shows it
+	self, err := cgroup.OfPID("/proc", uint32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ns := nettest.NewNetns(t)
+	cfg := nsConfig(ns)
+	cfg.CgroupFields = true
+	cfg.Stuck = [event.NumStates]time.Duration{}
+	cfg.Stuck[event.CloseWait] = 300 * time.Millisecond
+	tr := startTracer(t, cfg)
+	server := ns.StartIn(t, cg, "server", "127.0.0.1:0", "1", "1s") // holds CLOSE_WAIT 1 s
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "1")
+	client.Line()
+	client.Wait()
+	server.Wait()
+	recs := tr.stop(t)
+
+	var serverConns, clientConns, stuck int
+	for _, r := range recs {
+		if r.Type != "connection" && r.Type != "stuck" || r.PID == nil {
+			continue
+		}
+		switch {
+		case *r.PID == server.PID:
+			if r.Cgroup != want || r.Unit != unit {
+				t.Errorf("server's %s record: cgroup %q unit %q, want %q and %q", r.Type, r.Cgroup, r.Unit, want, unit)
+			}
+			if r.Type == "stuck" {
+				stuck++
+			} else {
+				serverConns++
+			}
+		case *r.PID == client.PID:
+			clientConns++
+			// The client may have exited before the tracer read its
+			// first record: then it has no cgroup (docs/ndjson.md).
+			if r.Cgroup != "" && r.Cgroup != self {
+				t.Errorf("client's connection record: cgroup %q, want the test's %q", r.Cgroup, self)
+			}
+		}
+	}
+	// The listener and the accepted socket; the client's one; the
+	// accepted socket's CLOSE_WAIT past 300 ms.
+	if serverConns != 2 || clientConns != 1 || stuck != 1 {
+		t.Errorf("%d server connections, %d client connections, %d stuck records; want 2, 1, 1", serverConns, clientConns, stuck)
 	}
 }
 
