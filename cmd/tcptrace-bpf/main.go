@@ -18,6 +18,7 @@ import (
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/demo"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
@@ -30,6 +31,7 @@ const usage = `Usage: tcptrace-bpf [flags]
        tcptrace-bpf analyze [flags] [FILE|-]   (read a recording; see analyze --help)
        tcptrace-bpf report [flags] [FILE|-] -o report.html   (an HTML page of it)
        tcptrace-bpf top [flags]                (a live full-screen view; see top --help)
+       tcptrace-bpf demo [--top] [flags]       (the four classic piles, reproduced and traced)
 
 Trace every TCP state transition on this host with eBPF, and write
 per-connection timelines and per-state dwell-time histograms.
@@ -50,6 +52,12 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "analyze" || args[0] == "report") {
 		return runOffline(args[0], args[1:], os.Stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == demo.RoleArg {
+		demo.RoleMain(args[1:]) // a server or client of the demo; exits
+	}
+	if len(args) > 0 && args[0] == "demo" {
+		return runDemo(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "top" {
 		return runTop(args[1:], stdout, stderr)

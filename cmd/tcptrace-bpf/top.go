@@ -52,7 +52,7 @@ func runTop(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	if err := top.Run(ctx, cfg, os.Stdin, stdout, stderr); err != nil {
+	if err := top.Run(ctx, cfg, os.Stdin, stdout, stderr, nil); err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf top: %v\n", err)
 		return 1
 	}

@@ -20,13 +20,15 @@ import (
 // ctx ends, or the trace does. cfg is the tracer's configuration; the
 // view needs every record and a socket walk a second, so Emit and
 // Interval are set here. The tracer's status lines are shown in the
-// footer and written to stderr once the terminal is restored.
-func Run(ctx context.Context, cfg tracer.Config, in io.Reader, out io.Writer, stderr io.Writer) error {
+// footer and written to stderr once the terminal is restored; status,
+// when not nil, also gets each as it comes (demo waits for the tracing
+// line).
+func Run(ctx context.Context, cfg tracer.Config, in io.Reader, out io.Writer, stderr io.Writer, status func(line string)) error {
 	cfg.Emit, cfg.Interval = tracer.EmitAll, time.Second
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	logs := &statusLines{}
+	logs := &statusLines{tap: status}
 	ui := &program{logs: logs}
 	p := tea.NewProgram(ui, tea.WithAltScreen(), tea.WithInput(in), tea.WithOutput(out), tea.WithContext(ctx))
 	traced := make(chan error, 1)
@@ -132,6 +134,7 @@ type statusLines struct {
 	buf   bytes.Buffer
 	lines []string
 	m     *Model
+	tap   func(string)
 }
 
 func (s *statusLines) Write(b []byte) (int, error) {
@@ -148,6 +151,9 @@ func (s *statusLines) Write(b []byte) (int, error) {
 		s.lines = append(s.lines, line)
 		if s.m != nil {
 			s.m.Logf("%s", line)
+		}
+		if s.tap != nil {
+			s.tap(line)
 		}
 	}
 	return len(b), nil
