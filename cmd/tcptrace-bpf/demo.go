@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -88,11 +90,36 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		return tracer.Run(ctx, cfg, stdout, &lineTap{w: stderr, tap: tap})
 	}
-	if err := demo.Run(ctx, d, trace, stderr); err != nil {
+	demoErr := stderr
+	var held syncBuffer
+	if *withTop {
+		demoErr = &held // not over the screen: written once it is restored
+	}
+	err = demo.Run(ctx, d, trace, demoErr)
+	io.WriteString(stderr, held.String())
+	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf demo: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// syncBuffer is a bytes.Buffer several goroutines write.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // lineTap passes writes through and calls tap with each whole line.

@@ -86,6 +86,24 @@ func Run(ctx context.Context, d time.Duration, trace Trace, stderr io.Writer) (e
 	if out, err := nft.CombinedOutput(); err != nil {
 		return fmt.Errorf("adding the nftables rules (needs nftables): %v: %s", err, strings.TrimSpace(string(out)))
 	}
+	// Removing the ACK drop later needs CAP_NET_ADMIN, which the tracer
+	// gives up once attached: a helper started now, with it, waits for
+	// the word, then removes the drop ackLossFor later.
+	helper := inNS("sh", "-c", fmt.Sprintf("read go && sleep %d && nft delete table inet tcptrace_demo_ack", int(ackLossFor/time.Second)))
+	helper.Stderr = stderr
+	ackLoss, err := helper.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := helper.Start(); err != nil {
+		return err
+	}
+	helper.WaitDelay = 100 * time.Millisecond // its sleep may hold stderr a while
+	defer func() {
+		ackLoss.Close() // before the word: it exits at EOF
+		_ = helper.Process.Kill()
+		_ = helper.Wait()
+	}()
 	var st syscall.Stat_t
 	if err := syscall.Stat("/run/netns/"+name, &st); err != nil {
 		return err
@@ -151,18 +169,9 @@ func Run(ctx context.Context, d time.Duration, trace Trace, stderr io.Writer) (e
 			return errors.Join(err, <-traced)
 		}
 	}
-	ackLoss := time.NewTimer(ackLossFor)
-	defer ackLoss.Stop()
-	for {
-		select {
-		case <-ackLoss.C:
-			if out, err := inNS("nft", "delete", "table", "inet", "tcptrace_demo_ack").CombinedOutput(); err != nil {
-				fmt.Fprintf(stderr, "tcptrace-bpf demo: warning: removing the ACK drop: %v: %s\n", err, out)
-			}
-		case err := <-traced:
-			// The tracer writes its closing records while the sockets
-			// are still there; then the deferred cleanup.
-			return err
-		}
-	}
+	// The clients have connected: the final ACKs are lost from now on.
+	io.WriteString(ackLoss, "go\n")
+	// The tracer writes its closing records while the sockets are still
+	// there; then the deferred cleanup.
+	return <-traced
 }

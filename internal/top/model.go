@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,8 +129,14 @@ func (m *Model) Transition(e *event.Event) {
 		return
 	}
 	delete(m.entered, e.Cookie)
-	if e.TW == event.TWTimeWait {
+	// A closed socket lives on as a timewait socket (no cookie in a
+	// walk) in TIME_WAIT, or FIN_WAIT2 for an orphan.
+	switch e.TW {
+	case event.TWTimeWait:
 		en.state = event.TimeWait
+		m.tw[addrKey{e.Netns, e.Src, e.Dst}] = en
+	case event.TWFinWait2:
+		en.state = event.FinWait2
 		m.tw[addrKey{e.Netns, e.Src, e.Dst}] = en
 	}
 }
@@ -188,6 +195,16 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 	clear(m.inWalk)
 	seen := map[sockKey]bool{}
 	live := map[addrKey]bool{}
+	type portKey struct {
+		netns uint32
+		port  uint16
+	}
+	listeners := map[portKey]*event.Socket{}
+	for i := range socks {
+		if s := &socks[i]; s.State == event.Listen && s.OwnerKnown {
+			listeners[portKey{s.Netns, s.Src.Port()}] = s
+		}
+	}
 	for i := range socks {
 		s := &socks[i]
 		if s.Cookie != 0 {
@@ -201,12 +218,19 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 		x := sock{state: Troubled[ti], dst: s.Dst, pid: s.PID, comm: s.Comm, ownerKnown: s.OwnerKnown}
 		en, entered := m.entered[s.Cookie]
 		tw, isTW := m.tw[k.addrKey]
+		switch l := listeners[portKey{s.Netns, s.Src.Port()}]; {
+		case x.ownerKnown:
+		case s.State == event.NewSynRecv && l != nil: // a handshake for the listener's owner
+			x.pid, x.comm, x.ownerKnown = l.PID, l.Comm, true
+		case entered && en.ownerKnown: // an orphan: the owner it had
+			x.pid, x.comm, x.ownerKnown = en.pid, en.comm, true
+		}
 		switch {
 		case s.SynAck != 0: // a request socket: its handshake began then
 			x.since = m.clock.Wall(s.SynAck)
 		case s.Cookie != 0 && entered && troubledIndex(en.state) == ti:
 			x.since = en.since
-		case s.State == event.TimeWait && isTW:
+		case s.Cookie == 0 && isTW && tw.state == s.State:
 			live[k.addrKey] = true
 			x.since = tw.since
 			if !x.ownerKnown && tw.ownerKnown { // the closer that left it
@@ -274,7 +298,7 @@ func (m *Model) Redirect(io.Writer) error { return nil }
 func (m *Model) Logf(format string, args ...any) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.log = append(m.log, fmt.Sprintf(format, args...))
+	m.log = append(m.log, strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "; "))
 	if len(m.log) > 20 {
 		m.log = m.log[len(m.log)-20:]
 	}

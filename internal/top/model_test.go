@@ -134,6 +134,27 @@ func TestModel(t *testing.T) {
 			}
 		},
 	}, {
+		name: "a request socket is the listener owner's; an orphan keeps the owner it had",
+		steps: []step{
+			{at: 1 * time.Second, trans: &event.Event{Cookie: 11, Src: ap("10.0.0.1:6000"), Dst: ap("10.0.0.3:80"), Netns: 1, PID: 60,
+				Comm: comm("closer"), Flags: event.OwnerKnown, Old: event.FinWait1, New: event.FinWait2}},
+			{at: 2 * time.Second, walk: []event.Socket{
+				{Cookie: 10, Src: ap("10.0.0.1:80"), Netns: 1, PID: 8, Comm: comm("nginx"), OwnerKnown: true, State: event.Listen},
+				{Src: ap("10.0.0.1:80"), Dst: ap("10.0.0.9:1234"), Netns: 1, State: event.NewSynRecv, SynAck: mono(time.Second)},
+				{Cookie: 11, Src: ap("10.0.0.1:6000"), Dst: ap("10.0.0.3:80"), Netns: 1, State: event.FinWait2},
+			}},
+		},
+		at: 3 * time.Second,
+		check: func(t *testing.T, v *View) {
+			var names []string
+			for _, p := range v.Processes {
+				names = append(names, p.Name)
+			}
+			if strings.Join(names, " ") != "60/closer 8/nginx" {
+				t.Errorf("processes %+v", v.Processes)
+			}
+		},
+	}, {
 		name: "the filter keeps one troubled state; sorting by age puts the oldest first",
 		steps: []step{
 			{at: 0, walk: []event.Socket{
