@@ -18,6 +18,7 @@ import (
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/demo"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
@@ -29,6 +30,8 @@ var version = "dev"
 const usage = `Usage: tcptrace-bpf [flags]
        tcptrace-bpf analyze [flags] [FILE|-]   (read a recording; see analyze --help)
        tcptrace-bpf report [flags] [FILE|-] -o report.html   (an HTML page of it)
+       tcptrace-bpf top [flags]                (a live full-screen view; see top --help)
+       tcptrace-bpf demo [--top] [flags]       (the four classic piles, reproduced and traced)
 
 Trace every TCP state transition on this host with eBPF, and write
 per-connection timelines and per-state dwell-time histograms.
@@ -49,6 +52,15 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "analyze" || args[0] == "report") {
 		return runOffline(args[0], args[1:], os.Stdin, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == demo.RoleArg {
+		demo.RoleMain(args[1:]) // a server or client of the demo; exits
+	}
+	if len(args) > 0 && args[0] == "demo" {
+		return runDemo(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "top" {
+		return runTop(args[1:], stdout, stderr)
 	}
 	cfg, done, err := parseFlags(args, stdout)
 	if done {
@@ -114,16 +126,28 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 
 // parseFlags returns the configuration, or done for --help/--version.
 func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, err error) {
+	cfg, _, done, err = parseTraceFlags(args, usage, stdout)
+	return cfg, done, err
+}
+
+// parseTraceFlags is parseFlags for any command that traces, with its
+// usage text; the flag set tells what was given.
+func parseTraceFlags(args []string, usage string, stdout io.Writer) (cfg tracer.Config, fs *flag.FlagSet, done bool, err error) {
 	cfg = tracer.Defaults()
-	fs, o := traceFlags(&cfg)
+	fs, o := traceFlags(&cfg) // the flags write into cfg
+	done, err = parseTraceFlagSet(fs, o, &cfg, args, usage, stdout)
+	return cfg, fs, done, err
+}
+
+func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *tracer.Config, args []string, usage string, stdout io.Writer) (done bool, err error) {
 	if err := fs.Parse(args); err != nil {
-		return cfg, false, fmt.Errorf("%v (see --help)", err)
+		return false, fmt.Errorf("%v (see --help)", err)
 	}
 	if *o.help {
 		fmt.Fprint(stdout, usage)
 		fs.SetOutput(stdout)
 		fs.PrintDefaults()
-		return cfg, true, nil
+		return true, nil
 	}
 	if *o.showVer {
 		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
@@ -132,20 +156,20 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 				fmt.Fprintf(stdout, "  %s\n", f)
 			}
 		}
-		return cfg, true, nil
+		return true, nil
 	}
 	if fs.NArg() > 0 {
-		return cfg, false, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+		return false, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	if *o.verbose {
-		return cfg, false, errors.New("--verbose goes with --version only: drop it, or add --version")
+		return false, errors.New("--verbose goes with --version only: drop it, or add --version")
 	}
 	if cfg.Ports, err = parsePorts(*o.ports); err != nil {
-		return cfg, false, err
+		return false, err
 	}
 	switch {
 	case *o.v4 && *o.v6:
-		return cfg, false, errors.New("-4 and -6 exclude each other: give one, or neither for both")
+		return false, errors.New("-4 and -6 exclude each other: give one, or neither for both")
 	case *o.v4:
 		cfg.Family = 4
 	case *o.v6:
@@ -153,28 +177,28 @@ func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, 
 	}
 	cfg.PID, cfg.Netns = *o.pid, *o.netns
 	if cfg.Emit, err = tracer.ParseEmit(*o.emit); err != nil {
-		return cfg, false, err
+		return false, err
 	}
 	cfg.Format = output.Format(*o.format)
 	cfg.Attach = probe.Attach(*o.attach)
 	if cfg.States, err = tracer.ParseStates(*o.states); err != nil {
-		return cfg, false, err
+		return false, err
 	}
 	if cfg.Stuck, err = tracer.ParseStuck(*o.stuck); err != nil {
-		return cfg, false, err
+		return false, err
 	}
 	if cfg.RingSize, err = parseSize(*o.ringSize); err != nil {
-		return cfg, false, fmt.Errorf("--ring-size: %v", err)
+		return false, fmt.Errorf("--ring-size: %v", err)
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, false, err
+		return false, err
 	}
 	// Stuck records need the connection table, which --emit without
 	// stuck (and without --metrics, which counts them) does not keep.
 	if fs.Changed("stuck") && cfg.Emit&tracer.EmitStuck == 0 && cfg.Metrics == "" && cfg.Stuck != ([len(cfg.Stuck)]time.Duration{}) {
-		return cfg, false, fmt.Errorf("--stuck writes stuck records, and --emit %s leaves them out: add stuck to --emit (e.g. --emit %s,stuck)", cfg.Emit, cfg.Emit)
+		return false, fmt.Errorf("--stuck writes stuck records, and --emit %s leaves them out: add stuck to --emit (e.g. --emit %s,stuck)", cfg.Emit, cfg.Emit)
 	}
-	return cfg, false, nil
+	return false, nil
 }
 
 func parsePorts(s string) ([]uint16, error) {

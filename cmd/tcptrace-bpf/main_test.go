@@ -290,3 +290,37 @@ func TestAnalyzeNDJSONKeepsEveryField(t *testing.T) {
 		}
 	}
 }
+
+// top refuses, with one line and exit 2 before anything is loaded, a
+// stdout that is no terminal, bad tracing flags, and the output flags
+// that do not apply to a screen.
+func TestTopRefuses(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"top"}, "stdout is not a terminal"},
+		{[]string{"top", "--port", "0"}, "1 to 65535"},
+		{[]string{"top", "--emit", "all"}, "--emit does not apply to top"},
+		{[]string{"top", "-o", "trace.ndjson"}, "--output does not apply to top"},
+		{[]string{"top", "--interval", "5s"}, "--interval does not apply to top"},
+		{[]string{"top", "extra"}, "unexpected argument"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(append(slices.Clone(tc.args), "--duration", "1s"), &out, &errOut)
+			msg := errOut.String()
+			if code != 2 || !strings.HasPrefix(msg, "tcptrace-bpf top: ") || !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q: want 2 and one line containing %q", code, msg, tc.want)
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout not empty: %q", out.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	if code := run([]string{"top", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "Usage: sudo tcptrace-bpf top") {
+		t.Errorf("top --help: exit %d, %q", code, out.String())
+	}
+}

@@ -138,6 +138,14 @@ type Sink interface {
 	Redirect(w io.Writer) error
 }
 
+// SocketSink is a Sink that also takes every socket of each walk (those
+// of the states --state keeps), after States: what exists now, with its
+// owner, for a live view.
+type SocketSink interface {
+	Sink
+	Sockets(ts time.Time, socks []event.Socket)
+}
+
 // Format names an output format.
 type Format string
 

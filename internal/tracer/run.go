@@ -31,6 +31,25 @@ import (
 // is written out before it returns, also on error where the output still
 // works. A closed stdout ends the run without error.
 func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
+	return run0(ctx, cfg, stdout, nil, stderr)
+}
+
+// NewSink builds the sink of a run once the clock that turns kernel
+// timestamps into wall time is known.
+type NewSink func(clock event.Clock) output.Sink
+
+// RunWith is Run writing to the sink newSink builds instead of an output
+// file or stdout: the live view (top) is such a sink. cfg.Output and
+// cfg.Format are not used. A sink that also implements
+// output.SocketSink gets every socket of each walk.
+func RunWith(ctx context.Context, cfg Config, newSink NewSink, stderr io.Writer) error {
+	return run0(ctx, cfg, nil, newSink, stderr)
+}
+
+func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
+	if newSink != nil {
+		cfg.Output, cfg.Format = "", output.FormatNDJSON
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -44,9 +63,11 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 			return err
 		}
 	}
-	w, closeOut, err := openOutput(cfg.Output, stdout)
-	if err != nil {
-		return err
+	w, closeOut := io.Discard, func() {}
+	if newSink == nil {
+		if w, closeOut, err = openOutput(cfg.Output, stdout); err != nil {
+			return err
+		}
 	}
 	defer func() { closeOut() }()
 
@@ -82,18 +103,25 @@ func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	start := time.Now()
 	clock := event.NewClock(start, probe.MonotonicNow())
 	var sink output.Sink
-	if cfg.Format == output.FormatText {
+	switch {
+	case newSink != nil:
+		sink = newSink(clock)
+	case cfg.Format == output.FormatText:
 		sink = output.NewText(w, clock, cfg.textZone())
-	} else {
+	default:
 		sink = output.NewNDJSON(w, clock)
 	}
 	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
+	r.socketSink, _ = sink.(output.SocketSink)
 	if cfg.CgroupFields {
 		r.idents = cgroup.NewCache("/proc", identityCacheSize)
 	}
-	if cfg.Output == "" || cfg.Output == "-" {
+	switch {
+	case newSink != nil:
+		// The sink is no writer: nothing to watch or reopen.
+	case cfg.Output == "" || cfg.Output == "-":
 		r.readerGone = readerGone(stdout)
-	} else {
+	default:
 		// logrotate: SIGHUP reopens the output file.
 		r.hup = make(chan os.Signal, 1)
 		signal.Notify(r.hup, syscall.SIGHUP)
@@ -179,12 +207,14 @@ func openOutput(path string, stdout io.Writer) (io.Writer, func(), error) {
 }
 
 type run struct {
-	cfg     Config
-	p       *probe.Probe
-	sink    output.Sink
-	tracker *timeline.Tracker
-	stderr  io.Writer
-	start   time.Time
+	cfg  Config
+	p    *probe.Probe
+	sink output.Sink
+	// socketSink: the sink also takes every socket of each walk.
+	socketSink output.SocketSink
+	tracker    *timeline.Tracker
+	stderr     io.Writer
+	start      time.Time
 
 	ev          event.Event
 	hists       output.Histograms
@@ -342,9 +372,13 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 	var listeners []output.Listener
 	byPort := map[portKey]int{}
 	halfOpen := map[portKey]uint32{}
+	var socks []event.Socket
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
 			counts[s.State]++
+			if r.socketSink != nil {
+				socks = append(socks, *s)
+			}
 		}
 		k := portKey{s.Netns, s.Src.Port()}
 		switch s.State {
@@ -372,6 +406,9 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 		return nil
 	}
 	r.sink.States(now, &counts)
+	if r.socketSink != nil {
+		r.socketSink.Sockets(now, socks)
+	}
 	// Per listener: a full accept queue is otherwise silent on the server
 	// (the clients' SYNs are dropped; they sit in SYN_SENT).
 	if r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv) {

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/charmbracelet/x/term"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/top"
+)
+
+const topUsage = `Usage: sudo tcptrace-bpf top [flags]
+
+A live full-screen view, refreshed every second: sockets per state with
+a sparkline of the last minutes, dwell p50/p90/p99 per state (last
+second and since start), the processes and remote addresses holding the
+most sockets in CLOSE_WAIT, SYN_SENT, SYN_RECV, FIN_WAIT2 and TIME_WAIT
+with the oldest age, the stuck connections (newest first), listeners'
+accept queues and half-open handshakes, and lost events. Keys: s sorts
+(count, age, name), f filters one troubled state, q or Ctrl-C quits.
+stdout must be a terminal. The tracing flags filter as they do for a
+recording; those about the output (--emit, --format, -o, --interval,
+--flush) do not apply.
+
+Flags:
+`
+
+// runTop runs the top subcommand; it returns the exit code.
+func runTop(args []string, stdout, stderr io.Writer) int {
+	cfg, fs, done, err := parseTraceFlags(args, topUsage, stdout)
+	if done {
+		return 0
+	}
+	if err == nil {
+		for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
+			if fs.Changed(name) {
+				err = fmt.Errorf("--%s does not apply to top, which draws on the terminal: drop it, or record without top", name)
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = needTerminal(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf top: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	if err := top.Run(ctx, cfg, os.Stdin, stdout, stderr, nil); err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf top: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// needTerminal refuses a stdout that is not a terminal: the view is a
+// screen, not a stream (record with the plain command instead).
+func needTerminal(stdout io.Writer) error {
+	f, ok := stdout.(*os.File)
+	if !ok || !term.IsTerminal(f.Fd()) {
+		return fmt.Errorf("stdout is not a terminal: top draws a full-screen view; to record, run tcptrace-bpf without top (e.g. --format text)")
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+)
+
+// ansi matches the escape sequences a terminal program writes.
+var ansi = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>])`)
+
+// TestTopShowsALeak runs the built binary's top under a pseudo-terminal,
+// leaks CLOSE_WAIT sockets in a namespace, and reads the screen: the
+// leaking process must be ranked with its three sockets and appear as
+// the owner of stuck connections; the keys switch the filter and the
+// sort; q quits with exit 0 and leaves the alternate screen.
+func TestTopShowsALeak(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	cmd := exec.Command(binary(t), "top", "--netns", fmt.Sprint(ns.Inode), "--stuck", "CLOSE_WAIT=2s")
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: 140})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tty.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var screen lockedBuffer
+	go io.Copy(&screen, tty)
+	text := func() string { return ansi.ReplaceAllString(screen.String(), "") }
+	waitFor := func(what string, re *regexp.Regexp) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !re.MatchString(text()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s on the screen within 20 s; it shows:\n%s", what, text())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("socket table", regexp.MustCompile(`SOCKETS +NOW`))
+
+	leak := ns.Start(t, "leak", "127.0.0.1:0", "3")
+	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", leak.Port), "3")
+	c.Line()
+	c.Wait()
+	if l := leak.Line(); l != "accepted" {
+		t.Fatalf("leak: %q", l)
+	}
+	// PROCESS row: the owner, 3 in CLOSE_WAIT, none in SYN_SENT.
+	waitFor("leaking process ranked", regexp.MustCompile(fmt.Sprintf(`%d/\S+ +3 +- `, leak.PID)))
+	waitFor("CLOSE_WAIT count", regexp.MustCompile(`CLOSE_WAIT +3 `))
+	// STUCK row: state, then the owner.
+	waitFor("stuck CLOSE_WAIT with its owner", regexp.MustCompile(fmt.Sprintf(`CLOSE_WAIT +%d/\S+ +127\.0\.0\.1:%d`, leak.PID, leak.Port)))
+
+	tty.WriteString("f")
+	waitFor("state filter", regexp.MustCompile(`state: CLOSE_WAIT`))
+	tty.WriteString("s")
+	waitFor("sort by age", regexp.MustCompile(`sort: age`))
+	tty.WriteString("q")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("top exited with %v; screen:\n%s", err, text())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("top did not quit within 10 s of q")
+	}
+	time.Sleep(100 * time.Millisecond) // the copy goroutine reads the rest
+	raw := screen.String()
+	if !strings.Contains(raw, "\x1b[?1049l") {
+		t.Error("the alternate screen was not left: the terminal is not restored")
+	}
+	if !strings.Contains(text(), "tcptrace-bpf: done:") {
+		t.Errorf("the tracer's status lines were not written after the view; output:\n%s", text())
+	}
+}
