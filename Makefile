@@ -11,7 +11,7 @@ CLANG   ?= clang-14
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build generate check-headers check-generate vmlinux test test-short test-vm lint bench bench-ratio soak clean
+.PHONY: all build cross generate check-headers check-generate vmlinux test test-short test-vm lint bench bench-ratio soak clean
 
 all: build
 
@@ -19,6 +19,19 @@ all: build
 # every thread after attach (the runtime refuses that with cgo linked in).
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o tcptrace-bpf ./cmd/tcptrace-bpf
+
+# The offline commands (analyze, report, --help, --version) on every
+# system a recording is read on: cross-build the binary and every test
+# binary that builds there (tracing itself needs Linux and says so).
+CROSS ?= darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+cross:
+	@set -e; for t in $(CROSS); do os=$${t%/*}; arch=$${t#*/}; \
+		echo "cross: $$os/$$arch"; \
+		GOOS=$$os GOARCH=$$arch CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/tcptrace-bpf; \
+		GOOS=$$os GOARCH=$$arch $(GO) vet ./...; \
+		for p in $$(GOOS=$$os GOARCH=$$arch $(GO) list ./...); do \
+			GOOS=$$os GOARCH=$$arch CGO_ENABLED=0 $(GO) test -c -o /dev/null $$p >/dev/null; done; \
+	done
 
 # Compile bpf/tcptrace.bpf.c into internal/probe/tcptrace_bpfel.{go,o}.
 generate:

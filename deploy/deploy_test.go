@@ -1,3 +1,5 @@
+//go:build linux
+
 // These tests check that each deployment file parses, grants exactly the
 // capabilities the tracer keeps, and passes flags the binary accepts.
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command tcptrace-bench measures what tcptrace-bpf costs a busy host: it
 // runs the churn load (connect, write, read, close as fast as possible)
 // untraced and traced, alternately (A B A B ...), and prints a table of

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/report"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
 const analyzeUsage = `Usage: tcptrace-bpf analyze [flags] [FILE|-]
@@ -103,7 +103,7 @@ func runOffline(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wr
 			f.Ports[p] = true
 		}
 	}
-	if f.States, err = tracer.ParseStates(*states); err != nil {
+	if f.States, err = config.ParseStates(*states); err != nil {
 		return fail(err)
 	}
 	for _, t := range []struct {

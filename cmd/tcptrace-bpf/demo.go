@@ -1,9 +1,12 @@
+//go:build linux
+
 package main
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"os/signal"
@@ -38,7 +41,7 @@ const demoStuck = "SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5
 
 // runDemo runs the demo subcommand; it returns the exit code.
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	cfg := tracer.Defaults()
+	cfg := config.Defaults()
 	fs, o := traceFlags(&cfg)
 	withTop := fs.Bool("top", false, "show the demo in the live view (top) instead of records")
 	done, err := parseTraceFlagSet(fs, o, &cfg, args, demoUsage, stdout)
@@ -49,7 +52,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		err = fmt.Errorf("--netns: the demo traces the namespace it makes")
 	}
 	if err == nil && !fs.Changed("stuck") {
-		cfg.Stuck, err = tracer.ParseStuck(demoStuck)
+		cfg.Stuck, err = config.ParseStuck(demoStuck)
 	}
 	if !fs.Changed("duration") {
 		cfg.Duration = 30 * time.Second

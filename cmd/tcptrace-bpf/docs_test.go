@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,8 +13,6 @@ import (
 	"testing"
 
 	pflag "github.com/spf13/pflag"
-
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/cli.md's generated sections")
@@ -141,7 +140,7 @@ func flagTable(fs *pflag.FlagSet) string {
 
 // generated holds what docs/cli.md's generated sections must contain.
 func generated() map[string]string {
-	cfg := tracer.Defaults()
+	cfg := config.Defaults()
 	trace, _ := traceFlags(&cfg)
 	analyze, _ := offlineFlags("analyze")
 	report, _ := offlineFlags("report")

@@ -3,25 +3,20 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	flag "github.com/spf13/pflag"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/demo"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,9 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "analyze" || args[0] == "report") {
 		return runOffline(args[0], args[1:], os.Stdin, stdout, stderr)
 	}
-	if len(args) > 0 && args[0] == demo.RoleArg {
-		demo.RoleMain(args[1:]) // a server or client of the demo; exits
-	}
+	runRole(args) // a server or client of the demo: runs and exits
 	if len(args) > 0 && args[0] == "demo" {
 		return runDemo(args[1:], stdout, stderr)
 	}
@@ -70,16 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tcptrace-bpf: %v\n", err)
 		return 2
 	}
-	// Writes to a closed stdout return EPIPE instead of killing us, so
-	// the run can end cleanly (| head -1).
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := tracer.Run(ctx, cfg, stdout, stderr); err != nil {
-		fmt.Fprintf(stderr, "tcptrace-bpf: %v\n", err)
-		return 1
-	}
-	return 0
+	return trace(cfg, stdout, stderr)
 }
 
 // traceOpts are the tracing flags that need parsing beyond pflag's.
@@ -91,7 +75,7 @@ type traceOpts struct {
 
 // traceFlags defines the tracing flags on cfg; docs/cli.md is rendered
 // from the same set (TestCLIReference).
-func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
+func traceFlags(cfg *config.Config) (*flag.FlagSet, *traceOpts) {
 	fs := flag.NewFlagSet("tcptrace-bpf", flag.ContinueOnError)
 	fs.SortFlags = false
 	fs.SetOutput(io.Discard)
@@ -105,7 +89,7 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 		emit:     fs.String("emit", "connections,histograms,states,stuck", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
 		format:   fs.String("format", string(output.FormatNDJSON), "ndjson or text"),
 		stuck:    fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
-		attach:   fs.String("attach", string(probe.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
+		attach:   fs.String("attach", string(config.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
 		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
 	}
 	fs.BoolVar(&cfg.UTC, "utc", false, "with --format text: show times in UTC, not local time (NDJSON is always UTC)")
@@ -125,21 +109,21 @@ func traceFlags(cfg *tracer.Config) (*flag.FlagSet, *traceOpts) {
 }
 
 // parseFlags returns the configuration, or done for --help/--version.
-func parseFlags(args []string, stdout io.Writer) (cfg tracer.Config, done bool, err error) {
+func parseFlags(args []string, stdout io.Writer) (cfg config.Config, done bool, err error) {
 	cfg, _, done, err = parseTraceFlags(args, usage, stdout)
 	return cfg, done, err
 }
 
 // parseTraceFlags is parseFlags for any command that traces, with its
 // usage text; the flag set tells what was given.
-func parseTraceFlags(args []string, usage string, stdout io.Writer) (cfg tracer.Config, fs *flag.FlagSet, done bool, err error) {
-	cfg = tracer.Defaults()
+func parseTraceFlags(args []string, usage string, stdout io.Writer) (cfg config.Config, fs *flag.FlagSet, done bool, err error) {
+	cfg = config.Defaults()
 	fs, o := traceFlags(&cfg) // the flags write into cfg
 	done, err = parseTraceFlagSet(fs, o, &cfg, args, usage, stdout)
 	return cfg, fs, done, err
 }
 
-func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *tracer.Config, args []string, usage string, stdout io.Writer) (done bool, err error) {
+func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *config.Config, args []string, usage string, stdout io.Writer) (done bool, err error) {
 	if err := fs.Parse(args); err != nil {
 		return false, fmt.Errorf("%v (see --help)", err)
 	}
@@ -152,7 +136,7 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *tracer.Config, args 
 	if *o.showVer {
 		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
 		if *o.verbose {
-			for _, f := range probe.Features() {
+			for _, f := range kernelFeatures() {
 				fmt.Fprintf(stdout, "  %s\n", f)
 			}
 		}
@@ -176,15 +160,15 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *tracer.Config, args 
 		cfg.Family = 6
 	}
 	cfg.PID, cfg.Netns = *o.pid, *o.netns
-	if cfg.Emit, err = tracer.ParseEmit(*o.emit); err != nil {
+	if cfg.Emit, err = config.ParseEmit(*o.emit); err != nil {
 		return false, err
 	}
 	cfg.Format = output.Format(*o.format)
-	cfg.Attach = probe.Attach(*o.attach)
-	if cfg.States, err = tracer.ParseStates(*o.states); err != nil {
+	cfg.Attach = config.Attach(*o.attach)
+	if cfg.States, err = config.ParseStates(*o.states); err != nil {
 		return false, err
 	}
-	if cfg.Stuck, err = tracer.ParseStuck(*o.stuck); err != nil {
+	if cfg.Stuck, err = config.ParseStuck(*o.stuck); err != nil {
 		return false, err
 	}
 	if cfg.RingSize, err = parseSize(*o.ringSize); err != nil {
@@ -195,7 +179,7 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *tracer.Config, args 
 	}
 	// Stuck records need the connection table, which --emit without
 	// stuck (and without --metrics, which counts them) does not keep.
-	if fs.Changed("stuck") && cfg.Emit&tracer.EmitStuck == 0 && cfg.Metrics == "" && cfg.Stuck != ([len(cfg.Stuck)]time.Duration{}) {
+	if fs.Changed("stuck") && cfg.Emit&config.EmitStuck == 0 && cfg.Metrics == "" && cfg.Stuck != ([len(cfg.Stuck)]time.Duration{}) {
 		return false, fmt.Errorf("--stuck writes stuck records, and --emit %s leaves them out: add stuck to --emit (e.g. --emit %s,stuck)", cfg.Emit, cfg.Emit)
 	}
 	return false, nil

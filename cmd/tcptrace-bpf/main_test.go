@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"regexp"
@@ -11,13 +12,7 @@ import (
 	"testing"
 	"time"
 	_ "time/tzdata" // America/New_York wherever the tests run
-
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
-
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
-
-func TestMain(m *testing.M) { nettest.Main(m) }
 
 // Every bad value gets one line naming the problem and exit code 2,
 // before anything is loaded.
@@ -98,19 +93,19 @@ func TestBadFlags(t *testing.T) {
 func TestFlagInteractionsAccepted(t *testing.T) {
 	tests := []struct {
 		args      []string
-		emit      tracer.Emit
+		emit      config.Emit
 		describes string
 	}{
 		// The kernel-aggregation mode: no records, so no stuck watch,
 		// and the start-up line says so.
-		{[]string{"--emit", "histograms"}, tracer.EmitHistograms, "stuck off"},
-		{[]string{"--emit", "histograms", "--stuck", "none"}, tracer.EmitHistograms, "stuck off"},
-		{[]string{"--emit", "histograms,stuck", "--stuck", "CLOSE_WAIT=5s"}, tracer.EmitHistograms | tracer.EmitStuck, "stuck CLOSE_WAIT=5s"},
+		{[]string{"--emit", "histograms"}, config.EmitHistograms, "stuck off"},
+		{[]string{"--emit", "histograms", "--stuck", "none"}, config.EmitHistograms, "stuck off"},
+		{[]string{"--emit", "histograms,stuck", "--stuck", "CLOSE_WAIT=5s"}, config.EmitHistograms | config.EmitStuck, "stuck CLOSE_WAIT=5s"},
 		// The pure exporter.
 		{[]string{"--emit", "none", "--metrics", ":9917"}, 0, "emit none"},
 		{[]string{"--emit", "none", "--metrics", ":9917", "--interval", "10s"}, 0, "every 10s"},
-		{[]string{"--emit", "states", "--interval", "10s"}, tracer.EmitStates, "emit states"},
-		{[]string{}, tracer.EmitDefault, "emit connections,histograms,states,stuck"},
+		{[]string{"--emit", "states", "--interval", "10s"}, config.EmitStates, "emit states"},
+		{[]string{}, config.EmitDefault, "emit connections,histograms,states,stuck"},
 	}
 	for _, tc := range tests {
 		cfg, done, err := parseFlags(tc.args, io.Discard)

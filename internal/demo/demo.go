@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package demo reproduces the four classic TCP piles inside a private
 // network namespace, for the tracer to show within seconds: a connect to
 // a port whose SYNs are dropped (SYN_SENT), a handshake whose final ACK

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Flags say which fields of an Event are known and where they came from.
@@ -278,10 +275,11 @@ func (c Clock) Wall(mono uint64) time.Time {
 // nanoseconds since the Unix epoch.
 func (c Clock) WallNano(mono uint64) int64 { return int64(mono) + c.offset }
 
-// ErrnoName returns the symbolic name of an errno ("ECONNREFUSED"), or
-// "errno N" for one without a name.
+// ErrnoName returns the symbolic name of a Linux errno ("ECONNREFUSED"),
+// or "errno N" for one without a name. The kernel's numbers: the same on
+// whatever system reads a recording.
 func ErrnoName(n uint16) string {
-	if name := unix.ErrnoName(syscall.Errno(n)); name != "" {
+	if name := linuxErrnoNames[n]; name != "" {
 		return name
 	}
 	return fmt.Sprintf("errno %d", n)
@@ -289,10 +287,8 @@ func ErrnoName(n uint16) string {
 
 var errnoByName = sync.OnceValue(func() map[string]uint16 {
 	m := map[string]uint16{}
-	for n := 1; n < 4096; n++ {
-		if name := unix.ErrnoName(syscall.Errno(n)); name != "" {
-			m[name] = uint16(n)
-		}
+	for n, name := range linuxErrnoNames {
+		m[name] = n
 	}
 	return m
 })

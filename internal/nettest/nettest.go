@@ -1,7 +1,5 @@
-// Package nettest gives privileged tests a network namespace of their own
-// and peer processes (a TCP server and client) to run inside it, so that
-// real traffic never touches the host's interfaces and tests can run in
-// parallel, each filtering on its own namespace.
+//go:build linux
+
 package nettest
 
 import (
@@ -14,9 +12,6 @@ import (
 	"testing"
 	"time"
 )
-
-// RequireEnv makes every privilege skip a failure when set to 1.
-const RequireEnv = "TCPTRACE_REQUIRE_BPF"
 
 // RequirePrivileges skips t unless the process is root with ip(8)
 // available; under TCPTRACE_REQUIRE_BPF=1 it fails instead.

@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 )
 
 // Capability numbers (linux/capability.h); x/sys/unix lacks the two newest.
@@ -51,7 +53,7 @@ func CheckPrivileges() error {
 }
 
 // checkKernel names the first missing kernel feature the attach mode needs.
-func checkKernel(a Attach) error {
+func checkKernel(a config.Attach) error {
 	if err := CheckPrivileges(); err != nil {
 		return err
 	}
@@ -61,7 +63,7 @@ func checkKernel(a Attach) error {
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		return fmt.Errorf("kernel has no BPF ring buffer (Linux 5.8 or later is needed): %w", err)
 	}
-	if a == AttachBTF {
+	if a == config.AttachBTF {
 		if err := features.HaveMapType(ebpf.SkStorage); err != nil {
 			return fmt.Errorf("kernel has no BPF socket storage (Linux 5.12 or later for the tp_btf mode; try --attach tracepoint): %w", err)
 		}

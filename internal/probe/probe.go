@@ -15,35 +15,14 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
 )
-
-// Attach selects how the programs are attached.
-type Attach string
-
-const (
-	// AttachBTF is the BTF-typed tracepoint (tp_btf): no tracefs needed,
-	// socket cookies and socket storage available. The default.
-	AttachBTF Attach = "tp_btf"
-	// AttachTracepoint is the classic tracepoint, for kernels without
-	// tp_btf; tracefs is mounted for the attach, in a private mount
-	// namespace, if the host has none.
-	AttachTracepoint Attach = "tracepoint"
-)
-
-// ParseAttach checks an --attach value.
-func ParseAttach(s string) (Attach, error) {
-	switch Attach(s) {
-	case AttachBTF, AttachTracepoint:
-		return Attach(s), nil
-	}
-	return "", fmt.Errorf("unknown attach mode %q (use tp_btf or tracepoint)", s)
-}
 
 // Options configure the programs before they are loaded. Filters given
 // here run in the kernel.
 type Options struct {
-	Attach      Attach
+	Attach      config.Attach
 	Ports       []uint16 // either end; empty: all
 	Family      int      // 0 any, 4, 6
 	PID         uint32   // owner tgid; 0 any
@@ -196,11 +175,11 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxSockets)
 	}
 	switch o.Attach {
-	case AttachBTF:
+	case config.AttachBTF:
 		for _, tp := range classicPrograms {
 			delete(spec.Programs, tp.prog)
 		}
-	case AttachTracepoint:
+	case config.AttachTracepoint:
 		for _, name := range btfPrograms {
 			delete(spec.Programs, name) // tp_btf, and socket storage
 		}
@@ -214,7 +193,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 
 func (p *Probe) attach() error {
 	switch p.opts.Attach {
-	case AttachBTF:
+	case config.AttachBTF:
 		p.primary = p.coll.Programs[tcptraceProgOnState]
 		for _, name := range btfPrograms {
 			prog := p.coll.Programs[name]
@@ -225,7 +204,7 @@ func (p *Probe) attach() error {
 			p.links = append(p.links, l)
 			p.attached = append(p.attached, prog)
 		}
-	case AttachTracepoint:
+	case config.AttachTracepoint:
 		p.primary = p.coll.Programs[tcptraceProgOnStateTp]
 		return inPrivateTracefs(func() error {
 			for _, tp := range classicPrograms {
@@ -259,7 +238,7 @@ var classicPrograms = []struct{ prog, group, name string }{
 }
 
 // Attach returns the attach mode in use.
-func (p *Probe) Attach() Attach { return p.opts.Attach }
+func (p *Probe) Attach() config.Attach { return p.opts.Attach }
 
 // RingFill returns the fraction of the ring buffer waiting to be read.
 func (p *Probe) RingFill() float64 {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package sockowner finds which process owns each socket that exists now,
 // by reading /proc/PID/fd, and which network namespaces are in use.
 package sockowner

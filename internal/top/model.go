@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package top is the live view: a sink that aggregates what the tracer
 // emits into a model (this file, pure, no terminal), a renderer that
 // turns a snapshot of it into a screen of text (render.go), and the

@@ -1,9 +1,12 @@
+//go:build linux
+
 package top
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"strings"
 	"sync"
@@ -23,8 +26,8 @@ import (
 // footer and written to stderr once the terminal is restored; status,
 // when not nil, also gets each as it comes (demo waits for the tracing
 // line).
-func Run(ctx context.Context, cfg tracer.Config, in io.Reader, out io.Writer, stderr io.Writer, status func(line string)) error {
-	cfg.Emit, cfg.Interval = tracer.EmitAll, time.Second
+func Run(ctx context.Context, cfg config.Config, in io.Reader, out io.Writer, stderr io.Writer, status func(line string)) error {
+	cfg.Emit, cfg.Interval = config.EmitAll, time.Second
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

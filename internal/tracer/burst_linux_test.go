@@ -4,6 +4,7 @@ package tracer
 
 import (
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"os/exec"
 	"strings"
 	"testing"
@@ -30,12 +31,12 @@ func TestBurstCloseAccountsForEveryTransition(t *testing.T) {
 	t.Run("wakeup per record", func(t *testing.T) { burstClose(t, 1) })
 }
 
-func burstClose(t *testing.T, wakeupBytes int) {
+func burstClose(t *testing.T, WakeupBytes int) {
 	const n = 4000
 	ns := nettest.NewNetns(t)
 	cfg := nsConfig(ns)
-	cfg.Emit = EmitTransitions
-	cfg.wakeupBytes = wakeupBytes
+	cfg.Emit = config.EmitTransitions
+	cfg.WakeupBytes = WakeupBytes
 	tr := startTracer(t, cfg)
 	sink := ns.Start(t, "sink", "127.0.0.1:0", fmt.Sprint(n))
 	hold := ns.Start(t, "hold", fmt.Sprintf("127.0.0.1:%d", sink.Port), fmt.Sprint(n), "200ms")
@@ -71,7 +72,7 @@ func burstClose(t *testing.T, wakeupBytes int) {
 	// nesting on purpose; preemption can then nest deeper than the
 	// backup covers (each such loss is counted above): allow 1%.
 	allowed := want / 1000
-	if wakeupBytes == 1 {
+	if WakeupBytes == 1 {
 		allowed = want / 100
 	}
 	if transitions < want-allowed {

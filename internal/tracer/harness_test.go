@@ -1,3 +1,5 @@
+//go:build linux
+
 package tracer
 
 import (
@@ -5,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"strings"
 	"sync"
 	"testing"
@@ -116,7 +119,7 @@ type traced struct {
 
 // startTracer runs Run in the background and returns once the probes are
 // attached.
-func startTracer(t *testing.T, cfg Config) *traced {
+func startTracer(t *testing.T, cfg config.Config) *traced {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &traced{cancel: cancel, done: make(chan error, 1), out: &lockedBuffer{},

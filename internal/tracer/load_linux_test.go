@@ -4,6 +4,7 @@ package tracer
 
 import (
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func TestRingOverflowIsReportedAndRecovers(t *testing.T) {
 	cfg := nsConfig(ns)
 	cfg.RingSize = 4096 // 34 records
 	cfg.Flush = time.Second
-	cfg.Emit = EmitTransitions
+	cfg.Emit = config.EmitTransitions
 	tr := startTracer(t, cfg)
 
 	sink := ns.Start(t, "sink", "127.0.0.1:7400", "3000")

@@ -1,8 +1,11 @@
+//go:build linux
+
 package tracer
 
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"path/filepath"
@@ -76,16 +79,16 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 		"cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n"), 0o644)
 	for _, mode := range []struct {
 		name    string
-		emit    Emit
+		emit    config.Emit
 		cgroups bool
-	}{{"all", EmitAll, false}, {"default", EmitDefault, false}, {"default-cgroup-fields", EmitDefault, true}, {"histograms", EmitHistograms, false}} {
+	}{{"all", config.EmitAll, false}, {"default", config.EmitDefault, false}, {"default-cgroup-fields", config.EmitDefault, true}, {"histograms", config.EmitHistograms, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			clock := event.NewClock(time.Now(), 0)
-			r := &run{cfg: Config{Emit: mode.emit}, sink: output.NewNDJSON(io.Discard, clock)}
+			r := &run{cfg: config.Config{Emit: mode.emit}, sink: output.NewNDJSON(io.Discard, clock)}
 			if mode.cgroups {
 				r.idents = cgroup.NewCache(proc, identityCacheSize)
 			}
-			if mode.emit&EmitConnections != 0 {
+			if mode.emit&config.EmitConnections != 0 {
 				r.tracker = timeline.New(1<<16, r.connection)
 			}
 			recs := connectionRecords(1, 2)
@@ -130,7 +133,7 @@ func b2i(b bool) int {
 func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	var out bytes.Buffer
 	clock := event.NewClock(time.Unix(1700000000, 0), 0)
-	r := &run{cfg: Config{Emit: EmitConnections}, sink: output.NewNDJSON(&out, clock), m: metrics.New()}
+	r := &run{cfg: config.Config{Emit: config.EmitConnections}, sink: output.NewNDJSON(&out, clock), m: metrics.New()}
 	r.tracker = timeline.New(16, r.connection)
 	recs := connectionRecords(1, 2)[:2] // CLOSE->SYN_SENT->ESTABLISHED
 	abort := bytes.Clone(recs[1])

@@ -1,3 +1,5 @@
+//go:build linux
+
 package tracer
 
 import (
@@ -5,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"net"
 	"net/http"
@@ -30,7 +33,7 @@ import (
 // cfg.Output (or stdout) and status lines to stderr. Everything captured
 // is written out before it returns, also on error where the output still
 // works. A closed stdout ends the run without error.
-func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
+func Run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (err error) {
 	return run0(ctx, cfg, stdout, nil, stderr)
 }
 
@@ -42,11 +45,11 @@ type NewSink func(clock event.Clock) output.Sink
 // file or stdout: the live view (top) is such a sink. cfg.Output and
 // cfg.Format are not used. A sink that also implements
 // output.SocketSink gets every socket of each walk.
-func RunWith(ctx context.Context, cfg Config, newSink NewSink, stderr io.Writer) error {
+func RunWith(ctx context.Context, cfg config.Config, newSink NewSink, stderr io.Writer) error {
 	return run0(ctx, cfg, nil, newSink, stderr)
 }
 
-func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
+func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
 	if newSink != nil {
 		cfg.Output, cfg.Format = "", output.FormatNDJSON
 	}
@@ -82,9 +85,9 @@ func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, st
 		PID:          cfg.PID,
 		Netns:        cfg.Netns,
 		RingSize:     cfg.RingSize,
-		WakeupBytes:  cmp.Or(cfg.wakeupBytes, cfg.RingSize/8),
+		WakeupBytes:  cmp.Or(cfg.WakeupBytes, cfg.RingSize/8),
 		MaxSockets:   cfg.MaxConns,
-		Aggregate:    cfg.aggregate(),
+		Aggregate:    cfg.Aggregate(),
 		Cgroup:       cgID,
 		CgroupLevel:  cgLevel,
 		MinDwell:     minDwellKernel(cfg),
@@ -107,11 +110,11 @@ func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, st
 	case newSink != nil:
 		sink = newSink(clock)
 	case cfg.Format == output.FormatText:
-		sink = output.NewText(w, clock, cfg.textZone())
+		sink = output.NewText(w, clock, cfg.TextZone())
 	default:
 		sink = output.NewNDJSON(w, clock)
 	}
-	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.stateFilter()}
+	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.StateFilter()}
 	r.socketSink, _ = sink.(output.SocketSink)
 	if cfg.CgroupFields {
 		r.idents = cgroup.NewCache("/proc", identityCacheSize)
@@ -130,7 +133,7 @@ func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, st
 	}
 	// The connection table also serves stuck detection; only the pure
 	// kernel-aggregation mode has none.
-	if !cfg.aggregate() {
+	if !cfg.Aggregate() {
 		r.tracker = timeline.New(cfg.MaxConns, r.connection)
 		var after [event.NumStates]uint64
 		for st, d := range cfg.Stuck {
@@ -149,7 +152,7 @@ func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, st
 		r.cfg.Metrics = addr
 	}
 	where := "records to user space"
-	if cfg.aggregate() {
+	if cfg.Aggregate() {
 		where = "histograms aggregated in the kernel"
 	}
 
@@ -158,7 +161,7 @@ func run0(ctx context.Context, cfg Config, stdout io.Writer, newSink NewSink, st
 	}
 	// Everything that needed full privileges is done: programs attached,
 	// maps, ring buffer, output and metrics socket open, sockets seeded.
-	if !cfg.keepPrivileges {
+	if !cfg.KeepPrivileges {
 		if kept, err := probe.DropPrivileges(); err != nil {
 			r.warn(fmt.Errorf("running with all capabilities: %w", err))
 		} else {
@@ -207,7 +210,7 @@ func openOutput(path string, stdout io.Writer) (io.Writer, func(), error) {
 }
 
 type run struct {
-	cfg  Config
+	cfg  config.Config
 	p    *probe.Probe
 	sink output.Sink
 	// socketSink: the sink also takes every socket of each walk.
@@ -288,8 +291,8 @@ func (r *run) reopen() error {
 }
 
 // minDwellKernel is --min-dwell for the kernel, when it may apply it.
-func minDwellKernel(cfg Config) uint64 {
-	if cfg.minDwellInKernel() {
+func minDwellKernel(cfg config.Config) uint64 {
+	if cfg.MinDwellInKernel() {
 		return uint64(cfg.MinDwell)
 	}
 	return 0
@@ -302,7 +305,7 @@ func (r *run) connection(c *timeline.Conn) {
 		end := &c.Ending
 		r.m.Closed(c.ClosedFrom(), end.Reset, end.Err, end.TW)
 	}
-	if r.cfg.Emit&EmitConnections == 0 || !r.keepConnection(c) {
+	if r.cfg.Emit&config.EmitConnections == 0 || !r.keepConnection(c) {
 		return
 	}
 	r.conns++
@@ -402,7 +405,7 @@ func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) err
 	if r.m != nil {
 		r.m.Sockets(&counts)
 	}
-	if !write || r.cfg.Emit&EmitStates == 0 {
+	if !write || r.cfg.Emit&config.EmitStates == 0 {
 		return nil
 	}
 	r.sink.States(now, &counts)
@@ -471,7 +474,7 @@ func (r *run) handle(raw []byte) {
 	if r.m != nil {
 		r.m.Transition(e, stay, stayEnded)
 	}
-	if r.cfg.Emit&EmitTransitions != 0 && r.keepTransition(e) {
+	if r.cfg.Emit&config.EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)
 	}
 	if r.idents != nil && e.Has(event.Birth) {
@@ -555,7 +558,7 @@ func (r *run) periodic(now time.Time) error {
 	}
 	if r.cfg.Interval > 0 && now.Sub(r.lastHistsAt) >= r.cfg.Interval {
 		r.lastHistsAt = now
-		if r.cfg.Emit&EmitHistograms != 0 {
+		if r.cfg.Emit&config.EmitHistograms != 0 {
 			if err := r.writeHistograms(now); err != nil {
 				return err
 			}
@@ -574,7 +577,7 @@ func (r *run) periodic(now time.Time) error {
 // writeHistograms writes the cumulative histograms: the ones built from
 // records, or in aggregate mode the kernel's.
 func (r *run) writeHistograms(now time.Time) error {
-	if r.cfg.aggregate() {
+	if r.cfg.Aggregate() {
 		for i := range r.hists {
 			r.hists[i].Reset()
 		}
@@ -649,7 +652,7 @@ func (r *run) finish(cause error) error {
 	}
 	lostErr := r.reportLost(now)
 	var histErr error
-	if r.cfg.Emit&EmitHistograms != 0 {
+	if r.cfg.Emit&config.EmitHistograms != 0 {
 		histErr = r.writeHistograms(now)
 	}
 	h := r.lastHealth

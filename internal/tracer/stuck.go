@@ -1,6 +1,9 @@
+//go:build linux
+
 package tracer
 
 import (
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"net/netip"
 	"time"
 
@@ -43,7 +46,7 @@ func (r *run) writeStuck(now time.Time) {
 		return
 	}
 	socks := map[uint64]event.Socket{}
-	if r.p.HasWalker() && r.cfg.Emit&EmitStuck != 0 { // the metrics need no holders
+	if r.p.HasWalker() && r.cfg.Emit&config.EmitStuck != 0 { // the metrics need no holders
 		walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
 		if err != nil {
 			r.warn(err)
@@ -89,7 +92,7 @@ func (r *run) writeOneStuck(st *output.Stuck) {
 	if r.m != nil {
 		r.m.Stuck(st.State)
 	}
-	if r.cfg.Emit&EmitStuck == 0 {
+	if r.cfg.Emit&config.EmitStuck == 0 {
 		return // counted in the metrics only
 	}
 	r.stuckCount++

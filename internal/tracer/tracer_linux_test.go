@@ -4,6 +4,7 @@ package tracer
 
 import (
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"math"
 	"os"
 	"os/exec"
@@ -16,7 +17,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 )
 
 const (
@@ -35,12 +35,12 @@ func peerComm(t *testing.T) string {
 	return c[:min(len(c), 15)]
 }
 
-func nsConfig(ns *nettest.Netns) Config {
-	cfg := Defaults()
-	cfg.Emit = EmitAll // the tests compare transitions with the kernel's
+func nsConfig(ns *nettest.Netns) config.Config {
+	cfg := config.Defaults()
+	cfg.Emit = config.EmitAll // the tests compare transitions with the kernel's
 	cfg.Netns = ns.Inode
 	cfg.Flush = 20 * time.Millisecond
-	cfg.keepPrivileges = true // the test process loads many tracers
+	cfg.KeepPrivileges = true // the test process loads many tracers
 	return cfg
 }
 
@@ -133,7 +133,7 @@ func checkNothingLost(t *testing.T, recs []record) {
 
 func TestClientClosesFirst(t *testing.T) {
 	nettest.RequirePrivileges(t)
-	for _, attach := range []probe.Attach{probe.AttachBTF, probe.AttachTracepoint} {
+	for _, attach := range []config.Attach{config.AttachBTF, config.AttachTracepoint} {
 		t.Run(string(attach), func(t *testing.T) {
 			ns := nettest.NewNetns(t)
 			cfg := nsConfig(ns)
@@ -360,8 +360,8 @@ func TestRefusedConnect(t *testing.T) {
 }
 
 // bothAttachModes runs test once per attach mode, in parallel.
-func bothAttachModes(t *testing.T, test func(*testing.T, probe.Attach)) {
-	for _, a := range []probe.Attach{probe.AttachBTF, probe.AttachTracepoint} {
+func bothAttachModes(t *testing.T, test func(*testing.T, config.Attach)) {
+	for _, a := range []config.Attach{config.AttachBTF, config.AttachTracepoint} {
 		t.Run(string(a), func(t *testing.T) {
 			t.Parallel()
 			test(t, a)
@@ -369,7 +369,7 @@ func bothAttachModes(t *testing.T, test func(*testing.T, probe.Attach)) {
 	}
 }
 
-func testRefusedConnect(t *testing.T, attach probe.Attach) {
+func testRefusedConnect(t *testing.T, attach config.Attach) {
 	ns := nettest.NewNetns(t)
 	cfg := nsConfig(ns)
 	cfg.Attach = attach
@@ -408,7 +408,7 @@ func TestConnectTimeoutShowsSynRetransmits(t *testing.T) {
 	bothAttachModes(t, testConnectTimeout)
 }
 
-func testConnectTimeout(t *testing.T, attach probe.Attach) {
+func testConnectTimeout(t *testing.T, attach config.Attach) {
 	ns := nettest.NewNetns(t)
 	nft(t, ns,
 		"add table inet tcptrace_test",
@@ -453,7 +453,7 @@ func TestKernelAggregationMatchesUserSpace(t *testing.T) {
 	ns := nettest.NewNetns(t)
 	full := startTracer(t, nsConfig(ns))
 	aggCfg := nsConfig(ns)
-	aggCfg.Emit = EmitHistograms
+	aggCfg.Emit = config.EmitHistograms
 	agg := startTracer(t, aggCfg)
 	server := ns.Start(t, "server", "127.0.0.1:0", "20", "3ms")
 	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), "20")
@@ -574,7 +574,7 @@ func TestFocusFilters(t *testing.T) {
 	byState := nsConfig(ns)
 	byState.States[event.CloseWait] = true
 	kernelMin := nsConfig(ns)
-	kernelMin.Emit, kernelMin.MinDwell = EmitTransitions, 500*time.Millisecond
+	kernelMin.Emit, kernelMin.MinDwell = config.EmitTransitions, 500*time.Millisecond
 	userMin := nsConfig(ns)
 	userMin.MinDwell = 500 * time.Millisecond
 	byCgroup := nsConfig(ns)
@@ -750,7 +750,7 @@ func TestHandshakeTimeWithSynAckRetransmits(t *testing.T) {
 	bothAttachModes(t, testHandshakeTime)
 }
 
-func testHandshakeTime(t *testing.T, attach probe.Attach) {
+func testHandshakeTime(t *testing.T, attach config.Attach) {
 	ns := nettest.NewNetns(t)
 	run := func(rule string) { t.Helper(); nft(t, ns, rule) }
 	cfg := nsConfig(ns)
@@ -841,7 +841,7 @@ func TestConcurrentTracepointAttach(t *testing.T) {
 		go func() {
 			defer func() { done <- i }() // also when startTracer fails
 			cfg := nsConfig(ns)
-			cfg.Attach = probe.AttachTracepoint
+			cfg.Attach = config.AttachTracepoint
 			trs[i] = startTracer(t, cfg)
 		}()
 	}

@@ -4,6 +4,7 @@ package tracer
 
 import (
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 )
 
 // The kernel's answers a demanding user checks the tracer against: ss,
@@ -19,7 +19,7 @@ import (
 // wrong answer found; each failed before its fix.
 
 // stuckWatch is nsConfig with only the given stuck limits.
-func stuckWatch(ns *nettest.Netns, limits map[event.State]time.Duration) Config {
+func stuckWatch(ns *nettest.Netns, limits map[event.State]time.Duration) config.Config {
 	cfg := nsConfig(ns)
 	cfg.Stuck = [event.NumStates]time.Duration{}
 	for st, d := range limits {
@@ -47,7 +47,7 @@ func ssCount(t *testing.T, ns *nettest.Netns, state string) int {
 // the same socket. The reset belongs to the connection.
 func TestResetSentAfterAbortiveClose(t *testing.T) {
 	nettest.RequirePrivileges(t)
-	bothAttachModes(t, func(t *testing.T, attach probe.Attach) {
+	bothAttachModes(t, func(t *testing.T, attach config.Attach) {
 		ns := nettest.NewNetns(t)
 		cfg := nsConfig(ns)
 		cfg.Attach = attach
@@ -349,8 +349,8 @@ func TestTracepointLossNeverMerges(t *testing.T) {
 	}
 	ns := nettest.NewNetns(t)
 	cfg := nsConfig(ns)
-	cfg.Attach = probe.AttachTracepoint
-	cfg.wakeupBytes = 1
+	cfg.Attach = config.AttachTracepoint
+	cfg.WakeupBytes = 1
 	tr := startTracer(t, cfg)
 	const n = 2000
 	for range 2 {
@@ -393,9 +393,9 @@ func TestHistogramModeListenerOwner(t *testing.T) {
 	ns := nettest.NewNetns(t)
 	server := ns.Start(t, "server", "127.0.0.1:0", "1", "10ms")
 	cfg := nsConfig(ns)
-	cfg.Emit = EmitHistograms | EmitStates
+	cfg.Emit = config.EmitHistograms | config.EmitStates
 	cfg.Stuck = [event.NumStates]time.Duration{}
-	if !cfg.aggregate() {
+	if !cfg.Aggregate() {
 		t.Fatal("not the kernel-aggregation mode")
 	}
 	tr := startTracer(t, cfg)
@@ -427,7 +427,7 @@ func TestHistogramModeListenerOwner(t *testing.T) {
 // process whose listener took it.
 func TestReuseportOwners(t *testing.T) {
 	nettest.RequirePrivileges(t)
-	bothAttachModes(t, func(t *testing.T, attach probe.Attach) {
+	bothAttachModes(t, func(t *testing.T, attach config.Attach) {
 		ns := nettest.NewNetns(t)
 		a := ns.Start(t, "reuseport", "127.0.0.1:7800", "4s")
 		b := ns.Start(t, "reuseport", "127.0.0.1:7800", "4s")
@@ -462,7 +462,7 @@ func TestReuseportOwners(t *testing.T) {
 			byServer[want]++
 			// The tracepoint fallback has no socket storage to clone: two
 			// owners on one port make the owner unknown, never wrong.
-			unknownOK := attach == probe.AttachTracepoint && conn.PID == nil
+			unknownOK := attach == config.AttachTracepoint && conn.PID == nil
 			if !unknownOK && (conn.PID == nil || *conn.PID != want) {
 				t.Errorf("accepted socket from port %d: owner %v, want %d", conn.Dport, conn.PID, want)
 			}

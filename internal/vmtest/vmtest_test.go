@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vmtest runs tcptrace-bpf on another kernel than the host's: it
 // boots a kernel image under qemu (software emulation works; no KVM
 // needed) from an initramfs holding the static binary, busybox and this

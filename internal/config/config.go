@@ -1,7 +1,8 @@
-// Package tracer wires the kernel probe to timelines, histograms and the
-// output: the data path kernel -> ring buffer -> decode -> timeline and
-// histogram -> sink.
-package tracer
+// Package config is what a run of the tracer is asked to do: the flags'
+// values, their defaults and validation, and the start-up line that names
+// them. Pure Go with no operating-system imports, so the offline commands
+// build everywhere.
+package config
 
 import (
 	"fmt"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 )
 
 // Emit selects the record types written.
@@ -99,7 +99,7 @@ type Config struct {
 	Flush    time.Duration // longest time a record waits in the tracer
 	Output   string        // file, or "" / "-" for stdout
 	Format   output.Format
-	Attach   probe.Attach
+	Attach   Attach
 	RingSize int // bytes
 	MaxConns int // open connections tracked at once
 	// Stuck reports a connection once when it stays in a state longer
@@ -127,14 +127,14 @@ type Config struct {
 	// bare ":PORT" binds to loopback.
 	Metrics string
 
-	// keepPrivileges skips dropping capabilities after attach: tests run
+	// KeepPrivileges skips dropping capabilities after attach: tests run
 	// many tracers in one process, which must stay privileged.
-	keepPrivileges bool
+	KeepPrivileges bool
 
-	// wakeupBytes overrides the reader wakeup watermark (default: an
+	// WakeupBytes overrides the reader wakeup watermark (default: an
 	// eighth of the ring). 1 wakes the reader on every record, as the
 	// peer tools do: the tests use it to provoke kernel recursion.
-	wakeupBytes int
+	WakeupBytes int
 }
 
 // Defaults returns the configuration of a bare `tcptrace-bpf`.
@@ -143,7 +143,7 @@ func Defaults() Config {
 		Emit:     EmitDefault,
 		Flush:    100 * time.Millisecond,
 		Format:   output.FormatNDJSON,
-		Attach:   probe.AttachBTF,
+		Attach:   AttachBTF,
 		RingSize: 16 << 20,
 		MaxConns: 262144,
 		Stuck:    DefaultStuck(),
@@ -229,14 +229,14 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("invalid --metrics %q: %v; give HOST:PORT such as 127.0.0.1:9917, [::1]:9917 or :9917", c.Metrics, err)
 		}
 	}
-	if _, err := probe.ParseAttach(string(c.Attach)); err != nil {
+	if _, err := ParseAttach(string(c.Attach)); err != nil {
 		return err
 	}
 	return nil
 }
 
 // textZone is the zone of the text output's times.
-func (c *Config) textZone() *time.Location {
+func (c *Config) TextZone() *time.Location {
 	if c.UTC {
 		return time.UTC
 	}
@@ -293,7 +293,7 @@ func (c *Config) Describe() string {
 	if c.Cgroup != "" {
 		f = append(f, "cgroup "+c.Cgroup)
 	}
-	if c.stateFilter() {
+	if c.StateFilter() {
 		var names []string
 		for st, on := range c.States {
 			if on {
@@ -322,7 +322,7 @@ func (c *Config) Describe() string {
 		}
 	}
 	watch := "off"
-	if len(stuck) > 0 && !c.aggregate() {
+	if len(stuck) > 0 && !c.Aggregate() {
 		watch = strings.Join(stuck, ",")
 	}
 	every := "at exit"
@@ -336,7 +336,7 @@ func (c *Config) Describe() string {
 // only histograms and states (socket walks) are wanted. Then the kernel
 // keeps the histograms and no record crosses. Transitions, connections
 // and stuck records need the records; so does --metrics (it counts them).
-func (c *Config) aggregate() bool {
+func (c *Config) Aggregate() bool {
 	return c.Emit&(EmitTransitions|EmitConnections|EmitStuck) == 0 && c.Metrics == ""
 }
 
@@ -358,7 +358,7 @@ func ParseStates(s string) ([event.NumStates]bool, error) {
 }
 
 // stateFilter reports whether --state was given.
-func (c *Config) stateFilter() bool {
+func (c *Config) StateFilter() bool {
 	for _, on := range c.States {
 		if on {
 			return true
@@ -369,4 +369,26 @@ func (c *Config) stateFilter() bool {
 
 // minDwellInKernel: the kernel can drop short stays only when nothing
 // else needs every transition (timelines, histograms, stuck detection).
-func (c *Config) minDwellInKernel() bool { return c.MinDwell > 0 && c.Emit == EmitTransitions }
+func (c *Config) MinDwellInKernel() bool { return c.MinDwell > 0 && c.Emit == EmitTransitions }
+
+// Attach selects how the programs are attached.
+type Attach string
+
+const (
+	// AttachBTF is the BTF-typed tracepoint (tp_btf): no tracefs needed,
+	// socket cookies and socket storage available. The default.
+	AttachBTF Attach = "tp_btf"
+	// AttachTracepoint is the classic tracepoint, for kernels without
+	// tp_btf; tracefs is mounted for the attach, in a private mount
+	// namespace, if the host has none.
+	AttachTracepoint Attach = "tracepoint"
+)
+
+// ParseAttach checks an --attach value.
+func ParseAttach(s string) (Attach, error) {
+	switch Attach(s) {
+	case AttachBTF, AttachTracepoint:
+		return Attach(s), nil
+	}
+	return "", fmt.Errorf("unknown attach mode %q (use tp_btf or tracepoint)", s)
+}

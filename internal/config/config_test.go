@@ -1,4 +1,4 @@
-package tracer
+package config
 
 import (
 	"strings"
@@ -50,7 +50,7 @@ func TestAggregateMode(t *testing.T) {
 	} {
 		c := Defaults()
 		c.Emit, c.Metrics = tc.emit, tc.metrics
-		if got := c.aggregate(); got != tc.want {
+		if got := c.Aggregate(); got != tc.want {
 			t.Errorf("--emit %s --metrics %q: aggregate %v, want %v", tc.emit, tc.metrics, got, tc.want)
 		}
 		if tc.want && !strings.Contains(c.Describe(), "stuck off") {
