@@ -120,7 +120,7 @@ static __always_inline void deliver(struct counters *c, const struct transition 
  * transitions that read its fields (->CLOSE, handshake end), else 0.
  */
 static __always_inline void handle_state(struct counters *c, const struct transition *t,
-					 struct tcp_sock *tp, bool typed, __u8 extra)
+					 struct tcp_sock *tp, bool typed)
 {
 	bool quiet;
 	if (!passes_filters(t, &quiet)) {
@@ -135,7 +135,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 		return;
 	}
 	__u64 dwell = 0;
-	__u8 flags = extra;
+	__u8 flags = 0;
 	struct sock_info *si = sock_entry(t, typed, &flags);
 	if (si) {
 		/* A child's cookie is settled at its birth (child_entry); one
@@ -155,7 +155,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 
 /* The tp_btf path: plain loads from the typed socket. */
 static __always_inline void handle_btf(struct sock *sk, int old, int new,
-				       struct counters *c, __u8 extra)
+				       struct counters *c)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
@@ -177,7 +177,7 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 	t.dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	t.netns = sk->__sk_common.skc_net.net->ns.inum;
 	t.now = bpf_ktime_get_ns();
-	handle_state(c, &t, tp, true, extra);
+	handle_state(c, &t, tp, true);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -188,7 +188,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	if (!c)
 		return 0;
 	c->busy = 1;
-	handle_btf(sk, oldstate, newstate, c, 0);
+	handle_btf(sk, oldstate, newstate, c);
 	c->busy = 0;
 	return 0;
 }
@@ -201,7 +201,7 @@ int BPF_PROG(on_state_backup, struct sock *sk, int oldstate, int newstate)
 	if (!c || !c->busy)
 		return 0; /* the primary ran, or will run, for this event */
 	__sync_fetch_and_add(&c->rescued, 1);
-	handle_btf(sk, oldstate, newstate, c, EV_RESCUED);
+	handle_btf(sk, oldstate, newstate, c);
 	return 0;
 }
 
@@ -224,7 +224,7 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	t.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	t.now = bpf_ktime_get_ns();
 	bool reads_tcp = t.new == TCP_CLOSE || (t.old == TCP_SYN_RECV && t.new == TCP_ESTABLISHED);
-	handle_state(c, &t, reads_tcp ? (struct tcp_sock *)t.sk : 0, false, 0);
+	handle_state(c, &t, reads_tcp ? (struct tcp_sock *)t.sk : 0, false);
 	return 0;
 }
 

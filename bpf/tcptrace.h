@@ -20,7 +20,7 @@ enum event_flags {
 	EV_OWNER_KNOWN  = 0x02, /* pid/comm are the socket's owner */
 	EV_BIRTH        = 0x04, /* first transition of a socket born while tracing */
 	EV_INHERITED    = 0x08, /* owner came from the listener (accepted child) */
-	EV_RESCUED      = 0x10, /* recorded by the backup program (primary was busy) */
+	/* 0x10: unused (the backup program's rescues are counted in struct counters) */
 	EV_COOKIE_SYNTH = 0x20, /* tracepoint fallback: cookie assigned by the tracer */
 	EV_CLOSE_INFO   = 0x40, /* the close fields (bytes, srtt, err, tw) are filled */
 	EV_HANDSHAKE    = 0x80, /* SYN_RECV->ESTABLISHED of an accepted socket: its SYN_RECV
@@ -51,7 +51,7 @@ enum event_tw {
 
 /*
  * One TCP state transition, as the kernel reported it. u64 fields first,
- * then the 16-byte address arrays, then the small fields; 88 bytes, no
+ * then the 16-byte address arrays, then the small fields; 128 bytes, no
  * implicit padding.
  */
 struct event {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,6 +12,9 @@ import (
 	"testing"
 
 	pflag "github.com/spf13/pflag"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 
 var update = flag.Bool("update", false, "rewrite docs/cli.md's generated sections")
@@ -185,4 +187,44 @@ func TestCLIReference(t *testing.T) {
 		return
 	}
 	t.Error("docs/cli.md's flag tables differ from the flags: run go test ./cmd/tcptrace-bpf -run TestCLIReference -update and commit")
+}
+
+// Every NDJSON record shown in the docs is one the tracer writes today:
+// each line of a ```json block decodes into its record type with no
+// unknown field and no field missing that the type always writes.
+func TestDocExamplesMatchTheSchema(t *testing.T) {
+	n := 0
+	for _, f := range markdownFiles(t) {
+		b, err := os.ReadFile(filepath.Join(repoRoot, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := false
+		for i, line := range strings.Split(string(b), "\n") {
+			switch {
+			case strings.HasPrefix(line, "```json"):
+				in = true
+			case strings.HasPrefix(line, "```"):
+				in = false
+			case in && strings.HasPrefix(line, `{"type":`):
+				n++
+				v, err := record.DecodeStrict([]byte(line))
+				if err != nil {
+					t.Errorf("%s:%d: %v", f, i+1, err)
+					continue
+				}
+				// Re-encoding drops nothing the example has and adds
+				// nothing it lacks, but for omitted empty fields.
+				again, err := record.Encode(v)
+				if err != nil {
+					t.Errorf("%s:%d: %v", f, i+1, err)
+				} else if !bytes.Equal(bytes.TrimSpace(again), []byte(line)) {
+					t.Errorf("%s:%d: the example differs from what the schema writes:\n doc: %s\n now: %s", f, i+1, line, again)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no JSON examples found in the docs")
+	}
 }

@@ -17,14 +17,13 @@ const (
 	OwnerKnown  Flags = 0x02 // PID and Comm are the socket's owner
 	Birth       Flags = 0x04 // first transition of a socket born while tracing
 	Inherited   Flags = 0x08 // owner came from the listener (accepted child)
-	Rescued     Flags = 0x10 // recorded by the backup program
 	CookieSynth Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
 	CloseInfo   Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
 	// Handshake: SYN_RECV->ESTABLISHED of an accepted socket, whose
 	// SYN_RECV stay is the server-side handshake (HandshakeMicros; 0 =
 	// unknown), not the full socket's dwell.
 	Handshake    Flags = 0x80
-	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | Rescued | CookieSynth | CloseInfo | Handshake
+	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | CookieSynth | CloseInfo | Handshake
 )
 
 // Kind says what a record reports (struct event.kind).

@@ -42,7 +42,12 @@ type Stats struct {
 	Connections uint64 // connection records written
 	Open        uint64 // of which still open at exit
 	Evictions   uint64
-	Stuck       uint64 // stuck records written
+	// Gaps: transitions into a state that were not seen (lost or
+	// filtered), left as unseen spans; Reordered: records that arrived
+	// after a later one of the same socket; StuckDropped: sockets taken
+	// off the stuck watch because the table was full.
+	Gaps, Reordered, StuckDropped uint64
+	Stuck                         uint64 // stuck records written
 	Rescued     uint64 // recorded by the backup program
 	StorageFail uint64
 	Lost        uint64

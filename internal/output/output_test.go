@@ -175,7 +175,7 @@ func writeRest(s Sink) {
 	hs.HandshakeMicros = 0 // accepted, handshake time unknown
 	s.Transition(&hs)
 	s.Stats(&Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
-		Evictions: 1, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
+		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
 }
 
 func golden(t *testing.T, name string, got []byte) {

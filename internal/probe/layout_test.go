@@ -113,7 +113,6 @@ func TestEventConstantsMatchTheC(t *testing.T) {
 		{"OwnerKnown", uint64(event.OwnerKnown), uint64(tcptraceEventFlagsEV_OWNER_KNOWN)},
 		{"Birth", uint64(event.Birth), uint64(tcptraceEventFlagsEV_BIRTH)},
 		{"Inherited", uint64(event.Inherited), uint64(tcptraceEventFlagsEV_INHERITED)},
-		{"Rescued", uint64(event.Rescued), uint64(tcptraceEventFlagsEV_RESCUED)},
 		{"CookieSynth", uint64(event.CookieSynth), uint64(tcptraceEventFlagsEV_COOKIE_SYNTH)},
 		{"CloseInfo", uint64(event.CloseInfo), uint64(tcptraceEventFlagsEV_CLOSE_INFO)},
 		{"Handshake", uint64(event.Handshake), uint64(tcptraceEventFlagsEV_HANDSHAKE)},

@@ -62,7 +62,6 @@ const (
 	tcptraceEventFlagsEV_OWNER_KNOWN  tcptraceEventFlags = 2
 	tcptraceEventFlagsEV_BIRTH        tcptraceEventFlags = 4
 	tcptraceEventFlagsEV_INHERITED    tcptraceEventFlags = 8
-	tcptraceEventFlagsEV_RESCUED      tcptraceEventFlags = 16
 	tcptraceEventFlagsEV_COOKIE_SYNTH tcptraceEventFlags = 32
 	tcptraceEventFlagsEV_CLOSE_INFO   tcptraceEventFlags = 64
 	tcptraceEventFlagsEV_HANDSHAKE    tcptraceEventFlags = 128

@@ -266,6 +266,9 @@ type Stats struct {
 	Connections     uint64    `json:"connections"`
 	OpenConnections uint64    `json:"open_connections"`
 	Evictions       uint64    `json:"evictions"`
+	Gaps            uint64    `json:"gaps"`
+	Reordered       uint64    `json:"reordered"`
+	StuckDropped    uint64    `json:"stuck_dropped"`
 	Stuck           uint64    `json:"stuck"`
 	Rescued         uint64    `json:"rescued"`
 	StorageFail     uint64    `json:"storage_fail"`

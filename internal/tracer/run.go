@@ -663,7 +663,8 @@ func (r *run) finish(cause error) error {
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	if r.tracker != nil {
-		st.Evictions = r.tracker.Stats().Evictions
+		ts := r.tracker.Stats()
+		st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
 	}
 	st.Stuck = r.stuckCount
 	r.sink.Stats(&st)
