@@ -71,7 +71,7 @@ func (f Family) String() string {
 
 // Event is one TCP state transition as the kernel reported it.
 type Event struct {
-	Mono   uint64        // kernel CLOCK_MONOTONIC time of the transition, ns
+	Mono   Mono          // when the kernel made the transition
 	Cookie uint64        // socket cookie
 	Dwell  time.Duration // time spent in Old; valid with DwellKnown
 	Src    netip.AddrPort
@@ -183,7 +183,7 @@ func Decode(b []byte, e *Event) error {
 		return fmt.Errorf("record of %d bytes, want %d", len(b), Size)
 	}
 	ne := binary.NativeEndian
-	e.Mono = ne.Uint64(b[offTS:])
+	e.Mono = Mono(ne.Uint64(b[offTS:]))
 	e.Cookie = ne.Uint64(b[offCookie:])
 	e.Dwell = time.Duration(ne.Uint64(b[offDwell:]))
 	e.Netns = ne.Uint32(b[offNetns:])
@@ -254,25 +254,43 @@ func unmapOrZero4(a netip.Addr) netip.Addr {
 	return a.Unmap()
 }
 
-// Clock converts kernel CLOCK_MONOTONIC nanoseconds to wall time, with an
-// offset measured once at start.
+// Mono is a time on the kernel's CLOCK_MONOTONIC, in nanoseconds (the
+// clock of bpf_ktime_get_ns()): when a transition happened, a state was
+// entered, a connection began. 0 means unknown. A Clock turns it into wall
+// time.
+type Mono uint64
+
+// Since returns the nanoseconds from earlier to m (0 if earlier is later).
+func (m Mono) Since(earlier Mono) uint64 {
+	if m < earlier {
+		return 0
+	}
+	return uint64(m - earlier)
+}
+
+// Clock converts kernel monotonic times to wall time, with an offset
+// measured once at start (a live run) or chosen by a replay.
 type Clock struct {
 	offset int64 // wall ns - mono ns
 }
 
-// NewClock returns a Clock from one reading of both clocks.
-func NewClock(wall time.Time, mono uint64) Clock {
+// NewClock returns the Clock under which mono is the time wall.
+func NewClock(wall time.Time, mono Mono) Clock {
 	return Clock{offset: wall.UnixNano() - int64(mono)}
 }
 
-// Wall returns the wall time of a kernel monotonic timestamp.
-func (c Clock) Wall(mono uint64) time.Time {
+// Wall returns the wall time of a kernel monotonic time.
+func (c Clock) Wall(mono Mono) time.Time {
 	return time.Unix(0, c.WallNano(mono))
 }
 
-// WallNano returns the wall time of a kernel monotonic timestamp in
+// WallNano returns the wall time of a kernel monotonic time in
 // nanoseconds since the Unix epoch.
-func (c Clock) WallNano(mono uint64) int64 { return int64(mono) + c.offset }
+func (c Clock) WallNano(mono Mono) int64 { return int64(mono) + c.offset }
+
+// Mono is Wall's inverse: the monotonic time of a wall time under c (a
+// replay reads wall times and keeps monotonic ones, as a live run does).
+func (c Clock) Mono(wall time.Time) Mono { return Mono(wall.UnixNano() - c.offset) }
 
 // ErrnoName returns the symbolic name of a Linux errno ("ECONNREFUSED"),
 // or "errno N" for one without a name. The kernel's numbers: the same on

@@ -22,7 +22,7 @@ type Socket struct {
 	SynAckRetrans               uint32
 	// Request (NEW_SYN_RECV) sockets: kernel monotonic ns when the first
 	// SYN-ACK left; 0 otherwise.
-	SynAck uint64
+	SynAck Mono
 	// Full sockets: the inode of the socket's file (0: none), to find the
 	// processes that hold it.
 	Inode uint64
@@ -47,7 +47,7 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.AcceptQueue = ne.Uint32(b[72:])
 	s.AcceptQueueMax = ne.Uint32(b[76:])
 	s.SynAckRetrans = ne.Uint32(b[80:])
-	s.SynAck = ne.Uint64(b[88:])
+	s.SynAck = Mono(ne.Uint64(b[88:]))
 	s.Inode = ne.Uint64(b[96:])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {

@@ -145,7 +145,7 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	}
 	b = n.times.appendTime(b, `,"end":`, n.clock.WallNano(c.End))
 	if c.Start != 0 && c.End >= c.Start {
-		b = appendUint(b, `,"duration_ns":`, c.End-c.Start)
+		b = appendUint(b, `,"duration_ns":`, c.End.Since(c.Start))
 	}
 	b = appendBool(b, `,"open":`, c.Open)
 	b = appendBool(b, `,"partial":`, c.Partial)

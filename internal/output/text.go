@@ -129,7 +129,7 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 	}
 	dur := "?"
 	if c.Start != 0 && c.End >= c.Start {
-		dur = FormatDuration(c.End - c.Start)
+		dur = FormatDuration(c.End.Since(c.Start))
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
 	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", end.Format("15:04:05.000000"),

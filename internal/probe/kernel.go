@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 )
 
 // Capability numbers (linux/capability.h); x/sys/unix lacks the two newest.
@@ -105,10 +106,10 @@ func inPrivateTracefs(fn func() error) error {
 // clock of bpf_ktime_get_ns(). Inside a time namespace (unshare -T) the
 // process's CLOCK_MONOTONIC is shifted by the namespace's offset while
 // the kernel's timestamps are not: the offset is taken back out.
-func MonotonicNow() uint64 {
+func MonotonicNow() event.Mono {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano() - monotonicOffset())
+	return event.Mono(ts.Nano() - monotonicOffset())
 }
 
 // monotonicOffset is this process's time namespace offset of

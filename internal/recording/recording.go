@@ -239,8 +239,7 @@ func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *output.Stuck 
 	return s
 }
 
-// transition rebuilds a transition; Mono holds Unix nanoseconds (see
-// Clock).
+// transition rebuilds a transition, its times through Clock.
 func transition(rec *record.Transition) (event.Event, error) {
 	var e event.Event
 	if rec.TS.IsZero() {
@@ -256,7 +255,7 @@ func transition(rec *record.Transition) (event.Event, error) {
 	if e.Src, e.Dst, e.Family, err = endpoints(&rec.Endpoints); err != nil {
 		return e, err
 	}
-	e.Mono, e.Cookie, e.Netns = uint64(rec.TS.UnixNano()), rec.Cookie, rec.Netns
+	e.Mono, e.Cookie, e.Netns = Clock.Mono(rec.TS), rec.Cookie, rec.Netns
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
 	}
@@ -286,20 +285,19 @@ func transition(rec *record.Transition) (event.Event, error) {
 	return e, nil
 }
 
-// connection rebuilds a connection; times are Unix nanoseconds (see
-// Clock).
+// connection rebuilds a connection, its times through Clock.
 func connection(rec *record.Connection) (*timeline.Conn, error) {
 	if rec.End.IsZero() {
 		return nil, fmt.Errorf("connection without end")
 	}
 	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, Open: rec.Open, Partial: rec.Partial,
-		Evicted: rec.Evicted, End: uint64(rec.End.UnixNano())}
+		Evicted: rec.Evicted, End: Clock.Mono(rec.End)}
 	var err error
 	if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
 		return nil, err
 	}
 	if !rec.Start.IsZero() {
-		c.Start = uint64(rec.Start.UnixNano())
+		c.Start = Clock.Mono(rec.Start)
 	}
 	c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
 	c.Identity = identity(&rec.Identity)
@@ -321,7 +319,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 		}
 		span := timeline.Span{State: st, Unseen: sp.Unseen, Inferred: sp.Inferred}
 		if !sp.TS.IsZero() {
-			span.Enter = uint64(sp.TS.UnixNano())
+			span.Enter = Clock.Mono(sp.TS)
 		}
 		if sp.DwellNs != nil {
 			span.Dwell, span.DwellKnown = *sp.DwellNs, true
@@ -338,6 +336,9 @@ func value(p *uint64) uint64 {
 	return *p
 }
 
-// Clock is the clock of replayed records: their times are already wall
-// times, kept as Unix nanoseconds where a live run keeps kernel ones.
-var Clock = event.NewClock(time.Unix(0, 0), 0)
+// Clock is the clock of replayed records. A recording holds wall times;
+// the pipeline keeps kernel monotonic ones (event.Mono), as in a live run.
+// Replay converts each wall time through this clock, which puts monotonic
+// time 1 at the start of 2000 (UTC), and the sinks convert back with it.
+// Times before 2000 are not replayed.
+var Clock = event.NewClock(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), 1)

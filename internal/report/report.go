@@ -57,7 +57,7 @@ type Collector struct {
 
 	// Every connection: when it lived (for the aggregate strip) and how
 	// long (for its quantiles).
-	lived     [][2]uint64
+	lived     [][2]event.Mono
 	durations histogram.Histogram
 
 	// Owners of the troubled states: per state, per process and per
@@ -147,8 +147,8 @@ func (c *Collector) Connection(tc *timeline.Conn) {
 	if tc.Start == 0 || tc.End < tc.Start || listenerOnly(tc) {
 		return
 	}
-	c.lived = append(c.lived, [2]uint64{tc.Start, tc.End})
-	c.durations.Record(tc.End - tc.Start)
+	c.lived = append(c.lived, [2]event.Mono{tc.Start, tc.End})
+	c.durations.Record(tc.End.Since(tc.Start))
 	cp := conn{Conn: *tc, States: slices.Clone(tc.States)}
 	c.conns = append(c.conns, cp)
 	if len(c.conns) > 4*Slowest { // keep memory bounded: trim to the longest
@@ -179,7 +179,7 @@ func (c *Collector) countStays(tc *timeline.Conn) {
 		case sp.DwellKnown:
 			held = sp.Dwell
 		case sp.Enter != 0:
-			held = spanEnd(tc, tc.States, j) - sp.Enter
+			held = spanEnd(tc, tc.States, j).Since(sp.Enter)
 		}
 		k := stayKey{tc.Cookie, sp.State}
 		if _, seen := c.stays[k]; seen {
@@ -218,7 +218,7 @@ func (c *Collector) remoteRow(st event.State, dst netip.AddrPort) *tally {
 
 // spanEnd is when states[j] was left: the next span's start, else the
 // connection's end.
-func spanEnd(tc *timeline.Conn, states []timeline.Span, j int) uint64 {
+func spanEnd(tc *timeline.Conn, states []timeline.Span, j int) event.Mono {
 	if j+1 < len(states) && states[j+1].Enter != 0 {
 		return states[j+1].Enter
 	}

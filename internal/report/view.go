@@ -436,13 +436,13 @@ func (c *Collector) waterfall() waterfallView {
 	v.StuckShown = stuckRows + len(looseShown)
 	v.StuckHidden = len(c.stuck) - v.StuckShown
 	// The time axis: every connection, and every stuck stay.
-	var lo, hi uint64 = math.MaxUint64, 0
+	var lo, hi event.Mono = math.MaxUint64, 0
 	for _, l := range c.lived {
 		lo, hi = min(lo, l[0]), max(hi, l[1])
 	}
 	for _, si := range c.stuck {
-		end := uint64(si.TS.UnixNano())
-		lo, hi = min(lo, end-min(si.Age, end)), max(hi, end)
+		end := c.clock.Mono(si.TS)
+		lo, hi = min(lo, end-event.Mono(min(si.Age, uint64(end)))), max(hi, end)
 	}
 	if hi == 0 {
 		return v
@@ -451,7 +451,7 @@ func (c *Collector) waterfall() waterfallView {
 		hi = lo + 1e9
 	}
 	ts := timeScale{from: c.clock.Wall(lo), to: c.clock.Wall(hi), x0: v.L, w: v.R - v.L}
-	x := func(ns uint64) float64 { return ts.x(c.clock.Wall(ns)) }
+	x := func(ns event.Mono) float64 { return ts.x(c.clock.Wall(ns)) }
 	const stripH, rowH = 46.0, 22.0
 	v.T = 40
 	// The aggregate strip: connections alive in each of 150 slices.
@@ -475,7 +475,7 @@ func (c *Collector) waterfall() waterfallView {
 			continue
 		}
 		h := (stripH - 6) * float64(n) / float64(max(peak, 1))
-		from := c.clock.Wall(lo + uint64(float64(k)*span/bins))
+		from := c.clock.Wall(lo + event.Mono(float64(k)*span/bins))
 		v.Strip = append(v.Strip, stripBin{X: v.L + float64(k)*bw, W: math.Max(bw-0.3, 0.5), Y: v.T + stripH - h, H: h,
 			Title: fmt.Sprintf("%s: %d connections alive (of all %d)", clock(from), n, len(c.lived))})
 	}
@@ -492,8 +492,8 @@ func (c *Collector) waterfall() waterfallView {
 		}
 	}
 	for _, si := range looseShown {
-		end := uint64(si.TS.UnixNano())
-		start := end - min(si.Age, end)
+		end := c.clock.Mono(si.TS)
+		start := end - event.Mono(min(si.Age, uint64(end)))
 		more := ""
 		if si.AtLeast {
 			more = " at least"
@@ -530,10 +530,10 @@ func (c *Collector) waterfall() waterfallView {
 	return v
 }
 
-func (c *Collector) connRow(x0 *conn, x func(uint64) float64, ts *timeScale) rowView {
+func (c *Collector) connRow(x0 *conn, x func(event.Mono) float64, ts *timeScale) rowView {
 	tc := &x0.Conn
 	r := rowView{Label: fmt.Sprintf("%s > %s %s", tc.Src, tc.Dst, ownerName(tc.OwnerKnown, tc.PID, &tc.Comm)),
-		Duration: output.FormatDuration(tc.End - tc.Start)}
+		Duration: output.FormatDuration(tc.End.Since(tc.Start))}
 	if tc.Open {
 		r.Duration += " open"
 	}
@@ -574,7 +574,7 @@ func (c *Collector) connRow(x0 *conn, x func(uint64) float64, ts *timeScale) row
 		}
 		seg := segment{X: x(sp.Enter), W: math.Max(x(end)-x(sp.Enter), 1), State: sp.State.String(),
 			Color: Color(sp.State), Inferred: sp.Inferred,
-			Title: fmt.Sprintf("%s from %s for %s%s", sp.State, clock(c.clock.Wall(sp.Enter)), output.FormatDuration(end-sp.Enter), more)}
+			Title: fmt.Sprintf("%s from %s for %s%s", sp.State, clock(c.clock.Wall(sp.Enter)), output.FormatDuration(end.Since(sp.Enter)), more)}
 		r.Segments = append(r.Segments, seg)
 		if stuck && sp.State == si.State {
 			m := seg

@@ -13,7 +13,7 @@ import (
 // Span is one state a connection held.
 type Span struct {
 	State      event.State
-	Enter      uint64 // kernel monotonic ns when entered; 0 = unknown
+	Enter      event.Mono // when entered; 0 = unknown
 	Dwell      uint64 // ns held; valid with DwellKnown
 	DwellKnown bool
 	// Unseen: the transition into this state was not seen (lost or
@@ -64,7 +64,7 @@ type Conn struct {
 	// Start is when the first state was entered (0 when unknown: the
 	// socket existed before tracing began). End is when CLOSE was entered,
 	// or for an open connection the time it was flushed.
-	Start, End uint64
+	Start, End event.Mono
 	// Partial: the beginning was not seen, or a transition is missing.
 	// Set when the connection is emitted.
 	Partial bool
@@ -87,7 +87,7 @@ type Conn struct {
 	// Stuck detection: the list of connections in one state, oldest
 	// first, that this one is on (0: none).
 	stuckState   event.State
-	since        uint64 // when it entered that state, or was first seen in it
+	since        event.Mono // when it entered that state, or was first seen in it
 	sinceAtLeast bool   // since is when it was first seen, not when it entered
 	sprev, snext *Conn
 }
@@ -120,7 +120,7 @@ type Stats struct {
 // CloseHold is how long a connection that reached CLOSE is held before it
 // is emitted (kernel ns): an abortive close sends its reset right after
 // the CLOSE transition (see ResetAfterClose), within the same system call.
-const CloseHold = 20_000_000
+const CloseHold event.Mono = 20_000_000
 
 // Tracker holds the connections that have not reached CLOSE. It reuses
 // Conn values, so a Conn passed to the emit function is valid only until
@@ -169,16 +169,16 @@ func (t *Tracker) WatchStuck(after [event.NumStates]uint64, emit func(c *Conn, s
 // longer than its limit at now (kernel monotonic ns). age is how long;
 // atLeast means the connection was already in the state when first seen,
 // so age counts from then.
-func (t *Tracker) CheckStuck(now uint64) {
+func (t *Tracker) CheckStuck(now event.Mono) {
 	for st := range t.stuck {
 		limit := t.stuckAfter[st]
 		if limit == 0 {
 			continue
 		}
 		head := &t.stuck[st]
-		for c := head.snext; c != head && now >= c.since && now-c.since >= limit; c = head.snext {
+		for c := head.snext; c != head && now >= c.since && now.Since(c.since) >= limit; c = head.snext {
 			unlinkStuck(c)
-			t.emitStuck(c, event.State(st), now-c.since, c.sinceAtLeast)
+			t.emitStuck(c, event.State(st), now.Since(c.since), c.sinceAtLeast)
 			if c.stub {
 				t.dropStub(c)
 			}
@@ -187,7 +187,7 @@ func (t *Tracker) CheckStuck(now uint64) {
 }
 
 // entered puts c on the list of the state it just entered (at since).
-func (t *Tracker) entered(c *Conn, s event.State, since uint64, atLeast bool) {
+func (t *Tracker) entered(c *Conn, s event.State, since event.Mono, atLeast bool) {
 	unlinkStuck(c)
 	if t.stuckAfter[s] == 0 || since == 0 {
 		return
@@ -216,7 +216,7 @@ func unlinkStuck(c *Conn) {
 // state since an unknown time; seen is when it was found. Sockets already
 // held, and sockets without a cookie (request and timewait sockets), are
 // left alone.
-func (t *Tracker) Seed(s *event.Socket, seen uint64) {
+func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 	if s.Cookie == 0 || t.conns[s.Cookie] != nil {
 		return
 	}
@@ -287,7 +287,7 @@ func (t *Tracker) ResetAfterClose(cookie uint64, reset uint8) {
 
 // ReleaseClosed emits the connections that reached CLOSE at least
 // CloseHold before now (kernel monotonic ns).
-func (t *Tracker) ReleaseClosed(now uint64) {
+func (t *Tracker) ReleaseClosed(now event.Mono) {
 	i := 0
 	for ; i < len(t.closing); i++ {
 		c := t.closing[i]
@@ -332,7 +332,7 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 		c.startUnknown = true
 		s := Span{State: e.Old}
 		if e.Has(event.DwellKnown) {
-			s.Enter = e.Mono - uint64(e.Dwell)
+			s.Enter = e.Mono - event.Mono(e.Dwell)
 			c.Start = s.Enter
 		}
 		c.States = append(c.States, s)
@@ -378,7 +378,7 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 		c.unseen++
 		s := Span{State: e.Old, Unseen: true}
 		if e.Has(event.DwellKnown) {
-			s.Enter = e.Mono - uint64(e.Dwell)
+			s.Enter = e.Mono - event.Mono(e.Dwell)
 		}
 		c.States = append(c.States, s)
 	}
@@ -408,10 +408,10 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 func (t *Tracker) handshakeSpan(c *Conn, e *event.Event) {
 	hs := uint64(e.HandshakeMicros) * 1000
 	sp := c.Last()
-	if sp.State != event.SynRecv || hs > e.Mono {
+	if sp.State != event.SynRecv || hs > uint64(e.Mono) {
 		return
 	}
-	sp.Enter, sp.Dwell, sp.DwellKnown, sp.Inferred = e.Mono-hs, hs, true, true
+	sp.Enter, sp.Dwell, sp.DwellKnown, sp.Inferred = e.Mono-event.Mono(hs), hs, true, true
 	if len(c.States) == 1 && !c.startUnknown {
 		c.Start = sp.Enter
 	}
@@ -436,7 +436,7 @@ func (t *Tracker) insertOutOfOrder(c *Conn, e *event.Event) {
 	} else {
 		c.States = append(c.States, Span{})
 		copy(c.States[i+1:], c.States[i:])
-		c.States[i] = Span{State: e.New, Enter: e.Mono, Dwell: c.States[i+1].Enter - e.Mono, DwellKnown: true}
+		c.States[i] = Span{State: e.New, Enter: e.Mono, Dwell: c.States[i+1].Enter.Since(e.Mono), DwellKnown: true}
 	}
 	if i > 0 && e.Has(event.DwellKnown) {
 		c.States[i-1].Dwell, c.States[i-1].DwellKnown = uint64(e.Dwell), true
@@ -462,11 +462,11 @@ func (t *Tracker) touch(c *Conn) {
 
 // finishOpen emits c, which has not reached CLOSE, and recycles it: now
 // is its end and bounds the last dwell.
-func (t *Tracker) finishOpen(c *Conn, now uint64) {
+func (t *Tracker) finishOpen(c *Conn, now event.Mono) {
 	c.Open = true
 	c.End = now
 	if last := c.Last(); last.Enter != 0 && now >= last.Enter {
-		last.Dwell, last.DwellKnown = now-last.Enter, true
+		last.Dwell, last.DwellKnown = now.Since(last.Enter), true
 	}
 	unlinkStuck(c)
 	delete(t.conns, c.Cookie)
@@ -478,7 +478,7 @@ func (t *Tracker) finishOpen(c *Conn, now uint64) {
 // yet been reported for, a stub of it stays on that watch (a leak is
 // exactly the least recently active connection, and makes no transition
 // that would put it back); the stubs are bounded like the table.
-func (t *Tracker) evict(c *Conn, now uint64) {
+func (t *Tracker) evict(c *Conn, now event.Mono) {
 	c.Evicted = true
 	if c.stuckState == 0 || len(t.stubs) >= t.capacity {
 		if c.stuckState != 0 {
@@ -524,7 +524,7 @@ func (t *Tracker) emitAndRecycle(c *Conn) {
 // Flush emits every connection held: those that reached CLOSE, then those
 // still open, least recently active first, with now (kernel monotonic ns)
 // as the time they were seen last.
-func (t *Tracker) Flush(now uint64) {
+func (t *Tracker) Flush(now event.Mono) {
 	for _, c := range t.closing {
 		if c != nil {
 			delete(t.closingBy, c.Cookie)

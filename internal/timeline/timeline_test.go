@@ -12,7 +12,7 @@ import (
 // ev builds a transition of socket cookie at time ms (milliseconds).
 func ev(cookie uint64, ms uint64, old, new event.State, dwellMs int64, flags event.Flags) event.Event {
 	e := event.Event{
-		Mono: ms * 1e6, Cookie: cookie, Old: old, New: new, Flags: flags,
+		Mono: event.Mono(ms * 1e6), Cookie: cookie, Old: old, New: new, Flags: flags,
 		Src: netip.MustParseAddrPort("10.0.0.1:80"), Dst: netip.MustParseAddrPort("10.0.0.2:4000"),
 		Family: event.IPv4, PID: 42, Netns: 7,
 	}
@@ -34,7 +34,7 @@ type span struct {
 func spansOf(c *Conn) []span {
 	var out []span
 	for _, s := range c.States {
-		out = append(out, span{s.State, s.Enter / 1e6, s.Dwell / 1e6, s.DwellKnown})
+		out = append(out, span{s.State, uint64(s.Enter) / 1e6, s.Dwell / 1e6, s.DwellKnown})
 	}
 	return out
 }
@@ -171,7 +171,7 @@ func TestTimelines(t *testing.T) {
 				tr.Observe(&tc.events[i])
 			}
 			if tc.flushAt != 0 {
-				tr.Flush(tc.flushAt * 1e6)
+				tr.Flush(event.Mono(tc.flushAt * 1e6))
 			} else {
 				tr.ReleaseClosed(1 << 62)
 			}
@@ -274,7 +274,7 @@ func TestReconnectAfterCloseReleasesTheHeldOne(t *testing.T) {
 // timeline as in the histogram: it starts when the first SYN-ACK left.
 func TestHandshakeSpan(t *testing.T) {
 	var got []span
-	var start uint64
+	var start event.Mono
 	tr := New(10, func(c *Conn) { got, start = spansOf(c), c.Start })
 	birth := ev(1, 5000, event.Listen, event.SynRecv, -1, own|event.Birth|event.Inherited)
 	done := ev(1, 5000+1, event.SynRecv, event.Established, 1, own|event.Handshake) // 24 µs... of the full socket

@@ -16,7 +16,7 @@ import (
 // t0 is the wall time of kernel monotonic 0 in these tests.
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func mono(d time.Duration) uint64 { return uint64(d) }
+func mono(d time.Duration) event.Mono { return event.Mono(d) }
 
 func comm(s string) (c [16]byte) {
 	copy(c[:], s)

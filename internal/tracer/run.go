@@ -358,12 +358,12 @@ func (r *run) keepConnection(c *timeline.Conn) bool {
 // sockets writes the state tally of one socket walk (the tracepoint mode
 // has none) and, on the first walk, seeds the connection table with the
 // sockets found.
-func (r *run) sockets(walk []byte, now time.Time, mono uint64) error {
+func (r *run) sockets(walk []byte, now time.Time, mono event.Mono) error {
 	return r.socketsTo(walk, now, mono, true)
 }
 
 // socketsTo is sockets; write false only updates the metrics.
-func (r *run) socketsTo(walk []byte, now time.Time, mono uint64, write bool) error {
+func (r *run) socketsTo(walk []byte, now time.Time, mono event.Mono, write bool) error {
 	if !r.p.HasWalker() {
 		return nil
 	}

@@ -136,7 +136,7 @@ func (r *run) checkHalfOpen(now time.Time, late uint64) {
 	mono := probe.MonotonicNow()
 	type pile struct {
 		n      uint32
-		oldest uint64
+		oldest event.Mono
 	}
 	piles := map[listenerKey]*pile{}
 	listeners := map[listenerKey]event.Socket{}
@@ -147,7 +147,7 @@ func (r *run) checkHalfOpen(now time.Time, late uint64) {
 			if _, dup := listeners[k]; !dup { // SO_REUSEPORT: the first
 				listeners[k] = *s
 			}
-		case s.State == event.NewSynRecv && s.SynAck != 0 && mono > s.SynAck && mono-s.SynAck >= w.limit:
+		case s.State == event.NewSynRecv && s.SynAck != 0 && mono.Since(s.SynAck) >= w.limit:
 			p := piles[k]
 			if p == nil {
 				p = &pile{oldest: s.SynAck}
@@ -181,7 +181,7 @@ func (r *run) checkHalfOpen(now time.Time, late uint64) {
 		if l.Family == event.IPv6 {
 			c.Dst = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 		}
-		r.writeOneStuck(&output.Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono - p.oldest, HalfOpen: p.n})
+		r.writeOneStuck(&output.Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono.Since(p.oldest), HalfOpen: p.n})
 	}
 }
 
