@@ -48,9 +48,9 @@ type Stats struct {
 	// off the stuck watch because the table was full.
 	Gaps, Reordered, StuckDropped uint64
 	Stuck                         uint64 // stuck records written
-	Rescued     uint64 // recorded by the backup program
-	StorageFail uint64
-	Lost        uint64
+	Rescued                       uint64 // recorded by the backup program
+	StorageFail                   uint64
+	Lost                          uint64
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64

@@ -14,7 +14,7 @@ import (
 type Span struct {
 	State      event.State
 	Enter      event.Mono // when entered; 0 = unknown
-	Dwell      uint64 // ns held; valid with DwellKnown
+	Dwell      uint64     // ns held; valid with DwellKnown
 	DwellKnown bool
 	// Unseen: the transition into this state was not seen (lost or
 	// filtered); the state is known only as the old state of the next one.
@@ -88,7 +88,7 @@ type Conn struct {
 	// first, that this one is on (0: none).
 	stuckState   event.State
 	since        event.Mono // when it entered that state, or was first seen in it
-	sinceAtLeast bool   // since is when it was first seen, not when it entered
+	sinceAtLeast bool       // since is when it was first seen, not when it entered
 	sprev, snext *Conn
 }
 
