@@ -18,7 +18,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/privileges"
 )
 
 func read(t *testing.T, path string) string {
@@ -47,8 +47,8 @@ func acceptsFlags(t *testing.T, args []string) {
 func TestSystemdUnit(t *testing.T) {
 	keys := unitKeys(t, "systemd/tcptrace-bpf.service")
 	caps := strings.Fields(keys["CapabilityBoundingSet"])
-	if !slices.Equal(sorted(caps), sorted(probe.KeptCapabilities())) {
-		t.Errorf("CapabilityBoundingSet %v, want the tracer's %v", caps, probe.KeptCapabilities())
+	if !slices.Equal(sorted(caps), sorted(privileges.KeptCapabilities())) {
+		t.Errorf("CapabilityBoundingSet %v, want the tracer's %v", caps, privileges.KeptCapabilities())
 	}
 	for k, want := range map[string]string{"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ExecReload": "/bin/kill -HUP $MAINPID"} {
 		if keys[k] != want {
@@ -101,7 +101,7 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("securityContext %+v: want unprivileged, no escalation, drop ALL", sc)
 	}
 	var want []string
-	for _, c := range probe.KeptCapabilities() {
+	for _, c := range privileges.KeptCapabilities() {
 		want = append(want, strings.TrimPrefix(c, "CAP_"))
 	}
 	if !slices.Equal(sorted(sc.Capabilities.Add), sorted(want)) {
@@ -125,7 +125,7 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
-	for _, c := range probe.KeptCapabilities() {
+	for _, c := range privileges.KeptCapabilities() {
 		if !strings.Contains(df, "--cap-add="+strings.TrimPrefix(c, "CAP_")) {
 			t.Errorf("the Dockerfile's docker run example does not add %s", c)
 		}

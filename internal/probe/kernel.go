@@ -17,45 +17,12 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/privileges"
 )
-
-// Capability numbers (linux/capability.h); x/sys/unix lacks the two newest.
-const (
-	capSysAdmin = 21
-	capPerfmon  = 38
-	capBPF      = 39
-)
-
-// ErrPrivileges is returned when the process may not load BPF programs.
-var ErrPrivileges = errors.New("needs root, or the capabilities CAP_BPF and CAP_PERFMON: run it with sudo")
-
-// effectiveCaps returns the effective capability set as a bitmask.
-func effectiveCaps() (uint64, error) {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return 0, fmt.Errorf("reading capabilities: %w", err)
-	}
-	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, nil
-}
-
-// CheckPrivileges fails with ErrPrivileges unless the process holds
-// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which implies both).
-func CheckPrivileges() error {
-	caps, err := effectiveCaps()
-	if err != nil {
-		return err
-	}
-	has := func(c uint) bool { return caps&(1<<c) != 0 }
-	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
-		return nil
-	}
-	return ErrPrivileges
-}
 
 // checkKernel names the first missing kernel feature the attach mode needs.
 func checkKernel(a config.Attach) error {
-	if err := CheckPrivileges(); err != nil {
+	if err := privileges.Check(); err != nil {
 		return err
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
@@ -154,7 +121,7 @@ func Features() []string {
 	}
 	_, btfErr := os.Stat("/sys/kernel/btf/vmlinux")
 	out = append(out, "BTF (/sys/kernel/btf/vmlinux): "+yes(btfErr))
-	if err := CheckPrivileges(); err != nil {
+	if err := privileges.Check(); err != nil {
 		return append(out, "BPF features: unknown (probing them "+err.Error()+")")
 	}
 	out = append(out,

@@ -24,6 +24,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/privileges"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -56,7 +57,7 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if err := probe.CheckPrivileges(); err != nil {
+	if err := privileges.Check(); err != nil {
 		return err
 	}
 	var cgID uint64
@@ -162,7 +163,7 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 	// Everything that needed full privileges is done: programs attached,
 	// maps, ring buffer, output and metrics socket open, sockets seeded.
 	if !cfg.KeepPrivileges {
-		if kept, err := probe.DropPrivileges(); err != nil {
+		if kept, err := privileges.Drop(); err != nil {
 			r.warn(fmt.Errorf("running with all capabilities: %w", err))
 		} else {
 			where += ", capabilities dropped but " + strings.Join(kept, " ")

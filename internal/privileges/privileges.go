@@ -1,6 +1,10 @@
 //go:build linux
 
-package probe
+// Package privileges checks what the tracer may do and gives up what it no
+// longer needs once the probes are attached: every capability but the few
+// that reading the ring, walking sockets and finding namespaces need, and
+// no_new_privs.
+package privileges
 
 import (
 	"errors"
@@ -27,7 +31,7 @@ const (
 	capLast      = 40 // CAP_CHECKPOINT_RESTORE, the highest in Linux 6.x
 )
 
-// KeptCapabilities names the capabilities DropPrivileges keeps: what a
+// KeptCapabilities names the capabilities Drop keeps: what a
 // deployment must grant (deploy/ is tested against it).
 func KeptCapabilities() []string {
 	names := make([]string, len(keptCaps))
@@ -41,11 +45,11 @@ func KeptCapabilities() []string {
 // AllThreadsSyscall refuses when cgo is linked in.
 var ErrCgo = errors.New("cannot drop capabilities in a binary built with cgo (build with CGO_ENABLED=0, as the Makefile does)")
 
-// DropPrivileges keeps only the capabilities the running tracer still
+// Drop keeps only the capabilities the running tracer still
 // needs (see keptCaps), on every thread: it empties the bounding set of
 // the rest and the inheritable set, and sets no_new_privs so that nothing
 // this process executes can gain privileges. It returns the names kept.
-func DropPrivileges() ([]string, error) {
+func Drop() ([]string, error) {
 	var keep uint64
 	for _, k := range keptCaps {
 		keep |= 1 << k.cap
@@ -84,4 +88,38 @@ func DropPrivileges() ([]string, error) {
 		return nil, fmt.Errorf("setting capabilities: %w", e)
 	}
 	return KeptCapabilities(), nil
+}
+
+// Capability numbers (linux/capability.h); x/sys/unix lacks the two newest.
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// ErrPrivileges is returned when the process may not load BPF programs.
+var ErrPrivileges = errors.New("needs root, or the capabilities CAP_BPF and CAP_PERFMON: run it with sudo")
+
+// effectiveCaps returns the effective capability set as a bitmask.
+func effectiveCaps() (uint64, error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, fmt.Errorf("reading capabilities: %w", err)
+	}
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, nil
+}
+
+// Check fails with ErrPrivileges unless the process holds
+// CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, which implies both).
+func Check() error {
+	caps, err := effectiveCaps()
+	if err != nil {
+		return err
+	}
+	has := func(c uint) bool { return caps&(1<<c) != 0 }
+	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
+		return nil
+	}
+	return ErrPrivileges
 }
