@@ -20,14 +20,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/privileges"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
 // Run traces until ctx ends or cfg.Duration passes, writing records to
@@ -115,11 +114,7 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 	default:
 		sink = output.NewNDJSON(w, clock)
 	}
-	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start, stateFilter: cfg.StateFilter()}
-	r.socketSink, _ = sink.(output.SocketSink)
-	if cfg.CgroupFields {
-		r.idents = cgroup.NewCache("/proc", identityCacheSize)
-	}
+	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start}
 	switch {
 	case newSink != nil:
 		// The sink is no writer: nothing to watch or reopen.
@@ -132,17 +127,6 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 		defer signal.Stop(r.hup)
 		r.closeOut = &closeOut
 	}
-	// The connection table also serves stuck detection; only the pure
-	// kernel-aggregation mode has none.
-	if !cfg.Aggregate() {
-		r.tracker = timeline.New(cfg.MaxConns, r.connection)
-		var after [event.NumStates]uint64
-		for st, d := range cfg.Stuck {
-			after[st] = uint64(d)
-		}
-		r.tracker.WatchStuck(after, r.stuck)
-		r.halfOpen.limit = after[event.SynRecv]
-	}
 	if cfg.Metrics != "" {
 		stopMetrics, addr, err := r.serveMetrics(cfg.Metrics)
 		if err != nil {
@@ -152,6 +136,7 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 		cfg.Metrics = addr
 		r.cfg.Metrics = addr
 	}
+	r.pl = pipeline.New(r.cfg, kernelSource{p}, sink, r.m, r.warn)
 	where := "records to user space"
 	if cfg.Aggregate() {
 		where = "histograms aggregated in the kernel"
@@ -178,7 +163,7 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 	if err := p.WalkWarning(); err != nil {
 		r.warn(err)
 	}
-	if err := r.sockets(p.InitialSockets(), start, probe.MonotonicNow()); err != nil {
+	if err := r.pl.WriteSockets(p.InitialSockets(), start, probe.MonotonicNow()); err != nil {
 		return err
 	}
 
@@ -210,49 +195,51 @@ func openOutput(path string, stdout io.Writer) (io.Writer, func(), error) {
 	return f, func() { f.Close() }, nil
 }
 
+// run is the Linux run loop: it reads the ring buffer and hands the
+// records to the pipeline, polls the kernel's health, reopens the output
+// on SIGHUP and writes the closing records.
 type run struct {
-	cfg  config.Config
-	p    *probe.Probe
-	sink output.Sink
-	// socketSink: the sink also takes every socket of each walk.
-	socketSink output.SocketSink
-	tracker    *timeline.Tracker
-	stderr     io.Writer
-	start      time.Time
+	cfg    config.Config
+	p      *probe.Probe
+	pl     *pipeline.Pipeline
+	sink   output.Sink
+	m      *metrics.Metrics
+	stderr io.Writer
+	start  time.Time
 
-	ev          event.Event
-	hists       output.Histograms
-	events      uint64
-	conns       uint64
-	open        uint64
-	decodeErrs  uint64
-	lastHealth  probe.Health
-	lastDecode  uint64
-	lastLostAt  time.Time
-	lastHistsAt time.Time
-	lastFlushAt time.Time
-	stuckCount  uint64
-	// pendingStuck: stuck reports waiting for their holders (stuck.go).
-	pendingStuck []pendingStuck
-	halfOpen     halfOpenWatch
-	// listenerOwner: listeners' owners found in /proc, by socket inode.
-	listenerOwner map[uint64]cachedOwner
-	seeded        bool
-	stateFilter   bool
+	lastHealth    probe.Health
+	lastDecode    uint64
+	lastLostAt    time.Time
+	lastHistsAt   time.Time
+	lastFlushAt   time.Time
+	lastGaugeAt   time.Time
+	lastEvictions uint64
 	warned        map[string]bool
 	hup           chan os.Signal
 	closeOut      *func()
 	// readerGone reports a stdout pipe whose reader has closed; nil
 	// when writing to a file.
 	readerGone func() bool
+}
 
-	// idents: the owners' cgroup identities (--cgroup-fields), nil
-	// without.
-	idents *cgroup.Cache
+// kernelSource is the pipeline's view of the kernel: the probe's socket
+// walker and /proc.
+type kernelSource struct{ p *probe.Probe }
 
-	m             *metrics.Metrics
-	lastEvictions uint64
-	lastGaugeAt   time.Time
+func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
+func (k kernelSource) Walk() ([]byte, error) {
+	return k.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+}
+func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
+
+func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]output.Holder {
+	out := map[uint64][]output.Holder{}
+	for ino, hs := range sockowner.Holders("/proc", inodes) {
+		for _, h := range hs {
+			out[ino] = append(out[ino], output.Holder{PID: h.PID, Comm: h.Comm})
+		}
+	}
+	return out
 }
 
 // serveMetrics starts the Prometheus endpoint; it returns a function that
@@ -299,145 +286,6 @@ func minDwellKernel(cfg config.Config) uint64 {
 	return 0
 }
 
-func (r *run) connection(c *timeline.Conn) {
-	if r.m != nil && !c.Open && c.Ending.CloseKnown {
-		// Counted here, not at the CLOSE transition: a reset the kernel
-		// sends right after it (an abortive close) is on the connection.
-		end := &c.Ending
-		r.m.Closed(c.ClosedFrom(), end.Reset, end.Err, end.TW)
-	}
-	if r.cfg.Emit&config.EmitConnections == 0 || !r.keepConnection(c) {
-		return
-	}
-	r.conns++
-	if c.Open {
-		r.open++
-	}
-	c.Identity = r.identity(c.OwnerKnown, c.PID, &c.Comm)
-	r.sink.Connection(c)
-}
-
-// identityCacheSize bounds the processes whose cgroup identity is kept:
-// about 200 bytes each with a Kubernetes path, so at most ~2 MB.
-const identityCacheSize = 8192
-
-// identity is the cgroup identity of an owner, nil when unknown or not
-// asked for (--cgroup-fields): one /proc read per process (made at its
-// socket's birth, see handle), then a map lookup that allocates nothing.
-func (r *run) identity(known bool, pid uint32, comm *[16]byte) *cgroup.Identity {
-	if r.idents == nil || !known || pid == 0 {
-		return nil
-	}
-	return r.idents.Lookup(pid, *comm)
-}
-
-// keepState applies --state (everything passes without it).
-func (r *run) keepState(s event.State) bool { return !r.stateFilter || r.cfg.States[s] }
-
-// keepTransition applies --state and, where the kernel did not, --min-dwell.
-func (r *run) keepTransition(e *event.Event) bool {
-	// A socket that went on to TIME_WAIT counts as entering it.
-	intoTW := e.TW == event.TWTimeWait && r.cfg.States[event.TimeWait]
-	if r.stateFilter && !r.cfg.States[e.Old] && !r.cfg.States[e.New] && !intoTW {
-		return false
-	}
-	return r.cfg.MinDwell == 0 || (e.Has(event.DwellKnown) && e.Dwell >= r.cfg.MinDwell)
-}
-
-// keepConnection: a connection that passed through a --state state, and
-// held some state at least --min-dwell.
-func (r *run) keepConnection(c *timeline.Conn) bool {
-	through, long := !r.stateFilter, r.cfg.MinDwell == 0
-	for i := range c.States {
-		sp := &c.States[i]
-		through = through || r.cfg.States[sp.State]
-		long = long || (sp.DwellKnown && time.Duration(sp.Dwell) >= r.cfg.MinDwell)
-	}
-	return through && long
-}
-
-// sockets writes the state tally of one socket walk (the tracepoint mode
-// has none) and, on the first walk, seeds the connection table with the
-// sockets found.
-func (r *run) sockets(walk []byte, now time.Time, mono event.Mono) error {
-	return r.socketsTo(walk, now, mono, true)
-}
-
-// socketsTo is sockets; write false only updates the metrics.
-func (r *run) socketsTo(walk []byte, now time.Time, mono event.Mono, write bool) error {
-	if !r.p.HasWalker() {
-		return nil
-	}
-	var counts [event.NumStates]uint64
-	type portKey struct {
-		netns uint32
-		port  uint16
-	}
-	var listeners []output.Listener
-	byPort := map[portKey]int{}
-	halfOpen := map[portKey]uint32{}
-	var socks []event.Socket
-	err := event.SplitSockets(walk, func(s *event.Socket) {
-		if r.keepState(s.State) {
-			counts[s.State]++
-			if r.socketSink != nil {
-				socks = append(socks, *s)
-			}
-		}
-		k := portKey{s.Netns, s.Src.Port()}
-		switch s.State {
-		case event.Listen:
-			byPort[k] = len(listeners)
-			listeners = append(listeners, output.Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
-				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
-				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
-		case event.NewSynRecv:
-			halfOpen[k]++
-		}
-		if !r.seeded && r.tracker != nil {
-			r.tracker.Seed(s, mono)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	r.seeded = true
-	r.listenerOwners(listeners)
-	if r.m != nil {
-		r.m.Sockets(&counts)
-	}
-	if !write || r.cfg.Emit&config.EmitStates == 0 {
-		return nil
-	}
-	r.sink.States(now, &counts)
-	if r.socketSink != nil {
-		r.socketSink.Sockets(now, socks)
-	}
-	// Per listener: a full accept queue is otherwise silent on the server
-	// (the clients' SYNs are dropped; they sit in SYN_SENT).
-	if r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv) {
-		for k, n := range halfOpen {
-			if i, ok := byPort[k]; ok {
-				listeners[i].HalfOpen += n // SO_REUSEPORT: all on the first
-			}
-		}
-		for i := range listeners {
-			r.sink.Listener(now, &listeners[i])
-		}
-	}
-	return nil
-}
-
-// walkSockets takes a fresh tally; a namespace that cannot be walked is
-// a warning, not the end of the run.
-func (r *run) walkSockets(now time.Time, write bool) error {
-	walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
-	if err != nil {
-		r.warn(err)
-	}
-	return r.socketsTo(walk, now, probe.MonotonicNow(), write)
-}
-
 // warn writes a warning line to stderr, the same one at most once.
 func (r *run) warn(err error) {
 	msg := err.Error()
@@ -449,43 +297,6 @@ func (r *run) warn(err error) {
 	}
 	r.warned[msg] = true
 	fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %s\n", strings.ReplaceAll(msg, "\n", "; "))
-}
-
-// handle processes one raw record.
-func (r *run) handle(raw []byte) {
-	if err := event.Decode(raw, &r.ev); err != nil {
-		r.decodeErrs++
-		return
-	}
-	e := &r.ev
-	if e.Kind == event.KindResetAfterClose {
-		if r.tracker != nil {
-			r.tracker.ResetAfterClose(e.Cookie, e.Reset)
-		}
-		return
-	}
-	r.events++
-	// CLOSE is where sockets start and end, not a state they dwell in; a
-	// repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay.
-	stay, stayEnded := e.Stay()
-	stayEnded = stayEnded && r.keepState(e.Old)
-	if stayEnded {
-		r.hists[e.Old].Record(uint64(stay))
-	}
-	if r.m != nil {
-		r.m.Transition(e, stay, stayEnded)
-	}
-	if r.cfg.Emit&config.EmitTransitions != 0 && r.keepTransition(e) {
-		r.sink.Transition(e)
-	}
-	if r.idents != nil && e.Has(event.Birth) {
-		// Read the owner's cgroup while it surely runs: a short-lived
-		// client has exited by the time its connection is written.
-		r.identity(e.Has(event.OwnerKnown), e.PID, &e.Comm)
-	}
-	if r.tracker != nil {
-		r.tracker.Observe(e)
-	}
 }
 
 // loop reads the ring buffer in batches: each ReadInto returns at once
@@ -506,7 +317,7 @@ func (r *run) loop(ctx context.Context) error {
 				}
 				return r.finish(fmt.Errorf("reading ring buffer: %w", err))
 			}
-			r.handle(raw)
+			r.pl.Handle(raw)
 			// A ring that never runs dry must not starve the periodic work.
 			if n&4095 == 4095 && ctx.Err() != nil {
 				break
@@ -539,21 +350,16 @@ func (r *run) periodic(now time.Time) error {
 		if err := r.reportLost(now); err != nil {
 			return err
 		}
-		r.checkHalfOpen(now, r.lastHealth.SynAckLate)
+		r.pl.CheckHalfOpen(now, r.lastHealth.SynAckLate)
 	}
-	if r.tracker != nil {
-		// Each poll: closed connections past their hold, and a look at
-		// the oldest connection of each watched state.
-		mono := probe.MonotonicNow()
-		r.tracker.ReleaseClosed(mono)
-		r.tracker.CheckStuck(mono)
-		r.writeStuck(now)
-	}
+	// Each poll: closed connections past their hold, and a look at the
+	// oldest connection of each watched state.
+	r.pl.Tick(now)
 	if r.m != nil && r.cfg.Interval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
 		// No --interval: keep the socket gauges fresh without writing
 		// states records.
 		r.lastGaugeAt = now
-		if err := r.walkSockets(now, false); err != nil {
+		if err := r.pl.WalkAndCount(); err != nil {
 			return err
 		}
 	}
@@ -564,7 +370,7 @@ func (r *run) periodic(now time.Time) error {
 				return err
 			}
 		}
-		if err := r.walkSockets(now, true); err != nil {
+		if err := r.pl.WalkAndWrite(now); err != nil {
 			return err
 		}
 	}
@@ -579,14 +385,14 @@ func (r *run) periodic(now time.Time) error {
 // records, or in aggregate mode the kernel's.
 func (r *run) writeHistograms(now time.Time) error {
 	if r.cfg.Aggregate() {
-		for i := range r.hists {
-			r.hists[i].Reset()
+		for i := range r.pl.Hists {
+			r.pl.Hists[i].Reset()
 		}
-		if err := r.p.DwellHistograms(r.hists[:]); err != nil {
+		if err := r.p.DwellHistograms(r.pl.Hists[:]); err != nil {
 			return err
 		}
 	}
-	r.sink.Histograms(now, r.start, &r.hists)
+	r.sink.Histograms(now, r.start, &r.pl.Hists)
 	return nil
 }
 
@@ -601,19 +407,17 @@ func (r *run) reportLost(now time.Time) error {
 		TS:               now,
 		RingbufFull:      h.RingbufFull - r.lastHealth.RingbufFull,
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
-		Decode:           r.decodeErrs - r.lastDecode,
+		Decode:           r.pl.DecodeErrs - r.lastDecode,
 		TotalRingbufFull: h.RingbufFull,
 		TotalRecursion:   h.Recursion,
-		TotalDecode:      r.decodeErrs,
+		TotalDecode:      r.pl.DecodeErrs,
 	}
-	r.lastHealth, r.lastDecode = h, r.decodeErrs
+	r.lastHealth, r.lastDecode = h, r.pl.DecodeErrs
 	if r.m != nil {
 		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode)
-		if r.tracker != nil {
-			ev := r.tracker.Stats().Evictions
-			r.m.Evicted(ev - r.lastEvictions)
-			r.lastEvictions = ev
-		}
+		ev := r.pl.TrackerStats().Evictions
+		r.m.Evicted(ev - r.lastEvictions)
+		r.lastEvictions = ev
 		r.m.RingFill(r.p.RingFill())
 	}
 	if l.Count() > 0 {
@@ -636,21 +440,16 @@ func (r *run) finish(cause error) error {
 				if err != nil {
 					break // ringbuf.ErrFlushed: drained
 				}
-				r.handle(raw)
+				r.pl.Handle(raw)
 			}
 		}
 	}
 	now := time.Now()
 	var walkErr error
 	if cause == nil {
-		walkErr = r.walkSockets(now, true)
+		walkErr = r.pl.WalkAndWrite(now)
 	}
-	if r.tracker != nil {
-		mono := probe.MonotonicNow()
-		r.tracker.CheckStuck(mono)
-		r.writeStuck(now)
-		r.tracker.Flush(mono)
-	}
+	r.pl.Drain(now)
 	lostErr := r.reportLost(now)
 	var histErr error
 	if r.cfg.Emit&config.EmitHistograms != 0 {
@@ -658,19 +457,17 @@ func (r *run) finish(cause error) error {
 	}
 	h := r.lastHealth
 	st := output.Stats{
-		TS: now, Attach: string(r.p.Attach()), Events: r.events, Connections: r.conns, Open: r.open,
+		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
-		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.decodeErrs,
+		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs,
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
-	if r.tracker != nil {
-		ts := r.tracker.Stats()
-		st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
-	}
-	st.Stuck = r.stuckCount
+	ts := r.pl.TrackerStats()
+	st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
+	st.Stuck = r.pl.StuckCount
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
-	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.events, r.conns, st.Lost)
+	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
 	if cause != nil {
 		return cause
 	}

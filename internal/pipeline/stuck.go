@@ -1,6 +1,4 @@
-//go:build linux
-
-package tracer
+package pipeline
 
 import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
@@ -9,8 +7,6 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -31,7 +27,7 @@ type pendingStuck struct {
 }
 
 // stuck is the tracker's callback: it queues the report for writeStuck.
-func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+func (r *Pipeline) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
 	if !r.keepState(state) {
 		return
 	}
@@ -41,13 +37,13 @@ func (r *run) stuck(c *timeline.Conn, state event.State, age uint64, atLeast boo
 }
 
 // writeStuck writes the queued stuck records with their holders.
-func (r *run) writeStuck(now time.Time) {
+func (r *Pipeline) writeStuck(now time.Time) {
 	if len(r.pendingStuck) == 0 {
 		return
 	}
 	socks := map[uint64]event.Socket{}
-	if r.p.HasWalker() && r.cfg.Emit&config.EmitStuck != 0 { // the metrics need no holders
-		walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+	if r.src.HasWalker() && r.cfg.Emit&config.EmitStuck != 0 { // the metrics need no holders
+		walk, err := r.src.Walk()
 		if err != nil {
 			r.warn(err)
 		}
@@ -69,7 +65,7 @@ func (r *run) writeStuck(now time.Time) {
 			inodes[s.Inode] = true
 		}
 	}
-	holders := sockowner.Holders("/proc", inodes)
+	holders := r.src.Holders(inodes)
 	for i := range r.pendingStuck {
 		p := &r.pendingStuck[i]
 		st := output.Stuck{TS: now, Conn: &p.conn, State: p.state, Age: p.age, AtLeast: p.atLeast}
@@ -78,9 +74,7 @@ func (r *run) writeStuck(now time.Time) {
 				p.conn.Src = s.Src
 			}
 			st.HoldersKnown = true
-			for _, o := range holders[s.Inode] {
-				st.Holders = append(st.Holders, output.Holder{PID: o.PID, Comm: o.Comm})
-			}
+			st.Holders = holders[s.Inode]
 		}
 		r.writeOneStuck(&st)
 	}
@@ -88,14 +82,14 @@ func (r *run) writeStuck(now time.Time) {
 	r.pendingStuck = r.pendingStuck[:0]
 }
 
-func (r *run) writeOneStuck(st *output.Stuck) {
+func (r *Pipeline) writeOneStuck(st *output.Stuck) {
 	if r.m != nil {
 		r.m.Stuck(st.State)
 	}
 	if r.cfg.Emit&config.EmitStuck == 0 {
 		return // counted in the metrics only
 	}
-	r.stuckCount++
+	r.StuckCount++
 	pid, comm, known, _ := st.Owner()
 	st.Identity = r.identity(known, pid, comm)
 	r.sink.Stuck(st)
@@ -120,20 +114,20 @@ type halfOpenWatch struct {
 	episodes map[listenerKey]bool
 }
 
-// checkHalfOpen looks at the listeners' half-open handshakes if there is
+// CheckHalfOpen looks at the listeners' half-open handshakes if there is
 // reason to (see halfOpenWatch); late is the kernel's count now.
-func (r *run) checkHalfOpen(now time.Time, late uint64) {
+func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
 	w := &r.halfOpen
-	if w.limit == 0 || !r.p.HasWalker() || !r.keepState(event.SynRecv) ||
+	if w.limit == 0 || !r.src.HasWalker() || !r.keepState(event.SynRecv) ||
 		(late == w.lastLate && len(w.episodes) == 0) {
 		return
 	}
 	w.lastLate = late
-	walk, err := r.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+	walk, err := r.src.Walk()
 	if err != nil {
 		r.warn(err)
 	}
-	mono := probe.MonotonicNow()
+	mono := r.src.Now()
 	type pile struct {
 		n      uint32
 		oldest event.Mono
@@ -189,7 +183,7 @@ func (r *run) checkHalfOpen(now time.Time, late uint64) {
 // histogram-only mode keeps no per-socket owners) from /proc, by the
 // socket's inode; listeners are few and long-lived, so the answers are
 // kept and /proc is read only for a listener not seen before.
-func (r *run) listenerOwners(ls []output.Listener) {
+func (r *Pipeline) listenerOwners(ls []output.Listener) {
 	want := map[uint64]bool{}
 	for i := range ls {
 		if !ls[i].OwnerKnown && ls[i].Inode != 0 && !r.listenerOwner[ls[i].Inode].known {
@@ -203,7 +197,7 @@ func (r *run) listenerOwners(ls []output.Listener) {
 		if len(r.listenerOwner) > 4096 {
 			clear(r.listenerOwner) // bounded: listeners come and go
 		}
-		for ino, hs := range sockowner.Holders("/proc", want) {
+		for ino, hs := range r.src.Holders(want) {
 			r.listenerOwner[ino] = cachedOwner{pid: hs[0].PID, comm: hs[0].Comm, known: true}
 		}
 	}

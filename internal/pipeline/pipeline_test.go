@@ -1,6 +1,4 @@
-//go:build linux
-
-package tracer
+package pipeline
 
 import (
 	"bytes"
@@ -84,12 +82,9 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 	}{{"all", config.EmitAll, false}, {"default", config.EmitDefault, false}, {"default-cgroup-fields", config.EmitDefault, true}, {"histograms", config.EmitHistograms, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			clock := event.NewClock(time.Now(), 0)
-			r := &run{cfg: config.Config{Emit: mode.emit}, sink: output.NewNDJSON(io.Discard, clock)}
+			r := New(config.Config{Emit: mode.emit, MaxConns: 1 << 16}, fakeSource{}, output.NewNDJSON(io.Discard, clock), nil, func(error) {})
 			if mode.cgroups {
 				r.idents = cgroup.NewCache(proc, identityCacheSize)
-			}
-			if mode.emit&config.EmitConnections != 0 {
-				r.tracker = timeline.New(1<<16, r.connection)
 			}
 			recs := connectionRecords(1, 2)
 			ne := binary.NativeEndian
@@ -107,13 +102,13 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 						ne.PutUint64(rec[8:], conn*2+uint64(b2i(ne.Uint16(rec[64:]) == 8080)))
 					}
 				}
-				r.handle(recs[j])
+				r.Handle(recs[j])
 			}
-			if r.decodeErrs != 0 {
-				b.Fatalf("%d decode errors", r.decodeErrs)
+			if r.DecodeErrs != 0 {
+				b.Fatalf("%d decode errors", r.DecodeErrs)
 			}
 			if mode.cgroups && r.idents.Reads() > 1 {
-				b.Fatalf("%d /proc reads for one process in %d connections, want 1", r.idents.Reads(), r.conns)
+				b.Fatalf("%d /proc reads for one process in %d connections, want 1", r.idents.Reads(), r.Conns)
 			}
 		})
 	}
@@ -133,8 +128,7 @@ func b2i(b bool) int {
 func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	var out bytes.Buffer
 	clock := event.NewClock(time.Unix(1700000000, 0), 0)
-	r := &run{cfg: config.Config{Emit: config.EmitConnections}, sink: output.NewNDJSON(&out, clock), m: metrics.New()}
-	r.tracker = timeline.New(16, r.connection)
+	r := New(config.Config{Emit: config.EmitConnections, MaxConns: 16}, fakeSource{}, output.NewNDJSON(&out, clock), metrics.New(), func(error) {})
 	recs := connectionRecords(1, 2)[:2] // CLOSE->SYN_SENT->ESTABLISHED
 	abort := bytes.Clone(recs[1])
 	ne := binary.NativeEndian
@@ -147,10 +141,10 @@ func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	reset[117] = event.ResetSent // rst
 	reset[119] = byte(event.KindResetAfterClose)
 	for _, rec := range append(recs, abort, reset) {
-		r.handle(rec)
+		r.Handle(rec)
 	}
-	if r.decodeErrs != 0 {
-		t.Fatalf("%d decode errors", r.decodeErrs)
+	if r.DecodeErrs != 0 {
+		t.Fatalf("%d decode errors", r.DecodeErrs)
 	}
 	r.tracker.ReleaseClosed(2_000_000 + timeline.CloseHold)
 	if err := r.sink.Flush(); err != nil {
@@ -159,8 +153,8 @@ func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	if !strings.Contains(out.String(), `"reset":"sent"`) {
 		t.Errorf("connection record lacks the reset: %s", out.String())
 	}
-	if r.events != 3 {
-		t.Errorf("%d transitions counted, want 3: the reset record is not one", r.events)
+	if r.Events != 3 {
+		t.Errorf("%d transitions counted, want 3: the reset record is not one", r.Events)
 	}
 	if got := closedCount(t, r.m, "ESTABLISHED", "sent"); got != 1 {
 		t.Errorf("connections_closed_total{from=ESTABLISHED,reset=sent} = %v, want 1", got)
@@ -190,3 +184,11 @@ func closedCount(t *testing.T, m *metrics.Metrics, from, reset string) float64 {
 	}
 	return 0
 }
+
+// fakeSource is a kernel side with no walker and a fixed clock.
+type fakeSource struct{}
+
+func (fakeSource) HasWalker() bool                                    { return false }
+func (fakeSource) Walk() ([]byte, error)                              { return nil, nil }
+func (fakeSource) Holders(map[uint64]bool) map[uint64][]output.Holder { return nil }
+func (fakeSource) Now() event.Mono                                    { return 1 }

@@ -1,0 +1,119 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+)
+
+// tally is what one socket walk found: the count per state (the netstat
+// tally), the listeners with their queues, and the sockets themselves for
+// a sink that wants them.
+type tally struct {
+	counts    [event.NumStates]uint64
+	listeners []output.Listener
+	socks     []event.Socket
+}
+
+// take reads one walk (struct sock_snap records). The first walk also
+// seeds the connection table with the sockets older than the tracer,
+// which the stuck watch must know (a CLOSE_WAIT leak predates the person
+// looking for it). Metrics see every walk.
+func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
+	type portKey struct {
+		netns uint32
+		port  uint16
+	}
+	t := &tally{}
+	byPort := map[portKey]int{}
+	halfOpen := map[portKey]uint32{}
+	err := event.SplitSockets(walk, func(s *event.Socket) {
+		if r.keepState(s.State) {
+			t.counts[s.State]++
+			if r.socketSink != nil {
+				t.socks = append(t.socks, *s)
+			}
+		}
+		k := portKey{s.Netns, s.Src.Port()}
+		switch s.State {
+		case event.Listen:
+			byPort[k] = len(t.listeners)
+			t.listeners = append(t.listeners, output.Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
+				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
+				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
+		case event.NewSynRecv:
+			halfOpen[k]++
+		}
+		if !r.seeded && r.tracker != nil {
+			r.tracker.Seed(s, mono)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.seeded = true
+	for k, n := range halfOpen {
+		if i, ok := byPort[k]; ok {
+			t.listeners[i].HalfOpen += n // SO_REUSEPORT: all on the first
+		}
+	}
+	r.listenerOwners(t.listeners)
+	if r.m != nil {
+		r.m.Sockets(&t.counts)
+	}
+	return t, nil
+}
+
+// WriteSockets writes what one walk found (the tracepoint mode has no
+// walker): the states tally and, per listener, its queues (a full accept
+// queue is otherwise silent on the server: the clients' SYNs are dropped
+// and they sit in SYN_SENT).
+func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) error {
+	if !r.src.HasWalker() {
+		return nil
+	}
+	t, err := r.take(walk, mono)
+	if err != nil || r.cfg.Emit&config.EmitStates == 0 {
+		return err
+	}
+	r.sink.States(now, &t.counts)
+	if r.socketSink != nil {
+		r.socketSink.Sockets(now, t.socks)
+	}
+	if r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv) {
+		for i := range t.listeners {
+			r.sink.Listener(now, &t.listeners[i])
+		}
+	}
+	return nil
+}
+
+// CountSockets only updates the metrics' socket gauges from one walk.
+func (r *Pipeline) CountSockets(walk []byte, mono event.Mono) error {
+	if !r.src.HasWalker() {
+		return nil
+	}
+	_, err := r.take(walk, mono)
+	return err
+}
+
+// WalkAndWrite takes a fresh walk and writes it; a namespace that cannot
+// be walked is a warning, not the end of the run.
+func (r *Pipeline) WalkAndWrite(now time.Time) error {
+	walk, err := r.src.Walk()
+	if err != nil {
+		r.warn(err)
+	}
+	return r.WriteSockets(walk, now, r.src.Now())
+}
+
+// WalkAndCount takes a fresh walk for the metrics alone.
+func (r *Pipeline) WalkAndCount() error {
+	walk, err := r.src.Walk()
+	if err != nil {
+		r.warn(err)
+	}
+	return r.CountSockets(walk, r.src.Now())
+}
