@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"os"
 	"path/filepath"
@@ -63,7 +64,7 @@ func offlineFlags(cmd string) (*flag.FlagSet, *offlineOpts) {
 	if cmd == "report" {
 		o.output = fs.StringP("output", "o", "", "the HTML file to write")
 	} else {
-		o.format = fs.String("format", string(output.FormatText), "text, or ndjson: the selected records again")
+		o.format = fs.String("format", string(config.FormatText), "text, or ndjson: the selected records again")
 		o.utc = fs.Bool("utc", false, "with --format text: show times in UTC, not local time (as the live --utc)")
 	}
 	o.help = fs.BoolP("help", "h", false, "show this help")
@@ -136,18 +137,18 @@ func runOffline(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wr
 	if cmd == "report" {
 		return writeReport(in, name, *htmlOut, f, stderr)
 	}
-	var sink output.Sink
+	var sink pipeline.Sink
 	zone := time.Local
 	switch {
-	case *o.utc && output.Format(*format) != output.FormatText:
+	case *o.utc && config.Format(*format) != config.FormatText:
 		return fail(errors.New("--utc sets the zone of --format text; NDJSON times are always UTC: drop --utc"))
 	case *o.utc:
 		zone = time.UTC
 	}
-	switch output.Format(*format) {
-	case output.FormatText:
+	switch config.Format(*format) {
+	case config.FormatText:
 		sink = output.NewText(stdout, recording.Clock, zone)
-	case output.FormatNDJSON:
+	case config.FormatNDJSON:
 		sink = output.NewNDJSON(stdout, recording.Clock)
 	default:
 		return fail(fmt.Errorf("--format must be text or ndjson, not %q", *format))

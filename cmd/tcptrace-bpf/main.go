@@ -15,8 +15,6 @@ import (
 	"time"
 
 	flag "github.com/spf13/pflag"
-
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -87,7 +85,7 @@ func traceFlags(cfg *config.Config) (*flag.FlagSet, *traceOpts) {
 		netns:    fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)"),
 		states:   fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)"),
 		emit:     fs.String("emit", "connections,histograms,states,stuck", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
-		format:   fs.String("format", string(output.FormatNDJSON), "ndjson or text"),
+		format:   fs.String("format", string(config.FormatNDJSON), "ndjson or text"),
 		stuck:    fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
 		attach:   fs.String("attach", string(config.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
 		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
@@ -163,7 +161,7 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *config.Config, args 
 	if cfg.Emit, err = config.ParseEmit(*o.emit); err != nil {
 		return false, err
 	}
-	cfg.Format = output.Format(*o.format)
+	cfg.Format = config.Format(*o.format)
 	cfg.Attach = config.Attach(*o.attach)
 	if cfg.States, err = config.ParseStates(*o.states); err != nil {
 		return false, err

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 )
 
 // Emit selects the record types written.
@@ -98,7 +97,7 @@ type Config struct {
 	Duration time.Duration // stop after; 0: until a signal
 	Flush    time.Duration // longest time a record waits in the tracer
 	Output   string        // file, or "" / "-" for stdout
-	Format   output.Format
+	Format   Format
 	Attach   Attach
 	RingSize int // bytes
 	MaxConns int // open connections tracked at once
@@ -142,7 +141,7 @@ func Defaults() Config {
 	return Config{
 		Emit:     EmitDefault,
 		Flush:    100 * time.Millisecond,
-		Format:   output.FormatNDJSON,
+		Format:   FormatNDJSON,
 		Attach:   AttachBTF,
 		RingSize: 16 << 20,
 		MaxConns: 262144,
@@ -203,7 +202,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--duration must not be negative (got %s); 0 means until interrupted", c.Duration)
 	case c.Flush <= 0 || c.Flush > time.Minute:
 		return fmt.Errorf("--flush must be between 1ms and 1m (got %s)", c.Flush)
-	case c.Format != output.FormatNDJSON && c.Format != output.FormatText:
+	case c.Format != FormatNDJSON && c.Format != FormatText:
 		return fmt.Errorf("--format must be ndjson or text, not %q", c.Format)
 	case c.RingSize < 4096 || c.RingSize&(c.RingSize-1) != 0 || c.RingSize > 1<<30:
 		return fmt.Errorf("--ring-size must be a power of two between 4KiB and 1GiB (got %d)", c.RingSize)
@@ -219,7 +218,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--interval writes histograms and states records, and --emit %s has neither: add histograms or states to --emit, or drop --interval", c.Emit)
 	case c.CgroupFields && c.Emit&(EmitConnections|EmitStuck) == 0:
 		return fmt.Errorf("--cgroup-fields adds fields to connection and stuck records, and --emit %s has neither: add one to --emit, or drop --cgroup-fields", c.Emit)
-	case c.UTC && c.Format != output.FormatText:
+	case c.UTC && c.Format != FormatText:
 		return fmt.Errorf("--utc sets the zone of --format text; NDJSON times are always UTC: add --format text, or drop --utc")
 	case c.MinDwell > 0 && c.Emit&(EmitTransitions|EmitConnections) == 0:
 		return fmt.Errorf("--min-dwell selects transitions and connections, and --emit %s has neither: add one to --emit, or drop --min-dwell", c.Emit)
@@ -392,3 +391,11 @@ func ParseAttach(s string) (Attach, error) {
 	}
 	return "", fmt.Errorf("unknown attach mode %q (use tp_btf or tracepoint)", s)
 }
+
+// Format names an output format.
+type Format string
+
+const (
+	FormatNDJSON Format = "ndjson"
+	FormatText   Format = "text"
+)

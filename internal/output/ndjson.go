@@ -2,6 +2,7 @@ package output
 
 import (
 	"bufio"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"time"
@@ -197,8 +198,8 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	n.write()
 }
 
-// Histograms writes one "histogram" record per state that has values.
-func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
+// pipeline.Histograms writes one "histogram" record per state that has values.
+func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 	for st := range hs {
 		h := &hs[st]
 		if h.Count() == 0 {
@@ -232,8 +233,8 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *Histograms) {
 	}
 }
 
-// Lost writes a "lost" record.
-func (n *NDJSON) Lost(l *Lost) {
+// pipeline.Lost writes a "lost" record.
+func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b := n.start(record.TypeLost)
 	b = appendTime(b, `,"ts":`, l.TS)
 	b = appendUint(b, `,"count":`, l.Count())
@@ -245,8 +246,8 @@ func (n *NDJSON) Lost(l *Lost) {
 	n.write()
 }
 
-// Stats writes the closing "stats" record.
-func (n *NDJSON) Stats(s *Stats) {
+// pipeline.Stats writes the closing "stats" record.
+func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b := n.start(record.TypeStats)
 	b = appendTime(b, `,"ts":`, s.TS)
 	b = appendStr(b, `,"attach":`, s.Attach)
@@ -322,8 +323,8 @@ func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
 	n.write()
 }
 
-// Stuck writes a "stuck" record.
-func (n *NDJSON) Stuck(s *Stuck) {
+// pipeline.Stuck writes a "stuck" record.
+func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	c := s.Conn
 	b := n.start(record.TypeStuck)
 	b = appendTime(b, `,"ts":`, s.TS)
@@ -361,8 +362,8 @@ func (n *NDJSON) Stuck(s *Stuck) {
 	n.write()
 }
 
-// Listener writes a "listener" record.
-func (n *NDJSON) Listener(ts time.Time, l *Listener) {
+// pipeline.Listener writes a "listener" record.
+func (n *NDJSON) Listener(ts time.Time, l *pipeline.Listener) {
 	b := n.start(record.TypeListener)
 	b = appendTime(b, `,"ts":`, ts)
 	b = appendUint(b, `,"netns":`, uint64(l.Netns))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"os"
@@ -83,7 +84,7 @@ func sampleConns() []*timeline.Conn {
 	return []*timeline.Conn{c, client, partial}
 }
 
-func writeAll(s Sink) {
+func writeAll(s pipeline.Sink) {
 	e := sampleEvent()
 	s.Transition(&e)
 	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.OwnerKnown|event.CloseInfo
@@ -97,28 +98,28 @@ func writeAll(s Sink) {
 	for _, c := range sampleConns() {
 		s.Connection(c)
 	}
-	var hs Histograms
+	var hs pipeline.Histograms
 	for _, v := range []uint64{1e9, 1.1e9, 2e9, 30e9} {
 		hs[event.CloseWait].Record(v)
 	}
 	hs[event.SynSent].Record(1_000_000)
 	s.Histograms(t0.Add(time.Minute), t0, &hs)
-	s.Lost(&Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, TotalRingbufFull: 3, TotalRecursion: 5})
+	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, TotalRingbufFull: 3, TotalRecursion: 5})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
-	s.Stuck(&Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 31_000_000_000, AtLeast: true})
-	l := Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 31_000_000_000, AtLeast: true})
+	l := pipeline.Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
 		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12}
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
-	s.Stats(&Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
+	s.Stats(&pipeline.Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
 	writeRest(s)
 }
 
 // writeRest writes records with the fields writeAll's leave out, so that
 // the golden file shows every field of every record type.
-func writeRest(s Sink) {
+func writeRest(s pipeline.Sink) {
 	e := sampleEvent()
 	// A tracepoint-mode id: bit 52 set, the largest identifier the tracer
 	// writes; every one fits a double's 53-bit mantissa.
@@ -151,30 +152,30 @@ func writeRest(s Sink) {
 		Ending: timeline.Ending{TW: event.TWFinWait2, Reset: event.ResetSent | event.ResetReceived, Err: 300, CloseKnown: true},
 	}
 	s.Connection(orphan)
-	s.Stuck(&Stuck{TS: t0.Add(40 * time.Second), Conn: sampleConns()[0], State: event.LastAck, Age: 5_000_000_000})
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(40 * time.Second), Conn: sampleConns()[0], State: event.LastAck, Age: 5_000_000_000})
 	// A fork-per-connection server: the child and the parent hold the
 	// socket; the tracer saw it created by another process.
 	creator := sampleConns()[2]
 	creator.PID, creator.OwnerKnown = 812, true
 	copy(creator.Comm[:], "nginx")
-	forked := &Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
-		HoldersKnown: true, Holders: []Holder{{PID: 900}, {PID: 901}}, Identity: &podNginx}
+	forked := &pipeline.Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
+		HoldersKnown: true, Holders: []pipeline.Holder{{PID: 900}, {PID: 901}}, Identity: &podNginx}
 	copy(forked.Holders[0].Comm[:], "worker")
 	copy(forked.Holders[1].Comm[:], "worker")
 	s.Stuck(forked)
 	// Not held by any process (never accept()ed).
-	s.Stuck(&Stuck{TS: t0.Add(42 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 30_000_000_000, HoldersKnown: true})
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(42 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 30_000_000_000, HoldersKnown: true})
 	// A listener's half-open handshakes.
 	listener := &timeline.Conn{Cookie: 77, Netns: 1, Family: event.IPv4, PID: 812, OwnerKnown: true,
 		Src: netip.MustParseAddrPort("0.0.0.0:8080"), Dst: netip.MustParseAddrPort("0.0.0.0:0")}
 	copy(listener.Comm[:], "nginx")
-	s.Stuck(&Stuck{TS: t0.Add(43 * time.Second), Conn: listener, State: event.SynRecv, Age: 3_100_000_000, HalfOpen: 250})
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(43 * time.Second), Conn: listener, State: event.SynRecv, Age: 3_100_000_000, HalfOpen: 250})
 	hs := sampleEvent()
 	hs.Old, hs.New, hs.Flags, hs.HandshakeMicros = event.SynRecv, event.Established, event.DwellKnown|event.OwnerKnown|event.Handshake, 2_020_000
 	s.Transition(&hs)
 	hs.HandshakeMicros = 0 // accepted, handshake time unknown
 	s.Transition(&hs)
-	s.Stats(&Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
+	s.Stats(&pipeline.Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
 		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
 }
 

@@ -3,6 +3,7 @@ package output
 import (
 	"bufio"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"math/bits"
 	"strings"
@@ -193,8 +194,8 @@ func identityNote(id *cgroup.Identity) string {
 	return ""
 }
 
-// Histograms writes each non-empty state's summary and power-of-two bars.
-func (t *TextWriter) Histograms(ts, since time.Time, hs *Histograms) {
+// pipeline.Histograms writes each non-empty state's summary and power-of-two bars.
+func (t *TextWriter) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 	from, to := t.at(since), t.at(ts)
 	t.printf("\nDwell time per state, %s to %s (%s):\n", from.Format("15:04:05"), to.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
 	any := false
@@ -240,14 +241,14 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 	}
 }
 
-// Lost writes a warning line.
-func (t *TextWriter) Lost(l *Lost) {
+// pipeline.Lost writes a warning line.
+func (t *TextWriter) Lost(l *pipeline.Lost) {
 	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d); %d since start\n",
 		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Total())
 }
 
-// Stats writes the closing summary.
-func (t *TextWriter) Stats(s *Stats) {
+// pipeline.Stats writes the closing summary.
+func (t *TextWriter) Stats(s *pipeline.Stats) {
 	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
 		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
 }
@@ -300,8 +301,8 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	t.printf("STATES %s %s\n", t.at(ts).Format("15:04:05"), strings.Join(parts, " "))
 }
 
-// Stuck writes one warning line.
-func (t *TextWriter) Stuck(s *Stuck) {
+// pipeline.Stuck writes one warning line.
+func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	c := s.Conn
 	ts := t.at(s.TS)
 	p, cm, known, creator := s.Owner()
@@ -332,8 +333,8 @@ func (t *TextWriter) Stuck(s *Stuck) {
 	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
 }
 
-// Listener writes one line per listener.
-func (t *TextWriter) Listener(ts time.Time, l *Listener) {
+// pipeline.Listener writes one line per listener.
+func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 	ts = t.at(ts)
 	pid, comm := owner(l.OwnerKnown, l.PID, &l.Comm)
 	full := ""

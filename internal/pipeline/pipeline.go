@@ -13,7 +13,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -26,7 +25,7 @@ type Source interface {
 	// records; an error names namespaces it could not walk (a warning).
 	Walk() ([]byte, error)
 	// Holders names the processes that hold each socket inode now.
-	Holders(inodes map[uint64]bool) map[uint64][]output.Holder
+	Holders(inodes map[uint64]bool) map[uint64][]Holder
 	// Now is the kernel's monotonic clock.
 	Now() event.Mono
 }
@@ -35,9 +34,9 @@ type Source interface {
 type Pipeline struct {
 	cfg  config.Config
 	src  Source
-	sink output.Sink
+	sink Sink
 	// socketSink: the sink also takes every socket of each walk.
-	socketSink  output.SocketSink
+	socketSink  SocketSink
 	tracker     *timeline.Tracker
 	m           *metrics.Metrics
 	warn        func(error)
@@ -46,7 +45,7 @@ type Pipeline struct {
 	ev event.Event
 	// Hists: the dwell histograms built from records (the kernel's own
 	// in aggregate mode, see the tracer).
-	Hists output.Histograms
+	Hists Histograms
 	// Events: transitions received; Conns: connection records written,
 	// Open of them still open; DecodeErrs: bad records; StuckCount:
 	// stuck records written.
@@ -66,9 +65,9 @@ type Pipeline struct {
 // New returns the pipeline of a run with cfg: records go to sink, counts
 // to m (nil: no metrics), warnings to warn. The connection table, which
 // also serves the stuck watch, exists unless the kernel aggregates.
-func New(cfg config.Config, src Source, sink output.Sink, m *metrics.Metrics, warn func(error)) *Pipeline {
+func New(cfg config.Config, src Source, sink Sink, m *metrics.Metrics, warn func(error)) *Pipeline {
 	r := &Pipeline{cfg: cfg, src: src, sink: sink, m: m, warn: warn, stateFilter: cfg.StateFilter()}
-	r.socketSink, _ = sink.(output.SocketSink)
+	r.socketSink, _ = sink.(SocketSink)
 	if cfg.CgroupFields {
 		r.idents = cgroup.NewCache("/proc", identityCacheSize)
 	}

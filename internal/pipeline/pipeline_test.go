@@ -1,9 +1,10 @@
-package pipeline
+package pipeline_test
 
 import (
 	"bytes"
 	"encoding/binary"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,7 +16,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
 // connectionRecords returns the 10 raw records of one loopback connection
@@ -82,9 +82,10 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 	}{{"all", config.EmitAll, false}, {"default", config.EmitDefault, false}, {"default-cgroup-fields", config.EmitDefault, true}, {"histograms", config.EmitHistograms, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			clock := event.NewClock(time.Now(), 0)
-			r := New(config.Config{Emit: mode.emit, MaxConns: 1 << 16}, fakeSource{}, output.NewNDJSON(io.Discard, clock), nil, func(error) {})
+			r := pipeline.New(config.Config{Emit: mode.emit, MaxConns: 1 << 16}, fakeSource{}, output.NewNDJSON(io.Discard, clock), nil, func(error) {})
+			idents := cgroup.NewCache(proc, 8192)
 			if mode.cgroups {
-				r.idents = cgroup.NewCache(proc, identityCacheSize)
+				pipeline.SetIdentities(r, idents)
 			}
 			recs := connectionRecords(1, 2)
 			ne := binary.NativeEndian
@@ -94,10 +95,8 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				j := i % len(recs)
 				if j == 0 {
-					if r.tracker != nil {
-						r.tracker.ReleaseClosed(1 << 62) // as the poll loop does
-					}
-					conn++ // fresh cookies per connection: client 2n, child 2n+1
+					r.Tick(time.Time{}) // as the poll loop does: the held closes go
+					conn++              // fresh cookies per connection: client 2n, child 2n+1
 					for _, rec := range recs {
 						ne.PutUint64(rec[8:], conn*2+uint64(b2i(ne.Uint16(rec[64:]) == 8080)))
 					}
@@ -107,8 +106,8 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 			if r.DecodeErrs != 0 {
 				b.Fatalf("%d decode errors", r.DecodeErrs)
 			}
-			if mode.cgroups && r.idents.Reads() > 1 {
-				b.Fatalf("%d /proc reads for one process in %d connections, want 1", r.idents.Reads(), r.Conns)
+			if mode.cgroups && idents.Reads() > 1 {
+				b.Fatalf("%d /proc reads for one process in %d connections, want 1", idents.Reads(), r.Conns)
 			}
 		})
 	}
@@ -128,7 +127,8 @@ func b2i(b bool) int {
 func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	var out bytes.Buffer
 	clock := event.NewClock(time.Unix(1700000000, 0), 0)
-	r := New(config.Config{Emit: config.EmitConnections, MaxConns: 16}, fakeSource{}, output.NewNDJSON(&out, clock), metrics.New(), func(error) {})
+	sink, m := output.NewNDJSON(&out, clock), metrics.New()
+	r := pipeline.New(config.Config{Emit: config.EmitConnections, MaxConns: 16}, fakeSource{}, sink, m, func(error) {})
 	recs := connectionRecords(1, 2)[:2] // CLOSE->SYN_SENT->ESTABLISHED
 	abort := bytes.Clone(recs[1])
 	ne := binary.NativeEndian
@@ -146,8 +146,8 @@ func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	if r.DecodeErrs != 0 {
 		t.Fatalf("%d decode errors", r.DecodeErrs)
 	}
-	r.tracker.ReleaseClosed(2_000_000 + timeline.CloseHold)
-	if err := r.sink.Flush(); err != nil {
+	r.Tick(time.Time{}) // the kernel clock is past the hold
+	if err := sink.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), `"reset":"sent"`) {
@@ -156,7 +156,7 @@ func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	if r.Events != 3 {
 		t.Errorf("%d transitions counted, want 3: the reset record is not one", r.Events)
 	}
-	if got := closedCount(t, r.m, "ESTABLISHED", "sent"); got != 1 {
+	if got := closedCount(t, m, "ESTABLISHED", "sent"); got != 1 {
 		t.Errorf("connections_closed_total{from=ESTABLISHED,reset=sent} = %v, want 1", got)
 	}
 }
@@ -185,10 +185,11 @@ func closedCount(t *testing.T, m *metrics.Metrics, from, reset string) float64 {
 	return 0
 }
 
-// fakeSource is a kernel side with no walker and a fixed clock.
+// fakeSource is a kernel side with no walker whose clock is far past every
+// record's time (so Tick releases every held connection).
 type fakeSource struct{}
 
-func (fakeSource) HasWalker() bool                                    { return false }
-func (fakeSource) Walk() ([]byte, error)                              { return nil, nil }
-func (fakeSource) Holders(map[uint64]bool) map[uint64][]output.Holder { return nil }
-func (fakeSource) Now() event.Mono                                    { return 1 }
+func (fakeSource) HasWalker() bool                                      { return false }
+func (fakeSource) Walk() ([]byte, error)                                { return nil, nil }
+func (fakeSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
+func (fakeSource) Now() event.Mono                                      { return 1 << 62 }

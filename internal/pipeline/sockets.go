@@ -5,7 +5,6 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 )
 
 // tally is what one socket walk found: the count per state (the netstat
@@ -13,7 +12,7 @@ import (
 // a sink that wants them.
 type tally struct {
 	counts    [event.NumStates]uint64
-	listeners []output.Listener
+	listeners []Listener
 	socks     []event.Socket
 }
 
@@ -40,7 +39,7 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		switch s.State {
 		case event.Listen:
 			byPort[k] = len(t.listeners)
-			t.listeners = append(t.listeners, output.Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
+			t.listeners = append(t.listeners, Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
 				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
 				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
 		case event.NewSynRecv:

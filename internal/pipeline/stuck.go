@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -68,7 +67,7 @@ func (r *Pipeline) writeStuck(now time.Time) {
 	holders := r.src.Holders(inodes)
 	for i := range r.pendingStuck {
 		p := &r.pendingStuck[i]
-		st := output.Stuck{TS: now, Conn: &p.conn, State: p.state, Age: p.age, AtLeast: p.atLeast}
+		st := Stuck{TS: now, Conn: &p.conn, State: p.state, Age: p.age, AtLeast: p.atLeast}
 		if s, ok := socks[p.conn.Cookie]; ok {
 			if p.conn.Src.Port() == 0 && s.Src.Port() != 0 {
 				p.conn.Src = s.Src
@@ -82,7 +81,7 @@ func (r *Pipeline) writeStuck(now time.Time) {
 	r.pendingStuck = r.pendingStuck[:0]
 }
 
-func (r *Pipeline) writeOneStuck(st *output.Stuck) {
+func (r *Pipeline) writeOneStuck(st *Stuck) {
 	if r.m != nil {
 		r.m.Stuck(st.State)
 	}
@@ -175,7 +174,7 @@ func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
 		if l.Family == event.IPv6 {
 			c.Dst = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
 		}
-		r.writeOneStuck(&output.Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono.Since(p.oldest), HalfOpen: p.n})
+		r.writeOneStuck(&Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono.Since(p.oldest), HalfOpen: p.n})
 	}
 }
 
@@ -183,7 +182,7 @@ func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
 // histogram-only mode keeps no per-socket owners) from /proc, by the
 // socket's inode; listeners are few and long-lived, so the answers are
 // kept and /proc is read only for a listener not seen before.
-func (r *Pipeline) listenerOwners(ls []output.Listener) {
+func (r *Pipeline) listenerOwners(ls []Listener) {
 	want := map[uint64]bool{}
 	for i := range ls {
 		if !ls[i].OwnerKnown && ls[i].Inode != 0 && !r.listenerOwner[ls[i].Inode].known {

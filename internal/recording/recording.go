@@ -5,13 +5,13 @@ package recording
 import (
 	"bufio"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -33,9 +33,9 @@ type Summary struct {
 // connections, then the dwell histograms rebuilt from the connections
 // (from the transitions when the recording has no connections), to sink.
 // A bad line is reported on warn with its number and skipped.
-func Replay(r io.Reader, f Filter, sink output.Sink, warn io.Writer) (Summary, error) {
+func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary, error) {
 	var s Summary
-	var hists, fromTransitions output.Histograms
+	var hists, fromTransitions pipeline.Histograms
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -87,7 +87,7 @@ func (f *Filter) stateFilter() bool {
 	return false
 }
 
-func (s *Summary) apply(rec any, f Filter, sink output.Sink, hists, fromTrans *output.Histograms) error {
+func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans *pipeline.Histograms) error {
 	switch rec := rec.(type) {
 	case *record.Transition:
 		e, err := transition(rec)
@@ -216,8 +216,8 @@ func ending(r *record.Ending) (tw event.TW, reset uint8, errno uint16, closeKnow
 }
 
 // stuckOf rebuilds a stuck record around c, the socket as rec names it.
-func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *output.Stuck {
-	s := &output.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast,
+func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *pipeline.Stuck {
+	s := &pipeline.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast,
 		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil, Identity: identity(&rec.Identity)}
 	if s.HoldersKnown && *rec.Held {
 		hs := rec.Holders
@@ -227,7 +227,7 @@ func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *output.Stuck 
 		for _, h := range hs {
 			var comm [16]byte
 			copy(comm[:15], h.Comm)
-			s.Holders = append(s.Holders, output.Holder{PID: h.PID, Comm: comm})
+			s.Holders = append(s.Holders, pipeline.Holder{PID: h.PID, Comm: comm})
 		}
 		// The connection's owner is the creator: named when it differs.
 		if rec.CreatorPID != nil {

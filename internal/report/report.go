@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"slices"
@@ -21,7 +22,6 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -41,10 +41,10 @@ var Troubled = []event.State{event.CloseWait, event.SynSent, event.SynRecv, even
 
 func troubled(s event.State) bool { return slices.Contains(Troubled, s) }
 
-// Collector is an output.Sink that keeps what the page shows.
+// Collector is an pipeline.Sink that keeps what the page shows.
 type Collector struct {
 	clock event.Clock
-	hists output.Histograms
+	hists pipeline.Histograms
 	since time.Time
 	until time.Time
 	conns []conn // the Slowest longest, and every stuck one
@@ -248,7 +248,7 @@ func int64cmp(a, b int64) int {
 	return 0
 }
 
-func (c *Collector) Histograms(ts, since time.Time, h *output.Histograms) {
+func (c *Collector) Histograms(ts, since time.Time, h *pipeline.Histograms) {
 	c.hists, c.since, c.until = *h, since, ts
 }
 
@@ -256,7 +256,7 @@ func (c *Collector) States(ts time.Time, counts *[event.NumStates]uint64) {
 	c.series = append(c.series, sample{TS: ts, Counts: *counts})
 }
 
-func (c *Collector) Stuck(s *output.Stuck) {
+func (c *Collector) Stuck(s *pipeline.Stuck) {
 	tc := s.Conn
 	pid, comm, known, creator := s.Owner()
 	si := stuckInfo{TS: s.TS, State: s.State, Age: s.Age, AtLeast: s.AtLeast, Conn: *tc,
@@ -275,13 +275,13 @@ func (c *Collector) Stuck(s *output.Stuck) {
 	c.stuck[tc.Cookie] = si
 }
 
-func (c *Collector) Lost(*output.Lost)   {}
-func (c *Collector) Stats(*output.Stats) {}
+func (c *Collector) Lost(*pipeline.Lost)   {}
+func (c *Collector) Stats(*pipeline.Stats) {}
 
 // Listener keeps a listener's queues. A sample at the time of the last
 // one kept is a repeat, and dropped: the same records may arrive both
 // from the replay and from ReadListeners.
-func (c *Collector) Listener(ts time.Time, l *output.Listener) {
+func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
 	k := listenerKey{l.Netns, l.Addr}
 	ls := c.listeners[k]
 	if ls == nil {
@@ -360,7 +360,7 @@ func (w *listenerLines) line(b []byte) {
 		return
 	}
 	fam, _ := event.ParseFamily(l.Family)
-	ol := output.Listener{Netns: l.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, l.Sport),
+	ol := pipeline.Listener{Netns: l.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, l.Sport),
 		AcceptQueue: uint32(l.AcceptQueue), AcceptQueueMax: uint32(l.AcceptQueueMax),
 		HalfOpen: uint32(l.HalfOpen), SynAckRetrans: uint32(l.SynAckRetransmits)}
 	if l.Owner != nil {

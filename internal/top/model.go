@@ -9,6 +9,7 @@ package top
 import (
 	"cmp"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"slices"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -43,7 +43,7 @@ const historyLen = 300
 // maxStuck bounds the stuck rows kept.
 const maxStuck = 200
 
-// Model aggregates a run's records. It is an output.SocketSink; the
+// Model aggregates a run's records. It is an pipeline.SocketSink; the
 // tracer calls it from its goroutine and the view takes Snapshots from
 // another, so every method locks.
 type Model struct {
@@ -55,7 +55,7 @@ type Model struct {
 	history [][event.NumStates]uint64 // oldest first
 	// interval collects the stays ended since the last walk; last is the
 	// previous interval's; total is the tracer's cumulative histograms.
-	interval, last, total output.Histograms
+	interval, last, total pipeline.Histograms
 
 	// entered: open sockets by cookie, the state they are in and since
 	// when (from transitions); tw: TIME_WAIT sockets (no cookie in a
@@ -69,9 +69,9 @@ type Model struct {
 
 	socks     []sock // troubled sockets of the last walk
 	inWalk    map[uint64]event.State
-	listeners []output.Listener
+	listeners []pipeline.Listener
 	stuck     []StuckRow // oldest first
-	lost      output.Lost
+	lost      pipeline.Lost
 	walks     uint64
 	lastWalk  time.Time
 	log       []string
@@ -155,20 +155,20 @@ func (m *Model) Connection(c *timeline.Conn) {
 }
 
 // Histograms keeps the tracer's cumulative dwell histograms.
-func (m *Model) Histograms(_, _ time.Time, h *output.Histograms) {
+func (m *Model) Histograms(_, _ time.Time, h *pipeline.Histograms) {
 	m.mu.Lock()
 	m.total = *h
 	m.mu.Unlock()
 }
 
 // Lost keeps the totals: the view always shows them.
-func (m *Model) Lost(l *output.Lost) {
+func (m *Model) Lost(l *pipeline.Lost) {
 	m.mu.Lock()
 	m.lost = *l
 	m.mu.Unlock()
 }
 
-func (m *Model) Stats(*output.Stats) {}
+func (m *Model) Stats(*pipeline.Stats) {}
 
 // States starts a walk: the counts join the history and the interval's
 // stays become the last interval's.
@@ -182,7 +182,7 @@ func (m *Model) States(ts time.Time, counts *[event.NumStates]uint64) {
 	}
 	m.history = append(m.history, *counts)
 	m.last = m.interval
-	m.interval = output.Histograms{}
+	m.interval = pipeline.Histograms{}
 	m.listeners = m.listeners[:0]
 	m.walks++
 	m.lastWalk = ts
@@ -269,7 +269,7 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 }
 
 // Stuck keeps the stuck record.
-func (m *Model) Stuck(s *output.Stuck) {
+func (m *Model) Stuck(s *pipeline.Stuck) {
 	pid, comm, known, _ := s.Owner()
 	r := StuckRow{TS: s.TS, State: s.State, Age: time.Duration(s.Age), AtLeast: s.AtLeast,
 		Src: s.Conn.Src, Dst: s.Conn.Dst, Cookie: s.Conn.Cookie, HalfOpen: s.HalfOpen, Owner: "?"}
@@ -287,7 +287,7 @@ func (m *Model) Stuck(s *output.Stuck) {
 }
 
 // Listener keeps the listeners of the current walk.
-func (m *Model) Listener(_ time.Time, l *output.Listener) {
+func (m *Model) Listener(_ time.Time, l *pipeline.Listener) {
 	m.mu.Lock()
 	m.listeners = append(m.listeners, *l)
 	m.mu.Unlock()
@@ -348,8 +348,8 @@ type View struct {
 	Processes  []HolderRow
 	Remotes    []HolderRow
 	Stuck      []StuckRow // newest first
-	Listeners  []output.Listener
-	Lost       output.Lost
+	Listeners  []pipeline.Listener
+	Lost       pipeline.Lost
 	Log        []string
 }
 

@@ -3,13 +3,13 @@
 package top
 
 import (
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -30,8 +30,8 @@ type step struct {
 	at    time.Duration
 	trans *event.Event
 	walk  []event.Socket // States (counted from it) then Sockets
-	stuck *output.Stuck
-	lost  *output.Lost
+	stuck *pipeline.Stuck
+	lost  *pipeline.Lost
 }
 
 func play(m *Model, steps []step) {
@@ -186,10 +186,10 @@ func TestModel(t *testing.T) {
 	}, {
 		name: "stuck rows newest first; one still in its state ages on, a closed one does not",
 		steps: []step{
-			{at: 1 * time.Second, stuck: &output.Stuck{Conn: &timeline.Conn{Cookie: 5, PID: 3, Comm: comm("gone"), OwnerKnown: true},
+			{at: 1 * time.Second, stuck: &pipeline.Stuck{Conn: &timeline.Conn{Cookie: 5, PID: 3, Comm: comm("gone"), OwnerKnown: true},
 				State: event.SynSent, Age: uint64(3 * time.Second)}},
-			{at: 2 * time.Second, stuck: &output.Stuck{Conn: &timeline.Conn{Cookie: 7}, State: event.CloseWait, Age: uint64(30 * time.Second),
-				HoldersKnown: true, Holders: []output.Holder{{PID: 42, Comm: comm("leaky")}}}},
+			{at: 2 * time.Second, stuck: &pipeline.Stuck{Conn: &timeline.Conn{Cookie: 7}, State: event.CloseWait, Age: uint64(30 * time.Second),
+				HoldersKnown: true, Holders: []pipeline.Holder{{PID: 42, Comm: comm("leaky")}}}},
 			{at: 3 * time.Second, walk: []event.Socket{leak}},
 		},
 		at: 12 * time.Second,
@@ -208,7 +208,7 @@ func TestModel(t *testing.T) {
 	}, {
 		name: "lost events are kept as totals",
 		steps: []step{
-			{lost: &output.Lost{RingbufFull: 3, TotalRingbufFull: 5, TotalRecursion: 1}},
+			{lost: &pipeline.Lost{RingbufFull: 3, TotalRingbufFull: 5, TotalRecursion: 1}},
 			{at: time.Second, walk: walkOnlyEmpty},
 		},
 		at: 2 * time.Second,

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"strings"
 	"sync"
@@ -15,7 +16,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
@@ -36,7 +36,7 @@ func Run(ctx context.Context, cfg config.Config, in io.Reader, out io.Writer, st
 	p := tea.NewProgram(ui, tea.WithAltScreen(), tea.WithInput(in), tea.WithOutput(out), tea.WithContext(ctx))
 	traced := make(chan error, 1)
 	go func() {
-		err := tracer.RunWith(ctx, cfg, func(clock event.Clock) output.Sink {
+		err := tracer.RunWith(ctx, cfg, func(clock event.Clock) pipeline.Sink {
 			m := New(clock, time.Now())
 			logs.attach(m)
 			p.Send(started{m})

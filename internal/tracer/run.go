@@ -39,19 +39,19 @@ func Run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (err 
 
 // NewSink builds the sink of a run once the clock that turns kernel
 // timestamps into wall time is known.
-type NewSink func(clock event.Clock) output.Sink
+type NewSink func(clock event.Clock) pipeline.Sink
 
 // RunWith is Run writing to the sink newSink builds instead of an output
 // file or stdout: the live view (top) is such a sink. cfg.Output and
 // cfg.Format are not used. A sink that also implements
-// output.SocketSink gets every socket of each walk.
+// pipeline.SocketSink gets every socket of each walk.
 func RunWith(ctx context.Context, cfg config.Config, newSink NewSink, stderr io.Writer) error {
 	return run0(ctx, cfg, nil, newSink, stderr)
 }
 
 func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
 	if newSink != nil {
-		cfg.Output, cfg.Format = "", output.FormatNDJSON
+		cfg.Output, cfg.Format = "", config.FormatNDJSON
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -105,11 +105,11 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 
 	start := time.Now()
 	clock := event.NewClock(start, probe.MonotonicNow())
-	var sink output.Sink
+	var sink pipeline.Sink
 	switch {
 	case newSink != nil:
 		sink = newSink(clock)
-	case cfg.Format == output.FormatText:
+	case cfg.Format == config.FormatText:
 		sink = output.NewText(w, clock, cfg.TextZone())
 	default:
 		sink = output.NewNDJSON(w, clock)
@@ -202,7 +202,7 @@ type run struct {
 	cfg    config.Config
 	p      *probe.Probe
 	pl     *pipeline.Pipeline
-	sink   output.Sink
+	sink   pipeline.Sink
 	m      *metrics.Metrics
 	stderr io.Writer
 	start  time.Time
@@ -232,11 +232,11 @@ func (k kernelSource) Walk() ([]byte, error) {
 }
 func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
 
-func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]output.Holder {
-	out := map[uint64][]output.Holder{}
+func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]pipeline.Holder {
+	out := map[uint64][]pipeline.Holder{}
 	for ino, hs := range sockowner.Holders("/proc", inodes) {
 		for _, h := range hs {
-			out[ino] = append(out[ino], output.Holder{PID: h.PID, Comm: h.Comm})
+			out[ino] = append(out[ino], pipeline.Holder{PID: h.PID, Comm: h.Comm})
 		}
 	}
 	return out
@@ -403,7 +403,7 @@ func (r *run) reportLost(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	l := output.Lost{
+	l := pipeline.Lost{
 		TS:               now,
 		RingbufFull:      h.RingbufFull - r.lastHealth.RingbufFull,
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
@@ -456,7 +456,7 @@ func (r *run) finish(cause error) error {
 		histErr = r.writeHistograms(now)
 	}
 	h := r.lastHealth
-	st := output.Stats{
+	st := pipeline.Stats{
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
 		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs,

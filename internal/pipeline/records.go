@@ -1,0 +1,152 @@
+package pipeline
+
+import (
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// What a run produces besides transitions and connections, and the Sink
+// that receives it all: the encoders of internal/output, the replay's
+// report collector, the live view.
+
+// Histograms holds one dwell-time histogram per state, indexed by State.
+type Histograms [event.NumStates]histogram.Histogram
+
+// Lost reports transitions that never reached the tracer, since the
+// previous report (the deltas) and since start (the totals).
+type Lost struct {
+	TS                               time.Time
+	RingbufFull, Recursion, Decode   uint64
+	TotalRingbufFull, TotalRecursion uint64
+	TotalDecode                      uint64
+}
+
+// Count is the number lost since the previous report.
+func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode }
+
+// Total is the number lost since start.
+func (l *Lost) Total() uint64 { return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode }
+
+// Stats is the closing account of a run.
+type Stats struct {
+	TS          time.Time
+	Attach      string
+	Events      uint64 // transitions received
+	Aggregated  uint64 // transitions counted into kernel histograms (--emit histograms)
+	Connections uint64 // connection records written
+	Open        uint64 // of which still open at exit
+	Evictions   uint64
+	// Gaps: transitions into a state that were not seen (lost or
+	// filtered), left as unseen spans; Reordered: records that arrived
+	// after a later one of the same socket; StuckDropped: sockets taken
+	// off the stuck watch because the table was full.
+	Gaps, Reordered, StuckDropped uint64
+	Stuck                         uint64 // stuck records written
+	Rescued                       uint64 // recorded by the backup program
+	StorageFail                   uint64
+	Lost                          uint64
+	// With kernel.bpf_stats_enabled=1: the primary program's runs and
+	// run time, and the run time of all attached programs.
+	Runs             uint64
+	PrimaryRunTimeNs uint64
+	RunTimeNs        uint64
+}
+
+// Listener is one listening socket as a socket walk saw it: its accept
+// queue (connections completed but not yet accept()ed), its half-open
+// connections (request sockets for its port), and its SYN-ACK
+// retransmits since tracing began.
+type Listener struct {
+	Netns          uint32
+	Family         event.Family
+	Addr           netip.AddrPort
+	PID            uint32
+	Comm           [16]byte
+	OwnerKnown     bool
+	AcceptQueue    uint32
+	AcceptQueueMax uint32
+	HalfOpen       uint32
+	SynAckRetrans  uint32
+	Inode          uint64 // the socket file's inode (not written out)
+}
+
+// Stuck is a connection that has stayed in a watched state longer than
+// its limit, or a listener whose half-open handshakes have.
+type Stuck struct {
+	TS      time.Time
+	Conn    *timeline.Conn // the socket: addresses, owner as traced
+	State   event.State
+	Age     uint64 // ns in State (for half-open handshakes: the oldest)
+	AtLeast bool   // in State when first seen: Age counts from then
+	// Holders are the processes that hold the socket open when the
+	// record is written, lowest PID first (HoldersKnown: a lookup was
+	// made; none found means no process holds it: an orphan, or a
+	// connection not yet accept()ed).
+	Holders      []Holder
+	HoldersKnown bool
+	// HalfOpen > 0: Conn is a listener and this many of its half-open
+	// handshakes (request sockets) are older than the limit.
+	HalfOpen uint32
+	// Identity is the cgroup, container and unit of the process Owner
+	// names (with --cgroup-fields); nil when unknown.
+	Identity *cgroup.Identity
+}
+
+// Holder is a process holding a socket open.
+type Holder struct {
+	PID  uint32
+	Comm [16]byte
+}
+
+// Owner returns who a stuck record names: the first holder when a lookup
+// found one, else the socket's owner as traced; creator is the traced
+// owner when it differs from that holder.
+func (s *Stuck) Owner() (pid uint32, comm *[16]byte, known bool, creator *Holder) {
+	c := s.Conn
+	if !s.HoldersKnown || len(s.Holders) == 0 {
+		return c.PID, &c.Comm, c.OwnerKnown, nil
+	}
+	h := &s.Holders[0]
+	if c.OwnerKnown && c.PID != h.PID {
+		creator = &Holder{PID: c.PID, Comm: c.Comm}
+	}
+	return h.PID, &h.Comm, true, creator
+}
+
+// Sink receives everything the tracer emits.
+type Sink interface {
+	Transition(e *event.Event)
+	Connection(c *timeline.Conn)
+	// Histograms writes the non-empty histograms, cumulative since since.
+	Histograms(ts, since time.Time, h *Histograms)
+	Lost(l *Lost)
+	Stats(s *Stats)
+	// States writes the live count of sockets per state (the netstat -nat
+	// tally), indexed by State.
+	States(ts time.Time, counts *[event.NumStates]uint64)
+	// Stuck writes a connection stuck in a state, or a listener's
+	// half-open handshakes.
+	Stuck(s *Stuck)
+	// Listener writes a listener's queues, after each States.
+	Listener(ts time.Time, l *Listener)
+	// Flush writes out what is buffered; it returns the first error any
+	// write met.
+	Flush() error
+	// Redirect flushes, then sends everything after to w: records are
+	// whole, none split between the old and the new writer.
+	Redirect(w io.Writer) error
+}
+
+// SocketSink is a Sink that also takes every socket of each walk (those
+// of the states --state keeps), after States: what exists now, with its
+// owner, for a live view.
+type SocketSink interface {
+	Sink
+	Sockets(ts time.Time, socks []event.Socket)
+}
