@@ -238,13 +238,17 @@ func (t *Tracker) Stats() Stats { return t.stats }
 
 // Observe applies one transition.
 func (t *Tracker) Observe(e *event.Event) {
-	if held := t.closingBy[e.Cookie]; held != nil {
-		// The same socket again after its CLOSE (a new connect()): the
-		// held timeline is complete.
-		t.releaseClosed(held)
+	if e.Has(event.Birth) && len(t.closingBy) > 0 {
+		// The same socket again after its CLOSE (a new connect(), which
+		// is a birth): the held timeline is complete.
+		if held := t.closingBy[e.Cookie]; held != nil {
+			t.releaseClosed(held)
+		}
 	}
-	if stub := t.stubs[e.Cookie]; stub != nil {
-		t.dropStub(stub) // the socket is back in the table from here on
+	if len(t.stubs) > 0 {
+		if stub := t.stubs[e.Cookie]; stub != nil {
+			t.dropStub(stub) // the socket is back in the table from here on
+		}
 	}
 	c := t.conns[e.Cookie]
 	if c != nil && e.Has(event.Birth) {
