@@ -12,7 +12,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -30,6 +29,19 @@ type Source interface {
 	Now() event.Mono
 }
 
+// Observer is told what the pipeline counts, besides what it writes to
+// its sink: the Prometheus metrics are one (internal/metrics).
+type Observer interface {
+	// Transition: one transition, and the stay it ends (stayEnded).
+	Transition(e *event.Event, stay time.Duration, stayEnded bool)
+	// Closed: a connection that reached CLOSE from the state from.
+	Closed(from event.State, reset uint8, errno uint16, tw event.TW)
+	// Sockets: the count per state of one socket walk.
+	Sockets(counts *[event.NumStates]uint64)
+	// Stuck: one stuck report.
+	Stuck(s event.State)
+}
+
 // Pipeline is one run's state. Not safe for concurrent use.
 type Pipeline struct {
 	cfg  config.Config
@@ -38,7 +50,7 @@ type Pipeline struct {
 	// socketSink: the sink also takes every socket of each walk.
 	socketSink  SocketSink
 	tracker     *timeline.Tracker
-	m           *metrics.Metrics
+	observers   []Observer
 	warn        func(error)
 	stateFilter bool
 
@@ -63,10 +75,10 @@ type Pipeline struct {
 }
 
 // New returns the pipeline of a run with cfg: records go to sink, counts
-// to m (nil: no metrics), warnings to warn. The connection table, which
-// also serves the stuck watch, exists unless the kernel aggregates.
-func New(cfg config.Config, src Source, sink Sink, m *metrics.Metrics, warn func(error)) *Pipeline {
-	r := &Pipeline{cfg: cfg, src: src, sink: sink, m: m, warn: warn, stateFilter: cfg.StateFilter()}
+// to every observer, warnings to warn. The connection table, which also
+// serves the stuck watch, exists unless the kernel aggregates.
+func New(cfg config.Config, src Source, sink Sink, observers []Observer, warn func(error)) *Pipeline {
+	r := &Pipeline{cfg: cfg, src: src, sink: sink, observers: observers, warn: warn, stateFilter: cfg.StateFilter()}
 	r.socketSink, _ = sink.(SocketSink)
 	if cfg.CgroupFields {
 		r.idents = cgroup.NewCache("/proc", identityCacheSize)
@@ -110,8 +122,8 @@ func (r *Pipeline) Handle(raw []byte) {
 	if stayEnded {
 		r.Hists[e.Old].Record(uint64(stay))
 	}
-	if r.m != nil {
-		r.m.Transition(e, stay, stayEnded)
+	for _, o := range r.observers {
+		o.Transition(e, stay, stayEnded)
 	}
 	if r.cfg.Emit&config.EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)
@@ -151,11 +163,13 @@ func (r *Pipeline) Drain(now time.Time) {
 }
 
 func (r *Pipeline) connection(c *timeline.Conn) {
-	if r.m != nil && !c.Open && c.Ending.CloseKnown {
+	if !c.Open && c.Ending.CloseKnown {
 		// Counted here, not at the CLOSE transition: a reset the kernel
 		// sends right after it (an abortive close) is on the connection.
 		end := &c.Ending
-		r.m.Closed(c.ClosedFrom(), end.Reset, end.Err, end.TW)
+		for _, o := range r.observers {
+			o.Closed(c.ClosedFrom(), end.Reset, end.Err, end.TW)
+		}
 	}
 	if r.cfg.Emit&config.EmitConnections == 0 || !r.keepConnection(c) {
 		return

@@ -128,7 +128,7 @@ func TestResetAfterCloseReachesConnectionAndMetrics(t *testing.T) {
 	var out bytes.Buffer
 	clock := event.NewClock(time.Unix(1700000000, 0), 0)
 	sink, m := output.NewNDJSON(&out, clock), metrics.New()
-	r := pipeline.New(config.Config{Emit: config.EmitConnections, MaxConns: 16}, fakeSource{}, sink, m, func(error) {})
+	r := pipeline.New(config.Config{Emit: config.EmitConnections, MaxConns: 16}, fakeSource{}, sink, []pipeline.Observer{m}, func(error) {})
 	recs := connectionRecords(1, 2)[:2] // CLOSE->SYN_SENT->ESTABLISHED
 	abort := bytes.Clone(recs[1])
 	ne := binary.NativeEndian

@@ -59,8 +59,8 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		}
 	}
 	r.listenerOwners(t.listeners)
-	if r.m != nil {
-		r.m.Sockets(&t.counts)
+	for _, o := range r.observers {
+		o.Sockets(&t.counts)
 	}
 	return t, nil
 }

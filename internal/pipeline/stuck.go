@@ -82,8 +82,8 @@ func (r *Pipeline) writeStuck(now time.Time) {
 }
 
 func (r *Pipeline) writeOneStuck(st *Stuck) {
-	if r.m != nil {
-		r.m.Stuck(st.State)
+	for _, o := range r.observers {
+		o.Stuck(st.State)
 	}
 	if r.cfg.Emit&config.EmitStuck == 0 {
 		return // counted in the metrics only

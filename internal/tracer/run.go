@@ -136,7 +136,11 @@ func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewS
 		cfg.Metrics = addr
 		r.cfg.Metrics = addr
 	}
-	r.pl = pipeline.New(r.cfg, kernelSource{p}, sink, r.m, r.warn)
+	var observers []pipeline.Observer
+	if r.m != nil {
+		observers = append(observers, r.m)
+	}
+	r.pl = pipeline.New(r.cfg, kernelSource{p}, sink, observers, r.warn)
 	where := "records to user space"
 	if cfg.Aggregate() {
 		where = "histograms aggregated in the kernel"
