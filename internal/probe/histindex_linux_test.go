@@ -18,16 +18,7 @@ import (
 // The kernel's bucket function (aggregate mode) must be Go's, value for
 // value: run it in the kernel on boundaries and random values.
 func TestKernelHistIndexMatchesGo(t *testing.T) {
-	nettest.RequirePrivileges(t)
-	spec, err := loadTcptrace()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prog, err := ebpf.NewProgram(spec.Programs[tcptraceProgHistIndexTest])
-	if err != nil {
-		t.Fatalf("loading test program: %v", err)
-	}
-	defer prog.Close()
+	prog := testProgram(t, tcptraceProgHistIndexTest)
 
 	var values []uint64
 	for i := 0; i < histogram.NumBuckets; i++ {
@@ -66,16 +57,7 @@ func TestKernelHistIndexMatchesGo(t *testing.T) {
 // fires when the queue below TCP refused the segment (err -EBUSY), and
 // then nothing was sent (total_retrans does not count it either).
 func TestKernelCountsOnlySentRetransmits(t *testing.T) {
-	nettest.RequirePrivileges(t)
-	spec, err := loadTcptrace()
-	if err != nil {
-		t.Fatal(err)
-	}
-	prog, err := ebpf.NewProgram(spec.Programs[tcptraceProgRetransCountTest])
-	if err != nil {
-		t.Fatalf("loading test program: %v", err)
-	}
-	defer prog.Close()
+	prog := testProgram(t, tcptraceProgRetransCountTest)
 	const synSent, established, ebusy = 2, 1, -16
 	args := tcptraceRetransTestArgs{
 		State: [8]int32{synSent, synSent, established, established, established},
@@ -94,4 +76,20 @@ func TestKernelCountsOnlySentRetransmits(t *testing.T) {
 	if args.SynRetrans != 1 || args.Retrans != 1 {
 		t.Fatalf("counted %d SYN retransmits and %d retransmits, want 1 and 1 (the EBUSY ones sent nothing)", args.SynRetrans, args.Retrans)
 	}
+}
+
+// testProgram loads one of the object's syscall test hooks (root).
+func testProgram(t *testing.T, name string) *ebpf.Program {
+	t.Helper()
+	nettest.RequirePrivileges(t)
+	spec, err := loadTcptrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := ebpf.NewProgram(spec.Programs[name])
+	if err != nil {
+		t.Fatalf("loading test program %s: %v", name, err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog
 }

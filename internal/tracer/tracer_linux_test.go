@@ -410,10 +410,7 @@ func TestConnectTimeoutShowsSynRetransmits(t *testing.T) {
 
 func testConnectTimeout(t *testing.T, attach config.Attach) {
 	ns := nettest.NewNetns(t)
-	nft(t, ns,
-		"add table inet tcptrace_test",
-		"add chain inet tcptrace_test in { type filter hook input priority 0 ; }",
-		"add rule inet tcptrace_test in tcp dport 9999 tcp flags syn drop")
+	dropIn(t, ns, "tcp dport 9999 tcp flags syn drop")
 	cfg := nsConfig(ns)
 	cfg.Attach = attach
 	tr := startTracer(t, cfg)
@@ -808,6 +805,17 @@ func testHandshakeTime(t *testing.T, attach config.Attach) {
 		}
 	}
 	t.Logf("handshake %v with %d SYN-ACK retransmits", time.Duration(*child.HandshakeRTT), child.SynAckRetrans)
+}
+
+// dropIn drops the incoming packets that match (an nft match such as
+// "tcp dport 9999 tcp flags syn drop") in the test's namespace, in the
+// table tcptrace_test (delete it to stop).
+func dropIn(t *testing.T, ns *nettest.Netns, match string) {
+	t.Helper()
+	nft(t, ns,
+		"add table inet tcptrace_test",
+		"add chain inet tcptrace_test in { type filter hook input priority 0 ; }",
+		"add rule inet tcptrace_test in "+match)
 }
 
 // nft runs nftables commands inside the test's namespace; the rules go

@@ -156,10 +156,7 @@ func TestStuckNamesTheProcessHoldingTheSocket(t *testing.T) {
 func TestStuckSynSentHasItsPort(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
-	nft(t, ns,
-		"add table inet tcptrace_test",
-		"add chain inet tcptrace_test in { type filter hook input priority 0 ; }",
-		"add rule inet tcptrace_test in tcp dport 9999 tcp flags syn drop")
+	dropIn(t, ns, "tcp dport 9999 tcp flags syn drop")
 	tr := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.SynSent: time.Second}))
 	p := ns.Start(t, "connect", "127.0.0.1:9999", "2s")
 	p.Line()
@@ -187,10 +184,7 @@ func TestStuckSynRecvOfAnAcceptedSocket(t *testing.T) {
 	}
 	tr := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.SynRecv: time.Second}))
 	sink := ns.Start(t, "sink", "127.0.0.1:7600", "1")
-	nft(t, ns,
-		"add table inet tcptrace_test",
-		"add chain inet tcptrace_test in { type filter hook input priority 0 ; }",
-		"add rule inet tcptrace_test in tcp dport 7600 tcp flags & (syn | ack) == ack drop")
+	dropIn(t, ns, "tcp dport 7600 tcp flags & (syn | ack) == ack drop")
 	client := ns.Start(t, "tfoclient", "127.0.0.1:7600", "3s")
 	if l := client.Line(); l != "sent" {
 		t.Fatalf("tfoclient: %q", l)
@@ -222,10 +216,7 @@ func TestHalfOpenPileIsOneStuckRecordPerListener(t *testing.T) {
 	ns := nettest.NewNetns(t)
 	tr := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.SynRecv: time.Second}))
 	sink := ns.Start(t, "sink", "127.0.0.1:7700", "5")
-	nft(t, ns,
-		"add table inet tcptrace_test",
-		"add chain inet tcptrace_test in { type filter hook input priority 0 ; }",
-		"add rule inet tcptrace_test in tcp dport 7700 tcp flags & (syn | ack) == ack drop")
+	dropIn(t, ns, "tcp dport 7700 tcp flags & (syn | ack) == ack drop")
 	hold := ns.Start(t, "hold", "127.0.0.1:7700", "5", "5s")
 	if l := hold.Line(); l != "connected" {
 		t.Fatalf("hold: %q", l)
