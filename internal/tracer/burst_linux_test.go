@@ -55,12 +55,12 @@ func burstClose(t *testing.T, WakeupBytes int) {
 	}
 	// per connection: 5 client + 5 accepted child; the listener: 2.
 	want := n*10 + 2
-	var rescued uint64
+	var rescued, events uint64
 	if st := ofType(recs, "stats"); len(st) == 1 {
-		rescued = st[0].Rescued
+		rescued, events = st[0].Rescued, st[0].Events
 	}
-	t.Logf("%d connections closed at once: %d transitions delivered (%d of them rescued by the backup program), %d reported lost, want %d in all",
-		n, transitions, rescued, lost, want)
+	t.Logf("%d connections closed at once: %d transitions delivered (%d of them rescued by the backup program; %d received by the tracer), %d reported lost, want %d in all",
+		n, transitions, rescued, events, lost, want)
 	if uint64(transitions)+lost < uint64(want) {
 		t.Errorf("%d transitions neither delivered nor reported lost", uint64(want)-uint64(transitions)-lost)
 	}
