@@ -7,17 +7,20 @@
 #define TCPTRACE_RECORD_H
 
 /*
- * No wakeup per record: the reader polls on a timer, and is woken early
- * only when wakeup_bytes are waiting. Reading the ring's fill is a helper
- * call, so each CPU looks at it every 8th record it submits (at most 7
- * records per CPU past the mark: nothing next to a mark of an eighth of
- * the ring).
+ * Every record submitted is counted (atomically: a nested program may run
+ * on this CPU mid-update), so that user space can tell at the end whether
+ * every record reached it. No wakeup per record: the reader polls on a
+ * timer, and is woken early only when wakeup_bytes are waiting. Reading
+ * the ring's fill is a helper call, so each CPU looks at it every 8th
+ * record it submits (at most 7 records per CPU past the mark: nothing
+ * next to a mark of an eighth of the ring).
  */
 static __always_inline __u64 submit_flags(struct counters *c)
 {
+	__u64 n = __sync_fetch_and_add(&c->submitted, 1) + 1;
 	if (!wakeup_bytes)
 		return 0;
-	if (++c->submitted & 7)
+	if (n & 7)
 		return BPF_RB_NO_WAKEUP;
 	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;

@@ -104,7 +104,7 @@ struct counters {
 	__u64 storage_fail;  /* no per-socket storage could be had: dwell/owner unknown */
 	__u64 filtered;      /* TCP transitions dropped by the user's filters */
 	__u64 aggregated;    /* transitions counted into dwell_hists, not sent */
-	__u64 submitted;     /* records submitted (paces the ring-fill checks) */
+	__u64 submitted;     /* records submitted to the ring (and paces its fill checks) */
 	__u64 synack_late;   /* SYN-ACKs retransmitted for a handshake older than the
 			      * SYN_RECV stuck limit (half-open pile-up) */
 };

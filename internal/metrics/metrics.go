@@ -99,7 +99,7 @@ func New() *Metrics {
 	// Present at 0 from the start, so that every dashboard query has a
 	// series (rate() of a series that appears later misses its first
 	// increase, and a panel without a series shows "No data").
-	for _, r := range []string{"ringbuf_full", "recursion", "decode"} {
+	for _, r := range []string{"ringbuf_full", "recursion", "decode", "unread"} {
 		m.lost.WithLabelValues(r)
 	}
 	for st := event.Established; st <= event.NewSynRecv; st++ {
@@ -146,10 +146,11 @@ func (m *Metrics) Sockets(counts *[event.NumStates]uint64) {
 func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc() }
 
 // Lost adds losses by reason.
-func (m *Metrics) Lost(ringbufFull, recursion, decode uint64) {
+func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64) {
 	m.lost.WithLabelValues("ringbuf_full").Add(float64(ringbufFull))
 	m.lost.WithLabelValues("recursion").Add(float64(recursion))
 	m.lost.WithLabelValues("decode").Add(float64(decode))
+	m.lost.WithLabelValues("unread").Add(float64(unread))
 }
 
 // Evicted adds evictions.

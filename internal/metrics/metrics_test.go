@@ -21,7 +21,7 @@ func TestMetrics(t *testing.T) {
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)
 	m.Stuck(event.CloseWait)
-	m.Lost(1, 2, 0)
+	m.Lost(1, 2, 0, 0)
 
 	if got := testutil.ToFloat64(m.trans[event.CloseWait][event.LastAck]); got != 1 {
 		t.Errorf("transitions CLOSE_WAIT->LAST_ACK = %v", got)

@@ -104,7 +104,7 @@ func writeAll(s pipeline.Sink) {
 	}
 	hs[event.SynSent].Record(1_000_000)
 	s.Histograms(t0.Add(time.Minute), t0, &hs)
-	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, TotalRingbufFull: 3, TotalRecursion: 5})
+	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)

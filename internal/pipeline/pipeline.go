@@ -58,11 +58,11 @@ type Pipeline struct {
 	// Hists: the dwell histograms built from records (the kernel's own
 	// in aggregate mode, see the tracer).
 	Hists Histograms
-	// Events: transitions received; Conns: connection records written,
-	// Open of them still open; DecodeErrs: bad records; StuckCount:
-	// stuck records written.
-	Events, Conns, Open, DecodeErrs, StuckCount uint64
-	seeded                                      bool
+	// Records: raw records handed in; Events: transitions among them;
+	// Conns: connection records written, Open of them still open;
+	// DecodeErrs: bad records; StuckCount: stuck records written.
+	Records, Events, Conns, Open, DecodeErrs, StuckCount uint64
+	seeded                                               bool
 
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck
@@ -105,6 +105,7 @@ func (r *Pipeline) TrackerStats() timeline.Stats {
 
 // Handle processes one raw record from the ring buffer.
 func (r *Pipeline) Handle(raw []byte) {
+	r.Records++
 	if err := event.Decode(raw, &r.ev); err != nil {
 		r.DecodeErrs++
 		return

@@ -21,17 +21,22 @@ type Histograms [event.NumStates]histogram.Histogram
 // Lost reports transitions that never reached the tracer, since the
 // previous report (the deltas) and since start (the totals).
 type Lost struct {
-	TS                               time.Time
-	RingbufFull, Recursion, Decode   uint64
+	TS                             time.Time
+	RingbufFull, Recursion, Decode uint64
+	// Unread: records the kernel submitted that never reached the
+	// reader, known at the end of a run (the kernel counts every submit).
+	Unread                           uint64
 	TotalRingbufFull, TotalRecursion uint64
-	TotalDecode                      uint64
+	TotalDecode, TotalUnread         uint64
 }
 
 // Count is the number lost since the previous report.
-func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode }
+func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode + l.Unread }
 
 // Total is the number lost since start.
-func (l *Lost) Total() uint64 { return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode }
+func (l *Lost) Total() uint64 {
+	return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode + l.TotalUnread
+}
 
 // Stats is the closing account of a run.
 type Stats struct {

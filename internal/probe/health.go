@@ -27,6 +27,9 @@ type Health struct {
 	// Aggregated counts transitions counted into the kernel's
 	// histograms instead of being sent (aggregate mode).
 	Aggregated uint64
+	// Submitted counts the records the programs submitted to the ring:
+	// at the end of a run, every one of them must have been read.
+	Submitted uint64
 	// SynAckLate counts SYN-ACKs retransmitted for a handshake older than
 	// the --stuck SYN_RECV limit: half-open handshakes piling up.
 	SynAckLate uint64
@@ -58,6 +61,7 @@ func (p *Probe) Health() (Health, error) {
 		h.Filtered += c.Filtered
 		h.Aggregated += c.Aggregated
 		h.SynAckLate += c.SynackLate
+		h.Submitted += c.Submitted
 	}
 	st, err := p.primary.Stats()
 	if err != nil {

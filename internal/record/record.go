@@ -161,6 +161,7 @@ type Lost struct {
 	RingbufFull  uint64    `json:"ringbuf_full"`
 	Recursion    uint64    `json:"recursion"`
 	DecodeErrors uint64    `json:"decode_errors"`
+	Unread       uint64    `json:"unread"`
 	Total        uint64    `json:"total"`
 }
 

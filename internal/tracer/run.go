@@ -211,16 +211,19 @@ type run struct {
 	stderr io.Writer
 	start  time.Time
 
-	lastHealth    probe.Health
-	lastDecode    uint64
-	lastLostAt    time.Time
-	lastHistsAt   time.Time
-	lastFlushAt   time.Time
-	lastGaugeAt   time.Time
-	lastEvictions uint64
-	warned        map[string]bool
-	hup           chan os.Signal
-	closeOut      *func()
+	lastHealth probe.Health
+	lastDecode uint64
+	// unread: records the kernel submitted that the drain at the end
+	// did not find (known only then); lastUnread: reported so far.
+	unread, lastUnread uint64
+	lastLostAt         time.Time
+	lastHistsAt        time.Time
+	lastFlushAt        time.Time
+	lastGaugeAt        time.Time
+	lastEvictions      uint64
+	warned             map[string]bool
+	hup                chan os.Signal
+	closeOut           *func()
 	// readerGone reports a stdout pipe whose reader has closed; nil
 	// when writing to a file.
 	readerGone func() bool
@@ -412,13 +415,15 @@ func (r *run) reportLost(now time.Time) error {
 		RingbufFull:      h.RingbufFull - r.lastHealth.RingbufFull,
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
 		Decode:           r.pl.DecodeErrs - r.lastDecode,
+		Unread:           r.unread - r.lastUnread,
 		TotalRingbufFull: h.RingbufFull,
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
+		TotalUnread:      r.unread,
 	}
-	r.lastHealth, r.lastDecode = h, r.pl.DecodeErrs
+	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
-		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode)
+		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread)
 		ev := r.pl.TrackerStats().Evictions
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
@@ -426,10 +431,24 @@ func (r *run) reportLost(now time.Time) error {
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d)\n",
-			l.Count(), l.RingbufFull, l.Recursion, l.Decode)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d)\n",
+			l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Unread)
 	}
 	return nil
+}
+
+// drain reads what is left in the ring after the programs are detached.
+func (r *run) drain() {
+	if err := r.p.Flush(); err != nil {
+		return
+	}
+	for {
+		raw, err := r.p.Next()
+		if err != nil {
+			return // ringbuf.ErrFlushed: drained
+		}
+		r.pl.Handle(raw)
+	}
 }
 
 // finish detaches the programs, drains what is left in the ring, and
@@ -438,13 +457,14 @@ func (r *run) reportLost(now time.Time) error {
 func (r *run) finish(cause error) error {
 	r.p.Detach()
 	if cause == nil {
-		if err := r.p.Flush(); err == nil {
-			for {
-				raw, err := r.p.Next()
-				if err != nil {
-					break // ringbuf.ErrFlushed: drained
-				}
-				r.pl.Handle(raw)
+		r.drain()
+		// Every record the kernel submitted must have been read by now:
+		// the kernel counts each submit, so a record that vanished
+		// between the program and the reader is counted, not silent.
+		if h, err := r.p.Health(); err == nil {
+			r.drain() // one still being committed as the programs left
+			if h.Submitted > r.pl.Records {
+				r.unread = h.Submitted - r.pl.Records
 			}
 		}
 	}
@@ -463,7 +483,7 @@ func (r *run) finish(cause error) error {
 	st := pipeline.Stats{
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
-		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs,
+		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread,
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	ts := r.pl.TrackerStats()
