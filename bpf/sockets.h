@@ -86,18 +86,20 @@ static __always_inline struct listen_owner *listener_of(const struct transition 
 /* A listener's owner, for its children; a second owner on the same key
  * makes it ambiguous. */
 static __always_inline void register_listener(const struct listen_key *key,
-					      const struct sock_info *si)
+					      const struct sock_info *si, bool reuse_possible)
 {
 	struct listen_key k = *key;
 	struct listen_owner *o = bpf_map_lookup_elem(&listeners, &k);
-	if (o) {
+	if (o && o->cookie != si->cookie && !reuse_possible) {
+		o = 0; /* a listener on this key without SO_REUSEPORT: the old one is gone */
+	} else if (o) {
 		if (o->pid != si->pid)
 			o->ambiguous = 1;
 		return;
 	}
 	struct listen_owner fresh = { .pid = si->pid, .cookie = si->cookie };
 	__builtin_memcpy(fresh.comm, si->comm, sizeof(fresh.comm));
-	bpf_map_update_elem(&listeners, &k, &fresh, BPF_NOEXIST);
+	bpf_map_update_elem(&listeners, &k, &fresh, BPF_ANY);
 }
 
 /*
@@ -120,7 +122,7 @@ static __always_inline void adopt_child(struct sock_info *si, struct sock *sk, b
 	if (aggregate_only)
 		return;
 	__u64 cookie = typed ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	if (cookie && cookie != listener_cookie)
+	if (cookie && listener_cookie && cookie != listener_cookie)
 		si->cookie = cookie;
 	else if (typed)
 		si->birth_ts = now;
@@ -171,7 +173,7 @@ static __always_inline struct sock_info *child_entry(const struct transition *t,
  * that its children are cloned with its owner.
  */
 static __always_inline struct sock_info *sock_entry(const struct transition *t, bool typed,
-						    __u8 *flags)
+						    __u8 *flags, bool *missing)
 {
 	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV)
 		return child_entry(t, typed, flags);
@@ -196,17 +198,25 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 	struct sock_info fresh = {};
 	if (t->old == TCP_CLOSE)
 		*flags |= EV_BIRTH;
+	else
+		*missing = true; /* evicted from a full table, or never seen */
 	if (!aggregate_only)
 		fresh.cookie = sock_cookie(t->sk, typed);
 	return new_entry(t, &fresh);
 }
 
 /* Which entries an abortive close's reset, sent right after the CLOSE,
- * will look for (maps.h). */
-static __always_inline bool reset_may_follow(int old)
+ * will look for (maps.h). A socket an error ended (the peer's reset, a
+ * timeout) sets sk_err before its CLOSE and sends no reset after it;
+ * an abortive close sets sk_err only after the reset. */
+static __always_inline bool reset_may_follow(const struct transition *t, bool typed)
 {
-	return old == TCP_ESTABLISHED || old == TCP_CLOSE_WAIT || old == TCP_FIN_WAIT1 ||
-	       old == TCP_SYN_RECV;
+	int old = t->old;
+	if (old != TCP_ESTABLISHED && old != TCP_CLOSE_WAIT && old != TCP_FIN_WAIT1 &&
+	    old != TCP_SYN_RECV)
+		return false;
+	struct sock *sk = t->sk; /* not t->sk inside a CO-RE read (tcptrace.bpf.c) */
+	return KREAD(typed, sk, sk_err) == 0;
 }
 
 /*
@@ -221,18 +231,20 @@ static __always_inline void settle_entry(const struct transition *t, bool typed,
 	struct listen_key k;
 	if (t->new == TCP_LISTEN && !is_reuseport(t->sk, typed)) {
 		listen_key_of(&k, t->netns, t->family, t->sport, t->sk, typed, false);
-		register_listener(&k, si);
+		/* Without storage (the fallback) a SO_REUSEPORT group shares the
+		 * key: a second owner there makes it ambiguous. */
+		register_listener(&k, si, !typed);
 	}
 	if (t->new != TCP_CLOSE)
 		return;
 	if (t->old == TCP_LISTEN) {
 		listen_key_of(&k, t->netns, t->family, t->sport, t->sk, typed, false);
 		struct listen_owner *o = bpf_map_lookup_elem(&listeners, &k);
-		if (o && o->pid == si->pid)
+		if (o && o->cookie == si->cookie) /* this listener's, not a newer one's */
 			bpf_map_delete_elem(&listeners, &k);
 	}
 	__u64 key = (__u64)t->sk;
-	if (reset_may_follow(t->old))
+	if (reset_may_follow(t, typed))
 		si->flags |= SI_CLOSED; /* si may be storage: then this is moot */
 	else
 		bpf_map_delete_elem(&sock_table, &key);

@@ -136,15 +136,16 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 	}
 	__u64 dwell = 0;
 	__u8 flags = 0;
-	struct sock_info *si = sock_entry(t, typed, &flags);
+	bool missing = false;
+	struct sock_info *si = sock_entry(t, typed, &flags, &missing);
+	if (missing || !si)
+		__sync_fetch_and_add(&c->storage_fail, 1);
 	if (si) {
 		/* A child's cookie is settled at its birth (child_entry); one
 		 * still 0 after it is taken now (6.1: see adopt_child). */
 		if (!si->cookie && !aggregate_only && !(t->old == TCP_LISTEN && t->new == TCP_SYN_RECV))
 			si->cookie = sock_cookie(t->sk, typed);
 		flags |= advance(si, t->old, t->new, t->now, &dwell);
-	} else {
-		__sync_fetch_and_add(&c->storage_fail, 1);
 	}
 	if (quiet || (filter_pid && (!si || si->pid != filter_pid)))
 		c->filtered++;

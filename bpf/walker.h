@@ -80,7 +80,7 @@ static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *
 	if (s->state == TCP_LISTEN && fresh.pid) {
 		struct listen_key k;
 		listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);
-		register_listener(&k, &fresh);
+		register_listener(&k, &fresh, false);
 	}
 }
 

@@ -315,7 +315,8 @@ func (r *run) loop(ctx context.Context) error {
 	// whatever --flush is.
 	poll := min(r.cfg.Flush, 100*time.Millisecond)
 	for {
-		r.p.SetDeadline(time.Now().Add(poll))
+		deadline := time.Now().Add(poll)
+		r.p.SetDeadline(deadline)
 		for n := 0; ; n++ {
 			raw, err := r.p.Next()
 			if err != nil {
@@ -325,8 +326,10 @@ func (r *run) loop(ctx context.Context) error {
 				return r.finish(fmt.Errorf("reading ring buffer: %w", err))
 			}
 			r.pl.Handle(raw)
-			// A ring that never runs dry must not starve the periodic work.
-			if n&4095 == 4095 && ctx.Err() != nil {
+			// A ring that never runs dry must not starve the periodic
+			// work (the reader reports its deadline only at the ring's
+			// end): losses, held closes, stuck checks, flushes.
+			if n&4095 == 4095 && (ctx.Err() != nil || time.Now().After(deadline)) {
 				break
 			}
 		}
