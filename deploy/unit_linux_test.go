@@ -186,8 +186,11 @@ exec setpriv --bounding-set=-all,%[7]s --regid=%[4]s --clear-groups --no-new-pri
 	}
 	// The reopen worked, and the tracer dropped what it does not keep
 	// without complaint (it holds no CAP_SETPCAP under this bounding set).
+	// (Other tests' namespaces coming and going may draw a walk warning
+	// from this host-wide tracer: not what is checked here.)
 	log := errLog.String()
-	if !strings.Contains(log, "SIGHUP: reopened") || strings.Contains(log, "warning") {
+	if !strings.Contains(log, "SIGHUP: reopened") || strings.Contains(log, "warning: running with all capabilities") ||
+		strings.Contains(log, "warning: SIGHUP") {
 		t.Errorf("tracer's stderr:\n%s", log)
 	}
 }
