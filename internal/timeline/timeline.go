@@ -238,12 +238,11 @@ func (t *Tracker) Stats() Stats { return t.stats }
 
 // Observe applies one transition.
 func (t *Tracker) Observe(e *event.Event) {
-	if e.Has(event.Birth) && len(t.closingBy) > 0 {
-		// The same socket again after its CLOSE (a new connect(), which
-		// is a birth): the held timeline is complete.
-		if held := t.closingBy[e.Cookie]; held != nil {
-			t.releaseClosed(held)
-		}
+	if e.Cookie == 0 {
+		// The kernel had no entry for the socket (counted there in
+		// storage_fail): its records cannot be told apart, so they make
+		// no timeline rather than one that merges several sockets.
+		return
 	}
 	if len(t.stubs) > 0 {
 		if stub := t.stubs[e.Cookie]; stub != nil {
@@ -251,6 +250,19 @@ func (t *Tracker) Observe(e *event.Event) {
 		}
 	}
 	c := t.conns[e.Cookie]
+	if c == nil && len(t.closingBy) > 0 {
+		if held := t.closingBy[e.Cookie]; held != nil {
+			if !e.Has(event.Birth) && e.Mono < held.End {
+				// A record that arrived after its connection's CLOSE
+				// (reordered on the way): it belongs to that timeline.
+				t.insertOutOfOrder(held, e)
+				return
+			}
+			// The same socket again after its CLOSE (a new connect(),
+			// a birth): the held timeline is complete.
+			t.releaseClosed(held)
+		}
+	}
 	if c != nil && e.Has(event.Birth) {
 		// The socket was reborn (reconnected after CLOSE without our
 		// seeing the CLOSE): close the books on the old timeline.

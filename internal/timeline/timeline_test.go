@@ -415,3 +415,30 @@ func TestStuckOncePerStay(t *testing.T) {
 		t.Fatalf("closed connection reported stuck: %v", hits)
 	}
 }
+
+// A record that arrives after its connection's CLOSE (reordered) joins the
+// held timeline instead of starting a phantom open one; records without a
+// cookie (no kernel entry) make no timeline.
+func TestLateRecordJoinsTheHeldConnection(t *testing.T) {
+	var got [][]span
+	tr := New(10, func(c *Conn) { got = append(got, spansOf(c)) })
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
+		ev(1, 2, event.SynSent, event.Established, 1, own),
+		ev(1, 5, event.FinWait1, event.FinWait2, 1, own), // FIN_WAIT1 entry not seen yet
+		ev(1, 6, event.FinWait2, event.Close, 1, own|event.CloseInfo),
+		ev(1, 4, event.Established, event.FinWait1, 2, own), // arrives late
+		ev(0, 7, event.Close, event.SynSent, -1, own|event.Birth),
+	} {
+		tr.Observe(&e)
+	}
+	tr.Flush(1000e6)
+	if len(got) != 1 {
+		t.Fatalf("%d connections, want the one: %+v", len(got), got)
+	}
+	want := []span{{event.SynSent, 1, 1, true}, {event.Established, 2, 2, true}, {event.FinWait1, 4, 1, true},
+		{event.FinWait2, 5, 1, true}, {event.Close, 6, 0, false}}
+	if fmt.Sprint(got[0]) != fmt.Sprint(want) {
+		t.Fatalf("spans %+v, want %+v", got[0], want)
+	}
+}
