@@ -76,10 +76,11 @@ static __always_inline __u8 timewait_of(struct sock *sk, bool typed, int old, in
 {
 	if (err || (old != TCP_FIN_WAIT2 && old != TCP_CLOSING))
 		return TW_NONE;
-	unsigned long skflags = KREAD(typed, sk, __sk_common.skc_flags);
-	if (skflags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
+	if (sock_flag_set(sk, typed, bpf_core_enum_value(enum sock_flags, SOCK_DONE)))
 		return TW_TIME_WAIT;
-	return old == TCP_FIN_WAIT2 ? TW_FIN_WAIT2 : TW_NONE;
+	if (old != TCP_FIN_WAIT2 || abortive_fin_wait2(sk, typed))
+		return TW_NONE; /* an abortive close leaves no timewait socket */
+	return TW_FIN_WAIT2;
 }
 
 /*

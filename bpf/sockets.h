@@ -205,6 +205,26 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 	return new_entry(t, &fresh);
 }
 
+/* A flag of sk_flags (enum sock_flags), read the way typed allows. */
+static __always_inline bool sock_flag_set(struct sock *sk, bool typed, unsigned int bit)
+{
+	unsigned long flags = KREAD(typed, sk, __sk_common.skc_flags);
+	return flags & (1UL << bit);
+}
+
+/*
+ * An abortive close from FIN_WAIT2 (SO_LINGER 0, or close() with unread
+ * data after shutdown()) happens in the owner's close(), before the socket
+ * is orphaned and with no FIN from the peer; a graceful FIN_WAIT2->CLOSE
+ * hands an orphan (SOCK_DEAD) or a socket that got the peer's FIN
+ * (SOCK_DONE) to a timewait socket.
+ */
+static __always_inline bool abortive_fin_wait2(struct sock *sk, bool typed)
+{
+	return !sock_flag_set(sk, typed, bpf_core_enum_value(enum sock_flags, SOCK_DEAD)) &&
+	       !sock_flag_set(sk, typed, bpf_core_enum_value(enum sock_flags, SOCK_DONE));
+}
+
 /* Which entries an abortive close's reset, sent right after the CLOSE,
  * will look for (maps.h). A socket an error ended (the peer's reset, a
  * timeout) sets sk_err before its CLOSE and sends no reset after it;
@@ -212,10 +232,12 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 static __always_inline bool reset_may_follow(const struct transition *t, bool typed)
 {
 	int old = t->old;
-	if (old != TCP_ESTABLISHED && old != TCP_CLOSE_WAIT && old != TCP_FIN_WAIT1 &&
-	    old != TCP_SYN_RECV)
-		return false;
 	struct sock *sk = t->sk; /* not t->sk inside a CO-RE read (tcptrace.bpf.c) */
+	if (old == TCP_FIN_WAIT2 && !abortive_fin_wait2(sk, typed))
+		return false;
+	if (old != TCP_ESTABLISHED && old != TCP_CLOSE_WAIT && old != TCP_FIN_WAIT1 &&
+	    old != TCP_SYN_RECV && old != TCP_FIN_WAIT2)
+		return false;
 	return KREAD(typed, sk, sk_err) == 0;
 }
 

@@ -51,6 +51,12 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	                            SYN), hold HOLD, close
 //	leak ADDR N                 listen, accept N connections, never close
 //	                            them (CLOSE_WAIT leaks); runs until killed
+//	talker ADDR                 listen, accept one connection, write 100
+//	                            bytes, read until EOF or error, close a
+//	                            second later, exit
+//	halfclose ADDR              connect, shutdown(SHUT_WR), wait for the
+//	                            server's bytes, close() without reading
+//	                            them (a reset from FIN_WAIT2)
 //	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
 //	                            connections, print "accepted RPORT" for
 //	                            each, read to EOF and close; then exit
@@ -309,6 +315,34 @@ func peer(args []string) error {
 		}
 		fmt.Println("accepted")
 		select {}
+	case "talker":
+		ln, err := net.Listen("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		c.Write(make([]byte, 100))
+		io.Copy(io.Discard, c)
+		time.Sleep(time.Second) // no FIN yet: the client is in FIN_WAIT2
+		c.Close()
+		return ln.Close()
+	case "halfclose":
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		c, err := net.Dial("tcp", args[1])
+		if err != nil {
+			return err
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			return err
+		}
+		time.Sleep(300 * time.Millisecond) // the server's bytes arrive, unread
+		c.Close()
+		fmt.Println("done")
+		return nil
 	case "reuseport":
 		d, err := time.ParseDuration(args[2])
 		if err != nil {

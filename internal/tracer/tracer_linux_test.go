@@ -226,8 +226,11 @@ func TestClientClosesFirst(t *testing.T) {
 	}
 }
 
+// tracefsMounted looks at the host's mounts: PID 1's mount namespace.
+// (/proc/self is the thread group leader's view, which is the tracer's
+// private mount namespace while a tracepoint attach runs on that thread.)
 func tracefsMounted(t *testing.T) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	b, err := os.ReadFile("/proc/1/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}

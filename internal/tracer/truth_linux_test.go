@@ -463,3 +463,45 @@ func TestReuseportOwners(t *testing.T) {
 		}
 	})
 }
+
+// An abortive close from FIN_WAIT2: shutdown(SHUT_WR), the server's bytes
+// left unread, then close(): the kernel sets CLOSE and sends a reset, and
+// leaves no timewait socket.
+func TestResetFromFinWait2(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	bothAttachModes(t, func(t *testing.T, attach config.Attach) {
+		ns := nettest.NewNetns(t)
+		cfg := nsConfig(ns)
+		cfg.Attach = attach
+		tr := startTracer(t, cfg)
+		server := ns.Start(t, "talker", "127.0.0.1:0")
+		client := ns.Start(t, "halfclose", fmt.Sprintf("127.0.0.1:%d", server.Port))
+		if l := client.Line(); l != "done" {
+			t.Fatalf("halfclose: %q", l)
+		}
+		client.Wait()
+		server.Wait()
+		recs := tr.stop(t)
+		var found bool
+		for _, c := range ofType(recs, "connection") {
+			if c.Dport != server.Port {
+				continue
+			}
+			found = true
+			var states []string
+			for _, s := range c.States {
+				states = append(states, s.State)
+			}
+			if got := strings.Join(states, ">"); got != "SYN_SENT>ESTABLISHED>FIN_WAIT1>FIN_WAIT2>CLOSE" {
+				t.Errorf("client's timeline %s", got)
+			}
+			if c.Reset != "sent" || c.FinWait2TimeWait || (c.TimeWait != nil && *c.TimeWait) {
+				t.Errorf("client's connection: reset %q fin_wait2_timewait %v time_wait %v; want sent, no timewait socket",
+					c.Reset, c.FinWait2TimeWait, c.TimeWait)
+			}
+		}
+		if !found {
+			t.Fatal("no connection record for the client")
+		}
+	})
+}
