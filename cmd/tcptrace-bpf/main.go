@@ -99,7 +99,7 @@ func traceFlags(cfg *config.Config) (*flag.FlagSet, *traceOpts) {
 	fs.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9917; a bare :PORT binds to loopback)")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "", "only sockets created in this cgroup (v2) or below it: a path such as /system.slice/nginx.service")
 	fs.BoolVar(&cfg.CgroupFields, "cgroup-fields", false, "add the owner's cgroup, container_id and unit to connection and stuck records (read once per process from /proc/PID/cgroup)")
-	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "open connections tracked at once; beyond it the least recently active are written early, marked evicted")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "sockets tracked at once, in the kernel's socket table (preallocated: 128 bytes each, 33.6 MB at the default) and the tracer's; beyond it the least recently active are written early, marked evicted")
 	o.help = fs.BoolP("help", "h", false, "show this help")
 	o.showVer = fs.Bool("version", false, "print the version and exit")
 	o.verbose = fs.Bool("verbose", false, "with --version: also what this kernel offers (BTF, ring buffer, socket storage)")
