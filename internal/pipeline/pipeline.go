@@ -68,7 +68,7 @@ type Pipeline struct {
 	pendingStuck []pendingStuck
 	halfOpen     halfOpenWatch
 	// listenerOwner: listeners' owners found by inode, kept.
-	listenerOwner map[uint64]cachedOwner
+	listenerOwner map[uint64]Holder
 	// idents: the owners' cgroup identities (--cgroup-fields), nil
 	// without.
 	idents *cgroup.Cache

@@ -116,3 +116,29 @@ func (r *Pipeline) WalkAndCount() error {
 	}
 	return r.CountSockets(walk, r.src.Now())
 }
+
+// listenerOwners fills in the owners the kernel side does not know (the
+// histogram-only mode keeps no per-socket owners) from the processes that
+// hold the listener's inode; listeners are few and long-lived, so the
+// answers are kept and the Source is asked only about new ones.
+func (r *Pipeline) listenerOwners(ls []Listener) {
+	want := map[uint64]bool{}
+	for i := range ls {
+		if _, known := r.listenerOwner[ls[i].Inode]; !ls[i].OwnerKnown && ls[i].Inode != 0 && !known {
+			want[ls[i].Inode] = true
+		}
+	}
+	if len(want) > 0 {
+		if r.listenerOwner == nil || len(r.listenerOwner) > 4096 {
+			r.listenerOwner = map[uint64]Holder{} // bounded: listeners come and go
+		}
+		for ino, hs := range r.src.Holders(want) {
+			r.listenerOwner[ino] = hs[0]
+		}
+	}
+	for i := range ls {
+		if o, known := r.listenerOwner[ls[i].Inode]; !ls[i].OwnerKnown && ls[i].Inode != 0 && known {
+			ls[i].PID, ls[i].Comm, ls[i].OwnerKnown = o.PID, o.Comm, true
+		}
+	}
+}

@@ -177,38 +177,3 @@ func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
 		r.writeOneStuck(&Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono.Since(p.oldest), HalfOpen: p.n})
 	}
 }
-
-// listenerOwners fills in the owners the kernel side does not know (the
-// histogram-only mode keeps no per-socket owners) from /proc, by the
-// socket's inode; listeners are few and long-lived, so the answers are
-// kept and /proc is read only for a listener not seen before.
-func (r *Pipeline) listenerOwners(ls []Listener) {
-	want := map[uint64]bool{}
-	for i := range ls {
-		if !ls[i].OwnerKnown && ls[i].Inode != 0 && !r.listenerOwner[ls[i].Inode].known {
-			want[ls[i].Inode] = true
-		}
-	}
-	if len(want) > 0 {
-		if r.listenerOwner == nil {
-			r.listenerOwner = map[uint64]cachedOwner{}
-		}
-		if len(r.listenerOwner) > 4096 {
-			clear(r.listenerOwner) // bounded: listeners come and go
-		}
-		for ino, hs := range r.src.Holders(want) {
-			r.listenerOwner[ino] = cachedOwner{pid: hs[0].PID, comm: hs[0].Comm, known: true}
-		}
-	}
-	for i := range ls {
-		if o := r.listenerOwner[ls[i].Inode]; !ls[i].OwnerKnown && ls[i].Inode != 0 && o.known {
-			ls[i].PID, ls[i].Comm, ls[i].OwnerKnown = o.pid, o.comm, true
-		}
-	}
-}
-
-type cachedOwner struct {
-	pid   uint32
-	comm  [16]byte
-	known bool
-}
