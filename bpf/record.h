@@ -88,7 +88,7 @@ static __always_inline __u8 timewait_of(struct sock *sk, bool typed, int old, in
  * want, the error, and what the kernel left behind; at
  * SYN_RECV->ESTABLISHED the SYN-ACK round trip and retransmits.
  */
-static __always_inline void fill_ending(struct event *e, const struct transition *t,
+static __always_inline void fill_ending(struct event *e, int old, int new,
 					struct tcp_sock *tp, bool typed,
 					const struct sock_info *si, __u8 *flags)
 {
@@ -103,8 +103,8 @@ static __always_inline void fill_ending(struct event *e, const struct transition
 	e->tw = TW_NONE;
 	e->kind = KIND_TRANSITION;
 	e->_pad2 = 0;
-	bool closing = t->new == TCP_CLOSE;
-	if (!tp || (!closing && !(t->old == TCP_SYN_RECV && t->new == TCP_ESTABLISHED)))
+	bool closing = new == TCP_CLOSE;
+	if (!tp || (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED)))
 		return;
 	struct sock *sk = (struct sock *)tp;
 	e->srtt_us = KREAD(typed, tp, srtt_us) >> 3;
@@ -116,7 +116,7 @@ static __always_inline void fill_ending(struct event *e, const struct transition
 	e->bytes_received = KREAD(typed, tp, bytes_received);
 	int err = KREAD(typed, sk, sk_err);
 	e->err = err;
-	e->tw = timewait_of(sk, typed, t->old, err);
+	e->tw = timewait_of(sk, typed, old, err);
 }
 
 static __always_inline void fill_owner(struct event *e, const struct sock_info *si)
@@ -166,10 +166,7 @@ static __always_inline void emit(struct counters *c, const struct transition *t,
 	e->oldstate = old;
 	e->newstate = new;
 	fill_owner(e, si);
-	struct transition as_sent = *t;
-	as_sent.old = old;
-	as_sent.new = new;
-	fill_ending(e, &as_sent, tp, typed, si, &flags);
+	fill_ending(e, old, new, tp, typed, si, &flags);
 	e->handshake_us = hs / 1000;
 	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags(c));
