@@ -86,11 +86,10 @@ func peer(args []string) error {
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", args[1])
+		ln, err := listenReady(args[1])
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
 		for i := 0; i < n; i++ {
 			c, err := ln.Accept()
 			if err != nil {
@@ -125,11 +124,10 @@ func peer(args []string) error {
 	case "sink":
 		var n int
 		fmt.Sscan(args[2], &n)
-		ln, err := net.Listen("tcp", args[1])
+		ln, err := listenReady(args[1])
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
 		var wg sync.WaitGroup
 		for i := 0; i < n; i++ {
 			c, err := ln.Accept()
@@ -238,11 +236,10 @@ func peer(args []string) error {
 		return syscall.Close(fd)
 	case "forkserver":
 		hold := args[2]
-		ln, err := net.Listen("tcp", args[1])
+		ln, err := listenReady(args[1])
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
 		c, err := ln.Accept()
 		if err != nil {
 			return err
@@ -300,11 +297,10 @@ func peer(args []string) error {
 	case "leak":
 		var n int
 		fmt.Sscan(args[2], &n)
-		ln, err := net.Listen("tcp", args[1])
+		ln, err := listenReady(args[1])
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
 		var conns []net.Conn
 		for i := 0; i < n; i++ {
 			c, err := ln.Accept()
@@ -316,11 +312,10 @@ func peer(args []string) error {
 		fmt.Println("accepted")
 		select {}
 	case "talker":
-		ln, err := net.Listen("tcp", args[1])
+		ln, err := listenReady(args[1])
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
 		c, err := ln.Accept()
 		if err != nil {
 			return err
@@ -395,6 +390,16 @@ func peer(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown role %q", args[0])
+}
+
+// listenReady listens on addr and prints the ready line with its port.
+func listenReady(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("ready %d %d\n", ln.Addr().(*net.TCPAddr).Port, os.Getpid())
+	return ln, nil
 }
 
 // Main is a TestMain for packages whose tests start peers: in a peer

@@ -34,7 +34,7 @@ import (
 // is written out before it returns, also on error where the output still
 // works. A closed stdout ends the run without error.
 func Run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (err error) {
-	return run0(ctx, cfg, stdout, nil, stderr)
+	return start(ctx, cfg, stdout, nil, stderr)
 }
 
 // NewSink builds the sink of a run once the clock that turns kernel
@@ -46,10 +46,10 @@ type NewSink func(clock event.Clock) pipeline.Sink
 // cfg.Format are not used. A sink that also implements
 // pipeline.SocketSink gets every socket of each walk.
 func RunWith(ctx context.Context, cfg config.Config, newSink NewSink, stderr io.Writer) error {
-	return run0(ctx, cfg, nil, newSink, stderr)
+	return start(ctx, cfg, nil, newSink, stderr)
 }
 
-func run0(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
+func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
 	if newSink != nil {
 		cfg.Output, cfg.Format = "", config.FormatNDJSON
 	}
