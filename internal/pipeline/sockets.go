@@ -21,13 +21,9 @@ type tally struct {
 // which the stuck watch must know (a CLOSE_WAIT leak predates the person
 // looking for it). Metrics see every walk.
 func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
-	type portKey struct {
-		netns uint32
-		port  uint16
-	}
 	t := &tally{}
-	byPort := map[portKey]int{}
-	halfOpen := map[portKey]uint32{}
+	byPort := map[listenerKey]int{}
+	halfOpen := map[listenerKey]uint32{}
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
 			t.counts[s.State]++
@@ -35,7 +31,7 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 				t.socks = append(t.socks, *s)
 			}
 		}
-		k := portKey{s.Netns, s.Src.Port()}
+		k := listenerKey{s.Netns, s.Src.Port()}
 		switch s.State {
 		case event.Listen:
 			byPort[k] = len(t.listeners)
