@@ -225,7 +225,15 @@ func connect(t *testing.T, pid int, addr string) {
 			errc <- err
 			return
 		}
-		c, err := net.Dial("tcp", addr)
+		// A refused connect is tried again for a few seconds: on a loaded
+		// machine the tracer may still be starting its metrics server.
+		var c net.Conn
+		for try := 0; ; try++ {
+			if c, err = net.Dial("tcp", addr); err == nil || try == 30 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		if err != nil {
 			errc <- err
 			return
