@@ -299,9 +299,14 @@ func TestEvictionKeepsLeaksOnTheStuckWatch(t *testing.T) {
 	if l := leak.Line(); l != "accepted" {
 		t.Fatalf("leak: %q", l)
 	}
+	// 40 connections open at once (80 sockets): more than the table holds
+	// whatever the timing (a client that closed each at once sometimes
+	// never had 20 open together under the whole suite's load).
 	sink := ns.Start(t, "sink", "127.0.0.1:0", "40")
-	churn := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", sink.Port), "40")
-	churn.Line()
+	churn := ns.Start(t, "hold", fmt.Sprintf("127.0.0.1:%d", sink.Port), "40", "300ms")
+	if l := churn.Line(); l != "connected" {
+		t.Fatalf("hold: %q", l)
+	}
 	churn.Wait()
 	sink.Wait()
 	time.Sleep(2500 * time.Millisecond)
