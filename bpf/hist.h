@@ -60,38 +60,140 @@ static __always_inline void aggregate(struct counters *c, int old, int new,
 }
 
 /*
+ * The socket's state in the histogram-only mode. On tp_btf it lives in a
+ * slot of hist_slots chosen by the socket's cookie: found when the slot
+ * holds that cookie. The fallback, which cannot ask for a cookie, keeps
+ * it in hist_socks by socket address.
+ */
+struct hist_ref {
+	struct hist_sock *h;   /* the socket's state, 0: none */
+	struct hist_slot *slot; /* tp_btf: the socket's slot */
+	__u64 cookie;
+};
+
+/* Slot i of hist_slots (i is masked, so always found). */
+static __always_inline struct hist_slot *hist_slot(__u64 i)
+{
+	__u32 k = i & hist_slot_mask;
+	return bpf_map_lookup_elem(&hist_slots, &k);
+}
+
+/*
+ * Each cookie has two slots, its own and the one half the table away: a
+ * birth whose own slot is still held by a long-lived socket takes the
+ * other, so that a socket is evicted only when both are held by live
+ * sockets, not merely because as many newer cookies were handed out as
+ * there are slots. When both are held, the birth takes its own slot.
+ */
+static __always_inline void hist_find(const struct transition *t, bool typed, struct hist_ref *r)
+{
+	r->h = 0;
+	r->slot = 0;
+	r->cookie = 0;
+	if (!typed) {
+		__u64 key = (__u64)t->sk;
+		if (!is_birth(t->old, t->new))
+			r->h = bpf_map_lookup_elem(&hist_socks, &key);
+		return;
+	}
+	r->cookie = bpf_get_socket_cookie(t->sk);
+	struct hist_slot *own = hist_slot(r->cookie);
+	struct hist_slot *other = hist_slot(r->cookie + (hist_slot_mask >> 1) + 1);
+	if (!own || !other)
+		return;
+	if (own->cookie == r->cookie)
+		r->slot = own;
+	else if (other->cookie == r->cookie)
+		r->slot = other;
+	if (!r->slot) { /* not found: where a birth would go */
+		r->slot = own->cookie && !other->cookie ? other : own;
+		return;
+	}
+	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV) {
+		/* A live socket holds the child's cookie: the child still
+		 * carries its listener's (6.1), and the slot is the
+		 * listener's. Leave it; the child gets its own cookie later. */
+		r->slot = 0;
+		return;
+	}
+	if (!is_birth(t->old, t->new))
+		r->h = &r->slot->s;
+}
+
+/* Start the socket's state at its birth (or first sight). */
+static __always_inline void hist_start(const struct transition *t, struct hist_ref *r, __u32 flags)
+{
+	if (!r->slot) {
+		if (r->cookie) /* tp_btf, the slot left to the listener (above) */
+			return;
+		__u64 key = (__u64)t->sk;
+		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags };
+		bpf_map_update_elem(&hist_socks, &key, &fresh, BPF_ANY);
+		return;
+	}
+	/* Cookie last: a reader on another CPU that finds the cookie reads
+	 * this socket's state (it checks the cookie again after reading). */
+	r->slot->cookie = 0;
+	asm volatile("" ::: "memory");
+	r->slot->s.ts_ns = t->now;
+	r->slot->s.flags = flags;
+	asm volatile("" ::: "memory");
+	r->slot->cookie = r->cookie;
+}
+
+/* The socket closed: free its state. */
+static __always_inline void hist_end(const struct transition *t, struct hist_ref *r)
+{
+	if (r->slot) {
+		r->slot->cookie = 0;
+		return;
+	}
+	__u64 key = (__u64)t->sk;
+	bpf_map_delete_elem(&hist_socks, &key);
+}
+
+/*
  * The histogram-only mode's path (--emit histograms without --pid): the
- * socket's entry time from hist_socks, the stay counted. No owner, no
- * cookie, no socket storage.
+ * socket's entry time, the stay counted. No owner, no socket storage.
  */
 static __always_inline void handle_hist(const struct transition *t, struct tcp_sock *tp,
 					bool typed, struct counters *c)
 {
 	int old = t->old, new = t->new;
-	__u64 key = (__u64)t->sk;
 	__u64 dwell = 0;
 	__u8 flags = 0;
-	struct hist_sock *h = is_birth(old, new) ? 0 : bpf_map_lookup_elem(&hist_socks, &key);
+	struct hist_ref r;
+	hist_find(t, typed, &r);
 	__u32 si_flags = old == TCP_LISTEN && new == TCP_SYN_RECV ? SI_ACCEPTED : 0;
-	if (h) {
-		si_flags = h->flags;
-		if (h->ts_ns) {
-			dwell = t->now - h->ts_ns;
+	if (r.h) {
+		si_flags = r.h->flags;
+		__u64 ts = r.h->ts_ns;
+		asm volatile("" ::: "memory");
+		if (r.slot && r.slot->cookie != r.cookie) {
+			r.h = 0; /* the slot changed hands while read */
+			si_flags = 0;
+		} else if (ts) {
+			dwell = t->now - ts;
 			flags |= EV_DWELL_KNOWN;
 		}
-	} else if (!is_birth(old, new)) {
-		__sync_fetch_and_add(&c->storage_fail, 1); /* older than the tracer, or aged out */
+	}
+	if (!r.h && old == TCP_SYN_RECV && new == TCP_ESTABLISHED && typed &&
+	    !t->sk->sk_socket) {
+		/* A child whose birth left no state (born before the tracer,
+		 * or with its listener's cookie on 6.1): not yet accepted, so
+		 * no socket; its stay is its handshake, which needs none. */
+		si_flags = SI_ACCEPTED;
+	} else if (!r.h && !is_birth(old, new)) {
+		__sync_fetch_and_add(&c->storage_fail, 1); /* older than the tracer, or evicted */
 	}
 	if (new == TCP_CLOSE) {
-		if (h)
-			bpf_map_delete_elem(&hist_socks, &key);
+		if (r.h)
+			hist_end(t, &r);
 	} else if (old != new) { /* a repeated set does not start a new stay */
-		if (h) {
-			h->ts_ns = t->now;
-		} else {
-			struct hist_sock fresh = { .ts_ns = t->now, .flags = si_flags };
-			bpf_map_update_elem(&hist_socks, &key, &fresh, BPF_ANY);
-		}
+		if (r.h)
+			r.h->ts_ns = t->now;
+		else
+			hist_start(t, &r, si_flags);
 	}
 	__u64 hs = 0;
 	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED && (si_flags & SI_ACCEPTED)) {

@@ -71,13 +71,32 @@ struct {
 } listeners SEC(".maps");
 
 /*
- * hist_socks: the per-socket state of the histogram-only mode (--emit
- * histograms, no --pid): dwell times need only when each socket entered
- * its state. Key: socket address. Value: entry time and SI_* flags.
- * Inserted at a socket's first transition, updated at each, deleted at
- * ->CLOSE; a birth overwrites. LRU and preallocated, like sock_table. Size
- * set from Go (--max-conns); 1 entry in the other modes, where sock_table
- * is sized instead.
+ * hist_slots: the per-socket state of the histogram-only mode (--emit
+ * histograms, no --pid) on tp_btf: dwell times need only when each socket
+ * entered its state. A table indexed by socket cookie: a socket lives in
+ * its own slot (cookie & hist_slot_mask) or, when a long-lived socket
+ * still holds that one, in the slot half the table away (hist.h). The
+ * size is a power of two of at least twice --max-conns, set from Go, so
+ * with --max-conns sockets alive it is at most half full. A socket whose
+ * two slots are both held at its birth takes its own slot from the older
+ * socket there, whose next transition then finds another cookie: its
+ * dwell is unknown and counted in storage_fail, as an LRU eviction would
+ * be. No insert, no delete, no lock: a birth writes the slot, ->CLOSE
+ * frees it (cookie 0). 1 entry in the other modes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hist_slot);
+} hist_slots SEC(".maps");
+
+/*
+ * hist_socks: the same state for the tracepoint fallback, which cannot
+ * ask the kernel for a socket's cookie. Key: socket address. Inserted at
+ * a socket's first transition, updated at each, deleted at ->CLOSE; a
+ * birth overwrites. LRU and preallocated, like sock_table. Size set from
+ * Go (--max-conns); 1 entry in the other modes.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

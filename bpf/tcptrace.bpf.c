@@ -56,6 +56,7 @@ const volatile __u64 filter_cgroup = 0;  /* 0: any, else this cgroup v2 id or be
 const volatile __u32 filter_cgroup_level = 0; /* that cgroup's depth in the hierarchy */
 const volatile __u64 min_dwell_ns = 0;   /* send only transitions out of a state held this long */
 const volatile __u64 syn_recv_stuck_ns = 0; /* --stuck SYN_RECV limit; 0: not watched */
+const volatile __u32 hist_slot_mask = 0; /* hist_slots' size - 1 (a power of two) */
 
 /* Keeps these types in the object's BTF so bpf2go can generate Go twins. */
 const struct event *unused_event __attribute__((unused));

@@ -223,6 +223,13 @@ struct hist_sock {
 	__u32 _pad;
 };
 
+/* A slot of hist_slots: the socket it belongs to (cookie, 0: free) and its
+ * state. */
+struct hist_slot {
+	__u64 cookie;
+	struct hist_sock s;
+};
+
 /* A handshake in progress, by its 4-tuple as the server sees it. */
 struct hs_key {
 	__u8 saddr[16]; /* local (server) address; IPv4 in the first 4 bytes */

@@ -167,12 +167,8 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
-	// One per-socket table, sized by --max-conns: hist_socks in the
-	// histogram-only mode, sock_table in the others.
-	if o.Aggregate && o.PID == 0 {
-		spec.Maps[tcptraceMapHistSocks].MaxEntries = uint32(o.MaxSockets)
-	} else {
-		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxSockets)
+	if err := sizeSocketTable(spec, o, set); err != nil {
+		return err
 	}
 	switch o.Attach {
 	case config.AttachBTF:
@@ -189,6 +185,36 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		return fmt.Errorf("unknown attach mode %q", o.Attach)
 	}
 	return nil
+}
+
+// sizeSocketTable sizes the one per-socket table the mode uses by
+// --max-conns: in the histogram-only mode hist_slots on tp_btf (see
+// HistSlots) or
+// hist_socks on the tracepoint fallback; sock_table in the others.
+func sizeSocketTable(spec *ebpf.CollectionSpec, o Options, set func(string, any) error) error {
+	if !o.Aggregate || o.PID != 0 {
+		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxSockets)
+		return nil
+	}
+	if o.Attach == config.AttachTracepoint {
+		spec.Maps[tcptraceMapHistSocks].MaxEntries = uint32(o.MaxSockets)
+		return nil
+	}
+	slots := HistSlots(o.MaxSockets)
+	spec.Maps[tcptraceMapHistSlots].MaxEntries = slots
+	return set(tcptraceVarHistSlotMask, slots-1)
+}
+
+// HistSlots is the size of the histogram-only mode's slot table for
+// --max-conns n: the smallest power of two >= 2n, so that the table is
+// at most half full with n sockets alive and a birth almost always finds
+// one of its two slots free.
+func HistSlots(n int) uint32 {
+	slots := uint32(1)
+	for slots < 2*uint32(n) {
+		slots <<= 1
+	}
+	return slots
 }
 
 func (p *Probe) attach() error {

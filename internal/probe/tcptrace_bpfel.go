@@ -95,6 +95,12 @@ type tcptraceHistIndexArgs struct {
 	Index  [64]uint32
 }
 
+type tcptraceHistSlot struct {
+	_      structs.HostLayout
+	Cookie uint64
+	S      tcptraceHistSock
+}
+
 type tcptraceHistSock struct {
 	_     structs.HostLayout
 	TsNs  uint64
@@ -190,6 +196,7 @@ const (
 	tcptraceMapDwellHists            = "dwell_hists"
 	tcptraceMapEvents                = "events"
 	tcptraceMapHealth                = "health"
+	tcptraceMapHistSlots             = "hist_slots"
 	tcptraceMapHistSocks             = "hist_socks"
 	tcptraceMapListeners             = "listeners"
 	tcptraceMapSeedInodes            = "seed_inodes"
@@ -217,6 +224,7 @@ const (
 	tcptraceVarFilterNetns           = "filter_netns"
 	tcptraceVarFilterPid             = "filter_pid"
 	tcptraceVarFilterPorts           = "filter_ports"
+	tcptraceVarHistSlotMask          = "hist_slot_mask"
 	tcptraceVarIterSeed              = "iter_seed"
 	tcptraceVarMinDwellNs            = "min_dwell_ns"
 	tcptraceVarNextSynthCookie       = "next_synth_cookie"
@@ -296,6 +304,7 @@ type tcptraceMapSpecs struct {
 	DwellHists  *ebpf.MapSpec `ebpf:"dwell_hists"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Health      *ebpf.MapSpec `ebpf:"health"`
+	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
 	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
@@ -315,6 +324,7 @@ type tcptraceVariableSpecs struct {
 	FilterNetns       *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPid         *ebpf.VariableSpec `ebpf:"filter_pid"`
 	FilterPorts       *ebpf.VariableSpec `ebpf:"filter_ports"`
+	HistSlotMask      *ebpf.VariableSpec `ebpf:"hist_slot_mask"`
 	IterSeed          *ebpf.VariableSpec `ebpf:"iter_seed"`
 	MinDwellNs        *ebpf.VariableSpec `ebpf:"min_dwell_ns"`
 	NextSynthCookie   *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
@@ -352,6 +362,7 @@ type tcptraceMaps struct {
 	DwellHists  *ebpf.Map `ebpf:"dwell_hists"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Health      *ebpf.Map `ebpf:"health"`
+	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
 	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
@@ -365,6 +376,7 @@ func (m *tcptraceMaps) Close() error {
 		m.DwellHists,
 		m.Events,
 		m.Health,
+		m.HistSlots,
 		m.HistSocks,
 		m.Listeners,
 		m.SeedInodes,
@@ -385,6 +397,7 @@ type tcptraceVariables struct {
 	FilterNetns       *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPid         *ebpf.Variable `ebpf:"filter_pid"`
 	FilterPorts       *ebpf.Variable `ebpf:"filter_ports"`
+	HistSlotMask      *ebpf.Variable `ebpf:"hist_slot_mask"`
 	IterSeed          *ebpf.Variable `ebpf:"iter_seed"`
 	MinDwellNs        *ebpf.Variable `ebpf:"min_dwell_ns"`
 	NextSynthCookie   *ebpf.Variable `ebpf:"next_synth_cookie"`
