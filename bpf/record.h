@@ -44,7 +44,7 @@ static __always_inline __u64 handshake_ns(const struct transition *t, struct tcp
 	if (!KREAD(typed, tp, total_retrans))
 		return (__u64)(KREAD(typed, tp, srtt_us) >> 3) * 1000;
 	struct hs_key k = {};
-	k.netns = t->netns;
+	k.netns = t->netns ? t->netns : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	k.sport = t->sport;
 	k.dport = t->dport;
 	if (t->family == AF_INET) {

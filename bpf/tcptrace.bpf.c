@@ -177,7 +177,10 @@ static __always_inline void handle_btf(struct sock *sk, int old, int new,
 			t.sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
 	}
 	t.dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	t.netns = sk->__sk_common.skc_net.net->ns.inum;
+	/* The histogram-only mode reads it only to filter (and handshake_ns
+	 * when a SYN-ACK was retransmitted): a pointer chase saved. */
+	if (!HIST_ONLY || filter_netns)
+		t.netns = sk->__sk_common.skc_net.net->ns.inum;
 	t.now = bpf_ktime_get_ns();
 	handle_state(c, &t, tp, true);
 }

@@ -808,14 +808,31 @@ func TestHandshakeTimeWithSynAckRetransmits(t *testing.T) {
 func testHandshakeTime(t *testing.T, attach config.Attach) {
 	ns := nettest.NewNetns(t)
 	run := func(rule string) { t.Helper(); nft(t, ns, rule) }
+	// A port of each attach mode's own: the two run in parallel, and the
+	// histogram-only tracer below is not confined to the namespace.
+	port := 7300
+	if attach == config.AttachTracepoint {
+		port = 7301
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := nsConfig(ns)
 	cfg.Attach = attach
 	tr := startTracer(t, cfg)
-	server := ns.Start(t, "server", "127.0.0.1:7300", "1", "0s")
+	// Beside it, the histogram-only mode, which keeps its histograms in
+	// the kernel: the same handshake in its SYN_RECV histogram. Filtered
+	// by port, not namespace: without a namespace filter that mode reads
+	// the namespace only for the retransmitted handshake's key.
+	aggCfg := cfg
+	aggCfg.Emit = config.EmitHistograms
+	aggCfg.Netns = 0
+	aggCfg.Ports = []uint16{uint16(port)}
+	aggCfg.Stuck = [event.NumStates]time.Duration{}
+	agg := startTracer(t, aggCfg)
+	server := ns.Start(t, "server", addr, "1", "0s")
 	run("add table inet tcptrace_hs")
 	run("add chain inet tcptrace_hs in { type filter hook input priority 0 ; }")
-	run("add rule inet tcptrace_hs in tcp dport 7300 tcp flags & (syn | ack) == ack drop")
-	client := ns.Start(t, "client", "127.0.0.1:7300", "1")
+	run(fmt.Sprintf("add rule inet tcptrace_hs in tcp dport %d tcp flags & (syn | ack) == ack drop", port))
+	client := ns.Start(t, "client", addr, "1")
 	client.Line()
 	time.Sleep(1500 * time.Millisecond)
 	run("delete table inet tcptrace_hs")
@@ -826,7 +843,7 @@ func testHandshakeTime(t *testing.T, attach config.Attach) {
 
 	var child *record
 	for _, c := range ofType(recs, "connection") {
-		if c.Sport == 7300 && len(c.States) > 0 && c.States[0].State == "SYN_RECV" {
+		if c.Sport == port && len(c.States) > 0 && c.States[0].State == "SYN_RECV" {
 			child = &c
 		}
 	}
@@ -851,7 +868,7 @@ func testHandshakeTime(t *testing.T, attach config.Attach) {
 		t.Errorf("start %s, ESTABLISHED at %s: want start = handshake start", child.Start, child.States[1].TS)
 	}
 	for _, tr := range ofType(recs, "transition") {
-		if tr.Sport == 7300 && tr.Old == "SYN_RECV" && tr.New == "ESTABLISHED" {
+		if tr.Sport == port && tr.Old == "SYN_RECV" && tr.New == "ESTABLISHED" {
 			if !tr.Accepted || tr.HandshakeRTT == nil || *tr.HandshakeRTT != hs || tr.DwellNs == nil || time.Duration(*tr.DwellNs) > 100*time.Millisecond {
 				t.Errorf("SYN_RECV->ESTABLISHED transition %+v: want accepted, handshake_ns %d, the full socket's µs dwell", tr, hs)
 			}
@@ -861,6 +878,18 @@ func testHandshakeTime(t *testing.T, attach config.Attach) {
 		if h.State == "SYN_RECV" && (h.Count != 1 || math.Abs(float64(h.P50)-float64(*child.HandshakeRTT)) > 0.05*float64(*child.HandshakeRTT)) {
 			t.Errorf("SYN_RECV histogram %+v, want the one handshake of %v", h, time.Duration(*child.HandshakeRTT))
 		}
+	}
+	var kernelHist bool
+	for _, h := range ofType(agg.stop(t), "histogram") {
+		if h.State == "SYN_RECV" {
+			kernelHist = true
+			if h.Count != 1 || math.Abs(float64(h.P50)-float64(hs)) > 0.05*float64(hs) {
+				t.Errorf("--emit histograms: SYN_RECV histogram %+v, want the one handshake of %v", h, time.Duration(hs))
+			}
+		}
+	}
+	if !kernelHist {
+		t.Error("--emit histograms: no SYN_RECV histogram")
 	}
 	t.Logf("handshake %v with %d SYN-ACK retransmits", time.Duration(*child.HandshakeRTT), child.SynAckRetrans)
 }
