@@ -185,7 +185,9 @@ func identityNote(id *cgroup.Identity) string {
 	case id == nil:
 		return ""
 	case id.ContainerID != "":
-		return "container " + id.ContainerID[:12]
+		// A recording may carry any ID (a hand-edited or foreign file):
+		// shorten only what is longer than the short form.
+		return "container " + id.ContainerID[:min(12, len(id.ContainerID))]
 	case id.Unit != "":
 		return "unit " + id.Unit
 	case id.Path != "":
