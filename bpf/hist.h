@@ -170,7 +170,10 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 		__u64 ts = r.h->ts_ns;
 		asm volatile("" ::: "memory");
 		if (r.slot && r.slot->cookie != r.cookie) {
-			r.h = 0; /* the slot changed hands while read */
+			/* The slot changed hands while read: the new owner
+			 * keeps it (hist_start writes nothing without one). */
+			r.h = 0;
+			r.slot = 0;
 			si_flags = 0;
 		} else if (ts) {
 			dwell = t->now - ts;
