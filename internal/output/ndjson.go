@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
@@ -85,7 +84,7 @@ func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
 
 // appendIdentity writes the owner's cgroup fields (record.Identity), each
 // only when known.
-func appendIdentity(dst []byte, id *cgroup.Identity) []byte {
+func appendIdentity(dst []byte, id *event.Identity) []byte {
 	if id == nil {
 		return dst
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -180,7 +179,7 @@ func connNotes(c *timeline.Conn) string {
 // identityNote names where the owner runs (--cgroup-fields), the most
 // specific way known: "container 0123456789ab" (the short ID docker and
 // crictl print), "unit nginx.service", or "cgroup /path"; "" when unknown.
-func identityNote(id *cgroup.Identity) string {
+func identityNote(id *event.Identity) string {
 	switch {
 	case id == nil:
 		return ""

@@ -9,7 +9,6 @@ package pipeline
 import (
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -27,6 +26,12 @@ type Source interface {
 	Holders(inodes map[uint64]bool) map[uint64][]Holder
 	// Now is the kernel's monotonic clock.
 	Now() event.Mono
+	// Identity is the cgroup identity of the process pid (comm tells a
+	// reused PID apart), nil when unknown: asked only with
+	// --cgroup-fields, first at a socket's birth while its owner surely
+	// runs, then as its records are written, so a source keeps what it
+	// read.
+	Identity(pid uint32, comm [16]byte) *event.Identity
 }
 
 // Observer is told what the pipeline counts, besides what it writes to
@@ -69,9 +74,6 @@ type Pipeline struct {
 	halfOpen     halfOpenWatch
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
-	// idents: the owners' cgroup identities (--cgroup-fields), nil
-	// without.
-	idents *cgroup.Cache
 }
 
 // New returns the pipeline of a run with cfg: records go to sink, counts
@@ -80,9 +82,6 @@ type Pipeline struct {
 func New(cfg config.Config, src Source, sink Sink, observers []Observer, warn func(error)) *Pipeline {
 	r := &Pipeline{cfg: cfg, src: src, sink: sink, observers: observers, warn: warn, stateFilter: cfg.StateFilter()}
 	r.socketSink, _ = sink.(SocketSink)
-	if cfg.CgroupFields {
-		r.idents = cgroup.NewCache("/proc", identityCacheSize)
-	}
 	if !cfg.Aggregate() {
 		r.tracker = timeline.New(cfg.MaxConns, r.connection)
 		var after [event.NumStates]uint64
@@ -129,7 +128,7 @@ func (r *Pipeline) Handle(raw []byte) {
 	if r.cfg.Emit&config.EmitTransitions != 0 && r.keepTransition(e) {
 		r.sink.Transition(e)
 	}
-	if r.idents != nil && e.Has(event.Birth) {
+	if r.cfg.CgroupFields && e.Has(event.Birth) {
 		// Read the owner's cgroup while it surely runs: a short-lived
 		// client has exited by the time its connection is written.
 		r.identity(e.Has(event.OwnerKnown), e.PID, &e.Comm)
@@ -183,18 +182,13 @@ func (r *Pipeline) connection(c *timeline.Conn) {
 	r.sink.Connection(c)
 }
 
-// identityCacheSize bounds the processes whose cgroup identity is kept:
-// about 200 bytes each with a Kubernetes path, so at most ~2 MB.
-const identityCacheSize = 8192
-
 // identity is the cgroup identity of an owner, nil when unknown or not
-// asked for (--cgroup-fields): one /proc read per process (made at its
-// socket's birth, see Handle), then a map lookup that allocates nothing.
-func (r *Pipeline) identity(known bool, pid uint32, comm *[16]byte) *cgroup.Identity {
-	if r.idents == nil || !known || pid == 0 {
+// asked for (--cgroup-fields).
+func (r *Pipeline) identity(known bool, pid uint32, comm *[16]byte) *event.Identity {
+	if !r.cfg.CgroupFields || !known || pid == 0 {
 		return nil
 	}
-	return r.idents.Lookup(pid, *comm)
+	return r.src.Identity(pid, *comm)
 }
 
 // keepState applies --state (everything passes without it).

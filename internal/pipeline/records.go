@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -100,7 +99,7 @@ type Stuck struct {
 	HalfOpen uint32
 	// Identity is the cgroup, container and unit of the process Owner
 	// names (with --cgroup-fields); nil when unknown.
-	Identity *cgroup.Identity
+	Identity *event.Identity
 }
 
 // Holder is a process holding a socket open.

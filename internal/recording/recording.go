@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -191,11 +190,11 @@ func owner(o *record.Owner) (pid uint32, comm [16]byte, known bool) {
 }
 
 // identity reads the cgroup fields; nil when there are none.
-func identity(r *record.Identity) *cgroup.Identity {
+func identity(r *record.Identity) *event.Identity {
 	if *r == (record.Identity{}) {
 		return nil
 	}
-	return &cgroup.Identity{Path: r.Cgroup, ContainerID: r.ContainerID, Unit: r.Unit}
+	return &event.Identity{Path: r.Cgroup, ContainerID: r.ContainerID, Unit: r.Unit}
 }
 
 // ending reads the ending fields; closeKnown: the kernel's close fields

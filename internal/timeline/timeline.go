@@ -6,7 +6,6 @@ package timeline
 import (
 	"net/netip"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 )
 
@@ -60,7 +59,7 @@ type Conn struct {
 	// Identity is the owner's cgroup, container and unit: set by the
 	// tracer as the connection is written (with --cgroup-fields), nil
 	// when unknown. Shared with the tracer's cache: never modified.
-	Identity *cgroup.Identity
+	Identity *event.Identity
 	// Start is when the first state was entered (0 when unknown: the
 	// socket existed before tracing began). End is when CLOSE was entered,
 	// or for an open connection the time it was flushed.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
@@ -140,7 +141,11 @@ func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink New
 	if r.m != nil {
 		observers = append(observers, r.m)
 	}
-	r.pl = pipeline.New(r.cfg, kernelSource{p}, sink, observers, r.warn)
+	src := kernelSource{p: p}
+	if cfg.CgroupFields {
+		src.idents = cgroup.NewCache("/proc", identityCacheSize)
+	}
+	r.pl = pipeline.New(r.cfg, src, sink, observers, r.warn)
 	where := "records to user space"
 	if cfg.Aggregate() {
 		where = "histograms aggregated in the kernel"
@@ -230,8 +235,25 @@ type run struct {
 }
 
 // kernelSource is the pipeline's view of the kernel: the probe's socket
-// walker and /proc.
-type kernelSource struct{ p *probe.Probe }
+// walker and /proc, where it also keeps the owners' cgroup identities
+// (nil without --cgroup-fields).
+type kernelSource struct {
+	p      *probe.Probe
+	idents *cgroup.Cache
+}
+
+// identityCacheSize bounds the processes whose cgroup identity is kept:
+// about 200 bytes each with a Kubernetes path, so at most ~2 MB.
+const identityCacheSize = 8192
+
+// Identity reads /proc once per process (at its socket's birth, see
+// pipeline.Source), then answers from the cache without allocating.
+func (k kernelSource) Identity(pid uint32, comm [16]byte) *event.Identity {
+	if k.idents == nil {
+		return nil
+	}
+	return k.idents.Lookup(pid, comm)
+}
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
 func (k kernelSource) Walk() ([]byte, error) {
