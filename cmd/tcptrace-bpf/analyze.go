@@ -175,7 +175,7 @@ func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.W
 		return 2
 	}
 	c := report.NewCollector(recording.Clock)
-	s, err := recording.Replay(c.ReadListeners(in, f), f, c, stderr)
+	s, err := recording.Replay(in, f, c, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf report: %s: %v\n", name, err)
 		return 1

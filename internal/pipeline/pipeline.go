@@ -32,6 +32,10 @@ type Source interface {
 	// runs, then as its records are written, so a source keeps what it
 	// read.
 	Identity(pid uint32, comm [16]byte) *event.Identity
+	// Recorded reports whether the source hands whole connection records
+	// (a replay of a recording, see Recorded*): then the pipeline keeps
+	// no connection table and rebuilds nothing from the transitions.
+	Recorded() bool
 }
 
 // Observer is told what the pipeline counts, besides what it writes to
@@ -63,11 +67,14 @@ type Pipeline struct {
 	// Hists: the dwell histograms built from records (the kernel's own
 	// in aggregate mode, see the tracer).
 	Hists Histograms
-	// Records: raw records handed in; Events: transitions among them;
-	// Conns: connection records written, Open of them still open;
-	// DecodeErrs: bad records; StuckCount: stuck records written.
-	Records, Events, Conns, Open, DecodeErrs, StuckCount uint64
-	seeded                                               bool
+	// spanHists: the stays of recorded connections (RecordedConnection).
+	spanHists Histograms
+	// Records: raw records handed in; Events: transitions among them
+	// (or replayed), Written of them written; Conns: connection records
+	// written, Open of them still open; DecodeErrs: bad records;
+	// StuckCount: stuck records written.
+	Records, Events, Written, Conns, Open, DecodeErrs, StuckCount uint64
+	seeded                                                        bool
 
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck
@@ -78,12 +85,13 @@ type Pipeline struct {
 
 // New returns the pipeline of a run with cfg: records go to sink, counts
 // to every observer, warnings to warn. The connection table, which also
-// serves the stuck watch, exists unless the kernel aggregates.
+// serves the stuck watch, exists unless the kernel aggregates or the
+// source records connections itself.
 func New(cfg config.Config, src Source, sink Sink, observers []Observer, warn func(error)) *Pipeline {
 	r := &Pipeline{cfg: cfg, src: src, sink: sink, observers: observers, warn: warn, stateFilter: cfg.StateFilter()}
 	r.socketSink, _ = sink.(SocketSink)
-	if !cfg.Aggregate() {
-		r.tracker = timeline.New(cfg.MaxConns, r.connection)
+	if !cfg.Aggregate() && !src.Recorded() {
+		r.tracker = timeline.New(cfg.MaxConns, r.Connection)
 		var after [event.NumStates]uint64
 		for st, d := range cfg.Stuck {
 			after[st] = uint64(d)
@@ -116,6 +124,13 @@ func (r *Pipeline) Handle(raw []byte) {
 		}
 		return
 	}
+	r.Observe(e)
+}
+
+// Observe processes one transition: a decoded record (Handle), or a
+// replayed one. Its stay goes to the histograms, the transition to the
+// sink if selected, and to the connection table.
+func (r *Pipeline) Observe(e *event.Event) {
 	r.Events++
 	stay, stayEnded := e.Stay()
 	stayEnded = stayEnded && r.keepState(e.Old)
@@ -126,6 +141,7 @@ func (r *Pipeline) Handle(raw []byte) {
 		o.Transition(e, stay, stayEnded)
 	}
 	if r.cfg.Emit&config.EmitTransitions != 0 && r.keepTransition(e) {
+		r.Written++
 		r.sink.Transition(e)
 	}
 	if r.cfg.CgroupFields && e.Has(event.Birth) {
@@ -162,7 +178,10 @@ func (r *Pipeline) Drain(now time.Time) {
 	r.tracker.Flush(mono)
 }
 
-func (r *Pipeline) connection(c *timeline.Conn) {
+// Connection writes one connection if selected: one the connection table
+// ended, or a recorded one (RecordedConnection). An identity the record
+// already carries is kept.
+func (r *Pipeline) Connection(c *timeline.Conn) {
 	if !c.Open && c.Ending.CloseKnown {
 		// Counted here, not at the CLOSE transition: a reset the kernel
 		// sends right after it (an abortive close) is on the connection.
@@ -178,7 +197,9 @@ func (r *Pipeline) connection(c *timeline.Conn) {
 	if c.Open {
 		r.Open++
 	}
-	c.Identity = r.identity(c.OwnerKnown, c.PID, &c.Comm)
+	if c.Identity == nil {
+		c.Identity = r.identity(c.OwnerKnown, c.PID, &c.Comm)
+	}
 	r.sink.Connection(c)
 }
 

@@ -206,3 +206,4 @@ func (fakeSource) HasWalker() bool                                      { return
 func (fakeSource) Walk() ([]byte, error)                                { return nil, nil }
 func (fakeSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (fakeSource) Now() event.Mono                                      { return 1 << 62 }
+func (fakeSource) Recorded() bool                                       { return false }

@@ -77,12 +77,18 @@ func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) err
 	if r.socketSink != nil {
 		r.socketSink.Sockets(now, t.socks)
 	}
-	if r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv) {
+	if r.keepListeners() {
 		for i := range t.listeners {
 			r.sink.Listener(now, &t.listeners[i])
 		}
 	}
 	return nil
+}
+
+// keepListeners applies --state to the listeners' queues: kept when it
+// names a state they concern.
+func (r *Pipeline) keepListeners() bool {
+	return r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv)
 }
 
 // CountSockets only updates the metrics' socket gauges from one walk.

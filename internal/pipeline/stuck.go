@@ -89,8 +89,10 @@ func (r *Pipeline) writeOneStuck(st *Stuck) {
 		return // counted in the metrics only
 	}
 	r.StuckCount++
-	pid, comm, known, _ := st.Owner()
-	st.Identity = r.identity(known, pid, comm)
+	if st.Identity == nil { // a recorded one keeps its own
+		pid, comm, known, _ := st.Owner()
+		st.Identity = r.identity(known, pid, comm)
+	}
 	r.sink.Stuck(st)
 }
 

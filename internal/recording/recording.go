@@ -5,21 +5,30 @@ package recording
 import (
 	"bufio"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
-// Filter selects records, as the live filters do.
+// Filter selects records: States as the live --state does (applied by
+// the pipeline, the one rule), Ports and the time range as only a replay
+// can.
 type Filter struct {
 	Ports        map[uint16]bool       // either end; empty: all
 	States       [event.NumStates]bool // any set: only what concerns them
 	Since, Until time.Time             // zero: open
+}
+
+// Config is the configuration of the pipeline a replay feeds: every
+// record type, and the states f selects.
+func (f *Filter) Config() config.Config {
+	return config.Config{Emit: config.EmitAll, States: f.States}
 }
 
 // Summary counts what a replay read.
@@ -28,13 +37,46 @@ type Summary struct {
 	First, Last                                time.Time
 }
 
-// Replay reads NDJSON from r and writes the selected transitions and
-// connections, then the dwell histograms rebuilt from the connections
-// (from the transitions when the recording has no connections), to sink.
-// A bad line is reported on warn with its number and skipped.
+// Source is the pipeline's Source in a replay: no socket walker, no
+// processes to ask, the clock at the latest record read, the owners'
+// identities from Idents (by PID; a recording carries them on its
+// records, so a replay needs none). It hands the recorded connections.
+type Source struct {
+	Idents map[uint32]*event.Identity
+	now    event.Mono
+}
+
+func (s *Source) HasWalker() bool                                      { return false }
+func (s *Source) Walk() ([]byte, error)                                { return nil, nil }
+func (s *Source) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
+func (s *Source) Now() event.Mono                                      { return s.now }
+func (s *Source) Recorded() bool                                       { return true }
+func (s *Source) Identity(pid uint32, _ [16]byte) *event.Identity      { return s.Idents[pid] }
+
+// Replay reads NDJSON from r into a pipeline that writes to sink what a
+// live run would have written of it: the transitions and connections,
+// states, stuck and listener records f selects, then the dwell
+// histograms rebuilt from the transitions' stays (from the connections'
+// when the recording has no transitions). A bad line is reported on warn
+// with its number and skipped.
 func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary, error) {
+	src := &Source{}
+	p := pipeline.New(f.Config(), src, sink, nil, func(err error) { fmt.Fprintf(warn, "tcptrace-bpf: %v\n", err) })
+	s, err := Feed(r, f, p, src, warn)
+	if err != nil {
+		return s, err
+	}
+	if !s.First.IsZero() {
+		sink.Histograms(s.Last, s.First, p.Histograms())
+	}
+	return s, sink.Flush()
+}
+
+// Feed hands the records of r that f's time range and ports select to p,
+// whose Source is src (or wraps it), and ends p's connection table at the
+// last record's time. Replay is Feed into a pipeline of its own.
+func Feed(r io.Reader, f Filter, p *pipeline.Pipeline, src *Source, warn io.Writer) (Summary, error) {
 	var s Summary
-	var hists, fromTransitions pipeline.Histograms
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -45,7 +87,7 @@ func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary,
 			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", s.Lines, err)
 			continue
 		}
-		if err := s.apply(rec, f, sink, &hists, &fromTransitions); err != nil {
+		if err := s.feed(rec, f, p, src); err != nil {
 			s.Bad++
 			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", s.Lines, err)
 		}
@@ -53,107 +95,65 @@ func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary,
 	if err := sc.Err(); err != nil {
 		return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
 	}
-	if s.Connections == 0 {
-		hists = fromTransitions
-	}
-	if !s.First.IsZero() {
-		sink.Histograms(s.Last, s.First, &hists)
-	}
-	return s, sink.Flush()
+	p.Drain(s.Last)
+	s.Transitions, s.Connections = p.Written, p.Conns
+	return s, nil
 }
 
-func (s *Summary) seen(t time.Time) {
+// seen notes a selected record's time: the replay's range, and its clock.
+func (s *Summary) seen(t time.Time, src *Source) {
 	if s.First.IsZero() || t.Before(s.First) {
 		s.First = t
 	}
 	if t.After(s.Last) {
 		s.Last = t
+		src.now = Clock.Mono(t)
 	}
 }
 
-func (f *Filter) keepTime(t time.Time) bool {
-	return (f.Since.IsZero() || !t.Before(f.Since)) && (f.Until.IsZero() || !t.After(f.Until))
-}
-
-func (f *Filter) keepPorts(a, b uint16) bool { return len(f.Ports) == 0 || f.Ports[a] || f.Ports[b] }
-
-func (f *Filter) stateFilter() bool {
-	for _, on := range f.States {
-		if on {
+func (f *Filter) keep(t time.Time, ports ...uint16) bool {
+	if (!f.Since.IsZero() && t.Before(f.Since)) || (!f.Until.IsZero() && t.After(f.Until)) {
+		return false
+	}
+	for _, p := range ports {
+		if f.Ports[p] {
 			return true
 		}
 	}
-	return false
+	return len(f.Ports) == 0
 }
 
-func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans *pipeline.Histograms) error {
+func (s *Summary) feed(rec any, f Filter, p *pipeline.Pipeline, src *Source) error {
 	switch rec := rec.(type) {
 	case *record.Transition:
 		e, err := transition(rec)
-		if err != nil {
+		if err != nil || !f.keep(rec.TS, rec.Sport, rec.Dport) {
 			return err
 		}
-		if !f.keepTime(rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
-			(f.stateFilter() && !f.States[e.Old] && !f.States[e.New]) {
-			return nil
-		}
-		s.Transitions++
-		s.seen(rec.TS)
-		sink.Transition(&e)
-		if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && e.Old != event.SynRecv {
-			fromTrans[e.Old].Record(uint64(e.Dwell))
-		}
+		s.seen(rec.TS, src)
+		p.Observe(&e)
 	case *record.Connection:
 		c, err := connection(rec)
-		if err != nil {
+		if err != nil || !f.keep(rec.End, rec.Sport, rec.Dport) {
 			return err
 		}
-		if !f.keepTime(rec.End) || !f.keepPorts(rec.Sport, rec.Dport) {
-			return nil
-		}
-		through := !f.stateFilter()
-		for _, sp := range c.States {
-			through = through || f.States[sp.State]
-		}
-		if !through {
-			return nil
-		}
-		s.Connections++
-		s.seen(rec.End)
-		sink.Connection(c)
-		for i, sp := range c.States {
-			if sp.State == event.SynRecv && i+1 < len(c.States) && c.States[i+1].State == event.Established {
-				if c.Ending.HandshakeKnown && (!f.stateFilter() || f.States[event.SynRecv]) {
-					hists[event.SynRecv].Record(uint64(c.Ending.HandshakeMicros) * 1000)
-				}
-				continue
-			}
-			if sp.DwellKnown && !sp.Inferred && sp.State != event.Close && (i+1 < len(c.States) || !c.Open) &&
-				(!f.stateFilter() || f.States[sp.State]) {
-				hists[sp.State].Record(sp.Dwell)
-			}
-		}
+		s.seen(rec.End, src)
+		p.RecordedConnection(c)
 	case *record.Lost:
 		s.Lost += rec.Count // reported in the summary
 	case *record.States:
-		if rec.TS.IsZero() || !f.keepTime(rec.TS) {
+		if rec.TS.IsZero() || !f.keep(rec.TS) {
 			return nil
 		}
 		counts := [event.NumStates]uint64(rec.Counts)
-		for st := range counts {
-			if f.stateFilter() && !f.States[st] {
-				counts[st] = 0
-			}
-		}
-		s.seen(rec.TS)
-		sink.States(rec.TS, &counts)
+		s.seen(rec.TS, src)
+		p.RecordedStates(rec.TS, &counts)
 	case *record.Stuck:
 		st, err := event.ParseState(rec.State)
 		if err != nil {
 			return err
 		}
-		if rec.TS.IsZero() || !f.keepTime(rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
-			(f.stateFilter() && !f.States[st]) {
+		if rec.TS.IsZero() || !f.keep(rec.TS, rec.Sport, rec.Dport) {
 			return nil
 		}
 		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns}
@@ -161,12 +161,39 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 			return err
 		}
 		c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
-		s.seen(rec.TS)
-		sink.Stuck(stuckOf(rec, c, st))
-	case *record.Histogram, *record.Stats, *record.Listener:
+		s.seen(rec.TS, src)
+		p.RecordedStuck(stuckOf(rec, c, st))
+	case *record.Listener:
+		l, err := listener(rec)
+		if err != nil || !f.keep(rec.TS, rec.Sport) {
+			return err
+		}
+		s.seen(rec.TS, src)
+		p.RecordedListener(rec.TS, l)
+	case *record.Histogram, *record.Stats:
 		// Derived, or about the tracer: rebuilt or not needed offline.
 	}
 	return nil
+}
+
+// listener rebuilds a listener's queues.
+func listener(rec *record.Listener) (*pipeline.Listener, error) {
+	if rec.TS.IsZero() {
+		return nil, fmt.Errorf("listener without ts")
+	}
+	addr, err := netip.ParseAddr(rec.Saddr)
+	if err != nil {
+		return nil, fmt.Errorf("bad address %q", rec.Saddr)
+	}
+	fam, err := event.ParseFamily(rec.Family)
+	if err != nil {
+		return nil, err
+	}
+	l := &pipeline.Listener{Netns: rec.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, rec.Sport),
+		AcceptQueue: uint32(rec.AcceptQueue), AcceptQueueMax: uint32(rec.AcceptQueueMax),
+		HalfOpen: uint32(rec.HalfOpen), SynAckRetrans: uint32(rec.SynAckRetransmits)}
+	l.PID, l.Comm, l.OwnerKnown = owner(rec.Owner)
+	return l, nil
 }
 
 func endpoints(ep *record.Endpoints) (src, dst netip.AddrPort, fam event.Family, err error) {

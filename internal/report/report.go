@@ -11,10 +11,7 @@
 package report
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"slices"
@@ -22,8 +19,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -35,13 +31,9 @@ const (
 	MaxStuckRows = 30
 )
 
-// Troubled are the states whose owners the page names: the ones a leak or
-// an unreachable peer piles sockets up in.
-var Troubled = []event.State{event.CloseWait, event.SynSent, event.SynRecv, event.FinWait2, event.TimeWait}
+func troubled(s event.State) bool { return slices.Contains(event.Troubled, s) }
 
-func troubled(s event.State) bool { return slices.Contains(Troubled, s) }
-
-// Collector is an pipeline.Sink that keeps what the page shows.
+// Collector is a pipeline.Sink that keeps what the page shows.
 type Collector struct {
 	clock event.Clock
 	hists pipeline.Histograms
@@ -70,7 +62,6 @@ type Collector struct {
 
 	listeners     map[listenerKey]*listenerSeries
 	listenerOrder []listenerKey
-	filter        recording.Filter
 }
 
 type conn struct {
@@ -133,7 +124,7 @@ type listenerSample struct {
 func NewCollector(clock event.Clock) *Collector {
 	c := &Collector{clock: clock, stuck: map[uint64]stuckInfo{}, stays: map[stayKey]stayRows{},
 		listeners: map[listenerKey]*listenerSeries{}}
-	for _, st := range Troubled {
+	for _, st := range event.Troubled {
 		c.byOwner[st], c.byRemote[st] = map[string]*tally{}, map[string]*tally{}
 	}
 	return c
@@ -174,11 +165,12 @@ func (c *Collector) countStays(tc *timeline.Conn) {
 		if !troubled(sp.State) {
 			continue
 		}
+		// The stay as the histograms count it; one not ended (open, or
+		// inferred) or of unknown length: held from its start so far.
 		var held uint64
-		switch {
-		case sp.DwellKnown:
-			held = sp.Dwell
-		case sp.Enter != 0:
+		if d, ok := tc.Stay(j); ok {
+			held = uint64(d)
+		} else if sp.Enter != 0 {
 			held = spanEnd(tc, tc.States, j).Since(sp.Enter)
 		}
 		k := stayKey{tc.Cookie, sp.State}
@@ -279,8 +271,7 @@ func (c *Collector) Lost(*pipeline.Lost)   {}
 func (c *Collector) Stats(*pipeline.Stats) {}
 
 // Listener keeps a listener's queues. A sample at the time of the last
-// one kept is a repeat, and dropped: the same records may arrive both
-// from the replay and from ReadListeners.
+// one kept is a repeat, and dropped.
 func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
 	k := listenerKey{l.Netns, l.Addr}
 	ls := c.listeners[k]
@@ -301,74 +292,6 @@ func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
 
 func (c *Collector) Flush() error             { return nil }
 func (c *Collector) Redirect(io.Writer) error { return nil }
-
-// ReadListeners returns r, reading through which also hands the
-// recording's listener records, selected by f's time and ports, to
-// Collector.Listener: recording.Replay does not pass them to its sink.
-// Replay r's return value, not r.
-func (c *Collector) ReadListeners(r io.Reader, f recording.Filter) io.Reader {
-	c.filter = f
-	return io.TeeReader(r, &listenerLines{c: c})
-}
-
-// listenerLines is a writer that decodes the listener records among the
-// lines written to it.
-type listenerLines struct {
-	c    *Collector
-	part []byte // a line not yet ended
-}
-
-var listenerType = []byte(`"type":"listener"`)
-
-func (w *listenerLines) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			if len(w.part) < bufio.MaxScanTokenSize*256 { // as Replay's limit: longer lines are bad anyway
-				w.part = append(w.part, p...)
-			}
-			break
-		}
-		line := p[:i]
-		if len(w.part) > 0 {
-			line = append(w.part, line...)
-			w.part = w.part[:0]
-		}
-		w.line(line)
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (w *listenerLines) line(b []byte) {
-	if !bytes.Contains(b, listenerType) {
-		return
-	}
-	rec, err := record.Decode(b)
-	l, ok := rec.(*record.Listener)
-	if err != nil || !ok || l.TS.IsZero() {
-		return // Replay reports bad lines
-	}
-	f := &w.c.filter
-	if (!f.Since.IsZero() && l.TS.Before(f.Since)) || (!f.Until.IsZero() && l.TS.After(f.Until)) ||
-		(len(f.Ports) > 0 && !f.Ports[l.Sport]) {
-		return
-	}
-	addr, err := netip.ParseAddr(l.Saddr)
-	if err != nil {
-		return
-	}
-	fam, _ := event.ParseFamily(l.Family)
-	ol := pipeline.Listener{Netns: l.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, l.Sport),
-		AcceptQueue: uint32(l.AcceptQueue), AcceptQueueMax: uint32(l.AcceptQueueMax),
-		HalfOpen: uint32(l.HalfOpen), SynAckRetrans: uint32(l.SynAckRetransmits)}
-	if l.Owner != nil {
-		ol.PID, ol.OwnerKnown = l.Owner.PID, true
-		copy(ol.Comm[:15], l.Owner.Comm)
-	}
-	w.c.Listener(l.TS, &ol)
-}
 
 func ownerName(known bool, pid uint32, comm *[16]byte) string {
 	if !known {

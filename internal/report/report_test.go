@@ -27,8 +27,7 @@ func render(t testing.TB) string { return renderRecording(t, sampleRecording(t))
 
 func renderRecording(t testing.TB, rec []byte) string {
 	c := NewCollector(recording.Clock)
-	in := c.ReadListeners(bytes.NewReader(rec), recording.Filter{})
-	if _, err := recording.Replay(in, recording.Filter{}, c, &bytes.Buffer{}); err != nil {
+	if _, err := recording.Replay(bytes.NewReader(rec), recording.Filter{}, c, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer

@@ -349,7 +349,7 @@ func (c *Collector) ownerTables() []ownerTable {
 		t.Longest = max(t.Longest, si.Age)
 	}
 	var out []ownerTable
-	for _, st := range Troubled {
+	for _, st := range event.Troubled {
 		if len(c.byOwner[st]) == 0 && len(c.byRemote[st]) == 0 {
 			continue
 		}

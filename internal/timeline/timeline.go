@@ -5,6 +5,7 @@ package timeline
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 )
@@ -101,6 +102,58 @@ func (c *Conn) ClosedFrom() event.State {
 		}
 	}
 	return event.Close
+}
+
+// Stay is what span i adds to its state's dwell histogram, and whether it
+// adds anything: event.Event.Stay, the one rule, applied to the span read
+// as the transition that left it (to the next state seen, or CLOSE). An
+// accepted socket's SYN_RECV followed by ESTABLISHED is its handshake, as
+// the kernel flags it; a span not left yet (the last of an open
+// connection) or left by no transition (an inferred TIME_WAIT) adds
+// nothing.
+func (c *Conn) Stay(i int) (time.Duration, bool) {
+	sp := &c.States[i]
+	e := event.Event{Old: sp.State, New: event.Close, Dwell: time.Duration(sp.Dwell)}
+	switch next := c.nextSeen(i); {
+	case next >= 0:
+		e.New = c.States[next].State
+	case c.Open:
+		return 0, false
+	}
+	if sp.DwellKnown {
+		e.Flags |= event.DwellKnown
+	}
+	switch {
+	case sp.State == event.SynRecv && e.New == event.Established:
+		e.Flags |= event.Handshake
+		if c.Ending.HandshakeKnown {
+			e.HandshakeMicros = c.Ending.HandshakeMicros
+		}
+	case sp.Inferred:
+		return 0, false
+	}
+	return e.Stay()
+}
+
+// nextSeen is the index of the first span after i that a transition
+// entered (not inferred), or -1.
+func (c *Conn) nextSeen(i int) int {
+	for j := i + 1; j < len(c.States); j++ {
+		if !c.States[j].Inferred {
+			return j
+		}
+	}
+	return -1
+}
+
+// Stays calls f with each stay the connection's spans add to the dwell
+// histograms (Stay), in order.
+func (c *Conn) Stays(f func(st event.State, d time.Duration)) {
+	for i := range c.States {
+		if d, ok := c.Stay(i); ok {
+			f(c.States[i].State, d)
+		}
+	}
 }
 
 // Last returns the current (last) span.

@@ -22,18 +22,13 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
-// Troubled are the states whose holders the view ranks: the piles
-// netstat shows and someone has to explain. A request socket
-// (NEW_SYN_RECV) counts as SYN_RECV.
-var Troubled = []event.State{event.CloseWait, event.SynSent, event.SynRecv, event.FinWait2, event.TimeWait}
-
-// troubledIndex maps a socket's state to its column in Troubled, -1 for
-// the others.
+// troubledIndex maps a socket's state to its column in event.Troubled,
+// -1 for the others.
 func troubledIndex(s event.State) int {
 	if s == event.NewSynRecv {
 		s = event.SynRecv
 	}
-	return slices.Index(Troubled, s)
+	return slices.Index(event.Troubled, s)
 }
 
 // historyLen is how many walks the sparklines remember (five minutes at
@@ -216,8 +211,8 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 		if ti < 0 {
 			continue
 		}
-		k := sockKey{addrKey{s.Netns, s.Src, s.Dst}, Troubled[ti]}
-		x := sock{state: Troubled[ti], dst: s.Dst, pid: s.PID, comm: s.Comm, ownerKnown: s.OwnerKnown}
+		k := sockKey{addrKey{s.Netns, s.Src, s.Dst}, event.Troubled[ti]}
+		x := sock{state: event.Troubled[ti], dst: s.Dst, pid: s.PID, comm: s.Comm, ownerKnown: s.OwnerKnown}
 		en, entered := m.entered[s.Cookie]
 		tw, isTW := m.tw[k.addrKey]
 		switch l := listeners[portKey{s.Netns, s.Src.Port()}]; {
@@ -330,11 +325,11 @@ type Options struct {
 
 // NextFilter cycles the state filter: all, then each troubled state.
 func NextFilter(f event.State) event.State {
-	i := slices.Index(Troubled, f)
-	if i+1 == len(Troubled) {
+	i := slices.Index(event.Troubled, f)
+	if i+1 == len(event.Troubled) {
 		return 0
 	}
-	return Troubled[i+1]
+	return event.Troubled[i+1]
 }
 
 // View is a snapshot of the model, ready to render.
@@ -365,7 +360,7 @@ type DwellRow struct {
 // HolderRow is one owner or remote address and its troubled sockets.
 type HolderRow struct {
 	Name    string
-	Counts  [5]uint64 // indexed like Troubled
+	Counts  [5]uint64 // indexed like event.Troubled
 	Total   uint64
 	Oldest  time.Duration
 	AtLeast bool // the oldest is older than Oldest (seen before its entry)

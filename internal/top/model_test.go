@@ -245,7 +245,7 @@ func TestModel(t *testing.T) {
 func TestCycles(t *testing.T) {
 	var got []string
 	f := event.State(0)
-	for range len(Troubled) + 1 {
+	for range len(event.Troubled) + 1 {
 		f = NextFilter(f)
 		got = append(got, f.String())
 	}

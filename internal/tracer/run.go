@@ -260,6 +260,7 @@ func (k kernelSource) Walk() ([]byte, error) {
 	return k.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
 }
 func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
+func (k kernelSource) Recorded() bool  { return false }
 
 func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]pipeline.Holder {
 	out := map[uint64][]pipeline.Holder{}

@@ -1,0 +1,72 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
+)
+
+// What a replay hands the pipeline besides transitions (Observe): the
+// records a live run wrote whole. Each passes the selection a live run
+// applies (--state), so a replay (`analyze`, `report`) has no rule of its
+// own.
+
+// RecordedConnection takes a recorded connection. Its spans' stays go to
+// the histograms of a replay without transitions (SpanHists); it is
+// written if selected. A pipeline that rebuilds connections from the
+// transitions (its Source records none) ignores it.
+func (r *Pipeline) RecordedConnection(c *timeline.Conn) {
+	if !r.src.Recorded() {
+		return
+	}
+	c.Stays(func(st event.State, d time.Duration) {
+		if r.keepState(st) {
+			r.spanHists[st].Record(uint64(d))
+		}
+	})
+	r.Connection(c)
+}
+
+// Histograms returns the dwell histograms: those of the transitions'
+// stays, or in a replay of connections alone (recorded with --emit
+// connections) those of their spans' stays, by the same rule
+// (timeline.Conn.Stays).
+func (r *Pipeline) Histograms() *Histograms {
+	if r.Events == 0 && r.src.Recorded() {
+		return &r.spanHists
+	}
+	return &r.Hists
+}
+
+// RecordedStuck takes a recorded stuck record: written if --state keeps
+// its state (a listener's half-open pile is SYN_RECV's), as writeStuck
+// and CheckHalfOpen do.
+func (r *Pipeline) RecordedStuck(s *Stuck) {
+	if r.keepState(s.State) {
+		r.writeOneStuck(s)
+	}
+}
+
+// RecordedStates takes a recorded count of sockets per state: the states
+// --state does not keep count 0, as in take.
+func (r *Pipeline) RecordedStates(ts time.Time, counts *[event.NumStates]uint64) {
+	if r.cfg.Emit&config.EmitStates == 0 {
+		return
+	}
+	for st := range counts {
+		if !r.keepState(event.State(st)) {
+			counts[st] = 0
+		}
+	}
+	r.sink.States(ts, counts)
+}
+
+// RecordedListener takes a recorded listener's queues: written if --state
+// keeps a state they concern, as WriteSockets does.
+func (r *Pipeline) RecordedListener(ts time.Time, l *Listener) {
+	if r.cfg.Emit&config.EmitStates != 0 && r.keepListeners() {
+		r.sink.Listener(ts, l)
+	}
+}
