@@ -61,13 +61,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		cfg.Interval = 5 * time.Second
 	}
 	if err == nil && *withTop {
-		for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
-			if fs.Changed(name) {
-				err = fmt.Errorf("--%s does not apply to --top, which draws on the terminal", name)
-				break
-			}
-		}
-		if err == nil {
+		if err = notForTop(fs, "--top"); err == nil {
 			err = needTerminal(stdout)
 		}
 	}

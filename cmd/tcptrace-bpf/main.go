@@ -84,11 +84,11 @@ func traceFlags(cfg *config.Config) (*flag.FlagSet, *traceOpts) {
 		pid:      fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id"),
 		netns:    fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)"),
 		states:   fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)"),
-		emit:     fs.String("emit", "connections,histograms,states,stuck", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
-		format:   fs.String("format", string(config.FormatNDJSON), "ndjson or text"),
-		stuck:    fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
-		attach:   fs.String("attach", string(config.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
-		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
+		emit:     fs.String("emit", cfg.Emit.String(), "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
+		format:   fs.String("format", string(cfg.Format), "ndjson or text"),
+		stuck:    fs.String("stuck", config.StuckString(cfg.Stuck), "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
+		attach:   fs.String("attach", string(cfg.Attach), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
+		ringSize: fs.String("ring-size", formatSize(cfg.RingSize), "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
 	}
 	fs.BoolVar(&cfg.UTC, "utc", false, "with --format text: show times in UTC, not local time (NDJSON is always UTC)")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms and states records every DURATION as well as at exit (0: at exit only; at least 100ms)")
@@ -196,6 +196,20 @@ func parsePorts(s string) ([]uint16, error) {
 		ports = append(ports, uint16(n))
 	}
 	return ports, nil
+}
+
+// formatSize writes a byte count as parseSize reads it, in the largest
+// unit that divides it.
+func formatSize(n int) string {
+	for _, u := range []struct {
+		name string
+		size int
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.Itoa(n/u.size) + u.name
+		}
+	}
+	return strconv.Itoa(n)
 }
 
 // parseSize reads a byte count with an optional KiB/MiB/GiB (or K/M/G) suffix.

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/charmbracelet/x/term"
+	flag "github.com/spf13/pflag"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/top"
 )
@@ -31,6 +32,17 @@ recording; those about the output (--emit, --format, -o, --interval,
 Flags:
 `
 
+// notForTop refuses the flags that shape written records, which the live
+// view (top, or demo --top: named by view) does not write.
+func notForTop(fs *flag.FlagSet, view string) error {
+	for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
+		if fs.Changed(name) {
+			return fmt.Errorf("--%s does not apply to %s, which draws on the terminal: drop it, or record without %s", name, view, view)
+		}
+	}
+	return nil
+}
+
 // runTop runs the top subcommand; it returns the exit code.
 func runTop(args []string, stdout, stderr io.Writer) int {
 	cfg, fs, done, err := parseTraceFlags(args, topUsage, stdout)
@@ -38,12 +50,7 @@ func runTop(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err == nil {
-		for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
-			if fs.Changed(name) {
-				err = fmt.Errorf("--%s does not apply to top, which draws on the terminal: drop it, or record without top", name)
-				break
-			}
-		}
+		err = notForTop(fs, "top")
 	}
 	if err == nil {
 		err = needTerminal(stdout)

@@ -149,8 +149,7 @@ func Defaults() Config {
 	}
 }
 
-// DefaultStuck is the --stuck default: SYN_SENT=3s, SYN_RECV=3s,
-// CLOSE_WAIT=30s, LAST_ACK=30s, FIN_WAIT2=60s.
+// DefaultStuck is the --stuck default (its flag shows StuckString of it).
 func DefaultStuck() [event.NumStates]time.Duration {
 	var d [event.NumStates]time.Duration
 	d[event.SynSent] = 3 * time.Second
@@ -159,6 +158,25 @@ func DefaultStuck() [event.NumStates]time.Duration {
 	d[event.LastAck] = 30 * time.Second
 	d[event.FinWait2] = 60 * time.Second
 	return d
+}
+
+// StuckString writes d as --stuck takes it: "STATE=DURATION,..." in the
+// order of the states, or "none".
+func StuckString(d [event.NumStates]time.Duration) string {
+	var out []string
+	for st, v := range d {
+		if v > 0 {
+			s := v.String()
+			if strings.HasSuffix(s, "m0s") {
+				s = strings.TrimSuffix(s, "0s") // 1m0s: 1m
+			}
+			out = append(out, fmt.Sprintf("%s=%s", event.State(st), s))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ",")
 }
 
 // ParseStuck reads "STATE=DURATION[,...]" or "none". The states given
@@ -312,17 +330,9 @@ func (c *Config) Describe() string {
 	if out == "" || out == "-" {
 		out = "stdout"
 	}
-	var stuck []string
-	if c.Emit&EmitStuck != 0 || c.Metrics != "" {
-		for st, d := range c.Stuck {
-			if d > 0 {
-				stuck = append(stuck, fmt.Sprintf("%s=%s", event.State(st), d))
-			}
-		}
-	}
 	watch := "off"
-	if len(stuck) > 0 && !c.Aggregate() {
-		watch = strings.Join(stuck, ",")
+	if stuck := StuckString(c.Stuck); stuck != "none" && (c.Emit&EmitStuck != 0 || c.Metrics != "") && !c.Aggregate() {
+		watch = stuck
 	}
 	every := "at exit"
 	if c.Interval > 0 {
