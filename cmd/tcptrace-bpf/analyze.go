@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,7 +10,9 @@ import (
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/report"
 )

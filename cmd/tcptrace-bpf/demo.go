@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"os/signal"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/demo"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/top"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"

@@ -5,7 +5,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"runtime"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	flag "github.com/spf13/pflag"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

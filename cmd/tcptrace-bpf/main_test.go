@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"regexp"
@@ -12,6 +11,8 @@ import (
 	"testing"
 	"time"
 	_ "time/tzdata" // America/New_York wherever the tests run
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 )
 
 // Every bad value gets one line naming the problem and exit code 2,

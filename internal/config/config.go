@@ -252,7 +252,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// textZone is the zone of the text output's times.
+// TextZone is the zone of the text output's times.
 func (c *Config) TextZone() *time.Location {
 	if c.UTC {
 		return time.UTC
@@ -376,7 +376,7 @@ func (c *Config) StateFilter() bool {
 	return false
 }
 
-// minDwellInKernel: the kernel can drop short stays only when nothing
+// MinDwellInKernel: the kernel can drop short stays only when nothing
 // else needs every transition (timelines, histograms, stuck detection).
 func (c *Config) MinDwellInKernel() bool { return c.MinDwell > 0 && c.Emit == EmitTransitions }
 

@@ -2,13 +2,13 @@ package output
 
 import (
 	"bufio"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -197,7 +197,7 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	n.write()
 }
 
-// pipeline.Histograms writes one "histogram" record per state that has values.
+// Histograms writes one "histogram" record per state that has values.
 func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 	for st := range hs {
 		h := &hs[st]
@@ -232,7 +232,7 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 	}
 }
 
-// pipeline.Lost writes a "lost" record.
+// Lost writes a "lost" record.
 func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b := n.start(record.TypeLost)
 	b = appendTime(b, `,"ts":`, l.TS)
@@ -246,7 +246,7 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	n.write()
 }
 
-// pipeline.Stats writes the closing "stats" record.
+// Stats writes the closing "stats" record.
 func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b := n.start(record.TypeStats)
 	b = appendTime(b, `,"ts":`, s.TS)
@@ -323,7 +323,7 @@ func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
 	n.write()
 }
 
-// pipeline.Stuck writes a "stuck" record.
+// Stuck writes a "stuck" record.
 func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	c := s.Conn
 	b := n.start(record.TypeStuck)
@@ -362,7 +362,7 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	n.write()
 }
 
-// pipeline.Listener writes a "listener" record.
+// Listener writes a "listener" record.
 func (n *NDJSON) Listener(ts time.Time, l *pipeline.Listener) {
 	b := n.start(record.TypeListener)
 	b = appendTime(b, `,"ts":`, ts)

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -328,5 +330,36 @@ func TestTimeCacheMatchesRFC3339Nano(t *testing.T) {
 		if got != want {
 			t.Errorf("%d: %s, want %s", ns, got, want)
 		}
+	}
+}
+
+// lostParts reads a LOST line: the count, and the sum of the parts in
+// its parentheses (up to a ';').
+func lostParts(t *testing.T, s string) (count, sum uint64) {
+	t.Helper()
+	m := regexp.MustCompile(`LOST (\d+)[^(]*\(([^;)]*)`).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("no LOST line with parts in %q", s)
+	}
+	count, _ = strconv.ParseUint(m[1], 10, 64)
+	for _, n := range regexp.MustCompile(`\d+`).FindAllString(m[2], -1) {
+		v, _ := strconv.ParseUint(n, 10, 64)
+		sum += v
+	}
+	return count, sum
+}
+
+// The text loss line names every cause, so its parts add up to its count
+// (it once left out the records submitted but never read).
+func TestTextLostPartsAddUp(t *testing.T) {
+	var out bytes.Buffer
+	w := NewText(&out, clock, time.UTC)
+	w.Lost(&pipeline.Lost{TS: t0, RingbufFull: 3, Recursion: 2, Decode: 4, Unread: 1,
+		TotalRingbufFull: 3, TotalRecursion: 2, TotalDecode: 4, TotalUnread: 1})
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if count, sum := lostParts(t, out.String()); count != 10 || sum != count {
+		t.Errorf("LOST %d with parts adding up to %d, want 10 and 10: %s", count, sum, out.String())
 	}
 }

@@ -3,7 +3,6 @@ package output
 import (
 	"bufio"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"math/bits"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -195,7 +195,7 @@ func identityNote(id *event.Identity) string {
 	return ""
 }
 
-// pipeline.Histograms writes each non-empty state's summary and power-of-two bars.
+// Histograms writes each non-empty state's summary and power-of-two bars.
 func (t *TextWriter) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 	from, to := t.at(since), t.at(ts)
 	t.printf("\nDwell time per state, %s to %s (%s):\n", from.Format("15:04:05"), to.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
@@ -242,13 +242,12 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 	}
 }
 
-// pipeline.Lost writes a warning line.
+// Lost writes a warning line.
 func (t *TextWriter) Lost(l *pipeline.Lost) {
-	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d); %d since start\n",
-		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Total())
+	t.printf("LOST %d transitions (%s); %d since start\n", l.Count(), l.Parts().Breakdown(), l.Total())
 }
 
-// pipeline.Stats writes the closing summary.
+// Stats writes the closing summary.
 func (t *TextWriter) Stats(s *pipeline.Stats) {
 	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
 		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
@@ -302,7 +301,7 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	t.printf("STATES %s %s\n", t.at(ts).Format("15:04:05"), strings.Join(parts, " "))
 }
 
-// pipeline.Stuck writes one warning line.
+// Stuck writes one warning line.
 func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	c := s.Conn
 	ts := t.at(s.TS)
@@ -334,7 +333,7 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
 }
 
-// pipeline.Listener writes one line per listener.
+// Listener writes one line per listener.
 func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 	ts = t.at(ts)
 	pid, comm := owner(l.OwnerKnown, l.PID, &l.Comm)

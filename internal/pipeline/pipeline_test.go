@@ -3,8 +3,6 @@ package pipeline_test
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,9 +11,11 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 )
 
 // connectionRecords returns the 10 raw records of one loopback connection

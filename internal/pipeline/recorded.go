@@ -14,7 +14,7 @@ import (
 // own.
 
 // RecordedConnection takes a recorded connection. Its spans' stays go to
-// the histograms of a replay without transitions (SpanHists); it is
+// the histograms of a replay without transitions (Histograms); it is
 // written if selected. A pipeline that rebuilds connections from the
 // transitions (its Source records none) ignores it.
 func (r *Pipeline) RecordedConnection(c *timeline.Conn) {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
 	"time"
@@ -29,12 +30,32 @@ type Lost struct {
 	TotalDecode, TotalUnread         uint64
 }
 
+// LostParts are the counts of the four causes of loss, in the order
+// Breakdown names them.
+type LostParts [4]uint64
+
+// Parts are the causes of Count, since the previous report.
+func (l *Lost) Parts() LostParts { return LostParts{l.RingbufFull, l.Recursion, l.Decode, l.Unread} }
+
+// TotalParts are the causes of Total, since start.
+func (l *Lost) TotalParts() LostParts {
+	return LostParts{l.TotalRingbufFull, l.TotalRecursion, l.TotalDecode, l.TotalUnread}
+}
+
 // Count is the number lost since the previous report.
-func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode + l.Unread }
+func (l *Lost) Count() uint64 { return l.Parts().Sum() }
 
 // Total is the number lost since start.
-func (l *Lost) Total() uint64 {
-	return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode + l.TotalUnread
+func (l *Lost) Total() uint64 { return l.TotalParts().Sum() }
+
+// Sum is the number lost.
+func (p LostParts) Sum() uint64 { return p[0] + p[1] + p[2] + p[3] }
+
+// Breakdown names every cause with its count, so that the parts a person
+// reads add up to the number lost: "ring buffer full 3, kernel recursion
+// 2, bad records 0, submitted but never read 1".
+func (p LostParts) Breakdown() string {
+	return fmt.Sprintf("ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d", p[0], p[1], p[2], p[3])
 }
 
 // Stats is the closing account of a run.

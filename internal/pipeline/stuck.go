@@ -1,10 +1,10 @@
 package pipeline
 
 import (
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"net/netip"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )

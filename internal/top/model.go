@@ -9,7 +9,6 @@ package top
 import (
 	"cmp"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"slices"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -38,7 +38,7 @@ const historyLen = 300
 // maxStuck bounds the stuck rows kept.
 const maxStuck = 200
 
-// Model aggregates a run's records. It is an pipeline.SocketSink; the
+// Model aggregates a run's records. It is a pipeline.SocketSink; the
 // tracer calls it from its goroutine and the view takes Snapshots from
 // another, so every method locks.
 type Model struct {

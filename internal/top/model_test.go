@@ -3,13 +3,15 @@
 package top
 
 import (
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -208,16 +210,27 @@ func TestModel(t *testing.T) {
 	}, {
 		name: "lost events are kept as totals",
 		steps: []step{
-			{lost: &pipeline.Lost{RingbufFull: 3, TotalRingbufFull: 5, TotalRecursion: 1}},
+			{lost: &pipeline.Lost{RingbufFull: 3, TotalRingbufFull: 5, TotalRecursion: 1, TotalUnread: 2}},
 			{at: time.Second, walk: walkOnlyEmpty},
 		},
 		at: 2 * time.Second,
 		check: func(t *testing.T, v *View) {
-			if v.Lost.Total() != 6 {
-				t.Errorf("lost %d, want 6", v.Lost.Total())
+			if v.Lost.Total() != 8 {
+				t.Errorf("lost %d, want 8", v.Lost.Total())
 			}
-			if s := Render(v, 120, 40); !strings.Contains(s, "LOST 6 (ring full 5, recursion 1, bad 0") {
-				t.Errorf("lost not shown:\n%s", s)
+			// Every cause is named: the parts add up to the count.
+			s := Render(v, 160, 40)
+			m := regexp.MustCompile(`LOST (\d+) \(([^;]*);`).FindStringSubmatch(s)
+			if m == nil {
+				t.Fatalf("lost not shown:\n%s", s)
+			}
+			sum := 0
+			for _, n := range regexp.MustCompile(`\d+`).FindAllString(m[2], -1) {
+				k, _ := strconv.Atoi(n)
+				sum += k
+			}
+			if m[1] != "8" || sum != 8 {
+				t.Errorf("lost not shown with parts adding up to 8:\n%s", s)
 			}
 		},
 	}, {

@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"strings"
 	"sync"
@@ -15,7 +13,9 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 

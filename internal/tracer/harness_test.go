@@ -7,12 +7,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	schema "github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 

@@ -437,8 +437,7 @@ func (r *run) reportLost(now time.Time) error {
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d)\n",
-			l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (%s)\n", l.Count(), l.Parts().Breakdown())
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ package tracer
 
 import (
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"math"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )

@@ -4,12 +4,12 @@ package tracer
 
 import (
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
