@@ -20,24 +20,30 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
-const demoUsage = `Usage: sudo tcptrace-bpf demo [--top] [flags]
+var demoUsage = fmt.Sprintf(`Usage: sudo tcptrace-bpf demo [--top] [flags]
 
 Reproduce the four classic TCP piles in a private network namespace and
 trace them: a connect whose SYNs are dropped (stuck in SYN_SENT), a
 handshake whose final ACK is lost for 5 s (half-open SYN_RECV), a server
 leaking CLOSE_WAIT, and clients closing first (TIME_WAIT). Ends after
---duration (default 30s) or at Ctrl-C, and removes the namespace (its
+--duration (default %[3]s) or at Ctrl-C, and removes the namespace (its
 nftables rules go with it) and every process it started. Needs root,
 ip (iproute2) and nft (nftables).
 
 Defaults differ from a plain run so something shows within seconds:
---stuck SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s,
---interval 5s, --duration 30s. --top shows it in the live view instead.
+--stuck %[1]s,
+--interval %[2]s, --duration %[3]s. --top shows it in the live view instead.
 
 Flags (--top, and the tracing flags but --netns):
-`
+`, demoStuck, demoInterval, demoDuration)
 
-const demoStuck = "SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s"
+// The demo's own defaults (a plain run's are config.Defaults), written
+// into its usage from here.
+const (
+	demoStuck    = "SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s"
+	demoInterval = 5 * time.Second
+	demoDuration = 30 * time.Second
+)
 
 // runDemo runs the demo subcommand; it returns the exit code.
 func runDemo(args []string, stdout, stderr io.Writer) int {
@@ -55,10 +61,10 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		cfg.Stuck, err = config.ParseStuck(demoStuck)
 	}
 	if !fs.Changed("duration") {
-		cfg.Duration = 30 * time.Second
+		cfg.Duration = demoDuration
 	}
 	if !fs.Changed("interval") {
-		cfg.Interval = 5 * time.Second
+		cfg.Interval = demoInterval
 	}
 	if err == nil && *withTop {
 		if err = notForTop(fs, "--top"); err == nil {
