@@ -5,11 +5,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/buildinfo"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +37,7 @@ Flags:
 `
 
 func main() {
+	buildinfo.Version = version
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
 	os.Exit(code)
 }
@@ -132,7 +132,7 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *config.Config, args 
 		return true, nil
 	}
 	if *o.showVer {
-		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "tcptrace-bpf %s\n", buildinfo.Read())
 		if *o.verbose {
 			for _, f := range kernelFeatures() {
 				fmt.Fprintf(stdout, "  %s\n", f)
@@ -208,29 +208,4 @@ func parseSize(s string) (int, error) {
 		return 0, fmt.Errorf("invalid size %q (e.g. 16MiB)", s)
 	}
 	return n * mult, nil
-}
-
-func buildInfo() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown build"
-	}
-	rev, dirty := "", ""
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "+dirty"
-			}
-		}
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if rev == "" {
-		rev = "unknown revision"
-	}
-	return rev + dirty + ", " + bi.GoVersion
 }

@@ -494,21 +494,14 @@ func (r *run) finish(cause error) error {
 	st.Stuck = r.pl.StuckCount
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
-	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
-	if cause != nil {
-		return cause
-	}
-	if lostErr != nil {
-		return lostErr
-	}
-	if histErr != nil {
-		return histErr
-	}
-	if walkErr != nil {
-		return walkErr
-	}
 	if flushErr != nil {
-		return fmt.Errorf("writing output: %w", flushErr)
+		flushErr = fmt.Errorf("writing output: %w", flushErr)
 	}
-	return nil
+	err := cmp.Or(cause, lostErr, histErr, walkErr, flushErr)
+	if err == nil || errors.Is(err, syscall.EPIPE) {
+		// "done" only when the records were written: a failed write
+		// is the run's last word, not a success line before it.
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
+	}
+	return err
 }
