@@ -32,7 +32,8 @@ ip (iproute2) and nft (nftables).
 
 Defaults differ from a plain run so something shows within seconds:
 --stuck SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s,
---interval 5s, --duration 30s. --top shows it in the live view instead.
+--interval 5s (NDJSON only: text shows its tables once, at the end),
+--duration 30s. --top shows it in the live view instead.
 
 Flags (--top, and the tracing flags but --netns):
 `
@@ -57,7 +58,11 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if !fs.Changed("duration") {
 		cfg.Duration = 30 * time.Second
 	}
-	if !fs.Changed("interval") {
+	// Records every 5 s, so a pipeline sees the piles grow; text is for
+	// a person, who gets the histograms once, at the end (cumulative
+	// tables every 5 s repeat themselves), and an --emit without the
+	// periodic records gets none.
+	if !fs.Changed("interval") && cfg.Format == config.FormatNDJSON && cfg.Emit&(config.EmitHistograms|config.EmitStates) != 0 {
 		cfg.Interval = 5 * time.Second
 	}
 	if err == nil && *withTop {
@@ -76,7 +81,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal (demo --top in a window that is
+	// closed) must clean up as Ctrl-C does, not leave the namespace.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	// The demo ends the trace itself (its own timer, then cleanup).
 	d := cfg.Duration

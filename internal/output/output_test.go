@@ -330,3 +330,39 @@ func TestTimeCacheMatchesRFC3339Nano(t *testing.T) {
 		}
 	}
 }
+
+// A state with stays of microseconds and of seconds prints one row for
+// the empty range between them, not a row per empty power of two.
+func TestTextHistogramFoldsEmptyRows(t *testing.T) {
+	var hs pipeline.Histograms
+	hs[event.SynRecv].Record(21_000)        // 21 µs
+	hs[event.SynRecv].Record(7_000_000_000) // 7 s
+	var buf bytes.Buffer
+	w := NewText(&buf, clock, time.UTC)
+	w.Histograms(time.Unix(100, 0), time.Unix(70, 0), &hs)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var rows, zeros int
+	prevZero := false
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if !strings.Contains(l, " -> ") {
+			continue
+		}
+		rows++
+		zero := strings.Contains(l, ": 0 ")
+		if zero && prevZero {
+			t.Errorf("two empty rows in a row:\n%s", buf.String())
+		}
+		if zero {
+			zeros++
+		}
+		prevZero = zero
+	}
+	if rows != 3 || zeros != 1 {
+		t.Errorf("%d rows, %d empty: want 3 rows (21µs, the empty range, 7s) of which 1 empty:\n%s", rows, zeros, buf.String())
+	}
+	if !strings.Contains(buf.String(), "32.8µs -> 4.29s") {
+		t.Errorf("the empty row does not span 32.8µs to 4.29s:\n%s", buf.String())
+	}
+}

@@ -231,15 +231,23 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 	for k := lo; k <= hi; k++ {
 		peak = max(peak, pow[k])
 	}
+	edge := func(k int) uint64 { // the lower edge of row k
+		if k == 0 {
+			return 0
+		}
+		return 1 << (k - 1)
+	}
 	for k := lo; k <= hi; k++ {
-		from, to := uint64(0), uint64(0)
-		if k > 0 {
-			from, to = 1<<(k-1), 1<<k
-		} else {
-			to = 1
+		// A run of empty rows is one row over their whole range: a
+		// state with stays of microseconds and of seconds would
+		// otherwise print a screen of zeros between them.
+		end := k
+		for pow[k] == 0 && end+1 <= hi && pow[end+1] == 0 {
+			end++
 		}
 		n := int(pow[k] * 40 / peak)
-		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(from), FormatDuration(to), pow[k], strings.Repeat("*", n))
+		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(edge(k)), FormatDuration(edge(end+1)), pow[k], strings.Repeat("*", n))
+		k = end
 	}
 }
 
