@@ -318,4 +318,17 @@ func TestTopRefuses(t *testing.T) {
 	if code := run([]string{"top", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "Usage: sudo tcptrace-bpf top") {
 		t.Errorf("top --help: exit %d, %q", code, out.String())
 	}
+	// --help lists only the flags top takes.
+	_, flags, _ := strings.Cut(out.String(), "\nFlags:\n")
+	for _, refused := range []string{"--emit", "--format", "--output", "--interval", "--flush", "--utc", "--cgroup-fields"} {
+		if regexp.MustCompile(`(?m)^\s+(-\w, )?` + refused + ` `).MatchString(flags) {
+			t.Errorf("top --help lists %s, which top refuses:\n%s", refused, flags)
+		}
+	}
+	for _, name := range []string{"--utc", "--cgroup-fields"} {
+		var errOut bytes.Buffer
+		if code := run([]string{"top", name, "--duration", "1s"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), name) {
+			t.Errorf("top %s: exit %d, %q: want it refused", name, code, errOut.String())
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/charmbracelet/x/term"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/top"
 )
 
@@ -26,19 +27,28 @@ accept queues and half-open handshakes, and lost events. Keys: s sorts
 (count, age, name), f filters one troubled state, q or Ctrl-C quits.
 stdout must be a terminal. The tracing flags filter as they do for a
 recording; those about the output (--emit, --format, -o, --interval,
---flush) do not apply.
+--flush, --utc, --cgroup-fields) are refused.
 
 Flags:
 `
 
+// topRefuses are the tracing flags about the output, which a view on
+// the terminal has none of.
+var topRefuses = []string{"emit", "format", "output", "interval", "flush", "utc", "cgroup-fields"}
+
 // runTop runs the top subcommand; it returns the exit code.
 func runTop(args []string, stdout, stderr io.Writer) int {
-	cfg, fs, done, err := parseTraceFlags(args, topUsage, stdout)
+	cfg := config.Defaults()
+	fs, o := traceFlags(&cfg)
+	for _, name := range topRefuses {
+		_ = fs.MarkHidden(name) // not in --help; given, refused below
+	}
+	done, err := parseTraceFlagSet(fs, o, &cfg, args, topUsage, stdout)
 	if done {
 		return 0
 	}
 	if err == nil {
-		for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
+		for _, name := range topRefuses {
 			if fs.Changed(name) {
 				err = fmt.Errorf("--%s does not apply to top, which draws on the terminal: drop it, or record without top", name)
 				break

@@ -85,4 +85,7 @@ func TestTopShowsALeak(t *testing.T) {
 	if !strings.Contains(text(), "tcptrace-bpf: done:") {
 		t.Errorf("the tracer's status lines were not written after the view; output:\n%s", text())
 	}
+	if after := text()[strings.LastIndex(text(), "tcptrace-bpf: tracing"):]; strings.Contains(after, "emit ") || !strings.Contains(after, "records to the live view") {
+		t.Errorf("the tracing line left on the terminal claims an output top does not write:\n%s", after)
+	}
 }

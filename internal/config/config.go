@@ -272,6 +272,25 @@ func checkListenAddr(addr string) error {
 // Describe is the "what, which filters" part of the start-up line: every
 // filter in force, what is written where, and the stuck watch.
 func (c *Config) Describe() string {
+	out := c.Output
+	if out == "" || out == "-" {
+		out = "stdout"
+	}
+	every := "at exit"
+	if c.Interval > 0 {
+		every = "every " + c.Interval.String() + " and at exit"
+	}
+	return fmt.Sprintf("filters: %s; emit %s as %s to %s; histograms and states %s; stuck %s", c.Filters(), c.Emit, c.Format, out, every, c.stuckWatch())
+}
+
+// DescribeView is Describe for a run whose records go to a live view
+// (top), not to an output: the filters and the stuck watch.
+func (c *Config) DescribeView() string {
+	return fmt.Sprintf("filters: %s; records to the live view; stuck %s", c.Filters(), c.stuckWatch())
+}
+
+// Filters names every filter in force ("none" without any).
+func (c *Config) Filters() string {
 	var f []string
 	if len(c.Ports) > 0 {
 		ps := make([]string, len(c.Ports))
@@ -304,14 +323,14 @@ func (c *Config) Describe() string {
 	if c.MinDwell > 0 {
 		f = append(f, "min-dwell "+c.MinDwell.String())
 	}
-	filters := "none"
-	if len(f) > 0 {
-		filters = strings.Join(f, ", ")
+	if len(f) == 0 {
+		return "none"
 	}
-	out := c.Output
-	if out == "" || out == "-" {
-		out = "stdout"
-	}
+	return strings.Join(f, ", ")
+}
+
+// stuckWatch names the stuck limits in force, or "off".
+func (c *Config) stuckWatch() string {
 	var stuck []string
 	if c.Emit&EmitStuck != 0 || c.Metrics != "" {
 		for st, d := range c.Stuck {
@@ -320,15 +339,10 @@ func (c *Config) Describe() string {
 			}
 		}
 	}
-	watch := "off"
 	if len(stuck) > 0 && !c.Aggregate() {
-		watch = strings.Join(stuck, ",")
+		return strings.Join(stuck, ",")
 	}
-	every := "at exit"
-	if c.Interval > 0 {
-		every = "every " + c.Interval.String() + " and at exit"
-	}
-	return fmt.Sprintf("filters: %s; emit %s as %s to %s; histograms and states %s; stuck %s", filters, c.Emit, c.Format, out, every, watch)
+	return "off"
 }
 
 // aggregate reports whether nothing needs the records in user space:

@@ -158,8 +158,12 @@ func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink New
 			where += ", capabilities dropped but " + strings.Join(kept, " ")
 		}
 	}
+	desc := cfg.Describe()
+	if newSink != nil {
+		desc = cfg.DescribeView() // nothing is written to an output
+	}
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.Describe())
+		p.Attach(), where, p.RingSize()>>20, len(owners), desc)
 
 	// What exists now: the netstat tally, and the sockets older than the
 	// tracer, which stuck detection must know (a CLOSE_WAIT leak predates
