@@ -366,3 +366,30 @@ func TestTextHistogramFoldsEmptyRows(t *testing.T) {
 		t.Errorf("the empty row does not span 32.8µs to 4.29s:\n%s", buf.String())
 	}
 }
+
+// At exit a text run lists the connections the trace saw; the sockets
+// that were there before it and did nothing (every socket of the traced
+// namespaces) are one line, not a CONN line each.
+func TestTextLeavesOutUntouchedSockets(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewText(&buf, clock, time.UTC)
+	old := &timeline.Conn{Cookie: 1, Open: true, Partial: true, End: 5e9,
+		Src: netip.MustParseAddrPort("10.0.0.1:22"), Dst: netip.MustParseAddrPort("10.0.0.2:5000"),
+		States: []timeline.Span{{State: event.Established}}}
+	seen := &timeline.Conn{Cookie: 2, Open: true, Partial: true, End: 5e9,
+		Src: netip.MustParseAddrPort("10.0.0.1:22"), Dst: netip.MustParseAddrPort("10.0.0.3:5000"),
+		States: []timeline.Span{{State: event.Established, Dwell: 1e9, DwellKnown: true}, {State: event.CloseWait, Enter: 4e9}}}
+	w.Connection(old)
+	w.Connection(seen)
+	w.Stats(&pipeline.Stats{TS: time.Unix(10, 0), Attach: "tp_btf", Connections: 2, Open: 2})
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := buf.String()
+	if strings.Count(s, "CONN ") != 1 || !strings.Contains(s, "10.0.0.3:5000") {
+		t.Errorf("want one CONN line, the connection that changed state:\n%s", s)
+	}
+	if !strings.Contains(s, "1 sockets older than the trace") {
+		t.Errorf("the sockets left out are not counted:\n%s", s)
+	}
+}

@@ -28,6 +28,9 @@ type TextWriter struct {
 	zoned   bool // a ZONE line has been written
 	buckets []histogram.Bucket
 	err     error
+	// untouched: open connections not listed, older than the trace
+	// and unchanged by it.
+	untouched int
 }
 
 // NewText returns a text writer on w that shows times in loc (time.Local,
@@ -100,6 +103,14 @@ func (t *TextWriter) Transition(e *event.Event) {
 // then what else is known of how it went (handshake, retransmits, reset,
 // error, a FIN_WAIT2 left behind) and its tags.
 func (t *TextWriter) Connection(c *timeline.Conn) {
+	if c.Open && c.Start == 0 && len(c.States) == 1 {
+		// A socket that was there before the trace and changed
+		// nothing: at exit every such socket of the traced namespaces
+		// would be a line. Counted, and said once (Stats); the STATES
+		// line counts them by state, NDJSON lists them.
+		t.untouched++
+		return
+	}
 	end := t.at(t.clock.Wall(c.End))
 	var path strings.Builder
 	for i := range c.States {
@@ -259,6 +270,9 @@ func (t *TextWriter) Lost(l *pipeline.Lost) {
 
 // pipeline.Stats writes the closing summary.
 func (t *TextWriter) Stats(s *pipeline.Stats) {
+	if t.untouched > 0 {
+		t.printf("\n%d sockets older than the trace, still open and with no transition traced, are not listed (the STATES line counts them)\n", t.untouched)
+	}
 	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
 		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
 }
