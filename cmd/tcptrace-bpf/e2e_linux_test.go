@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -656,5 +657,39 @@ func TestTimeNamespace(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no transitions")
+	}
+}
+
+// The README says what per-transition records cost beside the default
+// connection records ("X to Y times the bytes"): two tracers on the same
+// traffic, one writing connections, one transitions, must land in that
+// range.
+func TestTransitionsCostAsTheREADMESays(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(\d+\.\d+) to (\d+\.\d+)\s+times the bytes`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal(`README.md does not say "X to Y times the bytes" of --emit transitions`)
+	}
+	lo, _ := strconv.ParseFloat(string(m[1]), 64)
+	hi, _ := strconv.ParseFloat(string(m[2]), 64)
+	ns := nettest.NewNetns(t)
+	var conns, trans lockedBuffer
+	a := start(t, &conns, "--netns", fmt.Sprint(ns.Inode), "--emit", "connections")
+	b := start(t, &trans, "--netns", fmt.Sprint(ns.Inode), "--emit", "transitions")
+	traffic(t, ns, 200)
+	time.Sleep(time.Second) // the closes' hold (TIME_WAIT inference) ends
+	a.stop(t, syscall.SIGINT)
+	b.stop(t, syscall.SIGINT)
+	if countTypes(t, []byte(conns.String()))["connection"] < 400 {
+		t.Fatalf("want 400 connection records, got %v", countTypes(t, []byte(conns.String())))
+	}
+	ratio := float64(len(trans.String())) / float64(len(conns.String()))
+	t.Logf("transitions %d bytes, connections %d bytes: %.2f times", len(trans.String()), len(conns.String()), ratio)
+	if ratio < lo || ratio > hi {
+		t.Errorf("transitions cost %.2f times the bytes of connections; README.md says %.1f to %.1f", ratio, lo, hi)
 	}
 }

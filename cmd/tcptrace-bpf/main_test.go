@@ -246,6 +246,10 @@ func TestReport(t *testing.T) {
 	if err != nil || !bytes.Contains(page, []byte(`<svg class="chart waterfall"`)) {
 		t.Fatalf("report: %v, %d bytes", err, len(page))
 	}
+	// The page holds what the recording holds: not world-readable.
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm()&0o007 != 0 {
+		t.Errorf("report.html mode %v (%v): want no access for others", fi.Mode(), err)
+	}
 	// The listener records reach the page, though the replay skips them.
 	if !bytes.Contains(page, []byte(`<svg class="chart listener"`)) {
 		t.Error("report: no listener chart")

@@ -31,7 +31,7 @@ const (
 	// EmitDefault is a bare tcptrace-bpf's output: one record per
 	// connection (its timeline: every state with its entry time and
 	// dwell), the histograms, states and stuck records. Per-transition
-	// records are opt-in: they cost ~5x the bytes for what the timeline
+	// records are opt-in: they cost 1.5-2.8x the bytes for what the timeline
 	// already says.
 	EmitDefault = EmitAll &^ EmitTransitions
 )
