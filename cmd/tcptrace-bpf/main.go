@@ -23,6 +23,7 @@ const usage = `Usage: tcptrace-bpf [flags]
        tcptrace-bpf analyze [flags] [FILE|-]   (read a recording; see analyze --help)
        tcptrace-bpf report [flags] [FILE|-] -o report.html   (an HTML page of it)
        tcptrace-bpf top [flags]                (a live full-screen view; see top --help)
+       tcptrace-bpf incident [flags]           (only trouble, grouped; see incident --help)
        tcptrace-bpf demo [--top] [flags]       (the four classic piles, reproduced and traced)
 
 Trace every TCP state transition on this host with eBPF, and write
@@ -52,6 +53,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "top" {
 		return runTop(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "incident" {
+		return runIncident(args[1:], stdout, stderr)
 	}
 	cfg, done, err := parseFlags(args, stdout)
 	if done {

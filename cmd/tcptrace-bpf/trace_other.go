@@ -22,6 +22,8 @@ func trace(_ config.Config, _, stderr io.Writer) int { return needsLinux("tracin
 
 func runTop(_ []string, _, stderr io.Writer) int { return needsLinux("top", stderr) }
 
+func runIncident(_ []string, _, stderr io.Writer) int { return needsLinux("incident", stderr) }
+
 func runDemo(_ []string, _, stderr io.Writer) int { return needsLinux("demo", stderr) }
 
 func runRole([]string) {}
