@@ -256,7 +256,7 @@ func (x *Watch) piles(ts time.Time, socks []event.Socket) {
 		}
 	}
 	for k, n := range tw {
-		if n < x.cfg.Piles[event.TimeWait] {
+		if n <= x.cfg.Piles[event.TimeWait] { // past the count, not at it
 			continue
 		}
 		g := x.groups[k]
