@@ -14,6 +14,7 @@ type tally struct {
 	counts    [event.NumStates]uint64
 	listeners []Listener
 	socks     []event.Socket
+	walk      Walk
 }
 
 // take reads one walk (struct sock_snap records). The first walk also
@@ -24,11 +25,23 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 	t := &tally{}
 	byPort := map[listenerKey]int{}
 	halfOpen := map[listenerKey]uint32{}
+	namespaces := map[uint32]bool{}
+	present := map[uint64]event.State{}
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
 			t.counts[s.State]++
+			namespaces[s.Netns] = true
 			if r.socketSink != nil {
 				t.socks = append(t.socks, *s)
+			}
+		}
+		if s.Cookie != 0 && len(r.stuckNow) > 0 {
+			present[s.Cookie] = s.State
+		}
+		if s.State == event.NewSynRecv {
+			t.walk.HalfOpen++
+			if lim := r.halfOpen.limit; lim > 0 && s.SynAck != 0 && mono.Since(s.SynAck) >= lim && r.keepState(event.SynRecv) {
+				t.walk.StuckNow[event.SynRecv]++
 			}
 		}
 		k := listenerKey{s.Netns, s.Src.Port()}
@@ -55,8 +68,19 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		}
 	}
 	r.listenerOwners(t.listeners)
+	for ck, st := range r.stuckNow {
+		if present[ck] != st {
+			delete(r.stuckNow, ck) // closed, or moved on
+			continue
+		}
+		t.walk.StuckNow[st]++
+	}
+	t.walk.Namespaces, t.walk.Listeners = len(namespaces), t.listeners
 	for _, o := range r.observers {
 		o.Sockets(&t.counts)
+		if wo, ok := o.(WalkObserver); ok {
+			wo.Walked(&t.walk)
+		}
 	}
 	return t, nil
 }

@@ -435,6 +435,7 @@ func (r *run) reportLost(now time.Time) error {
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
 		r.m.RingFill(r.p.RingFill())
+		r.m.BPFStats(h.Runs, h.RunTimeNs)
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
