@@ -14,7 +14,6 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
-
 func comm(s string) (c [16]byte) { copy(c[:], s); return c }
 
 // A CLOSE_WAIT leak of three sockets is one group named by its owner and
@@ -68,7 +67,7 @@ func TestGroups(t *testing.T) {
 	walk(t0.Add(2*time.Second), 1, 2, 3)  // changed, but within the interval: quiet
 	walk(t0.Add(12*time.Second), 1, 2, 3) // now said
 	walk(t0.Add(13*time.Second), 1, 2, 3) // unchanged: quiet
-	walk(t0.Add(14*time.Second))          // the leak is gone
+	walk(t0.Add(14 * time.Second))        // the leak is gone
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
