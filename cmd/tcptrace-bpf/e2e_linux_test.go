@@ -21,6 +21,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
@@ -691,5 +692,66 @@ func TestTransitionsCostAsTheREADMESays(t *testing.T) {
 	t.Logf("transitions %d bytes, connections %d bytes: %.2f times", len(trans.String()), len(conns.String()), ratio)
 	if ratio < lo || ratio > hi {
 		t.Errorf("transitions cost %.2f times the bytes of connections; README.md says %.1f to %.1f", ratio, lo, hi)
+	}
+}
+
+// --netns self gives the tally ss shows in the user's own namespace, and
+// the states record says which namespace that is; unfiltered, the tally
+// says how many namespaces it spans.
+func TestNetnsSelfMatchesSS(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	leak := ns.Start(t, "leak", "127.0.0.1:0", "3")
+	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", leak.Port), "3")
+	c.Line()
+	c.Wait()
+	if l := leak.Line(); l != "accepted" {
+		t.Fatalf("leak: %q", l)
+	}
+	// The tracer run from a shell in that namespace, as a user would.
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, binary(t), "--netns", "self", "--emit", "states", "--duration", "1s").Output()
+	if err != nil {
+		t.Fatalf("--netns self: %v", err)
+	}
+	ssOut, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-tanH").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{}
+	for _, l := range strings.Split(strings.TrimSpace(string(ssOut)), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			want[strings.NewReplacer("FIN-WAIT-1", "FIN_WAIT1", "FIN-WAIT-2", "FIN_WAIT2", "-", "_", "ESTAB", "ESTABLISHED", "SYN_RECV", "NEW_SYN_RECV").Replace(f[0])]++
+		}
+	}
+	var last *record.States
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if v, err := record.DecodeStrict([]byte(l)); err == nil {
+			if s, ok := v.(*record.States); ok {
+				last = s
+			}
+		}
+	}
+	if last == nil {
+		t.Fatalf("no states record:\n%s", out)
+	}
+	got := map[string]uint64{}
+	for st, n := range last.Counts {
+		if n > 0 {
+			got[event.State(st).String()] = n
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || want["CLOSE_WAIT"] != 3 {
+		t.Errorf("--netns self counts %v, ss in that namespace %v", got, want)
+	}
+	if last.Namespaces == nil || *last.Namespaces != 1 || last.Netns == nil || *last.Netns != ns.Inode {
+		t.Errorf("the states record does not name the one namespace %d: %+v", ns.Inode, last)
+	}
+	// Unfiltered, from the host: at least the test's namespace and this one.
+	out, err = exec.Command(binary(t), "--emit", "states", "--duration", "1s").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`"namespaces":([2-9]|\d\d+)[,}]`).Match(out) {
+		t.Errorf("an unfiltered tally does not say it spans several namespaces:\n%s", out)
 	}
 }

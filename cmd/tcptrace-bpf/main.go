@@ -70,9 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // traceOpts are the tracing flags that need parsing beyond pflag's.
 type traceOpts struct {
-	ports, emit, format, attach, ringSize, states, stuck *string
-	v4, v6, help, showVer, verbose                       *bool
-	pid, netns                                           *uint32
+	ports, emit, format, attach, ringSize, states, stuck, netns *string
+	v4, v6, help, showVer, verbose                              *bool
+	pid                                                         *uint32
 }
 
 // traceFlags defines the tracing flags on cfg; docs/cli.md is rendered
@@ -86,7 +86,7 @@ func traceFlags(cfg *config.Config) (*flag.FlagSet, *traceOpts) {
 		v4:       fs.BoolP("ipv4", "4", false, "IPv4 only (v4-mapped IPv6 counts as IPv4)"),
 		v6:       fs.BoolP("ipv6", "6", false, "IPv6 only"),
 		pid:      fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id"),
-		netns:    fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)"),
+		netns:    fs.String("netns", "", "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net), or self: this shell's, whose tally is what ss shows here"),
 		states:   fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)"),
 		emit:     fs.String("emit", "connections,histograms,states,stuck", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
 		format:   fs.String("format", string(config.FormatNDJSON), "ndjson or text"),
@@ -161,7 +161,10 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *config.Config, args 
 	case *o.v6:
 		cfg.Family = 6
 	}
-	cfg.PID, cfg.Netns = *o.pid, *o.netns
+	cfg.PID = *o.pid
+	if cfg.Netns, err = parseNetns(*o.netns); err != nil {
+		return false, err
+	}
 	if cfg.Emit, err = config.ParseEmit(*o.emit); err != nil {
 		return false, err
 	}
@@ -212,4 +215,24 @@ func parseSize(s string) (int, error) {
 		return 0, fmt.Errorf("invalid size %q (e.g. 16MiB)", s)
 	}
 	return n * mult, nil
+}
+
+// parseNetns reads --netns: an inode, or self (the namespace this
+// process runs in: the one ss shows from the same shell).
+func parseNetns(s string) (uint32, error) {
+	switch s {
+	case "", "0":
+		return 0, nil
+	case "self":
+		ino, err := selfNetns()
+		if err != nil {
+			return 0, fmt.Errorf("--netns self: %v", err)
+		}
+		return ino, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --netns %q: an inode number (ls -L -i /proc/PID/ns/net) or self", s)
+	}
+	return uint32(n), nil
 }

@@ -37,7 +37,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--ring-size", "lots"}, "invalid size"},
 		{[]string{"--max-conns", "0"}, "--max-conns"},
 		{[]string{"--pid", "-3"}, "invalid argument"},
-		{[]string{"--netns", "x"}, "invalid argument"},
+		{[]string{"--netns", "x"}, "invalid --netns \"x\": an inode number"},
 		{[]string{"--bogus"}, "unknown flag"},
 		{[]string{"--stuck", "CLOSE_WAIT"}, "STATE=DURATION"},
 		{[]string{"--state", "ESTABLISHED,OPEN"}, "unknown TCP state"},

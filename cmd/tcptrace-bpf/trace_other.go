@@ -29,3 +29,5 @@ func runDemo(_ []string, _, stderr io.Writer) int { return needsLinux("demo", st
 func runRole([]string) {}
 
 func kernelFeatures() []string { return []string{"tracing needs Linux"} }
+
+func selfNetns() (uint32, error) { return 0, fmt.Errorf("network namespaces are Linux's") }

@@ -120,6 +120,15 @@ func writeAll(s pipeline.Sink) {
 // writeRest writes records with the fields writeAll's leave out, so that
 // the golden file shows every field of every record type.
 func writeRest(s pipeline.Sink) {
+	// A tally that names its one namespace.
+	s.(pipeline.SpanSink).Span([]uint32{7})
+	var counts [event.NumStates]uint64
+	counts[event.Established] = 2
+	s.States(t0.Add(11*time.Second), &counts)
+	// A stuck connection in a run whose tally spans two namespaces.
+	s.(pipeline.SpanSink).Span([]uint32{1, 7})
+	s.States(t0.Add(12*time.Second), &counts)
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(31*time.Second), Conn: sampleConns()[0], State: event.SynSent, Age: 4_000_000_000})
 	e := sampleEvent()
 	// A tracepoint-mode id: bit 52 set, the largest identifier the tracer
 	// writes; every one fits a double's 53-bit mantissa.

@@ -31,6 +31,9 @@ type TextWriter struct {
 	// untouched: open connections not listed, older than the trace
 	// and unchanged by it.
 	untouched int
+	// span: the namespaces the last walk's tally spans (Span); with
+	// more than one, lines name the namespace of their socket.
+	span []uint32
 }
 
 // NewText returns a text writer on w that shows times in loc (time.Local,
@@ -96,7 +99,7 @@ func (t *TextWriter) Transition(e *event.Event) {
 	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
-		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
+		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell+t.netns(e.Netns))
 }
 
 // Connection writes one line: who, where, the path through the states,
@@ -144,8 +147,8 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 		dur = FormatDuration(c.End.Since(c.Start))
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
-	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", end.Format("15:04:05.000000"),
-		pid, comm, c.Src, c.Dst, dur, path.String(), tag)
+	t.printf("CONN %s %s/%s %s > %s%s %s: %s%s\n", end.Format("15:04:05.000000"),
+		pid, comm, c.Src, c.Dst, t.netns(c.Netns), dur, path.String(), tag)
 }
 
 // connNotes says, comma-separated, what a connection record adds to the
@@ -311,6 +314,18 @@ func trim(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
+// Span takes the namespaces the next States spans (pipeline.SpanSink).
+func (t *TextWriter) Span(namespaces []uint32) { t.span = append(t.span[:0], namespaces...) }
+
+// netns is " netns N" on a line about a socket when the run's tally
+// spans several namespaces, else "".
+func (t *TextWriter) netns(ino uint32) string {
+	if len(t.span) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" netns %d", ino)
+}
+
 // States writes one line of counts, like netstat -nat | sort | uniq -c.
 func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	var parts []string
@@ -321,6 +336,12 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "(no sockets)")
+	}
+	switch {
+	case len(t.span) == 1:
+		parts = append(parts, fmt.Sprintf("in netns %d", t.span[0]))
+	case len(t.span) > 1:
+		parts = append(parts, fmt.Sprintf("in %d namespaces", len(t.span)))
 	}
 	t.printf("STATES %s %s\n", t.at(ts).Format("15:04:05"), strings.Join(parts, " "))
 }
@@ -336,11 +357,11 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 		more = " (at least: it was already there when tracing began)"
 	}
 	if s.HalfOpen > 0 {
-		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s\n",
-			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
+		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s%s (%s/%s), the oldest for %s\n",
+			ts.Format("15:04:05"), s.HalfOpen, c.Src, t.netns(c.Netns), pid, comm, FormatDuration(s.Age))
 		return
 	}
-	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
+	what := fmt.Sprintf("%s > %s%s", c.Src, c.Dst, t.netns(c.Netns))
 	who := ""
 	if s.HoldersKnown && len(s.Holders) == 0 {
 		who = " (held by no process)"

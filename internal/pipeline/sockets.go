@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
@@ -15,6 +17,8 @@ type tally struct {
 	listeners []Listener
 	socks     []event.Socket
 	walk      Walk
+	// namespaces: those with a counted socket, ascending.
+	namespaces []uint32
 }
 
 // take reads one walk (struct sock_snap records). The first walk also
@@ -76,6 +80,7 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		t.walk.StuckNow[st]++
 	}
 	t.walk.Namespaces, t.walk.Listeners = len(namespaces), t.listeners
+	t.namespaces = slices.Sorted(maps.Keys(namespaces))
 	for _, o := range r.observers {
 		o.Sockets(&t.counts)
 		if wo, ok := o.(WalkObserver); ok {
@@ -96,6 +101,9 @@ func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) err
 	t, err := r.take(walk, mono)
 	if err != nil || r.cfg.Emit&config.EmitStates == 0 {
 		return err
+	}
+	if ss, ok := r.sink.(SpanSink); ok {
+		ss.Span(t.namespaces)
 	}
 	r.sink.States(now, &t.counts)
 	if r.socketSink != nil {

@@ -171,6 +171,11 @@ type States struct {
 	Type   string      `json:"type"`
 	TS     time.Time   `json:"ts"`
 	Counts StateCounts `json:"counts"`
+	// Namespaces: how many network namespaces the counts span (those
+	// with a counted socket); Netns: that namespace when it is one.
+	// Absent in recordings made before they were written.
+	Namespaces *uint32 `json:"namespaces,omitempty"`
+	Netns      *uint32 `json:"netns,omitempty"`
 }
 
 // StateCounts are sockets per state, indexed by event.State. In JSON an

@@ -147,6 +147,15 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 			}
 		}
 		s.seen(rec.TS)
+		if ss, ok := sink.(pipeline.SpanSink); ok && rec.Namespaces != nil {
+			// The record counts the namespaces and names one only when
+			// it is one: the others' inodes are not known here.
+			span := make([]uint32, *rec.Namespaces)
+			if rec.Netns != nil && len(span) == 1 {
+				span[0] = *rec.Netns
+			}
+			ss.Span(span)
+		}
 		sink.States(rec.TS, &counts)
 	case *record.Stuck:
 		st, err := event.ParseState(rec.State)
