@@ -128,7 +128,7 @@ func writeRest(s pipeline.Sink) {
 	// A stuck connection in a run whose tally spans two namespaces.
 	s.(pipeline.SpanSink).Span([]uint32{1, 7})
 	s.States(t0.Add(12*time.Second), &counts)
-	s.Stuck(&pipeline.Stuck{TS: t0.Add(31*time.Second), Conn: sampleConns()[0], State: event.SynSent, Age: 4_000_000_000})
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[0], State: event.SynSent, Age: 4_000_000_000})
 	e := sampleEvent()
 	// A tracepoint-mode id: bit 52 set, the largest identifier the tracer
 	// writes; every one fits a double's 53-bit mantissa.
