@@ -345,7 +345,14 @@ func TestRenderLeadsWithTrouble(t *testing.T) {
 	if strings.Contains(f, "ESTABLISHED") || strings.Contains(f, "LISTENER") {
 		t.Errorf("the CLOSE_WAIT filter leaves other states on screen:\n%s", f)
 	}
+	// A half-open pile whose listener has none left at the last walk is
+	// not still stuck.
+	m.Stuck(&pipeline.Stuck{TS: t0.Add(time.Second), Conn: &timeline.Conn{Src: ap("10.0.0.1:443"), PID: 5, Comm: comm("srv"), OwnerKnown: true},
+		State: event.SynRecv, Age: uint64(3 * time.Second), HalfOpen: 2})
 	sum := Summary(m.Snapshot(t0.Add(2*time.Second), Options{}))
+	if strings.Contains(sum, "SYN_RECV") {
+		t.Errorf("a cleared half-open pile is said still stuck:\n%s", sum)
+	}
 	for _, want := range []string{"3 namespaces", "CLOSE_WAIT=30", "still stuck: 4 CLOSE_WAIT by 42/leaky", "most troubled sockets: 42/leaky, 30", "lost 0"} {
 		if !strings.Contains(sum, want) {
 			t.Errorf("summary lacks %q:\n%s", want, sum)

@@ -4,6 +4,7 @@ package top
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -279,8 +280,18 @@ func Summary(v *View) string {
 	fmt.Fprintf(&b, "  sockets at the end: %s\n", strings.Join(parts, " "))
 	stuck := map[string]int{}
 	var order []string
+	halfOpenNow := map[netip.AddrPort]uint32{}
+	for _, l := range v.Listeners {
+		halfOpenNow[l.Addr] = l.HalfOpen
+	}
 	for _, s := range v.Stuck {
-		if !s.Still && s.HalfOpen == 0 {
+		if s.HalfOpen > 0 {
+			// A pile is still there while its listener has half-open
+			// handshakes at the last walk; then that many.
+			if s.HalfOpen = halfOpenNow[s.Src]; s.HalfOpen == 0 {
+				continue
+			}
+		} else if !s.Still {
 			continue
 		}
 		k := fmt.Sprintf("%s by %s", s.State, s.Owner)
