@@ -18,13 +18,14 @@ import (
 
 const topUsage = `Usage: sudo tcptrace-bpf top [flags]
 
-A live full-screen view, refreshed every second: sockets per state with
-a sparkline of the last minutes, dwell p50/p90/p99 per state (last
-second and since start), the processes and remote addresses holding the
-most sockets in CLOSE_WAIT, SYN_SENT, SYN_RECV, FIN_WAIT2 and TIME_WAIT
-with the oldest age, the stuck connections (newest first), listeners'
-accept queues and half-open handshakes, and lost events. Keys: s sorts
-(count, age, name), f filters one troubled state, q or Ctrl-C quits.
+A live full-screen view, refreshed every second, the trouble first: the
+stuck connections (newest first), the processes holding the most
+sockets in CLOSE_WAIT, SYN_SENT, SYN_RECV, FIN_WAIT2 and TIME_WAIT with
+the oldest age, listeners' accept queues and half-open handshakes, then
+sockets per state with a sparkline, the remote addresses, dwell
+p50/p90/p99 per state; the header names the namespaces and filters, and
+lost events. Keys: s sorts (count, age, name), f shows one troubled state
+in every section, q or Ctrl-C quits and leaves a short summary.
 stdout must be a terminal. The tracing flags filter as they do for a
 recording; those about the output (--emit, --format, -o, --interval,
 --flush, --utc, --cgroup-fields) are refused.
