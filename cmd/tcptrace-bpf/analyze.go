@@ -185,6 +185,7 @@ func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.W
 		fmt.Fprintf(stderr, "tcptrace-bpf report: %s: %v\n", name, err)
 		return 1
 	}
+	c.Recorded(s) // lost records and bad lines, for the verdict
 	tmp, err := os.CreateTemp(filepath.Dir(out), ".report-*.html")
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf report: cannot write %s: %v\n", out, err)

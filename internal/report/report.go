@@ -71,6 +71,13 @@ type Collector struct {
 	listeners     map[listenerKey]*listenerSeries
 	listenerOrder []listenerKey
 	filter        recording.Filter
+
+	// The verdict (verdict.go): connections still open at the end by
+	// state and holder, the open stays per state, and what the replay
+	// counted of the recording.
+	open      map[openKey]uint64
+	openStays [event.NumStates]openStays
+	recorded  recording.Summary
 }
 
 type conn struct {
@@ -144,6 +151,7 @@ func (c *Collector) Transition(*event.Event) { c.stats.transitions++ }
 func (c *Collector) Connection(tc *timeline.Conn) {
 	c.stats.connections++
 	c.countStays(tc)
+	c.noteOpen(tc)
 	if tc.Start == 0 || tc.End < tc.Start || listenerOnly(tc) {
 		return
 	}
