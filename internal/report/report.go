@@ -96,6 +96,10 @@ type stuckInfo struct {
 	Orphan   bool   // looked up, and no process holds it
 	Holders  int
 	HalfOpen uint32
+	// AtEnd: still in State when the recording ended (its connection
+	// record was written open, in that state); EndAge: its age then.
+	AtEnd  bool
+	EndAge uint64
 }
 
 type sample struct {

@@ -170,7 +170,7 @@ func TestVerdictFirst(t *testing.T) {
 		}
 	}
 	verdict := page[strings.Index(page, `id="verdict"`):strings.Index(page, `id="owners"`)]
-	for _, want := range []string{"15120/leakysrv: 3 in CLOSE_WAIT on 127.0.0.1:9301, oldest 30.0s when reported",
+	for _, want := range []string{"15120/leakysrv: 3 in CLOSE_WAIT on 127.0.0.1:9301, all still there at the end, oldest 4m50s",
 		"3 in CLOSE_WAIT held by 15120/leakysrv", "lost 31 transitions"} {
 		if !strings.Contains(verdict, want) {
 			t.Errorf("the verdict lacks %q:\n%s", want, verdict)

@@ -35,6 +35,16 @@ func (c *Collector) noteOpen(tc *timeline.Conn) {
 		return
 	}
 	last := &tc.States[len(tc.States)-1]
+	if si, ok := c.stuck[tc.Cookie]; ok && si.State == last.State {
+		si.AtEnd = true
+		si.EndAge = si.Age
+		if last.DwellKnown && !si.AtLeast {
+			si.EndAge = max(si.Age, last.Dwell)
+		} else if end := c.clock.Wall(tc.End); end.After(si.TS) {
+			si.EndAge = si.Age + uint64(end.Sub(si.TS))
+		}
+		c.stuck[tc.Cookie] = si
+	}
 	if c.open == nil {
 		c.open = map[openKey]uint64{}
 	}
@@ -63,7 +73,7 @@ type stuckGroup struct {
 	state   event.State
 	owner   string
 	where   string
-	n       int
+	n, atEnd int
 	oldest  uint64
 	atLeast bool
 }
@@ -81,6 +91,10 @@ func (c *Collector) verdict() verdictView {
 			where = "on " + where
 		}
 		k := [3]string{s.State.String(), s.Owner, where}
+		age := s.Age
+		if s.AtEnd {
+			age = s.EndAge
+		}
 		g := groups[k]
 		if g == nil {
 			g = &stuckGroup{state: s.State, owner: s.Owner, where: where}
@@ -88,14 +102,24 @@ func (c *Collector) verdict() verdictView {
 			order = append(order, k)
 		}
 		g.n++
-		if s.Age > g.oldest {
-			g.oldest, g.atLeast = s.Age, s.AtLeast
+		if s.AtEnd {
+			g.atEnd++
+		}
+		if age > g.oldest {
+			g.oldest, g.atLeast = age, s.AtLeast
 		}
 	}
 	slices.SortStableFunc(order, func(a, b [3]string) int { return cmp.Compare(groups[b].n, groups[a].n) })
 	for _, k := range order {
 		g := groups[k]
-		v.Stuck = append(v.Stuck, fmt.Sprintf("%s: %d in %s %s, oldest %s when reported", g.owner, g.n, g.state, g.where, ageText(g.oldest, g.atLeast)))
+		still := "none still there at the end"
+		switch {
+		case g.atEnd == g.n:
+			still = "all still there at the end"
+		case g.atEnd > 0:
+			still = fmt.Sprintf("%d still there at the end", g.atEnd)
+		}
+		v.Stuck = append(v.Stuck, fmt.Sprintf("%s: %d in %s %s, %s, oldest %s", g.owner, g.n, g.state, g.where, still, ageText(g.oldest, g.atLeast)))
 	}
 	for _, h := range c.halfOpen {
 		v.Stuck = append(v.Stuck, fmt.Sprintf("%s: %d half-open handshakes (SYN_RECV) on listener %s, oldest %s",
