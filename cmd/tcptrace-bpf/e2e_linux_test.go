@@ -701,13 +701,7 @@ func TestTransitionsCostAsTheREADMESays(t *testing.T) {
 func TestNetnsSelfMatchesSS(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	ns := nettest.NewNetns(t)
-	leak := ns.Start(t, "leak", "127.0.0.1:0", "3")
-	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", leak.Port), "3")
-	c.Line()
-	c.Wait()
-	if l := leak.Line(); l != "accepted" {
-		t.Fatalf("leak: %q", l)
-	}
+	ns.LeakCloseWait(t, 3)
 	// The tracer run from a shell in that namespace, as a user would.
 	out, err := exec.Command("ip", "netns", "exec", ns.Name, binary(t), "--netns", "self", "--emit", "states", "--duration", "1s").Output()
 	if err != nil {

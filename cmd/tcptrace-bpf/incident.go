@@ -49,26 +49,19 @@ var incidentRefuses = []string{"emit", "interval", "output", "cgroup-fields", "m
 func runIncident(args []string, stdout, stderr io.Writer) int {
 	cfg := config.Defaults()
 	fs, o := traceFlags(&cfg)
-	for _, name := range incidentRefuses {
-		_ = fs.MarkHidden(name)
-	}
-	pile := fs.String("pile", "TIME_WAIT=1000", "a group of more than N sockets in STATE is trouble: STATE=N (TIME_WAIT toward one destination; none: off)")
+	hideFlags(fs, incidentRefuses)
+	pile := fs.String("pile", config.DefaultPiles, "a group of more than N sockets in STATE is trouble: STATE=N (TIME_WAIT toward one destination; none: off)")
 	every := fs.Duration("every", 10*time.Second, "at most one line per group per DURATION while its count changes")
 	done, err := parseTraceFlagSet(fs, o, &cfg, args, incidentUsage, stdout)
 	if done {
 		return 0
 	}
 	if err == nil {
-		for _, name := range incidentRefuses {
-			if fs.Changed(name) {
-				err = fmt.Errorf("--%s does not apply to incident, which writes only incident lines: drop it, or record without incident", name)
-				break
-			}
-		}
+		err = refused(fs, incidentRefuses, "does not apply to incident, which writes only incident lines: drop it, or record without incident")
 	}
 	var piles [event.NumStates]uint64
 	if err == nil {
-		piles, err = incident.ParsePiles(*pile)
+		piles, err = config.ParsePiles(*pile)
 	}
 	if err == nil && *every <= 0 {
 		err = fmt.Errorf("--every must be positive (got %s)", *every)

@@ -336,3 +336,27 @@ func TestTopRefuses(t *testing.T) {
 		}
 	}
 }
+
+// incident refuses the flags about other records, before loading
+// anything, and --help does not list them.
+func TestIncidentRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"incident", "--emit", "all"}, "--emit does not apply to incident"},
+		{[]string{"incident", "-o", "x"}, "--output does not apply to incident"},
+		{[]string{"incident", "--pile", "CLOSE_WAIT=3"}, "only TIME_WAIT piles"},
+		{[]string{"incident", "--every", "0s"}, "--every must be positive"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(tc.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tc.want) || strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d, %q: want 2 and one line with %q", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"incident", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "--pile") ||
+		regexp.MustCompile(`(?m)^\s+--emit `).MatchString(out.String()) {
+		t.Errorf("incident --help: exit %d:\n%s", code, out.String())
+	}
+}

@@ -41,20 +41,13 @@ var topRefuses = []string{"emit", "format", "output", "interval", "flush", "utc"
 func runTop(args []string, stdout, stderr io.Writer) int {
 	cfg := config.Defaults()
 	fs, o := traceFlags(&cfg)
-	for _, name := range topRefuses {
-		_ = fs.MarkHidden(name) // not in --help; given, refused below
-	}
+	hideFlags(fs, topRefuses)
 	done, err := parseTraceFlagSet(fs, o, &cfg, args, topUsage, stdout)
 	if done {
 		return 0
 	}
 	if err == nil {
-		for _, name := range topRefuses {
-			if fs.Changed(name) {
-				err = fmt.Errorf("--%s does not apply to top, which draws on the terminal: drop it, or record without top", name)
-				break
-			}
-		}
+		err = refused(fs, topRefuses, "does not apply to top, which draws on the terminal: drop it, or record without top")
 	}
 	if err == nil {
 		err = needTerminal(stdout)

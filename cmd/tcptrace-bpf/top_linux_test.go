@@ -129,13 +129,7 @@ func TestTopAt80x24(t *testing.T) {
 		}
 	}
 	waitFor("header", regexp.MustCompile(fmt.Sprintf(`netns %d; filters: netns %d`, ns.Inode, ns.Inode)))
-	leak := ns.Start(t, "leak", "127.0.0.1:0", "3")
-	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", leak.Port), "3")
-	c.Line()
-	c.Wait()
-	if l := leak.Line(); l != "accepted" {
-		t.Fatalf("leak: %q", l)
-	}
+	leak := ns.LeakCloseWait(t, 3)
 	// One screen with both: the stuck rows, then the process ranked.
 	s := waitFor("stuck CLOSE_WAIT rows and the leaking process", regexp.MustCompile(fmt.Sprintf(
 		`(?s)STUCK .*CLOSE_WAIT +%d/\S+ +127\.0\.0\.1:%d.*PROCESS .*\n%d/\S+ +3 +- `, leak.PID, leak.Port, leak.PID)))

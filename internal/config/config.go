@@ -165,28 +165,64 @@ func DefaultStuck() [event.NumStates]time.Duration {
 // replace the defaults.
 func ParseStuck(s string) ([event.NumStates]time.Duration, error) {
 	var d [event.NumStates]time.Duration
+	err := parseStateList(s, "--stuck", "STATE=DURATION, e.g. CLOSE_WAIT=30s", func(st event.State, val string) error {
+		if !st.Dwells() {
+			return fmt.Errorf("invalid --stuck: %s cannot be watched (no connection dwells there in view of the tracer)", st)
+		}
+		v, err := time.ParseDuration(val)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("invalid --stuck duration %q for %s: want a positive duration like 30s", val, st)
+		}
+		d[st] = v
+		return nil
+	})
+	return d, err
+}
+
+// DefaultPiles is the --pile default (the incident command): TIME_WAIT
+// past 1000 toward one destination (a client that closes first keeps a
+// local port per connection for 60 s; the default range has 28,232).
+const DefaultPiles = "TIME_WAIT=1000"
+
+// ParsePiles reads --pile: "STATE=N[,...]" or "none", the count past
+// which a group of sockets in STATE is trouble. TIME_WAIT only: the other
+// states are watched by age (--stuck).
+func ParsePiles(s string) ([event.NumStates]uint64, error) {
+	var p [event.NumStates]uint64
+	err := parseStateList(s, "--pile", "STATE=N, e.g. TIME_WAIT=1000", func(st event.State, val string) error {
+		if st != event.TimeWait {
+			return fmt.Errorf("invalid --pile: %s: only TIME_WAIT piles are counted (the other states are watched by --stuck)", st)
+		}
+		n, err := strconv.ParseUint(val, 10, 64)
+		if err != nil || n == 0 {
+			return fmt.Errorf("invalid --pile count %q for %s: want a positive number", val, st)
+		}
+		p[st] = n
+		return nil
+	})
+	return p, err
+}
+
+// parseStateList reads "STATE=VALUE[,...]" or "none" for flag, handing
+// each state and its trimmed value to each.
+func parseStateList(s, flag, want string, each func(event.State, string) error) error {
 	if strings.TrimSpace(strings.ToLower(s)) == "none" {
-		return d, nil
+		return nil
 	}
 	for _, part := range strings.Split(s, ",") {
-		name, dur, ok := strings.Cut(part, "=")
+		name, val, ok := strings.Cut(part, "=")
 		if !ok {
-			return d, fmt.Errorf("invalid --stuck %q: want STATE=DURATION, e.g. CLOSE_WAIT=30s", part)
+			return fmt.Errorf("invalid %s %q: want %s", flag, part, want)
 		}
 		st, err := event.ParseState(name)
 		if err != nil {
-			return d, fmt.Errorf("invalid --stuck: %w", err)
+			return fmt.Errorf("invalid %s: %w", flag, err)
 		}
-		if st == event.Close || st == event.TimeWait || st == event.NewSynRecv {
-			return d, fmt.Errorf("invalid --stuck: %s cannot be watched (no connection dwells there in view of the tracer)", st)
+		if err := each(st, strings.TrimSpace(val)); err != nil {
+			return err
 		}
-		v, err := time.ParseDuration(strings.TrimSpace(dur))
-		if err != nil || v <= 0 {
-			return d, fmt.Errorf("invalid --stuck duration %q for %s: want a positive duration like 30s", dur, st)
-		}
-		d[st] = v
 	}
-	return d, nil
+	return nil
 }
 
 // Validate reports the first invalid setting, worded for the command line.

@@ -19,11 +19,8 @@
 package incident
 
 import (
-	"fmt"
 	"io"
 	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
@@ -43,15 +40,6 @@ type Config struct {
 	Every time.Duration
 	// ShowNetns: lines name the namespace (the run spans several).
 	ShowNetns bool
-}
-
-// DefaultPiles is the --pile default: TIME_WAIT=1000 toward one
-// destination (a client that closes first keeps a local port per
-// connection for 60 s; the default range has 28,232).
-func DefaultPiles() [event.NumStates]uint64 {
-	var p [event.NumStates]uint64
-	p[event.TimeWait] = 1000
-	return p
 }
 
 // Line is one line of the incident output: a group that appeared,
@@ -329,31 +317,4 @@ func (x *Watch) Listener(_ time.Time, l *pipeline.Listener) {
 	if l.OwnerKnown {
 		x.listeners[listenerKey{l.Netns, l.Addr.Port()}] = owner{l.PID, l.Comm}
 	}
-}
-
-// ParsePiles reads --pile: STATE=N[,...] or none. TIME_WAIT only.
-func ParsePiles(s string) ([event.NumStates]uint64, error) {
-	var p [event.NumStates]uint64
-	if strings.TrimSpace(strings.ToLower(s)) == "none" {
-		return p, nil
-	}
-	for _, part := range strings.Split(s, ",") {
-		name, num, ok := strings.Cut(part, "=")
-		if !ok {
-			return p, fmt.Errorf("invalid --pile %q: want STATE=N, e.g. TIME_WAIT=1000", part)
-		}
-		st, err := event.ParseState(name)
-		if err != nil {
-			return p, fmt.Errorf("invalid --pile: %w", err)
-		}
-		if st != event.TimeWait {
-			return p, fmt.Errorf("invalid --pile: %s: only TIME_WAIT piles are counted (the other states are watched by --stuck)", st)
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
-		if err != nil || n == 0 {
-			return p, fmt.Errorf("invalid --pile count %q for %s: want a positive number", num, st)
-		}
-		p[st] = n
-	}
-	return p, nil
 }

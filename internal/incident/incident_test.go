@@ -26,7 +26,7 @@ func TestGroups(t *testing.T) {
 	clock := event.NewClock(t0, 0) // mono 0 is t0
 	var out strings.Builder
 	w := NewText(&out, time.UTC)
-	cfg := Config{Every: 10 * time.Second, Piles: DefaultPiles()}
+	cfg := Config{Every: 10 * time.Second}
 	cfg.Stuck[event.CloseWait] = 30 * time.Second
 	cfg.Stuck[event.SynRecv] = 3 * time.Second
 	cfg.Piles[event.TimeWait] = 10
@@ -130,17 +130,6 @@ func TestRecordSchema(t *testing.T) {
 		tag := strings.Split(rt.Field(i).Tag.Get("json"), ",")[0]
 		if tag != "" && !bytes.Contains(buf.Bytes(), []byte(`"`+tag+`":`)) {
 			t.Errorf("field %s not shown: %s", tag, buf.Bytes())
-		}
-	}
-}
-
-func TestParsePiles(t *testing.T) {
-	if p, err := ParsePiles("TIME_WAIT=5"); err != nil || p[event.TimeWait] != 5 {
-		t.Errorf("%v %v", p, err)
-	}
-	for _, bad := range []string{"CLOSE_WAIT=5", "TIME_WAIT=0", "TIME_WAIT", "FOO=1"} {
-		if _, err := ParsePiles(bad); err == nil {
-			t.Errorf("%q accepted", bad)
 		}
 	}
 }

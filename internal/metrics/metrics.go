@@ -109,11 +109,9 @@ func New() *Metrics {
 	// pair the kernel never makes no transitions (those appear when
 	// first counted, should a kernel make them).
 	for st := event.Established; st <= event.NewSynRecv; st++ {
-		if HasStays(st) {
+		if st.Dwells() { // the states --stuck may watch, and left with a stay
 			m.dwellBy[st] = m.dwell.WithLabelValues(st.String())
 			m.closed.WithLabelValues(st.String(), "none", "none", "false")
-		}
-		if Watchable(st) {
 			m.stuck.WithLabelValues(st.String())
 		}
 	}
@@ -130,16 +128,6 @@ func New() *Metrics {
 // field names of the NDJSON lost record (docs/ndjson.md), one name per
 // idea.
 var LostReasons = []string{"ringbuf_full", "recursion", "decode_errors", "unread"}
-
-// HasStays: a state a full socket leaves with a stay the tracer measures
-// (the kernel reports no timewait or request socket, and CLOSE is the end).
-func HasStays(s event.State) bool {
-	return s.Valid() && s != event.Close && s != event.TimeWait && s != event.NewSynRecv
-}
-
-// Watchable: a state --stuck may watch (config.ParseStuck refuses the
-// others), so a stuck series can move.
-func Watchable(s event.State) bool { return HasStays(s) && s != event.Listen }
 
 // LifeCycle are the transitions every TCP connection's life is made of on
 // Linux (docs: KERNEL-NOTES, one loopback connection and a refused

@@ -34,7 +34,7 @@ func newWalkGauges() walkGauges {
 		}, []string{"state"}),
 	}
 	for st := event.Established; st <= event.NewSynRecv; st++ {
-		if Watchable(st) {
+		if st.Dwells() {
 			w.stuckNow.WithLabelValues(st.String())
 		}
 	}
@@ -67,7 +67,7 @@ func (m *Metrics) Walked(wk *pipeline.Walk) {
 	w.full.Set(float64(full))
 	w.halfOpen.Set(float64(wk.HalfOpen))
 	for st := event.Established; st <= event.NewSynRecv; st++ {
-		if Watchable(st) || wk.StuckNow[st] != 0 {
+		if st.Dwells() || wk.StuckNow[st] != 0 {
 			w.stuckNow.WithLabelValues(st.String()).Set(float64(wk.StuckNow[st]))
 		}
 	}

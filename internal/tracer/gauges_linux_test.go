@@ -3,7 +3,6 @@
 package tracer
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -59,13 +58,7 @@ func TestWalkGaugesMatchTheKernel(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	leak := ns.Start(t, "leak", "127.0.0.1:0", "3")
-	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", leak.Port), "3")
-	c.Line()
-	c.Wait()
-	if l := leak.Line(); l != "accepted" {
-		t.Fatalf("leak: %q", l)
-	}
+	leak := ns.LeakCloseWait(t, 3)
 	waitFor(`tcptrace_stuck_sockets{state="CLOSE_WAIT"}`, 3)
 	out, _ := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-tanH", "state", "close-wait").Output()
 	if n := strings.Count(string(out), "\n"); n != 3 {
