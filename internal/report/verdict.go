@@ -70,12 +70,12 @@ type verdictView struct {
 
 // stuckGroup is the stuck reports of one state, holder and local address.
 type stuckGroup struct {
-	state   event.State
-	owner   string
-	where   string
+	state    event.State
+	owner    string
+	where    string
 	n, atEnd int
-	oldest  uint64
-	atLeast bool
+	oldest   uint64
+	atLeast  bool
 }
 
 func (c *Collector) verdict() verdictView {
