@@ -37,12 +37,13 @@ func TestGroups(t *testing.T) {
 			PID: 15120, Comm: comm("leakysrv"), OwnerKnown: true}
 		x.Stuck(&pipeline.Stuck{TS: ts, Conn: c, State: event.CloseWait, Age: uint64(30 * time.Second)})
 	}
+	tw := 12 // TIME_WAIT sockets toward 10.9.9.9
 	walk := func(ts time.Time, cookies ...uint64) {
 		var socks []event.Socket
 		for _, ck := range cookies {
 			socks = append(socks, event.Socket{Cookie: ck, Netns: 7, State: event.CloseWait, Src: srv})
 		}
-		for i := range 12 {
+		for i := range tw {
 			socks = append(socks, event.Socket{Netns: 7, State: event.TimeWait, Dst: netip.AddrPortFrom(netip.MustParseAddr("10.9.9.9"), uint16(80+i))})
 		}
 		for i := range 9 {
@@ -67,7 +68,8 @@ func TestGroups(t *testing.T) {
 	walk(t0.Add(2*time.Second), 1, 2, 3)  // changed, but within the interval: quiet
 	walk(t0.Add(12*time.Second), 1, 2, 3) // now said
 	walk(t0.Add(13*time.Second), 1, 2, 3) // unchanged: quiet
-	walk(t0.Add(14 * time.Second))        // the leak is gone
+	tw = 5
+	walk(t0.Add(14 * time.Second)) // the leak is gone, the pile back under its count
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +81,7 @@ func TestGroups(t *testing.T) {
 		"00:16:41 nginx[99]: 1 in half-open handshakes (SYN_RECV) on 10.0.0.1:443 from 198.51.100.0/24, oldest 5s (stuck past 3s)",
 		"00:16:52 leakysrv[15120]: 3 in CLOSE_WAIT on 10.0.0.1:9301, oldest 42s (stuck past 30s)",
 		"00:16:54 cleared: leakysrv[15120]: no more CLOSE_WAIT on 10.0.0.1:9301 (was 3)",
+		"00:16:54 cleared: at most 10 in TIME_WAIT toward 10.9.9.9 (was 12)",
 	}
 	// Groups of one walk come in map order: compare as sets per second.
 	if !sameLines(got, want) {

@@ -75,9 +75,12 @@ func (l *Line) String() string {
 	if l.State == event.SynRecv {
 		what = "half-open handshakes (SYN_RECV)"
 	}
-	if l.Cleared {
+	switch {
+	case l.Cleared && l.PileLimit > 0: // a pile under its count, not gone
+		fmt.Fprintf(&b, "at most %d in %s", l.PileLimit, what)
+	case l.Cleared:
 		fmt.Fprintf(&b, "no more %s", what)
-	} else {
+	default:
 		fmt.Fprintf(&b, "%d in %s", l.Count, what)
 	}
 	switch l.State {
