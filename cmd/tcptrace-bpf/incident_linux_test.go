@@ -112,10 +112,14 @@ func TestIncident(t *testing.T) {
 			t.Errorf("a stuck group younger than its limit: %s", line)
 		}
 	}
+	var missing []string
 	for _, want := range []string{"CLOSE_WAIT", "SYN_SENT", "SYN_RECV", "SYN_RECV cleared", "TIME_WAIT"} {
 		if !found[want] {
-			t.Errorf("no %s group line:\n%s", want, out.String())
+			missing = append(missing, want)
 		}
+	}
+	if len(missing) > 0 {
+		t.Errorf("no %v group line; incident's stderr:\n%s\nits lines:\n%s", missing, inc.log.String(), out.String())
 	}
 	if mine > 36 {
 		t.Errorf("%d lines for four piles, want a few dozen at most:\n%s", mine, out.String())
