@@ -33,18 +33,25 @@ ip (iproute2) and nft (nftables).
 Defaults differ from a plain run so something shows within seconds:
 --stuck SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s,
 --interval 5s (NDJSON only: text shows its tables once, at the end),
---duration 30s. --top shows it in the live view instead.
+--duration 30s. --top shows it in the live view instead; --incident only
+the trouble, grouped (--pile TIME_WAIT=20, a line per group at most
+every 5s).
 
-Flags (--top, and the tracing flags but --netns):
+Flags (--top or --incident, and the tracing flags but --netns):
 `
 
 const demoStuck = "SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s"
+
+// demoPile is the demo's TIME_WAIT pile for --incident: its clients close
+// two connections a second, so 20 is passed within seconds.
+const demoPile = "TIME_WAIT=20"
 
 // runDemo runs the demo subcommand; it returns the exit code.
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	cfg := config.Defaults()
 	fs, o := traceFlags(&cfg)
 	withTop := fs.Bool("top", false, "show the demo in the live view (top) instead of records")
+	withIncident := fs.Bool("incident", false, "show only the trouble, grouped (the incident command, with --pile TIME_WAIT=20 --every 5s), instead of records")
 	done, err := parseTraceFlagSet(fs, o, &cfg, args, demoUsage, stdout)
 	if done {
 		return 0
@@ -64,6 +71,12 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	// periodic records gets none.
 	if !fs.Changed("interval") && cfg.Format == config.FormatNDJSON && cfg.Emit&(config.EmitHistograms|config.EmitStates) != 0 {
 		cfg.Interval = 5 * time.Second
+	}
+	if err == nil && *withTop && *withIncident {
+		err = fmt.Errorf("--top and --incident are two views: give one")
+	}
+	if err == nil && *withIncident {
+		err = refused(fs, incidentRefuses, "does not apply to --incident, which writes only incident lines")
 	}
 	if err == nil && *withTop {
 		for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
@@ -97,6 +110,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		if *withTop {
 			return top.Run(ctx, cfg, os.Stdin, stdout, stderr, tap)
+		}
+		if *withIncident {
+			piles, err := config.ParsePiles(demoPile)
+			if err != nil {
+				return err
+			}
+			return traceIncidents(ctx, cfg, piles, 5*time.Second, stdout, &lineTap{w: stderr, tap: tap})
 		}
 		return tracer.Run(ctx, cfg, stdout, &lineTap{w: stderr, tap: tap})
 	}

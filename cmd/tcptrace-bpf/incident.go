@@ -70,25 +70,30 @@ func runIncident(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tcptrace-bpf incident: %v\n", err)
 		return 2
 	}
-	icfg := incident.Config{Stuck: cfg.Stuck, Piles: piles, Every: *every, ShowNetns: cfg.Netns == 0}
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	if err := traceIncidents(ctx, cfg, piles, *every, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "tcptrace-bpf incident: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// traceIncidents traces with cfg (its filters, --stuck, --format) and
+// writes incident lines to stdout until ctx ends or cfg.Duration passes.
+func traceIncidents(ctx context.Context, cfg config.Config, piles [event.NumStates]uint64, every time.Duration, stdout, stderr io.Writer) error {
+	icfg := incident.Config{Stuck: cfg.Stuck, Piles: piles, Every: every, ShowNetns: cfg.Netns == 0}
 	format, loc := cfg.Format, cfg.TextZone()
 	cfg.UTC = false // the zone is the writer's; the tracer writes no text
 	// Stuck records and a socket walk a second are what groups are made
 	// of; the view writes its own lines.
 	cfg.Emit, cfg.Interval = config.EmitStuck|config.EmitStates, time.Second
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	err = tracer.RunWith(ctx, cfg, func(clock event.Clock) pipeline.Sink {
+	return tracer.RunWith(ctx, cfg, func(clock event.Clock) pipeline.Sink {
 		var w incident.Writer = incident.NewNDJSON(stdout)
 		if format == config.FormatText {
 			w = incident.NewText(stdout, loc)
 		}
 		return incident.New(icfg, clock, w)
 	}, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "tcptrace-bpf incident: %v\n", err)
-		return 1
-	}
-	return 0
 }

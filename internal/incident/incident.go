@@ -99,7 +99,7 @@ type stuckSock struct {
 	age      time.Duration
 	atLeast  bool
 	state    event.State
-	stillSet bool
+	missed   int // walks in a row that did not reach its namespace
 }
 
 // Watch is the incident sink.
@@ -173,12 +173,9 @@ func (x *Watch) ensure(k key, ts time.Time, known bool, pid uint32, comm *[16]by
 // Sockets takes one walk: it ends stuck sockets that left their state,
 // finds the half-open and TIME_WAIT piles, and says what changed.
 func (x *Watch) Sockets(ts time.Time, socks []event.Socket) {
-	present := make(map[uint64]event.State, len(socks))
+	saw := pipeline.NewWalkSaw(socks)
 	for i := range socks {
 		s := &socks[i]
-		if s.Cookie != 0 {
-			present[s.Cookie] = s.State
-		}
 		if s.State == event.Listen {
 			lk := listenerKey{s.Netns, s.Src.Port()}
 			if _, ok := x.listeners[lk]; !ok && s.OwnerKnown {
@@ -187,7 +184,7 @@ func (x *Watch) Sockets(ts time.Time, socks []event.Socket) {
 		}
 	}
 	for ck, st := range x.stuck {
-		if present[ck] != st.state {
+		if saw.Left(ck, st.key.netns, st.state, &st.missed) {
 			delete(x.stuck, ck)
 		}
 	}

@@ -89,7 +89,7 @@ type Pipeline struct {
 	halfOpen     halfOpenWatch
 	// stuckNow: sockets reported stuck, by cookie, with the state,
 	// until a walk finds them gone or elsewhere (for StuckNow).
-	stuckNow map[uint64]event.State
+	stuckNow map[uint64]*stuckNow
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
 	// idents: the owners' cgroup identities (--cgroup-fields), nil
@@ -243,4 +243,12 @@ func (r *Pipeline) keepConnection(c *timeline.Conn) bool {
 		long = long || (sp.DwellKnown && time.Duration(sp.Dwell) >= r.cfg.MinDwell)
 	}
 	return through && long
+}
+
+// stuckNow is a socket reported stuck, in its namespace, and the walks in
+// a row that did not reach that namespace (WalkSaw.Left).
+type stuckNow struct {
+	state  event.State
+	netns  uint32
+	missed int
 }

@@ -30,7 +30,7 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 	byPort := map[listenerKey]int{}
 	halfOpen := map[listenerKey]uint32{}
 	namespaces := map[uint32]bool{}
-	present := map[uint64]event.State{}
+	saw := NewWalkSaw(nil)
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
 			t.counts[s.State]++
@@ -39,8 +39,8 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 				t.socks = append(t.socks, *s)
 			}
 		}
-		if s.Cookie != 0 && len(r.stuckNow) > 0 {
-			present[s.Cookie] = s.State
+		if len(r.stuckNow) > 0 {
+			saw.add(s)
 		}
 		if s.State == event.NewSynRecv {
 			t.walk.HalfOpen++
@@ -72,12 +72,12 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		}
 	}
 	r.listenerOwners(t.listeners)
-	for ck, st := range r.stuckNow {
-		if present[ck] != st {
+	for ck, sn := range r.stuckNow {
+		if saw.Left(ck, sn.netns, sn.state, &sn.missed) {
 			delete(r.stuckNow, ck) // closed, or moved on
 			continue
 		}
-		t.walk.StuckNow[st]++
+		t.walk.StuckNow[sn.state]++
 	}
 	t.walk.Namespaces, t.walk.Listeners = len(namespaces), t.listeners
 	t.namespaces = slices.Sorted(maps.Keys(namespaces))
