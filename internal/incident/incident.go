@@ -93,13 +93,13 @@ type group struct {
 
 // stuckSock is a socket a stuck record named, until it leaves the state.
 type stuckSock struct {
-	key      key
-	owner    bool
-	at       time.Time // when the record was written
-	age      time.Duration
-	atLeast  bool
-	state    event.State
-	missed   int // walks in a row that did not reach its namespace
+	key     key
+	owner   bool
+	at      time.Time // when the record was written
+	age     time.Duration
+	atLeast bool
+	state   event.State
+	missed  int // walks in a row that did not reach its namespace
 }
 
 // Watch is the incident sink.
