@@ -276,3 +276,50 @@ func TestVolumeAndGroup(t *testing.T) {
 		t.Error("tcptrace-bpf.sysusers does not create the group tcptrace")
 	}
 }
+
+// The alerting rules pass Prometheus's own checker, and every metric they
+// query exists when the tracer starts.
+func TestAlertRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("TCPTRACE_REQUIRE_BPF") != "" {
+			t.Fatal("promtool not installed (Debian package prometheus)")
+		}
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	if out, err := exec.Command(promtool, "check", "rules", "prometheus/alerts.yml").CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert, Expr string
+			}
+		}
+	}
+	if err := yaml.Unmarshal([]byte(read(t, "prometheus/alerts.yml")), &rules); err != nil {
+		t.Fatal(err)
+	}
+	families, err := metrics.New().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = len(f.GetMetric()) > 0
+	}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			for _, name := range regexp.MustCompile(`tcptrace_[a-z_]+`).FindAllString(r.Expr, -1) {
+				if !exported[name] {
+					t.Errorf("alert %s queries %s, which has no series when the tracer starts", r.Alert, name)
+				}
+			}
+		}
+	}
+	if n < 4 {
+		t.Errorf("%d alerts", n)
+	}
+}

@@ -38,7 +38,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--ring-size", "lots"}, "invalid size"},
 		{[]string{"--max-conns", "0"}, "--max-conns"},
 		{[]string{"--pid", "-3"}, "invalid argument"},
-		{[]string{"--netns", "x"}, "invalid argument"},
+		{[]string{"--netns", "x"}, "invalid --netns \"x\": an inode number"},
 		{[]string{"--bogus"}, "unknown flag"},
 		{[]string{"--stuck", "CLOSE_WAIT"}, "STATE=DURATION"},
 		{[]string{"--state", "ESTABLISHED,OPEN"}, "unknown TCP state"},
@@ -247,6 +247,10 @@ func TestReport(t *testing.T) {
 	if err != nil || !bytes.Contains(page, []byte(`<svg class="chart waterfall"`)) {
 		t.Fatalf("report: %v, %d bytes", err, len(page))
 	}
+	// The page holds what the recording holds: not world-readable.
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm()&0o007 != 0 {
+		t.Errorf("report.html mode %v (%v): want no access for others", fi.Mode(), err)
+	}
 	// The listener records reach the page, though the replay skips them.
 	if !bytes.Contains(page, []byte(`<svg class="chart listener"`)) {
 		t.Error("report: no listener chart")
@@ -318,5 +322,42 @@ func TestTopRefuses(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"top", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "Usage: sudo tcptrace-bpf top") {
 		t.Errorf("top --help: exit %d, %q", code, out.String())
+	}
+	// --help lists only the flags top takes.
+	_, flags, _ := strings.Cut(out.String(), "\nFlags:\n")
+	for _, refused := range []string{"--emit", "--format", "--output", "--interval", "--flush", "--utc", "--cgroup-fields"} {
+		if regexp.MustCompile(`(?m)^\s+(-\w, )?` + refused + ` `).MatchString(flags) {
+			t.Errorf("top --help lists %s, which top refuses:\n%s", refused, flags)
+		}
+	}
+	for _, name := range []string{"--utc", "--cgroup-fields"} {
+		var errOut bytes.Buffer
+		if code := run([]string{"top", name, "--duration", "1s"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), name) {
+			t.Errorf("top %s: exit %d, %q: want it refused", name, code, errOut.String())
+		}
+	}
+}
+
+// incident refuses the flags about other records, before loading
+// anything, and --help does not list them.
+func TestIncidentRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"incident", "--emit", "all"}, "--emit does not apply to incident"},
+		{[]string{"incident", "-o", "x"}, "--output does not apply to incident"},
+		{[]string{"incident", "--pile", "CLOSE_WAIT=3"}, "only TIME_WAIT piles"},
+		{[]string{"incident", "--every", "0s"}, "--every must be positive"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(tc.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tc.want) || strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d, %q: want 2 and one line with %q", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"incident", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "--pile") ||
+		regexp.MustCompile(`(?m)^\s+--emit `).MatchString(out.String()) {
+		t.Errorf("incident --help: exit %d:\n%s", code, out.String())
 	}
 }

@@ -58,3 +58,17 @@ func TestAggregateMode(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePiles(t *testing.T) {
+	if p, err := ParsePiles("TIME_WAIT=5"); err != nil || p[event.TimeWait] != 5 {
+		t.Errorf("%v %v", p, err)
+	}
+	if p, err := ParsePiles(DefaultPiles); err != nil || p[event.TimeWait] != 1000 {
+		t.Errorf("default: %v %v", p, err)
+	}
+	for _, bad := range []string{"CLOSE_WAIT=5", "TIME_WAIT=0", "TIME_WAIT", "FOO=1"} {
+		if _, err := ParsePiles(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

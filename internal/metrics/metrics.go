@@ -28,8 +28,12 @@ type Metrics struct {
 	stuck       *prometheus.CounterVec
 	lost        *prometheus.CounterVec
 	evictions   prometheus.Counter
-	events      prometheus.Counter
 	ringFill    prometheus.Gauge
+	walk        walkGauges
+	bpfRuns     prometheus.Counter
+	bpfRunTime  prometheus.Counter
+	lastRuns    uint64
+	lastRunNs   uint64
 
 	// Children resolved once, so the per-event path does no label lookup.
 	dwellBy [event.NumStates]prometheus.Observer
@@ -79,45 +83,82 @@ func New() *Metrics {
 		Name: "tcptrace_evictions_total",
 		Help: "Connections written early because the connection table was full.",
 	})
-	m.events = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tcptrace_events_total",
-		Help: "Transitions read from the kernel.",
+	// The transitions read are sum(tcptrace_transitions_total): no
+	// second counter of the same idea (stats records call it events).
+	m.bpfRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_bpf_runs_total",
+		Help: "Runs of the tracer's main BPF program (every TCP transition on the host), counted by the kernel only while kernel.bpf_stats_enabled=1.",
 	})
+	m.bpfRunTime = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_bpf_run_seconds_total",
+		Help: "Time the kernel spent in all of the tracer's BPF programs, counted only while kernel.bpf_stats_enabled=1: the tracer's kernel-side cost.",
+	})
+	m.walk = newWalkGauges()
 	m.ringFill = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tcptrace_ringbuf_fill_ratio",
 		Help: "Fraction of the BPF ring buffer waiting to be read, at the last poll.",
 	})
 	m.Registry.MustRegister(m.dwell, m.transitions, m.closed, m.sockets, m.stuck, m.lost,
-		m.evictions, m.events, m.ringFill,
+		m.evictions, m.ringFill, m.bpfRuns, m.bpfRunTime, buildInfo(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for st := event.Established; st <= event.NewSynRecv; st++ {
-		m.dwellBy[st] = m.dwell.WithLabelValues(st.String())
-		for to := event.Established; to <= event.NewSynRecv; to++ {
-			m.trans[st][to] = m.transitions.WithLabelValues(st.String(), to.String())
-		}
-	}
+	m.walk.register(m.Registry)
 	// Present at 0 from the start, so that every dashboard query has a
 	// series (rate() of a series that appears later misses its first
-	// increase, and a panel without a series shows "No data").
-	for _, r := range []string{"ringbuf_full", "recursion", "decode", "unread"} {
+	// increase, and a panel without a series shows "No data"); but only
+	// series that can change: a state nobody stays in has no dwell, a
+	// pair the kernel never makes no transitions (those appear when
+	// first counted, should a kernel make them).
+	for st := event.Established; st <= event.NewSynRecv; st++ {
+		if st.Dwells() { // the states --stuck may watch, and left with a stay
+			m.dwellBy[st] = m.dwell.WithLabelValues(st.String())
+			m.closed.WithLabelValues(st.String(), "none", "none", "false")
+			m.stuck.WithLabelValues(st.String())
+		}
+	}
+	for _, p := range LifeCycle {
+		m.trans[p[0]][p[1]] = m.transitions.WithLabelValues(p[0].String(), p[1].String())
+	}
+	for _, r := range LostReasons {
 		m.lost.WithLabelValues(r)
 	}
-	for st := event.Established; st <= event.NewSynRecv; st++ {
-		m.stuck.WithLabelValues(st.String())
-		m.closed.WithLabelValues(st.String(), "none", "none", "false")
-	}
 	return m
+}
+
+// LostReasons are the reason labels of tcptrace_lost_events_total: the
+// field names of the NDJSON lost record (docs/ndjson.md), one name per
+// idea.
+var LostReasons = []string{"ringbuf_full", "recursion", "decode_errors", "unread"}
+
+// LifeCycle are the transitions every TCP connection's life is made of on
+// Linux (docs: KERNEL-NOTES, one loopback connection and a refused
+// connect; a listener's start and end), which exist at 0 from the start.
+var LifeCycle = [][2]event.State{
+	{event.Close, event.Listen}, {event.Listen, event.Close},
+	{event.Close, event.SynSent}, {event.SynSent, event.Established}, {event.SynSent, event.Close},
+	{event.Listen, event.SynRecv}, {event.SynRecv, event.Established},
+	{event.Established, event.FinWait1}, {event.FinWait1, event.FinWait2}, {event.FinWait2, event.Close},
+	{event.Established, event.CloseWait}, {event.CloseWait, event.LastAck}, {event.LastAck, event.Close},
+	{event.Established, event.Close},
 }
 
 // Transition counts one transition and, when it ends a stay (stayEnded),
 // observes stay, the state's dwell (for SYN_RECV, the handshake).
 func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool) {
-	m.events.Inc()
 	if e.Old.Valid() && e.New.Valid() {
-		m.trans[e.Old][e.New].Inc()
+		c := m.trans[e.Old][e.New]
+		if c == nil { // a pair outside the life cycle: its series from now on
+			c = m.transitions.WithLabelValues(e.Old.String(), e.New.String())
+			m.trans[e.Old][e.New] = c
+		}
+		c.Inc()
 	}
 	if stayEnded {
-		m.dwellBy[e.Old].Observe(stay.Seconds())
+		o := m.dwellBy[e.Old]
+		if o == nil {
+			o = m.dwell.WithLabelValues(e.Old.String())
+			m.dwellBy[e.Old] = o
+		}
+		o.Observe(stay.Seconds())
 	}
 }
 
@@ -138,7 +179,9 @@ func (m *Metrics) Closed(from event.State, resetBits uint8, errno uint16, tw eve
 // Sockets sets the per-state gauges from one walk.
 func (m *Metrics) Sockets(counts *[event.NumStates]uint64) {
 	for st := event.Established; st <= event.NewSynRecv; st++ {
-		m.sockets.WithLabelValues(st.String()).Set(float64(counts[st]))
+		if st != event.Close || counts[st] != 0 { // the walk lists no CLOSE socket
+			m.sockets.WithLabelValues(st.String()).Set(float64(counts[st]))
+		}
 	}
 }
 
@@ -147,10 +190,19 @@ func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc
 
 // Lost adds losses by reason.
 func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64) {
-	m.lost.WithLabelValues("ringbuf_full").Add(float64(ringbufFull))
-	m.lost.WithLabelValues("recursion").Add(float64(recursion))
-	m.lost.WithLabelValues("decode").Add(float64(decode))
-	m.lost.WithLabelValues("unread").Add(float64(unread))
+	for i, n := range []uint64{ringbufFull, recursion, decode, unread} {
+		m.lost.WithLabelValues(LostReasons[i]).Add(float64(n))
+	}
+}
+
+// BPFStats takes the kernel's cumulative run count and run time of the
+// programs (0 while kernel.bpf_stats_enabled=0).
+func (m *Metrics) BPFStats(runs, runTimeNs uint64) {
+	if runs >= m.lastRuns && runTimeNs >= m.lastRunNs {
+		m.bpfRuns.Add(float64(runs - m.lastRuns))
+		m.bpfRunTime.Add(float64(runTimeNs-m.lastRunNs) / 1e9)
+	}
+	m.lastRuns, m.lastRunNs = runs, runTimeNs
 }
 
 // Evicted adds evictions.

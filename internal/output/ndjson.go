@@ -26,6 +26,9 @@ type NDJSON struct {
 	inPlace bool   // buf is the writer's free space
 	times   timeCache
 	err     error
+	// span: the namespaces the next states record spans (Span).
+	span      []uint32
+	spanKnown bool
 }
 
 // NewNDJSON returns an NDJSON writer on w that converts kernel timestamps
@@ -319,8 +322,20 @@ func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
 		b = append(b, '"', ':')
 		b = appendUintRaw(b, c)
 	}
-	n.buf = append(b, '}', '}')
+	b = append(b, '}')
+	if n.spanKnown {
+		b = appendUint(b, `,"namespaces":`, uint64(len(n.span)))
+		if len(n.span) == 1 {
+			b = appendUint(b, `,"netns":`, uint64(n.span[0]))
+		}
+	}
+	n.buf = append(b, '}')
 	n.write()
+}
+
+// Span takes the namespaces the next States spans (pipeline.SpanSink).
+func (n *NDJSON) Span(namespaces []uint32) {
+	n.span, n.spanKnown = append(n.span[:0], namespaces...), true
 }
 
 // Stuck writes a "stuck" record.

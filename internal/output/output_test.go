@@ -122,6 +122,15 @@ func writeAll(s pipeline.Sink) {
 // writeRest writes records with the fields writeAll's leave out, so that
 // the golden file shows every field of every record type.
 func writeRest(s pipeline.Sink) {
+	// A tally that names its one namespace.
+	s.(pipeline.SpanSink).Span([]uint32{7})
+	var counts [event.NumStates]uint64
+	counts[event.Established] = 2
+	s.States(t0.Add(11*time.Second), &counts)
+	// A stuck connection in a run whose tally spans two namespaces.
+	s.(pipeline.SpanSink).Span([]uint32{1, 7})
+	s.States(t0.Add(12*time.Second), &counts)
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[0], State: event.SynSent, Age: 4_000_000_000})
 	e := sampleEvent()
 	// A tracepoint-mode id: bit 52 set, the largest identifier the tracer
 	// writes; every one fits a double's 53-bit mantissa.
@@ -361,5 +370,68 @@ func TestTextLostPartsAddUp(t *testing.T) {
 	}
 	if count, sum := lostParts(t, out.String()); count != 10 || sum != count {
 		t.Errorf("LOST %d with parts adding up to %d, want 10 and 10: %s", count, sum, out.String())
+	}
+}
+
+// A state with stays of microseconds and of seconds prints one row for
+// the empty range between them, not a row per empty power of two.
+func TestTextHistogramFoldsEmptyRows(t *testing.T) {
+	var hs pipeline.Histograms
+	hs[event.SynRecv].Record(21_000)        // 21 µs
+	hs[event.SynRecv].Record(7_000_000_000) // 7 s
+	var buf bytes.Buffer
+	w := NewText(&buf, clock, time.UTC)
+	w.Histograms(time.Unix(100, 0), time.Unix(70, 0), &hs)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var rows, zeros int
+	prevZero := false
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if !strings.Contains(l, " -> ") {
+			continue
+		}
+		rows++
+		zero := strings.Contains(l, ": 0 ")
+		if zero && prevZero {
+			t.Errorf("two empty rows in a row:\n%s", buf.String())
+		}
+		if zero {
+			zeros++
+		}
+		prevZero = zero
+	}
+	if rows != 3 || zeros != 1 {
+		t.Errorf("%d rows, %d empty: want 3 rows (21µs, the empty range, 7s) of which 1 empty:\n%s", rows, zeros, buf.String())
+	}
+	if !strings.Contains(buf.String(), "32.8µs -> 4.29s") {
+		t.Errorf("the empty row does not span 32.8µs to 4.29s:\n%s", buf.String())
+	}
+}
+
+// At exit a text run lists the connections the trace saw; the sockets
+// that were there before it and did nothing (every socket of the traced
+// namespaces) are one line, not a CONN line each.
+func TestTextLeavesOutUntouchedSockets(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewText(&buf, clock, time.UTC)
+	old := &timeline.Conn{Cookie: 1, Open: true, Partial: true, End: 5e9,
+		Src: netip.MustParseAddrPort("10.0.0.1:22"), Dst: netip.MustParseAddrPort("10.0.0.2:5000"),
+		States: []timeline.Span{{State: event.Established}}}
+	seen := &timeline.Conn{Cookie: 2, Open: true, Partial: true, End: 5e9,
+		Src: netip.MustParseAddrPort("10.0.0.1:22"), Dst: netip.MustParseAddrPort("10.0.0.3:5000"),
+		States: []timeline.Span{{State: event.Established, Dwell: 1e9, DwellKnown: true}, {State: event.CloseWait, Enter: 4e9}}}
+	w.Connection(old)
+	w.Connection(seen)
+	w.Stats(&pipeline.Stats{TS: time.Unix(10, 0), Attach: "tp_btf", Connections: 2, Open: 2})
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := buf.String()
+	if strings.Count(s, "CONN ") != 1 || !strings.Contains(s, "10.0.0.3:5000") {
+		t.Errorf("want one CONN line, the connection that changed state:\n%s", s)
+	}
+	if !strings.Contains(s, "1 sockets older than the trace") {
+		t.Errorf("the sockets left out are not counted:\n%s", s)
 	}
 }

@@ -64,6 +64,9 @@ func TestGoldenShowsEveryField(t *testing.T) {
 		keysOf(m, "", seen[typ])
 	}
 	for typ, mk := range record.Types {
+		if typ == record.TypeIncident {
+			continue // written by internal/incident, and held to its type there
+		}
 		if seen[typ] == nil {
 			t.Errorf("no %q record in the golden file", typ)
 			continue

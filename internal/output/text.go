@@ -27,6 +27,12 @@ type TextWriter struct {
 	zoned   bool // a ZONE line has been written
 	buckets []histogram.Bucket
 	err     error
+	// untouched: open connections not listed, older than the trace
+	// and unchanged by it.
+	untouched int
+	// span: the namespaces the last walk's tally spans (Span); with
+	// more than one, lines name the namespace of their socket.
+	span []uint32
 }
 
 // NewText returns a text writer on w that shows times in loc (time.Local,
@@ -92,13 +98,21 @@ func (t *TextWriter) Transition(e *event.Event) {
 	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
-		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
+		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell+t.netns(e.Netns))
 }
 
 // Connection writes one line: who, where, the path through the states,
 // then what else is known of how it went (handshake, retransmits, reset,
 // error, a FIN_WAIT2 left behind) and its tags.
 func (t *TextWriter) Connection(c *timeline.Conn) {
+	if c.Open && c.Start == 0 && len(c.States) == 1 {
+		// A socket that was there before the trace and changed
+		// nothing: at exit every such socket of the traced namespaces
+		// would be a line. Counted, and said once (Stats); the STATES
+		// line counts them by state, NDJSON lists them.
+		t.untouched++
+		return
+	}
 	end := t.at(t.clock.Wall(c.End))
 	var path strings.Builder
 	for i := range c.States {
@@ -132,8 +146,8 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 		dur = FormatDuration(c.End.Since(c.Start))
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
-	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", end.Format("15:04:05.000000"),
-		pid, comm, c.Src, c.Dst, dur, path.String(), tag)
+	t.printf("CONN %s %s/%s %s > %s%s %s: %s%s\n", end.Format("15:04:05.000000"),
+		pid, comm, c.Src, c.Dst, t.netns(c.Netns), dur, path.String(), tag)
 }
 
 // connNotes says, comma-separated, what a connection record adds to the
@@ -230,15 +244,23 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 	for k := lo; k <= hi; k++ {
 		peak = max(peak, pow[k])
 	}
+	edge := func(k int) uint64 { // the lower edge of row k
+		if k == 0 {
+			return 0
+		}
+		return 1 << (k - 1)
+	}
 	for k := lo; k <= hi; k++ {
-		from, to := uint64(0), uint64(0)
-		if k > 0 {
-			from, to = 1<<(k-1), 1<<k
-		} else {
-			to = 1
+		// A run of empty rows is one row over their whole range: a
+		// state with stays of microseconds and of seconds would
+		// otherwise print a screen of zeros between them.
+		end := k
+		for pow[k] == 0 && end+1 <= hi && pow[end+1] == 0 {
+			end++
 		}
 		n := int(pow[k] * 40 / peak)
-		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(from), FormatDuration(to), pow[k], strings.Repeat("*", n))
+		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(edge(k)), FormatDuration(edge(end+1)), pow[k], strings.Repeat("*", n))
+		k = end
 	}
 }
 
@@ -249,6 +271,9 @@ func (t *TextWriter) Lost(l *pipeline.Lost) {
 
 // Stats writes the closing summary.
 func (t *TextWriter) Stats(s *pipeline.Stats) {
+	if t.untouched > 0 {
+		t.printf("\n%d sockets older than the trace, still open and with no transition traced, are not listed (the STATES line counts them)\n", t.untouched)
+	}
 	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
 		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
 }
@@ -287,6 +312,18 @@ func trim(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
+// Span takes the namespaces the next States spans (pipeline.SpanSink).
+func (t *TextWriter) Span(namespaces []uint32) { t.span = append(t.span[:0], namespaces...) }
+
+// netns is " netns N" on a line about a socket when the run's tally
+// spans several namespaces, else "".
+func (t *TextWriter) netns(ino uint32) string {
+	if len(t.span) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" netns %d", ino)
+}
+
 // States writes one line of counts, like netstat -nat | sort | uniq -c.
 func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	var parts []string
@@ -297,6 +334,12 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "(no sockets)")
+	}
+	switch {
+	case len(t.span) == 1:
+		parts = append(parts, fmt.Sprintf("in netns %d", t.span[0]))
+	case len(t.span) > 1:
+		parts = append(parts, fmt.Sprintf("in %d namespaces", len(t.span)))
 	}
 	t.printf("STATES %s %s\n", t.at(ts).Format("15:04:05"), strings.Join(parts, " "))
 }
@@ -312,11 +355,11 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 		more = " (at least: it was already there when tracing began)"
 	}
 	if s.HalfOpen > 0 {
-		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s\n",
-			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
+		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s%s (%s/%s), the oldest for %s\n",
+			ts.Format("15:04:05"), s.HalfOpen, c.Src, t.netns(c.Netns), pid, comm, FormatDuration(s.Age))
 		return
 	}
-	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
+	what := fmt.Sprintf("%s > %s%s", c.Src, c.Dst, t.netns(c.Netns))
 	who := ""
 	if s.HoldersKnown && len(s.Holders) == 0 {
 		who = " (held by no process)"

@@ -51,6 +51,26 @@ type Observer interface {
 	Stuck(s event.State)
 }
 
+// WalkObserver is an Observer that also takes what each socket walk
+// found beyond the tally (the metrics' listener, half-open and stuck
+// gauges).
+type WalkObserver interface {
+	Walked(w *Walk)
+}
+
+// Walk is what one socket walk found, for a WalkObserver.
+type Walk struct {
+	// Namespaces: network namespaces with a socket counted in the tally.
+	Namespaces int
+	Listeners  []Listener
+	// HalfOpen: request sockets (half-open handshakes).
+	HalfOpen uint64
+	// StuckNow: sockets past their --stuck limit now, by state: those
+	// reported stuck and still in that state, and as SYN_RECV the
+	// half-open handshakes older than its limit.
+	StuckNow [event.NumStates]uint64
+}
+
 // Pipeline is one run's state. Not safe for concurrent use.
 type Pipeline struct {
 	cfg  config.Config
@@ -79,6 +99,9 @@ type Pipeline struct {
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck
 	halfOpen     halfOpenWatch
+	// stuckNow: sockets reported stuck, by cookie, with the state,
+	// until a walk finds them gone or elsewhere (for StuckNow).
+	stuckNow map[uint64]*stuckNow
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
 }
@@ -235,4 +258,12 @@ func (r *Pipeline) keepConnection(c *timeline.Conn) bool {
 		long = long || (sp.DwellKnown && time.Duration(sp.Dwell) >= r.cfg.MinDwell)
 	}
 	return through && long
+}
+
+// stuckNow is a socket reported stuck, in its namespace, and the walks in
+// a row that did not reach that namespace (WalkSaw.Left).
+type stuckNow struct {
+	state  event.State
+	netns  uint32
+	missed int
 }

@@ -50,10 +50,14 @@ func (r *Pipeline) RecordedStuck(s *Stuck) {
 }
 
 // RecordedStates takes a recorded count of sockets per state: the states
-// --state does not keep count 0, as in take.
-func (r *Pipeline) RecordedStates(ts time.Time, counts *[event.NumStates]uint64) {
+// --state does not keep count 0, as in take. span: the namespaces the
+// count spans, nil when the record does not say (an older recording).
+func (r *Pipeline) RecordedStates(ts time.Time, counts *[event.NumStates]uint64, span []uint32) {
 	if r.cfg.Emit&config.EmitStates == 0 {
 		return
+	}
+	if ss, ok := r.sink.(SpanSink); ok && span != nil {
+		ss.Span(span)
 	}
 	for st := range counts {
 		if !r.keepState(event.State(st)) {

@@ -168,6 +168,14 @@ type Sink interface {
 	Redirect(w io.Writer) error
 }
 
+// SpanSink is a Sink whose states records name the network namespaces
+// the tally spans: Span is called before each States with those that
+// hold a counted socket, in ascending order.
+type SpanSink interface {
+	Sink
+	Span(namespaces []uint32)
+}
+
 // SocketSink is a Sink that also takes every socket of each walk (those
 // of the states --state keeps), after States: what exists now, with its
 // owner, for a live view.

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
@@ -14,6 +16,9 @@ type tally struct {
 	counts    [event.NumStates]uint64
 	listeners []Listener
 	socks     []event.Socket
+	walk      Walk
+	// namespaces: those with a counted socket, ascending.
+	namespaces []uint32
 }
 
 // take reads one walk (struct sock_snap records). The first walk also
@@ -24,11 +29,23 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 	t := &tally{}
 	byPort := map[listenerKey]int{}
 	halfOpen := map[listenerKey]uint32{}
+	namespaces := map[uint32]bool{}
+	saw := NewWalkSaw(nil)
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
 			t.counts[s.State]++
+			namespaces[s.Netns] = true
 			if r.socketSink != nil {
 				t.socks = append(t.socks, *s)
+			}
+		}
+		if len(r.stuckNow) > 0 {
+			saw.add(s)
+		}
+		if s.State == event.NewSynRecv {
+			t.walk.HalfOpen++
+			if lim := r.halfOpen.limit; lim > 0 && s.SynAck != 0 && mono.Since(s.SynAck) >= lim && r.keepState(event.SynRecv) {
+				t.walk.StuckNow[event.SynRecv]++
 			}
 		}
 		k := listenerKey{s.Netns, s.Src.Port()}
@@ -55,8 +72,20 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		}
 	}
 	r.listenerOwners(t.listeners)
+	for ck, sn := range r.stuckNow {
+		if saw.Left(ck, sn.netns, sn.state, &sn.missed) {
+			delete(r.stuckNow, ck) // closed, or moved on
+			continue
+		}
+		t.walk.StuckNow[sn.state]++
+	}
+	t.walk.Namespaces, t.walk.Listeners = len(namespaces), t.listeners
+	t.namespaces = slices.Sorted(maps.Keys(namespaces))
 	for _, o := range r.observers {
 		o.Sockets(&t.counts)
+		if wo, ok := o.(WalkObserver); ok {
+			wo.Walked(&t.walk)
+		}
 	}
 	return t, nil
 }
@@ -72,6 +101,9 @@ func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) err
 	t, err := r.take(walk, mono)
 	if err != nil || r.cfg.Emit&config.EmitStates == 0 {
 		return err
+	}
+	if ss, ok := r.sink.(SpanSink); ok {
+		ss.Span(t.namespaces)
 	}
 	r.sink.States(now, &t.counts)
 	if r.socketSink != nil {

@@ -85,6 +85,12 @@ func (r *Pipeline) writeOneStuck(st *Stuck) {
 	for _, o := range r.observers {
 		o.Stuck(st.State)
 	}
+	if st.HalfOpen == 0 && st.Conn.Cookie != 0 {
+		if r.stuckNow == nil {
+			r.stuckNow = map[uint64]*stuckNow{}
+		}
+		r.stuckNow[st.Conn.Cookie] = &stuckNow{state: st.State, netns: st.Conn.Netns}
+	}
 	if r.cfg.Emit&config.EmitStuck == 0 {
 		return // counted in the metrics only
 	}

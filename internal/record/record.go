@@ -32,6 +32,7 @@ const (
 	TypeListener   = "listener"
 	TypeStuck      = "stuck"
 	TypeStats      = "stats"
+	TypeIncident   = "incident"
 )
 
 // Endpoints are a socket's two ends, as the kernel reports them.
@@ -170,6 +171,11 @@ type States struct {
 	Type   string      `json:"type"`
 	TS     time.Time   `json:"ts"`
 	Counts StateCounts `json:"counts"`
+	// Namespaces: how many network namespaces the counts span (those
+	// with a counted socket); Netns: that namespace when it is one.
+	// Absent in recordings made before they were written.
+	Namespaces *uint32 `json:"namespaces,omitempty"`
+	Netns      *uint32 `json:"netns,omitempty"`
 }
 
 // StateCounts are sockets per state, indexed by event.State. In JSON an
@@ -249,6 +255,36 @@ type Stuck struct {
 	HalfOpen uint32 `json:"half_open,omitempty"`
 }
 
+// Incident is one group of troubled sockets (the incident command): a
+// pile that appeared, changed, or cleared. Which fields name the group
+// depends on the state: CLOSE_WAIT, FIN_WAIT2 and LAST_ACK by owner and
+// Local; SYN_RECV (half-open handshakes) by listener (Local, owner) and
+// RemotePrefix; SYN_SENT by Remote; TIME_WAIT by RemotePrefix, the
+// destination (no owner: a timewait socket has none).
+type Incident struct {
+	Type  string    `json:"type"`
+	TS    time.Time `json:"ts"`
+	State string    `json:"state"`
+	Netns uint32    `json:"netns"`
+	// Count: sockets in the group now (at Cleared, the last count).
+	Count uint64 `json:"count"`
+	// OldestNs: the oldest socket's time in State; absent when unknown
+	// (TIME_WAIT). OldestAtLeast: a lower bound (the socket was older
+	// than the trace).
+	OldestNs      *uint64 `json:"oldest_ns,omitempty"`
+	OldestAtLeast bool    `json:"oldest_at_least,omitempty"`
+	*Owner
+	Local        string `json:"local,omitempty"`         // ADDR:PORT
+	Remote       string `json:"remote,omitempty"`        // ADDR:PORT
+	RemotePrefix string `json:"remote_prefix,omitempty"` // ADDR/BITS
+	// LimitNs: the stuck limit the sockets outstayed; PileLimit: the
+	// count a pile passed (--pile). One of the two.
+	LimitNs   *uint64 `json:"limit_ns,omitempty"`
+	PileLimit *uint64 `json:"pile_limit,omitempty"`
+	// Cleared: the group is gone (no socket of it is left past its limit).
+	Cleared bool `json:"cleared"`
+}
+
 // BPFStats are the kernel's run counts of the programs (with
 // kernel.bpf_stats_enabled=1); a Stats holds a *BPFStats, nil without.
 type BPFStats struct {
@@ -287,6 +323,7 @@ var Types = map[string]func() any{
 	TypeListener:   func() any { return new(Listener) },
 	TypeStuck:      func() any { return new(Stuck) },
 	TypeStats:      func() any { return new(Stats) },
+	TypeIncident:   func() any { return new(Incident) },
 }
 
 // Decode parses one line into a pointer to its record type (*Transition,

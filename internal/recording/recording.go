@@ -146,8 +146,17 @@ func (s *Summary) feed(rec any, f Filter, p *pipeline.Pipeline, src *Source) err
 			return nil
 		}
 		counts := [event.NumStates]uint64(rec.Counts)
+		var span []uint32
+		if rec.Namespaces != nil {
+			// The record counts the namespaces and names one only when
+			// it is one: the others' inodes are not known here.
+			span = make([]uint32, *rec.Namespaces)
+			if rec.Netns != nil && len(span) == 1 {
+				span[0] = *rec.Netns
+			}
+		}
 		s.seen(rec.TS, src)
-		p.RecordedStates(rec.TS, &counts)
+		p.RecordedStates(rec.TS, &counts, span)
 	case *record.Stuck:
 		st, err := event.ParseState(rec.State)
 		if err != nil {

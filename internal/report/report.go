@@ -20,6 +20,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -62,6 +63,13 @@ type Collector struct {
 
 	listeners     map[listenerKey]*listenerSeries
 	listenerOrder []listenerKey
+
+	// The verdict (verdict.go): connections still open at the end by
+	// state and holder, the open stays per state, and what the replay
+	// counted of the recording.
+	open      map[openKey]uint64
+	openStays [event.NumStates]openStays
+	recorded  recording.Summary
 }
 
 type conn struct {
@@ -80,6 +88,10 @@ type stuckInfo struct {
 	Orphan   bool   // looked up, and no process holds it
 	Holders  int
 	HalfOpen uint32
+	// AtEnd: still in State when the recording ended (its connection
+	// record was written open, in that state); EndAge: its age then.
+	AtEnd  bool
+	EndAge uint64
 }
 
 type sample struct {
@@ -135,6 +147,7 @@ func (c *Collector) Transition(*event.Event) { c.stats.transitions++ }
 func (c *Collector) Connection(tc *timeline.Conn) {
 	c.stats.connections++
 	c.countStays(tc)
+	c.noteOpen(tc)
 	if tc.Start == 0 || tc.End < tc.Start || listenerOnly(tc) {
 		return
 	}

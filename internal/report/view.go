@@ -74,6 +74,10 @@ type histView struct {
 	P50, P90, P99, Min, Max string
 	Bars                    []bar
 	Markers                 []marker
+	// Open: stays the recording ended in, which the histogram leaves
+	// out; OpenLongest: the longest of them so far.
+	Open        uint64
+	OpenLongest string
 }
 
 type segment struct {
@@ -167,6 +171,9 @@ type listenerView struct {
 
 type page struct {
 	Title          string
+	Holds          string
+	Verdict        verdictView
+	OpenOnly       []string // states with open stays and no completed one
 	Since, Until   string
 	Transitions    uint64
 	Connections    uint64
@@ -189,12 +196,22 @@ func (c *Collector) view(title string) page {
 	if !c.since.IsZero() {
 		p.Since, p.Until = c.since.UTC().Format(time.RFC3339), c.until.UTC().Format(time.RFC3339)
 	}
+	p.Holds, p.Verdict = c.holds(), c.verdict()
 	for st := range c.hists {
 		h := &c.hists[st]
+		o := c.openStays[st]
 		if h.Count() == 0 {
+			if o.n > 0 {
+				p.OpenOnly = append(p.OpenOnly, fmt.Sprintf("%s: %d stays, all still open at the end (the longest so far %s)",
+					event.State(st), o.n, output.FormatDuration(o.longest)))
+			}
 			continue
 		}
-		p.Hists = append(p.Hists, histogramView(event.State(st), h))
+		hv := histogramView(event.State(st), h)
+		if o.n > 0 {
+			hv.Open, hv.OpenLongest = o.n, output.FormatDuration(o.longest)
+		}
+		p.Hists = append(p.Hists, hv)
 	}
 	p.Series, p.SeriesSamples = c.seriesViews()
 	p.Owners = c.ownerTables()

@@ -70,6 +70,20 @@ type Model struct {
 	walks     uint64
 	lastWalk  time.Time
 	log       []string
+	// span: the namespaces the last walk's tally spans; Filters: the
+	// tracing filters in force (config.Filters), for the header.
+	span    []uint32
+	Filters string
+	// Netns: the one namespace traced (--netns), 0: all.
+	Netns uint32
+}
+
+// Span takes the namespaces the next walk's tally spans
+// (pipeline.SpanSink).
+func (m *Model) Span(namespaces []uint32) {
+	m.mu.Lock()
+	m.span = append(m.span[:0], namespaces...)
+	m.mu.Unlock()
 }
 
 type entry struct {
@@ -346,6 +360,9 @@ type View struct {
 	Listeners  []pipeline.Listener
 	Lost       pipeline.Lost
 	Log        []string
+	// Namespaces: those the tally spans; Filters: the tracing filters.
+	Namespaces []uint32
+	Filters    string
 }
 
 // DwellRow is one state's dwell percentiles over the last interval and
@@ -387,7 +404,10 @@ func (m *Model) Snapshot(now time.Time, o Options) *View {
 	defer m.mu.Unlock()
 	v := &View{Now: now, Start: m.start, Options: o, Walks: m.walks, Counts: m.counts,
 		History: slices.Clone(m.history), Lost: m.lost, Listeners: slices.Clone(m.listeners),
-		Log: slices.Clone(m.log)}
+		Log: slices.Clone(m.log), Namespaces: slices.Clone(m.span), Filters: m.Filters}
+	if m.Netns != 0 {
+		v.Namespaces = []uint32{m.Netns} // the one traced, sockets or not
+	}
 	for s := event.State(1); s < event.NumStates; s++ {
 		r := DwellRow{State: s, Last: m.last[s].Count(), Total: m.total[s].Count()}
 		r.LastQ, r.LastOK = quantiles(&m.last[s])

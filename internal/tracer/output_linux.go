@@ -25,6 +25,8 @@ type destination interface {
 	// watch gives the run loop its checks: a stdout reader gone (nil:
 	// nothing to watch) and SIGHUP (nil: no file to reopen).
 	watch(r *run)
+	// describe says, for the start-up line, what the run shows and where.
+	describe(cfg *config.Config) string
 	close()
 }
 
@@ -61,6 +63,8 @@ func (d *toWriter) watch(r *run) {
 	r.hup, r.closeOut = d.hup, &d.closeW
 }
 
+func (d *toWriter) describe(cfg *config.Config) string { return cfg.Describe() }
+
 func (d *toWriter) close() {
 	if d.hup != nil {
 		signal.Stop(d.hup)
@@ -90,4 +94,5 @@ type toSink struct{ newSink NewSink }
 func (d toSink) open() error                          { return nil }
 func (d toSink) sink(clock event.Clock) pipeline.Sink { return d.newSink(clock) }
 func (d toSink) watch(*run)                           {}
+func (d toSink) describe(cfg *config.Config) string   { return cfg.DescribeView() }
 func (d toSink) close()                               {}

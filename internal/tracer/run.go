@@ -9,6 +9,7 @@
 package tracer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -103,7 +104,7 @@ func start(ctx context.Context, cfg config.Config, dest destination, stderr io.W
 	// sockets seeded.
 	kept := r.dropPrivileges()
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), r.where(kept), p.RingSize()>>20, len(owners), r.cfg.Describe())
+		p.Attach(), r.where(kept), p.RingSize()>>20, len(owners), dest.describe(&r.cfg))
 
 	// 5. What exists now: the netstat tally, and the sockets older than
 	// the tracer, which stuck detection must know (a CLOSE_WAIT leak
@@ -434,6 +435,7 @@ func (r *run) reportLost(now time.Time) error {
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
 		r.m.RingFill(r.p.RingFill())
+		r.m.BPFStats(h.Runs, h.RunTimeNs)
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
@@ -496,21 +498,14 @@ func (r *run) finish(cause error) error {
 	st.Stuck = r.pl.StuckCount
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
-	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
-	if cause != nil {
-		return cause
-	}
-	if lostErr != nil {
-		return lostErr
-	}
-	if histErr != nil {
-		return histErr
-	}
-	if walkErr != nil {
-		return walkErr
-	}
 	if flushErr != nil {
-		return fmt.Errorf("writing output: %w", flushErr)
+		flushErr = fmt.Errorf("writing output: %w", flushErr)
 	}
-	return nil
+	err := cmp.Or(cause, lostErr, histErr, walkErr, flushErr)
+	if err == nil || errors.Is(err, syscall.EPIPE) {
+		// "done" only when the records were written: a failed write
+		// is the run's last word, not a success line before it.
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
+	}
+	return err
 }
