@@ -241,7 +241,10 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	 * (6.11); before it, reading a third argument would not load. */
 	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
 		err = (int)ctx[2];
-	count_retransmit(find_entry((struct sock *)sk, true), sk->__sk_common.skc_state, err);
+	struct sock_info *si = find_entry((struct sock *)sk, true);
+	if (si)
+		count_retransmit(si, sk->__sk_common.skc_state, err,
+				 total_retrans_of((struct sock *)sk, true));
 	return 0;
 }
 
@@ -301,7 +304,10 @@ int on_retransmit_tp(struct tcp_skb_tp_ctx *ctx)
 	struct trace_event_raw_tcp_retransmit_skb *rec = (void *)ctx;
 	if (bpf_core_field_exists(rec->err)) /* 6.11 on; see on_retransmit */
 		err = rec->err;
-	count_retransmit(find_entry((struct sock *)ctx->skaddr, false), ctx->state, err);
+	struct sock_info *si = find_entry((struct sock *)ctx->skaddr, false);
+	if (si)
+		count_retransmit(si, ctx->state, err,
+				 total_retrans_of((struct sock *)ctx->skaddr, false));
 	return 0;
 }
 
@@ -352,6 +358,7 @@ int hist_index_test(struct hist_index_args *args)
 struct retrans_test_args {
 	__s32 state[8];
 	__s32 err[8];
+	__u32 total_retrans[8]; /* the socket's total_retrans after each call */
 	__u32 n;
 	__u32 retrans;
 	__u32 syn_retrans;
@@ -365,7 +372,7 @@ int retrans_count_test(struct retrans_test_args *args)
 #pragma unroll
 	for (int i = 0; i < 8; i++)
 		if (i < args->n)
-			count_retransmit(&si, args->state[i], args->err[i]);
+			count_retransmit(&si, args->state[i], args->err[i], args->total_retrans[i]);
 	args->retrans = si.retrans;
 	args->syn_retrans = si.syn_retrans;
 	return 0;

@@ -135,13 +135,14 @@ type tcptraceListenOwner struct {
 }
 
 type tcptraceRetransTestArgs struct {
-	_          structs.HostLayout
-	State      [8]int32
-	Err        [8]int32
-	N          uint32
-	Retrans    uint32
-	SynRetrans uint32
-	Pad        uint32
+	_            structs.HostLayout
+	State        [8]int32
+	Err          [8]int32
+	TotalRetrans [8]uint32
+	N            uint32
+	Retrans      uint32
+	SynRetrans   uint32
+	Pad          uint32
 }
 
 type tcptraceSockInfo struct {

@@ -59,6 +59,7 @@ type record struct {
 	Error          string            `json:"error"`
 	Retransmits    uint64            `json:"retransmits"`
 	SynRetransmits uint64            `json:"syn_retransmits"`
+	TotalRetrans   *uint64           `json:"total_retrans"`
 	BytesAcked     uint64            `json:"bytes_acked"`
 	BytesReceived  uint64            `json:"bytes_received"`
 	HandshakeRTT   *uint64           `json:"handshake_ns"`
