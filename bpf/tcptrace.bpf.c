@@ -65,6 +65,7 @@ const enum event_flags *unused_flags __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum event_rst *unused_rst __attribute__((unused));
 const enum event_tw *unused_tw __attribute__((unused));
+const enum untimed_reason *unused_untimed __attribute__((unused));
 
 /* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
  * stay exact in any JSON reader that uses doubles (below 2^53) and clear
@@ -128,6 +129,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 		c->filtered++;
 		return;
 	}
+	note_listener(t, typed); /* record.h: listen_socks */
 	if (HIST_ONLY) {
 		if (quiet)
 			c->filtered++;

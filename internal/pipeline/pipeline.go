@@ -40,6 +40,10 @@ type Observer interface {
 	Sockets(counts *[event.NumStates]uint64)
 	// Stuck: one stuck report.
 	Stuck(s event.State)
+	// Listeners: from one socket walk, the kernel's drops summed over
+	// the listeners (since each listen()), and how many of them sent SYN
+	// cookies since the previous walk.
+	Listeners(drops, cookieSenders uint64)
 }
 
 // Pipeline is one run's state. Not safe for concurrent use.
@@ -58,6 +62,9 @@ type Pipeline struct {
 	// Hists: the dwell histograms built from records (the kernel's own
 	// in aggregate mode, see the tracer).
 	Hists Histograms
+	// Untimed: the stays that ended without a time (the kernel's in
+	// aggregate mode).
+	Untimed Untimed
 	// Records: raw records handed in; Events: transitions among them;
 	// Conns: connection records written, Open of them still open;
 	// DecodeErrs: bad records; StuckCount: stuck records written.
@@ -69,6 +76,9 @@ type Pipeline struct {
 	halfOpen     halfOpenWatch
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
+	// cookieStamps: each listener's SYN-cookie stamp at the previous
+	// walk, by inode.
+	cookieStamps map[uint64]uint32
 	// idents: the owners' cgroup identities (--cgroup-fields), nil
 	// without.
 	idents *cgroup.Cache
@@ -122,6 +132,8 @@ func (r *Pipeline) Handle(raw []byte) {
 	stayEnded = stayEnded && r.keepState(e.Old)
 	if stayEnded {
 		r.Hists[e.Old].Record(uint64(stay))
+	} else if why, untimed := e.Untimed(); untimed && r.keepState(e.Old) {
+		r.Untimed[e.Old].ByReason[why]++
 	}
 	for _, o := range r.observers {
 		o.Transition(e, stay, stayEnded)

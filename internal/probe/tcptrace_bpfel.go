@@ -52,7 +52,8 @@ type tcptraceEvent struct {
 	Tw            uint8
 	Kind          uint8
 	HandshakeUs   uint32
-	Pad2          uint32
+	Syncookie     uint8
+	Pad2          [3]uint8
 }
 
 type tcptraceEventFlags uint32
@@ -105,7 +106,8 @@ type tcptraceHistSock struct {
 	_     structs.HostLayout
 	TsNs  uint64
 	Flags uint32
-	Pad   uint32
+	State uint8
+	Pad   [3]uint8
 }
 
 type tcptraceHsKey struct {
@@ -134,6 +136,12 @@ type tcptraceListenOwner struct {
 	Comm      [16]int8
 }
 
+type tcptraceListenSock struct {
+	_          structs.HostLayout
+	Sk         uint64
+	Syncookies uint64
+}
+
 type tcptraceRetransTestArgs struct {
 	_            structs.HostLayout
 	State        [8]int32
@@ -160,25 +168,29 @@ type tcptraceSockInfo struct {
 }
 
 type tcptraceSockSnap struct {
-	_             structs.HostLayout
-	Cookie        uint64
-	Saddr         [16]uint8
-	Daddr         [16]uint8
-	Netns         uint32
-	Pid           uint32
-	Sport         uint16
-	Dport         uint16
-	Family        uint8
-	State         uint8
-	OwnerKnown    uint8
-	Pad           uint8
-	Comm          [16]int8
-	AckBacklog    uint32
-	MaxAckBacklog uint32
-	Retrans       uint32
-	Pad2          uint32
-	SynackNs      uint64
-	Ino           uint64
+	_              structs.HostLayout
+	Cookie         uint64
+	Saddr          [16]uint8
+	Daddr          [16]uint8
+	Netns          uint32
+	Pid            uint32
+	Sport          uint16
+	Dport          uint16
+	Family         uint8
+	State          uint8
+	OwnerKnown     uint8
+	Pad            uint8
+	Comm           [16]int8
+	AckBacklog     uint32
+	MaxAckBacklog  uint32
+	Retrans        uint32
+	Pad2           uint32
+	SynackNs       uint64
+	Ino            uint64
+	Drops          uint32
+	Syncookies     uint32
+	SyncookieStamp uint32
+	Pad3           uint32
 }
 
 type tcptraceStateHist struct {
@@ -187,8 +199,19 @@ type tcptraceStateHist struct {
 	Sum     uint64
 	Min     uint64
 	Max     uint64
+	Untimed [3]uint64
+	Evicted uint64
 	Buckets [2048]uint64
 }
+
+type tcptraceUntimedReason uint32
+
+const (
+	tcptraceUntimedReasonUNTIMED_NO_START  tcptraceUntimedReason = 0
+	tcptraceUntimedReasonUNTIMED_GAP       tcptraceUntimedReason = 1
+	tcptraceUntimedReasonUNTIMED_SYNCOOKIE tcptraceUntimedReason = 2
+	tcptraceUntimedReasonUNTIMED_REASONS   tcptraceUntimedReason = 3
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -199,6 +222,7 @@ const (
 	tcptraceMapHealth                = "health"
 	tcptraceMapHistSlots             = "hist_slots"
 	tcptraceMapHistSocks             = "hist_socks"
+	tcptraceMapListenSocks           = "listen_socks"
 	tcptraceMapListeners             = "listeners"
 	tcptraceMapSeedInodes            = "seed_inodes"
 	tcptraceMapSockInfos             = "sock_infos"
@@ -237,6 +261,7 @@ const (
 	tcptraceVarUnusedRst             = "unused_rst"
 	tcptraceVarUnusedSnap            = "unused_snap"
 	tcptraceVarUnusedTw              = "unused_tw"
+	tcptraceVarUnusedUntimed         = "unused_untimed"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
 )
 
@@ -307,6 +332,7 @@ type tcptraceMapSpecs struct {
 	Health      *ebpf.MapSpec `ebpf:"health"`
 	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
 	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
+	ListenSocks *ebpf.MapSpec `ebpf:"listen_socks"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
@@ -337,6 +363,7 @@ type tcptraceVariableSpecs struct {
 	UnusedRst         *ebpf.VariableSpec `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
+	UnusedUntimed     *ebpf.VariableSpec `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -365,6 +392,7 @@ type tcptraceMaps struct {
 	Health      *ebpf.Map `ebpf:"health"`
 	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
 	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
+	ListenSocks *ebpf.Map `ebpf:"listen_socks"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
@@ -379,6 +407,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Health,
 		m.HistSlots,
 		m.HistSocks,
+		m.ListenSocks,
 		m.Listeners,
 		m.SeedInodes,
 		m.SockInfos,
@@ -410,6 +439,7 @@ type tcptraceVariables struct {
 	UnusedRst         *ebpf.Variable `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
+	UnusedUntimed     *ebpf.Variable `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -46,6 +46,9 @@ type Ending struct {
 	HandshakeKnown  bool
 	HandshakeMicros uint32
 	SynAckRetrans   uint32
+	// SynCookie: the handshake was completed by a SYN cookie (its time
+	// is unknown).
+	SynCookie bool
 }
 
 // Conn is one socket's timeline.
@@ -375,6 +378,7 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	if e.Old == event.SynRecv && e.New == event.Established {
 		end.HandshakeKnown = e.HandshakeMicros != 0
 		end.HandshakeMicros, end.SynAckRetrans = e.HandshakeMicros, e.TotalRetrans
+		end.SynCookie = e.SynCookie
 	}
 	if e.Has(event.CloseInfo) {
 		end.CloseKnown = true
