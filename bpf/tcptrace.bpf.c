@@ -357,6 +357,37 @@ int hist_index_test(struct hist_index_args *args)
 	return 0;
 }
 
+/*
+ * The histogram-only mode's stay rule on one socket (the fallback's
+ * table, keyed by the socket's address, here a made-up one): n
+ * transitions at the given times, into dwell_hists.
+ */
+struct hist_stay_test_args {
+	__u64 now[8];
+	__s32 old[8];
+	__s32 new[8];
+	__u32 n;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int hist_stay_test(struct hist_stay_test_args *args)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (!c)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= args->n)
+			break;
+		struct transition t = { .sk = (struct sock *)0x1000, .netns = 1, .family = AF_INET,
+					.now = args->now[i], .old = args->old[i], .new = args->new[i] };
+		handle_hist(&t, 0, false, c);
+	}
+	return 0;
+}
+
 struct retrans_test_args {
 	__s32 state[8];
 	__s32 err[8];

@@ -110,6 +110,15 @@ type tcptraceHistSock struct {
 	Pad   [3]uint8
 }
 
+type tcptraceHistStayTestArgs struct {
+	_   structs.HostLayout
+	Now [8]uint64
+	Old [8]int32
+	New [8]int32
+	N   uint32
+	Pad uint32
+}
+
 type tcptraceHsKey struct {
 	_     structs.HostLayout
 	Saddr [16]uint8
@@ -229,6 +238,7 @@ const (
 	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
 	tcptraceProgHistIndexTest        = "hist_index_test"
+	tcptraceProgHistStayTest         = "hist_stay_test"
 	tcptraceProgOnReceiveReset       = "on_receive_reset"
 	tcptraceProgOnReceiveResetTp     = "on_receive_reset_tp"
 	tcptraceProgOnRetransmit         = "on_retransmit"
@@ -308,6 +318,7 @@ type tcptraceSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
 	HistIndexTest        *ebpf.ProgramSpec `ebpf:"hist_index_test"`
+	HistStayTest         *ebpf.ProgramSpec `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.ProgramSpec `ebpf:"on_receive_reset_tp"`
 	OnRetransmit         *ebpf.ProgramSpec `ebpf:"on_retransmit"`
@@ -448,6 +459,7 @@ type tcptraceVariables struct {
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
 	HistIndexTest        *ebpf.Program `ebpf:"hist_index_test"`
+	HistStayTest         *ebpf.Program `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.Program `ebpf:"on_receive_reset_tp"`
 	OnRetransmit         *ebpf.Program `ebpf:"on_retransmit"`
@@ -466,6 +478,7 @@ type tcptracePrograms struct {
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.HistIndexTest,
+		p.HistStayTest,
 		p.OnReceiveReset,
 		p.OnReceiveResetTp,
 		p.OnRetransmit,

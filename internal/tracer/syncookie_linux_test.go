@@ -166,3 +166,74 @@ func checkHandshakes(t *testing.T, recs []record, port, n int, cookies bool) {
 		t.Errorf("%s: %d marked transitions, SYN_RECV histogram %+v; want %d timed", what, marked, hist, n)
 	}
 }
+
+// Under a SYN pile with cookies, connections answered with cookies and
+// dropped at a full accept queue: their clients believe they are
+// ESTABLISHED, and only the listener's drops say otherwise. A listener
+// with backlog 1 that never accepts, net.ipv4.tcp_syncookies=2, and five
+// clients whose final ACKs are held back by nftables until all five have
+// their cookie (the queue is empty while they connect, so every SYN is
+// answered). When the clients close, their FINs complete the cookie
+// handshakes: two fit in the queue, the rest are dropped. The kernel's
+// own counters in the namespace are the oracle.
+func TestSynCookieDropsShowOnTheListener(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	const clients, port = 5, 7410
+	ns := nettest.NewNetns(t)
+	sysctlIn(t, ns, "net.ipv4.tcp_syncookies", "2")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ns.Start(t, "noaccept", addr, "1", "30s")
+	cfg := nsConfig(ns)
+	cfg.Interval = 200 * time.Millisecond
+	cfg.Stuck = [event.NumStates]time.Duration{}
+	tr := startTracer(t, cfg)
+	nft(t, ns, "add table inet tcptrace_ck",
+		"add chain inet tcptrace_ck in { type filter hook input priority 0 ; }",
+		fmt.Sprintf("add rule inet tcptrace_ck in tcp dport %d tcp flags & (syn | ack) == ack drop", port))
+	hold := ns.Start(t, "hold", addr, strconv.Itoa(clients), "1s")
+	if l := hold.Line(); l != "connected" {
+		t.Fatalf("clients: %q", l)
+	}
+	nft(t, ns, "delete table inet tcptrace_ck")
+	hold.Wait()
+	time.Sleep(600 * time.Millisecond) // the FINs, and a walk after them
+	before := netstatIn(t, ns)
+	recs := tr.stop(t)
+	after := netstatIn(t, ns)
+
+	var last *record
+	sent := false
+	for _, l := range ofType(recs, "listener") {
+		if l.Sport == port {
+			last = &l
+			sent = sent || (l.SynCookiesSent != nil && *l.SynCookiesSent)
+		}
+	}
+	if last == nil {
+		t.Fatal("no listener record")
+	}
+	if after["SyncookiesSent"] < clients || after["ListenOverflows"] == 0 {
+		t.Fatalf("kernel: %d SYN cookies sent, %d listen overflows: the test made no cookie drops", after["SyncookiesSent"], after["ListenOverflows"])
+	}
+	if last.Drops < before["ListenDrops"] || last.Drops > after["ListenDrops"] || last.Drops < clients-2 {
+		t.Errorf("listener drops %d; the namespace's ListenDrops was %d before the last walk and %d after; want between, and at least %d",
+			last.Drops, before["ListenDrops"], after["ListenDrops"], clients-2)
+	}
+	if !sent {
+		t.Error("no listener record says the listener sent SYN cookies")
+	}
+	accepted := 0
+	for _, c := range ofType(recs, "connection") {
+		if c.Sport == port && len(c.States) > 0 && c.States[0].State == "SYN_RECV" {
+			accepted++
+			if !c.SynCookie || c.HandshakeRTT != nil {
+				t.Errorf("accepted connection syncookie %v handshake_ns %v", c.SynCookie, c.HandshakeRTT)
+			}
+		}
+	}
+	if accepted != 2 || last.SynCookies != 2 {
+		t.Errorf("%d accepted connections, listener syncookies %d; want the 2 the queue had room for", accepted, last.SynCookies)
+	}
+	t.Logf("listener: drops %d (ListenDrops %d..%d), syncookies %d; kernel: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d",
+		last.Drops, before["ListenDrops"], after["ListenDrops"], last.SynCookies, after["SyncookiesSent"], after["SyncookiesRecv"], after["ListenOverflows"])
+}
