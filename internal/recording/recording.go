@@ -36,6 +36,7 @@ type Summary struct {
 func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary, error) {
 	var s Summary
 	var hists, fromTransitions pipeline.Histograms
+	var untimed, untimedTrans pipeline.Untimed // stays that ended without a time
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -46,7 +47,7 @@ func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary,
 			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", s.Lines, err)
 			continue
 		}
-		if err := s.apply(rec, f, sink, &hists, &fromTransitions); err != nil {
+		if err := s.apply(rec, f, sink, &hists, &fromTransitions, &untimed, &untimedTrans); err != nil {
 			s.Bad++
 			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", s.Lines, err)
 		}
@@ -55,10 +56,10 @@ func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary,
 		return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
 	}
 	if s.Connections == 0 {
-		hists = fromTransitions
+		hists, untimed = fromTransitions, untimedTrans
 	}
 	if !s.First.IsZero() {
-		sink.Histograms(s.Last, s.First, &hists, &pipeline.Untimed{})
+		sink.Histograms(s.Last, s.First, &hists, &untimed)
 	}
 	return s, sink.Flush()
 }
@@ -87,7 +88,8 @@ func (f *Filter) stateFilter() bool {
 	return false
 }
 
-func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans *pipeline.Histograms) error {
+func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans *pipeline.Histograms,
+	untimed, untimedTrans *pipeline.Untimed) error {
 	switch rec := rec.(type) {
 	case *record.Transition:
 		e, err := transition(rec)
@@ -103,6 +105,8 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 		sink.Transition(&e)
 		if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && e.Old != event.SynRecv {
 			fromTrans[e.Old].Record(uint64(e.Dwell))
+		} else if why, ok := e.Untimed(); ok && e.Old != event.SynRecv {
+			untimedTrans[e.Old].ByReason[why]++
 		}
 	case *record.Connection:
 		c, err := connection(rec)
@@ -124,14 +128,27 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 		sink.Connection(c)
 		for i, sp := range c.States {
 			if sp.State == event.SynRecv && i+1 < len(c.States) && c.States[i+1].State == event.Established {
-				if c.Ending.HandshakeKnown && (!f.stateFilter() || f.States[event.SynRecv]) {
+				switch keep := !f.stateFilter() || f.States[event.SynRecv]; {
+				case keep && c.Ending.HandshakeKnown:
 					hists[event.SynRecv].Record(uint64(c.Ending.HandshakeMicros) * 1000)
+				case keep && c.Ending.SynCookie:
+					untimed[event.SynRecv].ByReason[event.UntimedSynCookie]++
+				case keep:
+					untimed[event.SynRecv].ByReason[event.UntimedNoStart]++
 				}
 				continue
 			}
-			if sp.DwellKnown && !sp.Inferred && sp.State != event.Close && (i+1 < len(c.States) || !c.Open) &&
-				(!f.stateFilter() || f.States[sp.State]) {
+			if sp.Inferred || sp.State == event.Close || (i+1 == len(c.States) && c.Open) ||
+				(f.stateFilter() && !f.States[sp.State]) {
+				continue // no stay of the state ended here
+			}
+			switch {
+			case sp.DwellKnown:
 				hists[sp.State].Record(sp.Dwell)
+			case sp.Unseen:
+				untimed[sp.State].ByReason[event.UntimedGap]++
+			default:
+				untimed[sp.State].ByReason[event.UntimedNoStart]++
 			}
 		}
 	case *record.Lost:
