@@ -2,7 +2,10 @@ package tracer
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,6 +189,7 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 	cfg := nsConfig(ns)
 	cfg.Interval = 200 * time.Millisecond
 	cfg.Stuck = [event.NumStates]time.Duration{}
+	cfg.Metrics = "127.0.0.1:0"
 	tr := startTracer(t, cfg)
 	nft(t, ns, "add table inet tcptrace_ck",
 		"add chain inet tcptrace_ck in { type filter hook input priority 0 ; }",
@@ -198,8 +202,21 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 	hold.Wait()
 	time.Sleep(600 * time.Millisecond) // the FINs, and a walk after them
 	before := netstatIn(t, ns)
+	metrics := scrape(t, tr)
 	recs := tr.stop(t)
 	after := netstatIn(t, ns)
+	for _, want := range []string{
+		"tcptrace_syncookie_handshakes_total 2\n",
+		`tcptrace_untimed_stays_total{reason="syncookie",state="SYN_RECV"} 2` + "\n",
+		"tcptrace_listeners_sending_syncookies ",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if d := metricValue(metrics, "tcptrace_listen_drops"); d < clients-2 || d > float64(after["ListenDrops"]) {
+		t.Errorf("tcptrace_listen_drops %v; want at least %d, at most the namespace's %d", d, clients-2, after["ListenDrops"])
+	}
 
 	var last *record
 	sent := false
@@ -236,4 +253,36 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 	}
 	t.Logf("listener: drops %d (ListenDrops %d..%d), syncookies %d; kernel: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d",
 		last.Drops, before["ListenDrops"], after["ListenDrops"], last.SynCookies, after["SyncookiesSent"], after["SyncookiesRecv"], after["ListenOverflows"])
+}
+
+// scrape reads the tracer's /metrics once.
+func scrape(t *testing.T, tr *traced) string {
+	t.Helper()
+	m := regexp.MustCompile(`metrics at http://([0-9.:]+)/metrics`).FindStringSubmatch(tr.errOut.String())
+	if m == nil {
+		t.Fatalf("no metrics address in %q", tr.errOut.String())
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// metricValue is the value of an unlabelled series in a scrape (-1: none).
+func metricValue(scrape, name string) float64 {
+	for _, l := range strings.Split(scrape, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
