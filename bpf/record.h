@@ -193,6 +193,7 @@ static __always_inline void fill_ending(struct event *e, int old, int new,
 	e->tw = TW_NONE;
 	e->kind = KIND_TRANSITION;
 	e->syncookie = 0;
+	__builtin_memset(e->_pad2, 0, sizeof(e->_pad2));
 	bool closing = new == TCP_CLOSE;
 	if (!tp || (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED)))
 		return;
@@ -259,7 +260,6 @@ static __always_inline void emit(struct counters *c, const struct transition *t,
 	fill_ending(e, old, new, tp, typed, si, &flags);
 	e->syncookie = hs == HS_SYNCOOKIE;
 	e->handshake_us = hs == HS_SYNCOOKIE ? 0 : hs / 1000;
-	__builtin_memset(e->_pad2, 0, sizeof(e->_pad2));
 	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags(c));
 }

@@ -12,6 +12,9 @@
  *   trouble.h  retransmits and resets
  *   walker.h   the socket walker (iter/tcp)
  *
+ * Test hooks (syscall programs, never attached): hist_index_test,
+ * hist_stay_test, retrans_count_test.
+ *
  * Entry points:
  *   on_state         tp_btf/inet_sock_set_state, the primary program.
  *   on_state_backup  the same hook, a second program that records only the
