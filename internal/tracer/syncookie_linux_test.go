@@ -201,8 +201,17 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 	nft(t, ns, "delete table inet tcptrace_ck")
 	hold.Wait()
 	time.Sleep(600 * time.Millisecond) // the FINs, and a walk after them
+	// The metrics: the counters as soon as the records are read, the
+	// drops gauge at the next walk (every --interval).
+	var metrics string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		metrics = scrape(t, tr)
+		if strings.Contains(metrics, "tcptrace_syncookie_handshakes_total 2\n") &&
+			metricValue(metrics, "tcptrace_listen_drops") >= clients-2 || time.Now().After(deadline) {
+			break
+		}
+	}
 	before := netstatIn(t, ns)
-	metrics := scrape(t, tr)
 	recs := tr.stop(t)
 	after := netstatIn(t, ns)
 	for _, want := range []string{
