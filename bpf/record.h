@@ -200,6 +200,10 @@ static __always_inline void fill_ending(struct event *e, int old, int new,
 	struct sock *sk = (struct sock *)tp;
 	e->srtt_us = KREAD(typed, tp, srtt_us) >> 3;
 	e->total_retrans = KREAD(typed, tp, total_retrans);
+	if (old == TCP_SYN_SENT) /* its retransmits were all SYNs (trouble.h); a
+				  * retransmit event the kernel skipped, or one
+				  * a kernel before 6.11 did not report, too */
+		e->syn_retrans = e->total_retrans < 0xff ? e->total_retrans : 0xff;
 	if (!closing)
 		return;
 	*flags |= EV_CLOSE_INFO;

@@ -434,6 +434,7 @@ func TestSynRetransmitsMatchTotalRetrans(t *testing.T) {
 				if c.SynRetransmits != *c.TotalRetrans {
 					t.Errorf("syn_retransmits %d, total_retrans %d: want equal", c.SynRetransmits, *c.TotalRetrans)
 				}
+				t.Logf("nft drop on %s: syn_retransmits %d, total_retrans %d", hook, c.SynRetransmits, *c.TotalRetrans)
 			})
 		})
 	}
