@@ -214,6 +214,7 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 	before := netstatIn(t, ns)
 	recs := tr.stop(t)
 	after := netstatIn(t, ns)
+	ssDrops := ssListenDrops(t, ns, port)
 	for _, want := range []string{
 		"tcptrace_syncookie_handshakes_total 2\n",
 		`tcptrace_untimed_stays_total{reason="syncookie",state="SYN_RECV"} 2` + "\n",
@@ -245,6 +246,9 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 		t.Errorf("listener drops %d; the namespace's ListenDrops was %d before the last walk and %d after; want between, and at least %d",
 			last.Drops, before["ListenDrops"], after["ListenDrops"], clients-2)
 	}
+	if last.Drops > ssDrops {
+		t.Errorf("listener drops %d, ss -ltm shows d%d after it", last.Drops, ssDrops)
+	}
 	if !sent {
 		t.Error("no listener record says the listener sent SYN cookies")
 	}
@@ -260,8 +264,8 @@ func TestSynCookieDropsShowOnTheListener(t *testing.T) {
 	if accepted != 2 || last.SynCookies != 2 {
 		t.Errorf("%d accepted connections, listener syncookies %d; want the 2 the queue had room for", accepted, last.SynCookies)
 	}
-	t.Logf("listener: drops %d (ListenDrops %d..%d), syncookies %d; kernel: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d",
-		last.Drops, before["ListenDrops"], after["ListenDrops"], last.SynCookies, after["SyncookiesSent"], after["SyncookiesRecv"], after["ListenOverflows"])
+	t.Logf("listener: drops %d (ListenDrops %d..%d, ss d%d after), syncookies %d; kernel: SyncookiesSent %d, SyncookiesRecv %d, ListenOverflows %d",
+		last.Drops, before["ListenDrops"], after["ListenDrops"], ssDrops, last.SynCookies, after["SyncookiesSent"], after["SyncookiesRecv"], after["ListenOverflows"])
 }
 
 // scrape reads the tracer's /metrics once.
@@ -294,4 +298,20 @@ func metricValue(scrape, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// ssListenDrops is the drop count `ss -ltm` shows for the listener on
+// port (skmem's d: the socket's sk_drops).
+func ssListenDrops(t *testing.T, ns *nettest.Netns, port int) uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-Hltmn", fmt.Sprintf("sport = :%d", port)).Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	m := regexp.MustCompile(`skmem:\(.*\bd(\d+)\)`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("no drop count in ss output %q", out)
+	}
+	d, _ := strconv.ParseUint(m[1], 10, 64)
+	return d
 }
