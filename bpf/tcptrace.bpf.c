@@ -247,9 +247,10 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
 		err = (int)ctx[2];
 	struct sock_info *si = find_entry((struct sock *)sk, true);
+	int state = sk->__sk_common.skc_state;
 	if (si)
-		count_retransmit(si, sk->__sk_common.skc_state, err,
-				 total_retrans_of((struct sock *)sk, true));
+		count_retransmit(si, state, err,
+				 state == TCP_SYN_SENT ? total_retrans_of((struct sock *)sk, true) : 0);
 	return 0;
 }
 
@@ -312,7 +313,8 @@ int on_retransmit_tp(struct tcp_skb_tp_ctx *ctx)
 	struct sock_info *si = find_entry((struct sock *)ctx->skaddr, false);
 	if (si)
 		count_retransmit(si, ctx->state, err,
-				 total_retrans_of((struct sock *)ctx->skaddr, false));
+				 ctx->state == TCP_SYN_SENT ?
+					 total_retrans_of((struct sock *)ctx->skaddr, false) : 0);
 	return 0;
 }
 
