@@ -12,6 +12,9 @@
  *   trouble.h  retransmits and resets
  *   walker.h   the socket walker (iter/tcp)
  *
+ * Test hooks (syscall programs, never attached): hist_index_test,
+ * hist_stay_test, retrans_count_test.
+ *
  * Entry points:
  *   on_state         tp_btf/inet_sock_set_state, the primary program.
  *   on_state_backup  the same hook, a second program that records only the
@@ -65,6 +68,7 @@ const enum event_flags *unused_flags __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum event_rst *unused_rst __attribute__((unused));
 const enum event_tw *unused_tw __attribute__((unused));
+const enum untimed_reason *unused_untimed __attribute__((unused));
 
 /* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
  * stay exact in any JSON reader that uses doubles (below 2^53) and clear
@@ -128,6 +132,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 		c->filtered++;
 		return;
 	}
+	note_listener(t, typed); /* record.h: listen_socks */
 	if (HIST_ONLY) {
 		if (quiet)
 			c->filtered++;
@@ -241,7 +246,11 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	 * (6.11); before it, reading a third argument would not load. */
 	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
 		err = (int)ctx[2];
-	count_retransmit(find_entry((struct sock *)sk, true), sk->__sk_common.skc_state, err);
+	struct sock_info *si = find_entry((struct sock *)sk, true);
+	int state = sk->__sk_common.skc_state;
+	if (si)
+		count_retransmit(si, state, err,
+				 state == TCP_SYN_SENT ? total_retrans_of((struct sock *)sk, true) : 0);
 	return 0;
 }
 
@@ -301,7 +310,11 @@ int on_retransmit_tp(struct tcp_skb_tp_ctx *ctx)
 	struct trace_event_raw_tcp_retransmit_skb *rec = (void *)ctx;
 	if (bpf_core_field_exists(rec->err)) /* 6.11 on; see on_retransmit */
 		err = rec->err;
-	count_retransmit(find_entry((struct sock *)ctx->skaddr, false), ctx->state, err);
+	struct sock_info *si = find_entry((struct sock *)ctx->skaddr, false);
+	if (si)
+		count_retransmit(si, ctx->state, err,
+				 ctx->state == TCP_SYN_SENT ?
+					 total_retrans_of((struct sock *)ctx->skaddr, false) : 0);
 	return 0;
 }
 
@@ -349,9 +362,41 @@ int hist_index_test(struct hist_index_args *args)
 	return 0;
 }
 
+/*
+ * The histogram-only mode's stay rule on one socket (the fallback's
+ * table, keyed by the socket's address, here a made-up one): n
+ * transitions at the given times, into dwell_hists.
+ */
+struct hist_stay_test_args {
+	__u64 now[8];
+	__s32 old[8];
+	__s32 new[8];
+	__u32 n;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int hist_stay_test(struct hist_stay_test_args *args)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (!c)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= args->n)
+			break;
+		struct transition t = { .sk = (struct sock *)0x1000, .netns = 1, .family = AF_INET,
+					.now = args->now[i], .old = args->old[i], .new = args->new[i] };
+		handle_hist(&t, 0, false, c);
+	}
+	return 0;
+}
+
 struct retrans_test_args {
 	__s32 state[8];
 	__s32 err[8];
+	__u32 total_retrans[8]; /* the socket's total_retrans after each call */
 	__u32 n;
 	__u32 retrans;
 	__u32 syn_retrans;
@@ -365,7 +410,7 @@ int retrans_count_test(struct retrans_test_args *args)
 #pragma unroll
 	for (int i = 0; i < 8; i++)
 		if (i < args->n)
-			count_retransmit(&si, args->state[i], args->err[i]);
+			count_retransmit(&si, args->state[i], args->err[i], args->total_retrans[i]);
 	args->retrans = si.retrans;
 	args->syn_retrans = si.syn_retrans;
 	return 0;

@@ -90,7 +90,10 @@ struct event {
 	 * handshake, first SYN-ACK sent to final ACK (see handshake_ns);
 	 * 0 when unknown or on other transitions. */
 	__u32 handshake_us;
-	__u32 _pad2;
+	__u8 syncookie; /* 1 at that transition: the handshake was completed by a
+			 * SYN cookie (handshake_us is then 0: the kernel kept no
+			 * time of its SYN-ACK) */
+	__u8 _pad2[3];
 };
 
 /*
@@ -121,11 +124,31 @@ struct counters {
 #define HIST_SLOTS 2048   /* allocated: a power of two, so a mask bounds the index */
 #define NUM_STATES 13
 
+/*
+ * Why a stay that ended could not be timed (struct state_hist.untimed):
+ * the same rule as event.Event.Untimed in user space.
+ */
+enum untimed_reason {
+	UNTIMED_NO_START  = 0, /* the socket had no entry when it left the state: older
+				* than the tracer, or evicted from the full table
+				* (--max-conns); for an accepted socket's handshake: the
+				* first SYN-ACK's time is unknown */
+	UNTIMED_GAP       = 1, /* the stay's start or end was not seen (a transition
+				* skipped by the kernel, or filtered): its time would
+				* cover two states */
+	UNTIMED_SYNCOOKIE = 2, /* a handshake completed by a SYN cookie: the kernel kept
+				* no time of its SYN-ACK */
+	UNTIMED_REASONS   = 3,
+};
+
 struct state_hist {
 	__u64 count;
 	__u64 sum;
 	__u64 min; /* valid when count > 0 */
 	__u64 max;
+	__u64 untimed[UNTIMED_REASONS]; /* stays that ended untimed, by enum untimed_reason */
+	__u64 evicted; /* histogram-only mode: sockets in this state evicted from the full
+			* slot table; their stay ends untimed (UNTIMED_NO_START) */
 	__u64 buckets[HIST_SLOTS];
 };
 
@@ -183,6 +206,16 @@ struct sock_snap {
 	/* Full sockets: the inode of the socket file (0: none, e.g. an
 	 * accepted socket not yet accept()ed): who holds it, from /proc. */
 	__u64 ino;
+	/* Listeners only: the kernel's drop count on the socket (sk_drops,
+	 * what `ss -m` shows as d: SYNs and final ACKs dropped at a full
+	 * queue, since listen()); connections accepted through a SYN cookie
+	 * (counted by the tracer); and the kernel's time of the listener's
+	 * latest SYN cookie (jiffies, 32 bits; 0: none yet), which moves at
+	 * most once a second while it sends them. */
+	__u32 drops;
+	__u32 syncookies;
+	__u32 syncookie_stamp;
+	__u32 _pad3;
 };
 
 /* A listening address: namespace, family, port, address (zero: any). */
@@ -192,6 +225,13 @@ struct listen_key {
 	__u8 family;
 	__u8 _pad;
 	__u8 addr[16];
+};
+
+/* A listener's socket (its address, to read it from an accepted child's
+ * path) and what the tracer counted on it. */
+struct listen_sock {
+	__u64 sk;
+	__u64 syncookies; /* connections it accepted through a SYN cookie */
 };
 
 /* Who owns a listener; ambiguous: two owners on one key. */
@@ -220,7 +260,9 @@ struct transition {
 struct hist_sock {
 	__u64 ts_ns;
 	__u32 flags; /* SI_* */
-	__u32 _pad;
+	__u8 state;  /* the state entered at ts_ns: a transition out of another
+		      * one means transitions were missed in between */
+	__u8 _pad[3];
 };
 
 /* A slot of hist_slots: the socket it belongs to (cookie, 0: free) and its

@@ -84,6 +84,37 @@ static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *
 	}
 }
 
+/*
+ * A listener's queues and trouble: the accept queue; the kernel's drops
+ * (sk_drops, what `ss -m` shows as d); the time of its latest SYN cookie
+ * (tcp_synq_overflow keeps it in the listener's rx_opt.ts_recent_stamp,
+ * or for SO_REUSEPORT in the group's synq_overflow_ts); and the tracer's
+ * count of connections it accepted through a cookie (listen_socks, whose
+ * entry the first walk makes for a listener older than the tracer).
+ */
+static __always_inline void listener_snap(struct sock_snap *s, struct sock *sk,
+					  struct tcp_sock *tp)
+{
+	s->ack_backlog = sk->sk_ack_backlog;
+	s->max_ack_backlog = sk->sk_max_ack_backlog;
+	s->drops = sk->sk_drops.counter;
+	struct sock_reuseport *reuse = sk->sk_reuseport_cb;
+	if (BPF_CORE_READ_BITFIELD(&sk->__sk_common, skc_reuseport) && reuse)
+		s->syncookie_stamp = BPF_CORE_READ(reuse, synq_overflow_ts);
+	else
+		s->syncookie_stamp = tp->rx_opt.ts_recent_stamp;
+	struct listen_key k;
+	listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);
+	struct listen_sock *ls = bpf_map_lookup_elem(&listen_socks, &k);
+	if (!ls && iter_seed) {
+		struct listen_sock fresh = { .sk = (__u64)sk };
+		bpf_map_update_elem(&listen_socks, &k, &fresh, BPF_NOEXIST);
+		return;
+	}
+	if (ls && ls->sk == (__u64)sk)
+		s->syncookies = ls->syncookies;
+}
+
 SEC("iter/tcp")
 int walk_sockets(struct bpf_iter__tcp *ctx)
 {
@@ -113,10 +144,8 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		}
 		if (si)
 			s.retrans = si->retrans;
-		if (s.state == TCP_LISTEN) {
-			s.ack_backlog = sk->sk_ack_backlog;
-			s.max_ack_backlog = sk->sk_max_ack_backlog;
-		}
+		if (s.state == TCP_LISTEN)
+			listener_snap(&s, sk, tp);
 	}
 	if (quiet || (filter_pid && s.pid != filter_pid))
 		return 0;

@@ -107,7 +107,8 @@ func livePipeline(t *testing.T, raw []byte, states string, recorded bool) []byte
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink.Histograms(s.Last, s.First, p.Histograms())
+	h, u := p.Histograms()
+	sink.Histograms(s.Last, s.First, h, u)
 	if err := sink.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,39 @@ type Event struct {
 	// HandshakeMicros, at an accepted socket's SYN_RECV->ESTABLISHED: the
 	// server-side handshake, first SYN-ACK sent to final ACK; 0: unknown.
 	HandshakeMicros uint32
+	// SynCookie, at that transition: the handshake was completed by a
+	// SYN cookie, and its time is unknown (HandshakeMicros 0).
+	SynCookie bool
+}
+
+// UntimedReason says why a stay that ended has no time. The values are
+// bpf/tcptrace.h's enum untimed_reason (pinned by internal/probe's
+// layout test).
+type UntimedReason uint8
+
+const (
+	// UntimedNoStart: the socket's entry was missing when it left the
+	// state (older than the tracer, or evicted from a full table), or an
+	// accepted socket's first SYN-ACK time is unknown.
+	UntimedNoStart UntimedReason = 0
+	// UntimedGap: the stay's start or end was not seen (a transition the
+	// kernel skipped, or one filtered out): its time would span two
+	// states.
+	UntimedGap UntimedReason = 1
+	// UntimedSynCookie: a handshake completed by a SYN cookie.
+	UntimedSynCookie UntimedReason = 2
+	// NumUntimedReasons is the number of reasons.
+	NumUntimedReasons = 3
+)
+
+var untimedNames = [NumUntimedReasons]string{"no_start", "gap", "syncookie"}
+
+// String returns the reason's name as the records and metrics write it.
+func (r UntimedReason) String() string {
+	if int(r) < len(untimedNames) {
+		return untimedNames[r]
+	}
+	return "unknown"
 }
 
 // Stay is what a transition adds to the histogram of the state it leaves,
@@ -121,6 +154,45 @@ func (e *Event) Stay() (time.Duration, bool) {
 		return 0, false
 	}
 	return e.Dwell, e.Has(DwellKnown)
+}
+
+// UntimedStays is one state's stays that ended untimed.
+type UntimedStays struct {
+	// ByReason: stays that ended untimed, by UntimedReason (the rule is
+	// Event.Untimed, and its kernel twin in bpf/hist.h).
+	ByReason [NumUntimedReasons]uint64
+	// Evicted (histogram-only mode): sockets evicted from the kernel's
+	// full slot table while in the state; each such stay ends untimed
+	// (no_start) when the socket leaves the state.
+	Evicted uint64
+}
+
+// Total is the number of stays that ended untimed.
+func (u *UntimedStays) Total() uint64 {
+	var n uint64
+	for _, c := range u.ByReason {
+		n += c
+	}
+	return n
+}
+
+// Untimed reports whether the transition ends a stay (by Stay's rule)
+// whose time is unknown, and why. The kernel's aggregation counts the
+// same (bpf/hist.h, aggregate_why).
+func (e *Event) Untimed() (UntimedReason, bool) {
+	if e.Has(Handshake) {
+		switch {
+		case e.HandshakeMicros != 0:
+			return 0, false
+		case e.SynCookie:
+			return UntimedSynCookie, true
+		}
+		return UntimedNoStart, true
+	}
+	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) || e.Has(DwellKnown) {
+		return 0, false
+	}
+	return UntimedNoStart, true
 }
 
 // Has reports whether all of f are set on e.
@@ -169,6 +241,7 @@ const (
 	offTW     = 118
 	offKind   = 119
 	offHS     = 120
+	offSynCk  = 124
 )
 
 const (
@@ -205,6 +278,7 @@ func Decode(b []byte, e *Event) error {
 	e.TW = TW(b[offTW])
 	e.Kind = Kind(b[offKind])
 	e.HandshakeMicros = ne.Uint32(b[offHS:])
+	e.SynCookie = b[offSynCk] != 0
 
 	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])
 	if err != nil {

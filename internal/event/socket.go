@@ -26,10 +26,16 @@ type Socket struct {
 	// Full sockets: the inode of the socket's file (0: none), to find the
 	// processes that hold it.
 	Inode uint64
+	// Listeners only: the kernel's drops on the socket (sk_drops: SYNs
+	// and final ACKs dropped at a full queue, since listen()), the
+	// connections it accepted through a SYN cookie since tracing began,
+	// and the kernel's stamp of its latest SYN cookie (jiffies, 0: none),
+	// which moves while it sends them.
+	Drops, SynCookies, SynCookieStamp uint32
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 104
+const SocketSize = 120
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -49,6 +55,9 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.SynAckRetrans = ne.Uint32(b[80:])
 	s.SynAck = Mono(ne.Uint64(b[88:]))
 	s.Inode = ne.Uint64(b[96:])
+	s.Drops = ne.Uint32(b[104:])
+	s.SynCookies = ne.Uint32(b[108:])
+	s.SynCookieStamp = ne.Uint32(b[112:])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

@@ -299,14 +299,14 @@ func (x *Watch) say(ts time.Time, k key, g *group) {
 
 // The rest of pipeline.SocketSink: what the incident view leaves out.
 
-func (x *Watch) Transition(*event.Event)                           {}
-func (x *Watch) Connection(*timeline.Conn)                         {}
-func (x *Watch) Histograms(_, _ time.Time, _ *pipeline.Histograms) {}
-func (x *Watch) States(time.Time, *[event.NumStates]uint64)        {}
-func (x *Watch) Lost(*pipeline.Lost)                               {}
-func (x *Watch) Stats(*pipeline.Stats)                             {}
-func (x *Watch) Flush() error                                      { return x.w.Flush() }
-func (x *Watch) Redirect(w io.Writer) error                        { return x.w.Redirect(w) }
+func (x *Watch) Transition(*event.Event)                                                {}
+func (x *Watch) Connection(*timeline.Conn)                                              {}
+func (x *Watch) Histograms(_, _ time.Time, _ *pipeline.Histograms, _ *pipeline.Untimed) {}
+func (x *Watch) States(time.Time, *[event.NumStates]uint64)                             {}
+func (x *Watch) Lost(*pipeline.Lost)                                                    {}
+func (x *Watch) Stats(*pipeline.Stats)                                                  {}
+func (x *Watch) Flush() error                                                           { return x.w.Flush() }
+func (x *Watch) Redirect(w io.Writer) error                                             { return x.w.Redirect(w) }
 
 // Listener keeps the listeners' owners, which the pipeline fills in from
 // /proc where the walk has none, for the half-open groups.

@@ -34,6 +34,10 @@ type Metrics struct {
 	bpfRunTime  prometheus.Counter
 	lastRuns    uint64
 	lastRunNs   uint64
+	untimed     *prometheus.CounterVec
+	listenDrops prometheus.Gauge
+	cookieLsn   prometheus.Gauge
+	cookieConns prometheus.Counter
 
 	// Children resolved once, so the per-event path does no label lookup.
 	dwellBy [event.NumStates]prometheus.Observer
@@ -98,8 +102,25 @@ func New() *Metrics {
 		Name: "tcptrace_ringbuf_fill_ratio",
 		Help: "Fraction of the BPF ring buffer waiting to be read, at the last poll.",
 	})
+	m.untimed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcptrace_untimed_stays_total",
+		Help: "Stays that ended without a known time, so not in tcptrace_state_dwell_seconds, by state and reason (no_start, gap, syncookie).",
+	}, []string{"state", "reason"})
+	m.listenDrops = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tcptrace_listen_drops",
+		Help: "The kernel's drops on the listening sockets (sk_drops: SYNs and final ACKs dropped at a full queue), summed over the listeners, each since its listen(), from the last socket walk.",
+	})
+	m.cookieLsn = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tcptrace_listeners_sending_syncookies",
+		Help: "Listeners that answered SYNs with SYN cookies between the last two socket walks.",
+	})
+	m.cookieConns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_syncookie_handshakes_total",
+		Help: "Connections accepted through a SYN cookie (their handshake time is unknown).",
+	})
 	m.Registry.MustRegister(m.dwell, m.transitions, m.closed, m.sockets, m.stuck, m.lost,
 		m.evictions, m.ringFill, m.bpfRuns, m.bpfRunTime, buildInfo(),
+		m.untimed, m.listenDrops, m.cookieLsn, m.cookieConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.walk.register(m.Registry)
 	// Present at 0 from the start, so that every dashboard query has a
@@ -159,7 +180,18 @@ func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool)
 			m.dwellBy[e.Old] = o
 		}
 		o.Observe(stay.Seconds())
+	} else if why, untimed := e.Untimed(); untimed && e.Old.Valid() {
+		m.untimed.WithLabelValues(e.Old.String(), why.String()).Inc()
 	}
+	if e.SynCookie {
+		m.cookieConns.Inc()
+	}
+}
+
+// Listeners sets the listener gauges from one walk.
+func (m *Metrics) Listeners(drops, cookieSenders uint64) {
+	m.listenDrops.Set(float64(drops))
+	m.cookieLsn.Set(float64(cookieSenders))
 }
 
 // Closed counts a connection that reached CLOSE from the state from, with

@@ -127,6 +127,9 @@ func (n *NDJSON) Transition(e *event.Event) {
 		if e.HandshakeMicros != 0 {
 			b = appendUint(b, `,"handshake_ns":`, uint64(e.HandshakeMicros)*1000)
 		}
+		if e.SynCookie {
+			b = appendBool(b, `,"syncookie":`, true)
+		}
 	}
 	if e.Has(event.CloseInfo) {
 		b = appendEnding(b, e.TW, e.Reset, e.Err)
@@ -173,6 +176,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	if end.HandshakeKnown || end.SynAckRetrans != 0 {
 		b = appendUint(b, `,"synack_retransmits":`, uint64(end.SynAckRetrans))
 	}
+	if end.SynCookie {
+		b = appendBool(b, `,"syncookie":`, true)
+	}
 	b = append(appendKey(b, `,"states":`), '[')
 	for i := range c.States {
 		s := &c.States[i]
@@ -200,11 +206,13 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	n.write()
 }
 
-// Histograms writes one "histogram" record per state that has values.
-func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
+// Histograms writes one "histogram" record per state with a
+// stay that ended, timed or not.
+func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms, u *pipeline.Untimed) {
 	for st := range hs {
 		h := &hs[st]
-		if h.Count() == 0 {
+		untimed := u[st].Total()
+		if h.Count() == 0 && untimed == 0 {
 			continue
 		}
 		b := n.start(record.TypeHistogram)
@@ -218,6 +226,17 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 		b = appendUint(b, `,"p50_ns":`, h.Quantile(0.50))
 		b = appendUint(b, `,"p90_ns":`, h.Quantile(0.90))
 		b = appendUint(b, `,"p99_ns":`, h.Quantile(0.99))
+		b = appendUint(b, `,"untimed":`, untimed)
+		if untimed != 0 {
+			r := &u[st].ByReason
+			b = appendUint(b, `,"untimed_reasons":{"no_start":`, r[event.UntimedNoStart])
+			b = appendUint(b, `,"gap":`, r[event.UntimedGap])
+			b = appendUint(b, `,"syncookie":`, r[event.UntimedSynCookie])
+			b = append(b, '}')
+		}
+		if u[st].Evicted != 0 {
+			b = appendUint(b, `,"evictions":`, u[st].Evicted)
+		}
 		b = append(appendKey(b, `,"buckets":`), '[')
 		n.buckets = h.AppendBuckets(n.buckets[:0])
 		for i, bk := range n.buckets {
@@ -268,6 +287,7 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b = appendUint(b, `,"rescued":`, s.Rescued)
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
+	b = appendUint(b, `,"untimed":`, s.Untimed.Total())
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)
@@ -392,6 +412,11 @@ func (n *NDJSON) Listener(ts time.Time, l *pipeline.Listener) {
 	b = appendUint(b, `,"accept_queue_max":`, uint64(l.AcceptQueueMax))
 	b = appendUint(b, `,"half_open":`, uint64(l.HalfOpen))
 	b = appendUint(b, `,"synack_retransmits":`, uint64(l.SynAckRetrans))
+	b = appendUint(b, `,"drops":`, uint64(l.Drops))
+	b = appendUint(b, `,"syncookies":`, uint64(l.SynCookies))
+	if l.SynCookiesKnown {
+		b = appendBool(b, `,"syncookies_sent":`, l.SynCookiesSent)
+	}
 	n.buf = append(b, '}')
 	n.write()
 }

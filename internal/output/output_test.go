@@ -105,14 +105,19 @@ func writeAll(s pipeline.Sink) {
 		hs[event.CloseWait].Record(v)
 	}
 	hs[event.SynSent].Record(1_000_000)
-	s.Histograms(t0.Add(time.Minute), t0, &hs)
+	var untimed pipeline.Untimed
+	untimed[event.CloseWait].ByReason[event.UntimedNoStart] = 2
+	untimed[event.CloseWait].Evicted = 1
+	untimed[event.SynRecv].ByReason[event.UntimedSynCookie] = 5 // a state with no timed stay
+	s.Histograms(t0.Add(time.Minute), t0, &hs, &untimed)
 	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
 	s.Stuck(&pipeline.Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 31_000_000_000, AtLeast: true})
 	l := pipeline.Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
-		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12}
+		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12,
+		Drops: 83, SynCookies: 4, SynCookiesSent: true, SynCookiesKnown: true}
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
 	s.Stats(&pipeline.Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
@@ -186,8 +191,18 @@ func writeRest(s pipeline.Sink) {
 	s.Transition(&hs)
 	hs.HandshakeMicros = 0 // accepted, handshake time unknown
 	s.Transition(&hs)
+	hs.SynCookie = true // accepted through a SYN cookie
+	s.Transition(&hs)
+	cookied := &timeline.Conn{
+		Cookie: 4100, Netns: 1, Family: event.IPv4, Open: true, Partial: true, End: 3_000_000_000,
+		Src: netip.MustParseAddrPort("10.0.0.5:8080"), Dst: netip.MustParseAddrPort("10.0.0.9:51546"),
+		States: []timeline.Span{{State: event.SynRecv, Enter: 2_000_000_000}, {State: event.Established, Enter: 2_000_010_000, Dwell: 1_000_000_000, DwellKnown: true}},
+		Ending: timeline.Ending{SynCookie: true},
+	}
+	s.Connection(cookied)
 	s.Stats(&pipeline.Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
-		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
+		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000,
+		Untimed: event.UntimedStays{ByReason: [event.NumUntimedReasons]uint64{4, 1, 0}}})
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -381,7 +396,7 @@ func TestTextHistogramFoldsEmptyRows(t *testing.T) {
 	hs[event.SynRecv].Record(7_000_000_000) // 7 s
 	var buf bytes.Buffer
 	w := NewText(&buf, clock, time.UTC)
-	w.Histograms(time.Unix(100, 0), time.Unix(70, 0), &hs)
+	w.Histograms(time.Unix(100, 0), time.Unix(70, 0), &hs, &pipeline.Untimed{})
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}

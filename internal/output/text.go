@@ -168,6 +168,9 @@ func connNotes(c *timeline.Conn) string {
 	if end.HandshakeKnown {
 		notes = append(notes, "handshake "+FormatDuration(uint64(end.HandshakeMicros)*1000))
 	}
+	if end.SynCookie {
+		notes = append(notes, "SYN cookie handshake")
+	}
 	count(uint64(end.SynAckRetrans), "SYN-ACK retransmit")
 	count(uint64(end.SynRetrans), "SYN retransmit")
 	if len(c.States) > 0 && c.States[0].State == event.Listen {
@@ -210,24 +213,47 @@ func identityNote(id *event.Identity) string {
 }
 
 // Histograms writes each non-empty state's summary and power-of-two bars.
-func (t *TextWriter) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
+func (t *TextWriter) Histograms(ts, since time.Time, hs *pipeline.Histograms, u *pipeline.Untimed) {
 	from, to := t.at(since), t.at(ts)
 	t.printf("\nDwell time per state, %s to %s (%s):\n", from.Format("15:04:05"), to.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
 	any := false
 	for st := range hs {
 		h := &hs[st]
-		if h.Count() == 0 {
+		untimed := u[st].Total()
+		if h.Count() == 0 && untimed == 0 {
 			continue
 		}
 		any = true
 		t.printf("\n%s: count %d  min %s  p50 %s  p90 %s  p99 %s  max %s\n", event.State(st), h.Count(),
 			FormatDuration(h.Min()), FormatDuration(h.Quantile(.5)), FormatDuration(h.Quantile(.9)),
 			FormatDuration(h.Quantile(.99)), FormatDuration(h.Max()))
+		if untimed != 0 {
+			t.printf("  incomplete: %d more stays ended untimed (%s)\n", untimed, UntimedWhy(&u[st]))
+		}
 		t.bars(h)
 	}
 	if !any {
 		t.printf("  (no completed dwell times)\n")
 	}
+}
+
+// UntimedWhy says why stays went untimed, for the text output and the
+// exit line: "no start 3, gap 1", the non-zero reasons.
+func UntimedWhy(u *event.UntimedStays) string {
+	var b strings.Builder
+	for r, n := range u.ByReason {
+		if n == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", strings.ReplaceAll(event.UntimedReason(r).String(), "_", " "), n)
+	}
+	if u.Evicted != 0 {
+		fmt.Fprintf(&b, "; %d evicted from the full table", u.Evicted)
+	}
+	return b.String()
 }
 
 // bars folds the log-linear buckets into powers of two, as bcc prints.
@@ -276,6 +302,9 @@ func (t *TextWriter) Stats(s *pipeline.Stats) {
 	}
 	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
 		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
+	if n := s.Untimed.Total(); n != 0 {
+		t.printf("%d stays ended untimed and are missing from the histograms (%s)\n", n, UntimedWhy(&s.Untimed))
+	}
 }
 
 // Flush writes out the buffer.
@@ -384,8 +413,13 @@ func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 	if l.AcceptQueue > l.AcceptQueueMax {
 		full = " FULL"
 	}
-	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d\n",
-		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans)
+	cookies := ""
+	if l.SynCookiesSent {
+		cookies = " SENDING SYN COOKIES"
+	}
+	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d, drops %d, SYN cookie handshakes %d%s\n",
+		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans,
+		l.Drops, l.SynCookies, cookies)
 }
 
 // Redirect flushes what is buffered, then writes to w.

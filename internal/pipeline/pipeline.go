@@ -49,6 +49,10 @@ type Observer interface {
 	Sockets(counts *[event.NumStates]uint64)
 	// Stuck: one stuck report.
 	Stuck(s event.State)
+	// Listeners: from one socket walk, the kernel's drops summed over
+	// the listeners (since each listen()), and how many of them sent SYN
+	// cookies since the previous walk.
+	Listeners(drops, cookieSenders uint64)
 }
 
 // WalkObserver is an Observer that also takes what each socket walk
@@ -87,8 +91,13 @@ type Pipeline struct {
 	// Hists: the dwell histograms built from records (the kernel's own
 	// in aggregate mode, see the tracer).
 	Hists Histograms
-	// spanHists: the stays of recorded connections (RecordedConnection).
-	spanHists Histograms
+	// spanHists, spanUntimed: the stays of recorded connections
+	// (RecordedConnection).
+	spanHists   Histograms
+	spanUntimed Untimed
+	// Untimed: the stays that ended without a time (the kernel's in
+	// aggregate mode).
+	Untimed Untimed
 	// Records: raw records handed in; Events: transitions among them
 	// (or replayed), Written of them written; Conns: connection records
 	// written, Open of them still open; DecodeErrs: bad records;
@@ -104,6 +113,9 @@ type Pipeline struct {
 	stuckNow map[uint64]*stuckNow
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
+	// cookieStamps: each listener's SYN-cookie stamp at the previous
+	// walk, by inode.
+	cookieStamps map[uint64]uint32
 }
 
 // New returns the pipeline of a run with cfg: records go to sink, counts
@@ -159,6 +171,8 @@ func (r *Pipeline) Observe(e *event.Event) {
 	stayEnded = stayEnded && r.keepState(e.Old)
 	if stayEnded {
 		r.Hists[e.Old].Record(uint64(stay))
+	} else if why, untimed := e.Untimed(); untimed && r.keepState(e.Old) {
+		r.Untimed[e.Old].ByReason[why]++
 	}
 	for _, o := range r.observers {
 		o.Transition(e, stay, stayEnded)

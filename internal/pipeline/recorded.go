@@ -25,19 +25,23 @@ func (r *Pipeline) RecordedConnection(c *timeline.Conn) {
 		if r.keepState(st) {
 			r.spanHists[st].Record(uint64(d))
 		}
+	}, func(st event.State, why event.UntimedReason) {
+		if r.keepState(st) {
+			r.spanUntimed[st].ByReason[why]++
+		}
 	})
 	r.Connection(c)
 }
 
-// Histograms returns the dwell histograms: those of the transitions'
+// Histograms returns the dwell histograms and the untimed stays: those of the transitions'
 // stays, or in a replay of connections alone (recorded with --emit
 // connections) those of their spans' stays, by the same rule
 // (timeline.Conn.Stays).
-func (r *Pipeline) Histograms() *Histograms {
+func (r *Pipeline) Histograms() (*Histograms, *Untimed) {
 	if r.Events == 0 && r.src.Recorded() {
-		return &r.spanHists
+		return &r.spanHists, &r.spanUntimed
 	}
-	return &r.Hists
+	return &r.Hists, &r.Untimed
 }
 
 // RecordedStuck takes a recorded stuck record: written if --state keeps

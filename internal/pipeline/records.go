@@ -18,6 +18,23 @@ import (
 // Histograms holds one dwell-time histogram per state, indexed by State.
 type Histograms [event.NumStates]histogram.Histogram
 
+// Untimed counts, per state (indexed by State), the stays that ended
+// without a time, so that a reader of the histograms knows how much of
+// each distribution is missing and why.
+type Untimed [event.NumStates]event.UntimedStays
+
+// Sum adds up every state's untimed stays.
+func (u *Untimed) Sum() event.UntimedStays {
+	var t event.UntimedStays
+	for st := range u {
+		for r, c := range u[st].ByReason {
+			t.ByReason[r] += c
+		}
+		t.Evicted += u[st].Evicted
+	}
+	return t
+}
+
 // Lost reports transitions that never reached the tracer, since the
 // previous report (the deltas) and since start (the totals).
 type Lost struct {
@@ -76,6 +93,9 @@ type Stats struct {
 	Rescued                       uint64 // recorded by the backup program
 	StorageFail                   uint64
 	Lost                          uint64
+	// Untimed: stays that ended without a time, summed over the states
+	// (the histogram records have them per state).
+	Untimed event.UntimedStays
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64
@@ -99,6 +119,14 @@ type Listener struct {
 	HalfOpen       uint32
 	SynAckRetrans  uint32
 	Inode          uint64 // the socket file's inode (not written out)
+	// Drops: the kernel's drops on the listener since listen() (sk_drops,
+	// `ss -m`'s d: SYNs and final ACKs dropped at a full queue);
+	// SynCookies: connections it accepted through a SYN cookie since
+	// tracing began; SynCookiesSent: it sent SYN cookies since the
+	// previous walk (the kernel's stamp of its latest one moved);
+	// SynCookiesKnown: there was a previous walk to compare with.
+	Drops, SynCookies               uint32
+	SynCookiesSent, SynCookiesKnown bool
 }
 
 // Stuck is a connection that has stayed in a watched state longer than
@@ -148,8 +176,9 @@ func (s *Stuck) Owner() (pid uint32, comm *[16]byte, known bool, creator *Holder
 type Sink interface {
 	Transition(e *event.Event)
 	Connection(c *timeline.Conn)
-	// Histograms writes the non-empty histograms, cumulative since since.
-	Histograms(ts, since time.Time, h *Histograms)
+	// Histograms writes the histograms of the states with a stay that
+	// ended (timed or not), cumulative since since; u: the untimed ones.
+	Histograms(ts, since time.Time, h *Histograms, u *Untimed)
 	Lost(l *Lost)
 	Stats(s *Stats)
 	// States writes the live count of sockets per state (the netstat -nat

@@ -54,7 +54,9 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 			byPort[k] = len(t.listeners)
 			t.listeners = append(t.listeners, Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
 				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
-				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
+				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans,
+				Drops: s.Drops, SynCookies: s.SynCookies})
+			r.cookiesSent(&t.listeners[len(t.listeners)-1], s.SynCookieStamp)
 		case event.NewSynRecv:
 			halfOpen[k]++
 		}
@@ -81,13 +83,51 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 	}
 	t.walk.Namespaces, t.walk.Listeners = len(namespaces), t.listeners
 	t.namespaces = slices.Sorted(maps.Keys(namespaces))
+	r.forgetStamps(t.listeners)
+	var drops, senders uint64
+	for i := range t.listeners {
+		drops += uint64(t.listeners[i].Drops)
+		if t.listeners[i].SynCookiesSent {
+			senders++
+		}
+	}
 	for _, o := range r.observers {
 		o.Sockets(&t.counts)
+		o.Listeners(drops, senders)
 		if wo, ok := o.(WalkObserver); ok {
 			wo.Walked(&t.walk)
 		}
 	}
 	return t, nil
+}
+
+// cookiesSent sets whether the listener sent SYN cookies since the
+// previous walk: the kernel stamps a listener (in jiffies, at most once
+// a second) whenever it answers a SYN with a cookie, and never otherwise.
+func (r *Pipeline) cookiesSent(l *Listener, stamp uint32) {
+	if r.cookieStamps == nil {
+		r.cookieStamps = map[uint64]uint32{}
+	}
+	prev, ok := r.cookieStamps[l.Inode]
+	l.SynCookiesKnown = ok && l.Inode != 0
+	l.SynCookiesSent = l.SynCookiesKnown && stamp != prev
+	r.cookieStamps[l.Inode] = stamp
+}
+
+// forgetStamps drops the stamps of listeners that are gone.
+func (r *Pipeline) forgetStamps(ls []Listener) {
+	if len(r.cookieStamps) <= len(ls) {
+		return
+	}
+	live := make(map[uint64]bool, len(ls))
+	for i := range ls {
+		live[ls[i].Inode] = true
+	}
+	for ino := range r.cookieStamps {
+		if !live[ino] {
+			delete(r.cookieStamps, ino)
+		}
+	}
 }
 
 // WriteSockets writes what one walk found (the tracepoint mode has no

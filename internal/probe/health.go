@@ -5,6 +5,7 @@ package probe
 import (
 	"fmt"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 )
 
@@ -83,8 +84,9 @@ func (p *Probe) Health() (Health, error) {
 }
 
 // DwellHistograms adds the kernel's per-CPU dwell-time histograms
-// (aggregate mode) to dst, indexed by state.
-func (p *Probe) DwellHistograms(dst []histogram.Histogram) error {
+// (aggregate mode) to dst, and its untimed stays to untimed, both
+// indexed by state.
+func (p *Probe) DwellHistograms(dst []histogram.Histogram, untimed []event.UntimedStays) error {
 	m := p.coll.Maps[tcptraceMapDwellHists]
 	var per []tcptraceStateHist
 	for state := 1; state < len(dst); state++ {
@@ -95,6 +97,12 @@ func (p *Probe) DwellHistograms(dst []histogram.Histogram) error {
 			h := &per[i]
 			if err := dst[state].MergeRaw(h.Buckets[:histogram.NumBuckets], h.Count, h.Sum, h.Min, h.Max); err != nil {
 				return err
+			}
+			if state < len(untimed) {
+				for r, n := range h.Untimed {
+					untimed[state].ByReason[r] += n
+				}
+				untimed[state].Evicted += h.Evicted
 			}
 		}
 	}

@@ -53,16 +53,18 @@ func TestKernelHistIndexMatchesGo(t *testing.T) {
 	}
 }
 
-// Only retransmissions the kernel sent count: tcp_retransmit_skb also
-// fires when the queue below TCP refused the segment (err -EBUSY), and
-// then nothing was sent (total_retrans does not count it either).
-func TestKernelCountsOnlySentRetransmits(t *testing.T) {
+// Retransmissions count as the kernel's total_retrans counts them: one
+// dropped below TCP (a local firewall: err -EPERM) counts, one given up
+// before it was built (err -EBUSY: the original still in the host queue)
+// does not; SYN retransmits are the socket's total_retrans itself.
+func TestKernelCountsRetransmitsAsTotalRetrans(t *testing.T) {
 	prog := testProgram(t, tcptraceProgRetransCountTest)
-	const synSent, established, ebusy = 2, 1, -16
+	const synSent, established, ebusy, eperm = 2, 1, -16, -1
 	args := tcptraceRetransTestArgs{
-		State: [8]int32{synSent, synSent, established, established, established},
-		Err:   [8]int32{0, ebusy, 0, ebusy, ebusy},
-		N:     5,
+		State:        [8]int32{synSent, synSent, synSent, established, established, established},
+		Err:          [8]int32{0, eperm, ebusy, 0, eperm, ebusy},
+		TotalRetrans: [8]uint32{1, 2, 2, 2, 3, 3},
+		N:            6,
 	}
 	var in bytes.Buffer
 	binary.Write(&in, binary.NativeEndian, &args)
@@ -73,8 +75,8 @@ func TestKernelCountsOnlySentRetransmits(t *testing.T) {
 	if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, &args); err != nil {
 		t.Fatal(err)
 	}
-	if args.SynRetrans != 1 || args.Retrans != 1 {
-		t.Fatalf("counted %d SYN retransmits and %d retransmits, want 1 and 1 (the EBUSY ones sent nothing)", args.SynRetrans, args.Retrans)
+	if args.SynRetrans != 2 || args.Retrans != 2 {
+		t.Fatalf("counted %d SYN retransmits and %d retransmits, want 2 and 2 (the -EPERM ones were built and counted by the kernel, the -EBUSY ones not)", args.SynRetrans, args.Retrans)
 	}
 }
 

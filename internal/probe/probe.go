@@ -158,6 +158,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	}
 	delete(spec.Programs, tcptraceProgHistIndexTest) // test hooks only
 	delete(spec.Programs, tcptraceProgRetransCountTest)
+	delete(spec.Programs, tcptraceProgHistStayTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
@@ -168,6 +169,14 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	case config.AttachBTF:
 		for _, tp := range classicPrograms {
 			delete(spec.Programs, tp.prog)
+		}
+		if HistogramOnly(o) {
+			// No backup program: a transition the kernel skips loses
+			// one sample of a statistical profile, counted (recursion),
+			// and the next one of that socket times nothing (bpf/hist.h:
+			// a gap), so nothing is counted in the wrong state. A second
+			// dispatch on every transition (~36 ns) is not worth it.
+			delete(spec.Programs, tcptraceProgOnStateBackup)
 		}
 	case config.AttachTracepoint:
 		for _, name := range btfPrograms {
@@ -186,7 +195,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 // HistSlots) or
 // hist_socks on the tracepoint fallback; sock_table in the others.
 func sizeSocketTable(spec *ebpf.CollectionSpec, o Options, set func(string, any) error) error {
-	if !o.Aggregate() || o.PID != 0 {
+	if !HistogramOnly(o) {
 		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxConns)
 		return nil
 	}
@@ -198,6 +207,11 @@ func sizeSocketTable(spec *ebpf.CollectionSpec, o Options, set func(string, any)
 	spec.Maps[tcptraceMapHistSlots].MaxEntries = slots
 	return set(tcptraceVarHistSlotMask, slots-1)
 }
+
+// HistogramOnly reports whether o is the histogram-only mode (--emit
+// histograms without --pid): the kernel keeps each socket's entry time
+// and nothing else (HIST_ONLY in bpf/tcptrace.bpf.c).
+func HistogramOnly(o Options) bool { return o.Aggregate() && o.PID == 0 }
 
 // HistSlots is the size of the histogram-only mode's slot table for
 // --max-conns n: the smallest power of two >= 2n, so that the table is
@@ -216,7 +230,10 @@ func (p *Probe) attach() error {
 	case config.AttachBTF:
 		p.primary = p.coll.Programs[tcptraceProgOnState]
 		for _, name := range btfPrograms {
-			prog := p.coll.Programs[name]
+			prog, ok := p.coll.Programs[name]
+			if !ok {
+				continue // left out by configure
+			}
 			l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 			if err != nil {
 				return fmt.Errorf("attaching %s (tp_btf): %w", name, err)

@@ -52,7 +52,8 @@ type tcptraceEvent struct {
 	Tw            uint8
 	Kind          uint8
 	HandshakeUs   uint32
-	Pad2          uint32
+	Syncookie     uint8
+	Pad2          [3]uint8
 }
 
 type tcptraceEventFlags uint32
@@ -105,7 +106,17 @@ type tcptraceHistSock struct {
 	_     structs.HostLayout
 	TsNs  uint64
 	Flags uint32
-	Pad   uint32
+	State uint8
+	Pad   [3]uint8
+}
+
+type tcptraceHistStayTestArgs struct {
+	_   structs.HostLayout
+	Now [8]uint64
+	Old [8]int32
+	New [8]int32
+	N   uint32
+	Pad uint32
 }
 
 type tcptraceHsKey struct {
@@ -134,14 +145,21 @@ type tcptraceListenOwner struct {
 	Comm      [16]int8
 }
 
-type tcptraceRetransTestArgs struct {
+type tcptraceListenSock struct {
 	_          structs.HostLayout
-	State      [8]int32
-	Err        [8]int32
-	N          uint32
-	Retrans    uint32
-	SynRetrans uint32
-	Pad        uint32
+	Sk         uint64
+	Syncookies uint64
+}
+
+type tcptraceRetransTestArgs struct {
+	_            structs.HostLayout
+	State        [8]int32
+	Err          [8]int32
+	TotalRetrans [8]uint32
+	N            uint32
+	Retrans      uint32
+	SynRetrans   uint32
+	Pad          uint32
 }
 
 type tcptraceSockInfo struct {
@@ -159,25 +177,29 @@ type tcptraceSockInfo struct {
 }
 
 type tcptraceSockSnap struct {
-	_             structs.HostLayout
-	Cookie        uint64
-	Saddr         [16]uint8
-	Daddr         [16]uint8
-	Netns         uint32
-	Pid           uint32
-	Sport         uint16
-	Dport         uint16
-	Family        uint8
-	State         uint8
-	OwnerKnown    uint8
-	Pad           uint8
-	Comm          [16]int8
-	AckBacklog    uint32
-	MaxAckBacklog uint32
-	Retrans       uint32
-	Pad2          uint32
-	SynackNs      uint64
-	Ino           uint64
+	_              structs.HostLayout
+	Cookie         uint64
+	Saddr          [16]uint8
+	Daddr          [16]uint8
+	Netns          uint32
+	Pid            uint32
+	Sport          uint16
+	Dport          uint16
+	Family         uint8
+	State          uint8
+	OwnerKnown     uint8
+	Pad            uint8
+	Comm           [16]int8
+	AckBacklog     uint32
+	MaxAckBacklog  uint32
+	Retrans        uint32
+	Pad2           uint32
+	SynackNs       uint64
+	Ino            uint64
+	Drops          uint32
+	Syncookies     uint32
+	SyncookieStamp uint32
+	Pad3           uint32
 }
 
 type tcptraceStateHist struct {
@@ -186,8 +208,19 @@ type tcptraceStateHist struct {
 	Sum     uint64
 	Min     uint64
 	Max     uint64
+	Untimed [3]uint64
+	Evicted uint64
 	Buckets [2048]uint64
 }
+
+type tcptraceUntimedReason uint32
+
+const (
+	tcptraceUntimedReasonUNTIMED_NO_START  tcptraceUntimedReason = 0
+	tcptraceUntimedReasonUNTIMED_GAP       tcptraceUntimedReason = 1
+	tcptraceUntimedReasonUNTIMED_SYNCOOKIE tcptraceUntimedReason = 2
+	tcptraceUntimedReasonUNTIMED_REASONS   tcptraceUntimedReason = 3
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -198,12 +231,14 @@ const (
 	tcptraceMapHealth                = "health"
 	tcptraceMapHistSlots             = "hist_slots"
 	tcptraceMapHistSocks             = "hist_socks"
+	tcptraceMapListenSocks           = "listen_socks"
 	tcptraceMapListeners             = "listeners"
 	tcptraceMapSeedInodes            = "seed_inodes"
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
 	tcptraceProgHistIndexTest        = "hist_index_test"
+	tcptraceProgHistStayTest         = "hist_stay_test"
 	tcptraceProgOnReceiveReset       = "on_receive_reset"
 	tcptraceProgOnReceiveResetTp     = "on_receive_reset_tp"
 	tcptraceProgOnRetransmit         = "on_retransmit"
@@ -236,6 +271,7 @@ const (
 	tcptraceVarUnusedRst             = "unused_rst"
 	tcptraceVarUnusedSnap            = "unused_snap"
 	tcptraceVarUnusedTw              = "unused_tw"
+	tcptraceVarUnusedUntimed         = "unused_untimed"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
 )
 
@@ -282,6 +318,7 @@ type tcptraceSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
 	HistIndexTest        *ebpf.ProgramSpec `ebpf:"hist_index_test"`
+	HistStayTest         *ebpf.ProgramSpec `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.ProgramSpec `ebpf:"on_receive_reset_tp"`
 	OnRetransmit         *ebpf.ProgramSpec `ebpf:"on_retransmit"`
@@ -306,6 +343,7 @@ type tcptraceMapSpecs struct {
 	Health      *ebpf.MapSpec `ebpf:"health"`
 	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
 	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
+	ListenSocks *ebpf.MapSpec `ebpf:"listen_socks"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
@@ -336,6 +374,7 @@ type tcptraceVariableSpecs struct {
 	UnusedRst         *ebpf.VariableSpec `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
+	UnusedUntimed     *ebpf.VariableSpec `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -364,6 +403,7 @@ type tcptraceMaps struct {
 	Health      *ebpf.Map `ebpf:"health"`
 	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
 	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
+	ListenSocks *ebpf.Map `ebpf:"listen_socks"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
@@ -378,6 +418,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Health,
 		m.HistSlots,
 		m.HistSocks,
+		m.ListenSocks,
 		m.Listeners,
 		m.SeedInodes,
 		m.SockInfos,
@@ -409,6 +450,7 @@ type tcptraceVariables struct {
 	UnusedRst         *ebpf.Variable `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
+	UnusedUntimed     *ebpf.Variable `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
@@ -417,6 +459,7 @@ type tcptraceVariables struct {
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
 	HistIndexTest        *ebpf.Program `ebpf:"hist_index_test"`
+	HistStayTest         *ebpf.Program `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.Program `ebpf:"on_receive_reset_tp"`
 	OnRetransmit         *ebpf.Program `ebpf:"on_retransmit"`
@@ -435,6 +478,7 @@ type tcptracePrograms struct {
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
 		p.HistIndexTest,
+		p.HistStayTest,
 		p.OnReceiveReset,
 		p.OnReceiveResetTp,
 		p.OnRetransmit,

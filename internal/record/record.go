@@ -87,6 +87,9 @@ type Transition struct {
 	// SYN_RECV stay is the handshake (HandshakeNs, absent when unknown).
 	Accepted    bool    `json:"accepted,omitempty"`
 	HandshakeNs *uint64 `json:"handshake_ns,omitempty"`
+	// SynCookie: that handshake was completed by a SYN cookie (its time
+	// is unknown: HandshakeNs absent).
+	SynCookie bool `json:"syncookie,omitempty"`
 	Ending
 }
 
@@ -128,6 +131,7 @@ type Connection struct {
 	// Accepted sockets.
 	HandshakeNs       *uint64 `json:"handshake_ns,omitempty"`
 	SynAckRetransmits *uint64 `json:"synack_retransmits,omitempty"`
+	SynCookie         bool    `json:"syncookie,omitempty"`
 	States            []Span  `json:"states"`
 }
 
@@ -140,18 +144,33 @@ type Bucket struct {
 
 // Histogram is one state's dwell times, cumulative since Since.
 type Histogram struct {
-	Type    string    `json:"type"`
-	TS      time.Time `json:"ts"`
-	Since   time.Time `json:"since"`
-	State   string    `json:"state"`
-	Count   uint64    `json:"count"`
-	SumNs   uint64    `json:"sum_ns"`
-	MinNs   uint64    `json:"min_ns"`
-	MaxNs   uint64    `json:"max_ns"`
-	P50Ns   uint64    `json:"p50_ns"`
-	P90Ns   uint64    `json:"p90_ns"`
-	P99Ns   uint64    `json:"p99_ns"`
-	Buckets []Bucket  `json:"buckets"`
+	Type  string    `json:"type"`
+	TS    time.Time `json:"ts"`
+	Since time.Time `json:"since"`
+	State string    `json:"state"`
+	Count uint64    `json:"count"`
+	SumNs uint64    `json:"sum_ns"`
+	MinNs uint64    `json:"min_ns"`
+	MaxNs uint64    `json:"max_ns"`
+	P50Ns uint64    `json:"p50_ns"`
+	P90Ns uint64    `json:"p90_ns"`
+	P99Ns uint64    `json:"p99_ns"`
+	// Untimed: stays of the state that ended without a known time, not
+	// in the figures above; UntimedReasons says why, when there are any.
+	Untimed        uint64          `json:"untimed"`
+	UntimedReasons *UntimedReasons `json:"untimed_reasons,omitempty"`
+	// Evictions (histogram-only mode): sockets evicted from the
+	// kernel's full slot table while in the state.
+	Evictions uint64   `json:"evictions,omitempty"`
+	Buckets   []Bucket `json:"buckets"`
+}
+
+// UntimedReasons splits a histogram's untimed stays by reason
+// (event.UntimedReason).
+type UntimedReasons struct {
+	NoStart   uint64 `json:"no_start"`
+	Gap       uint64 `json:"gap"`
+	SynCookie uint64 `json:"syncookie"`
 }
 
 // Lost counts what never reached the tracer.
@@ -228,6 +247,11 @@ type Listener struct {
 	AcceptQueueMax    uint64 `json:"accept_queue_max"`
 	HalfOpen          uint64 `json:"half_open"`
 	SynAckRetransmits uint64 `json:"synack_retransmits"`
+	Drops             uint64 `json:"drops"`
+	SynCookies        uint64 `json:"syncookies"`
+	// SynCookiesSent: whether it answered SYNs with cookies since the
+	// previous listener record; absent on a listener's first.
+	SynCookiesSent *bool `json:"syncookies_sent,omitempty"`
 }
 
 // Stuck is a connection held in a state past its limit.
@@ -310,6 +334,7 @@ type Stats struct {
 	Rescued         uint64    `json:"rescued"`
 	StorageFail     uint64    `json:"storage_fail"`
 	Lost            uint64    `json:"lost"`
+	Untimed         uint64    `json:"untimed"`
 	*BPFStats
 }
 

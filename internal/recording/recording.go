@@ -67,7 +67,8 @@ func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary,
 		return s, err
 	}
 	if !s.First.IsZero() {
-		sink.Histograms(s.Last, s.First, p.Histograms())
+		h, u := p.Histograms()
+		sink.Histograms(s.Last, s.First, h, u)
 	}
 	return s, sink.Flush()
 }
@@ -309,6 +310,7 @@ func transition(rec *record.Transition) (event.Event, error) {
 		if rec.HandshakeNs != nil {
 			e.HandshakeMicros = uint32(*rec.HandshakeNs / 1000)
 		}
+		e.SynCookie = rec.SynCookie
 	}
 	var closeInfo bool
 	if e.TW, e.Reset, e.Err, closeInfo, err = ending(&rec.Ending); err != nil {
@@ -347,6 +349,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 		end.HandshakeKnown, end.HandshakeMicros = true, uint32(*rec.HandshakeNs/1000)
 	}
 	end.SynAckRetrans = uint32(value(rec.SynAckRetransmits))
+	end.SynCookie = rec.SynCookie
 	for _, sp := range rec.States {
 		st, err := event.ParseState(sp.State)
 		if err != nil {

@@ -21,6 +21,32 @@ func golden(t testing.TB) []byte {
 	return b
 }
 
+// The rebuilt histograms say what they could not time, as the live ones
+// do: the golden file's connection accepted through a SYN cookie is an
+// untimed SYN_RECV stay, and its connections' stays without a dwell
+// (begun before the tracer, or entered unseen) untimed ESTABLISHED ones.
+func TestReplayCountsUntimedStays(t *testing.T) {
+	var out, warn bytes.Buffer
+	if _, err := Replay(bytes.NewReader(golden(t)), Filter{}, output.NewNDJSON(&out, Clock), &warn); err != nil {
+		t.Fatal(err)
+	}
+	var synRecv, est string
+	for _, l := range strings.Split(out.String(), "\n") {
+		switch {
+		case strings.Contains(l, `"type":"histogram"`) && strings.Contains(l, `"state":"SYN_RECV"`):
+			synRecv = l
+		case strings.Contains(l, `"type":"histogram"`) && strings.Contains(l, `"state":"ESTABLISHED"`):
+			est = l
+		}
+	}
+	if !strings.Contains(synRecv, `"syncookie":1}`) {
+		t.Errorf("SYN_RECV histogram %q: want one stay untimed for a SYN cookie", synRecv)
+	}
+	if !strings.Contains(est, `"untimed_reasons":{"no_start":1,"gap":1,`) {
+		t.Errorf("ESTABLISHED histogram %q: want one untimed stay with no start and one entered unseen", est)
+	}
+}
+
 func TestReplayFiltersAndBadLines(t *testing.T) {
 	input := string(golden(t)) +
 		"not json\n" +
@@ -32,11 +58,11 @@ func TestReplayFiltersAndBadLines(t *testing.T) {
 		f           Filter
 		trans, conn uint64
 	}{
-		{"all", Filter{}, 8, 5},
+		{"all", Filter{}, 9, 6},
 		{"port 443", Filter{Ports: map[uint16]bool{443: true}}, 0, 2},
 		{"state CLOSE_WAIT", Filter{States: statesOf(event.CloseWait)}, 1, 3},
 		{"until before everything", Filter{Until: time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC)}, 0, 0},
-		{"since 12:00:01", Filter{Since: time.Date(2026, 11, 30, 12, 0, 1, 0, time.UTC)}, 0, 3},
+		{"since 12:00:01", Filter{Since: time.Date(2026, 11, 30, 12, 0, 1, 0, time.UTC)}, 0, 4},
 	}
 	n := uint64(bytes.Count(golden(t), []byte("\n"))) // the bad lines follow
 	for _, tc := range tests {

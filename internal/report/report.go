@@ -253,7 +253,7 @@ func int64cmp(a, b int64) int {
 	return 0
 }
 
-func (c *Collector) Histograms(ts, since time.Time, h *pipeline.Histograms) {
+func (c *Collector) Histograms(ts, since time.Time, h *pipeline.Histograms, _ *pipeline.Untimed) {
 	c.hists, c.since, c.until = *h, since, ts
 }
 

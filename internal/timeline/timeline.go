@@ -46,6 +46,9 @@ type Ending struct {
 	HandshakeKnown  bool
 	HandshakeMicros uint32
 	SynAckRetrans   uint32
+	// SynCookie: the handshake was completed by a SYN cookie (its time
+	// is unknown).
+	SynCookie bool
 }
 
 // Conn is one socket's timeline.
@@ -112,15 +115,41 @@ func (c *Conn) ClosedFrom() event.State {
 // connection) or left by no transition (an inferred TIME_WAIT) adds
 // nothing.
 func (c *Conn) Stay(i int) (time.Duration, bool) {
+	e, ok := c.left(i)
+	if !ok {
+		return 0, false
+	}
+	return e.Stay()
+}
+
+// Untimed is Stay's other half: whether span i is a stay that ended
+// without a time, and why (event.Event.Untimed, the one rule). A span
+// entered by a transition that was not seen (Unseen) is a gap: its start
+// is not known, so a dwell measured from an earlier transition would
+// span two states, and it is never timed.
+func (c *Conn) Untimed(i int) (event.UntimedReason, bool) {
+	e, ok := c.left(i)
+	if !ok {
+		return 0, false
+	}
+	if c.States[i].Unseen && e.Old != event.Close && e.Old != e.New {
+		return event.UntimedGap, true
+	}
+	return e.Untimed()
+}
+
+// left reads span i as the transition that left it; false: no transition
+// left it (the last span of an open connection, an inferred TIME_WAIT).
+func (c *Conn) left(i int) (event.Event, bool) {
 	sp := &c.States[i]
 	e := event.Event{Old: sp.State, New: event.Close, Dwell: time.Duration(sp.Dwell)}
 	switch next := c.nextSeen(i); {
 	case next >= 0:
 		e.New = c.States[next].State
 	case c.Open:
-		return 0, false
+		return e, false
 	}
-	if sp.DwellKnown {
+	if sp.DwellKnown && !sp.Unseen {
 		e.Flags |= event.DwellKnown
 	}
 	switch {
@@ -129,10 +158,11 @@ func (c *Conn) Stay(i int) (time.Duration, bool) {
 		if c.Ending.HandshakeKnown {
 			e.HandshakeMicros = c.Ending.HandshakeMicros
 		}
+		e.SynCookie = c.Ending.SynCookie
 	case sp.Inferred:
-		return 0, false
+		return e, false
 	}
-	return e.Stay()
+	return e, true
 }
 
 // nextSeen is the index of the first span after i that a transition
@@ -146,12 +176,15 @@ func (c *Conn) nextSeen(i int) int {
 	return -1
 }
 
-// Stays calls f with each stay the connection's spans add to the dwell
-// histograms (Stay), in order.
-func (c *Conn) Stays(f func(st event.State, d time.Duration)) {
+// Stays calls timed with each stay the connection's spans add to the
+// dwell histograms (Stay), and untimed with each that ended without a
+// time (Untimed), in order.
+func (c *Conn) Stays(timed func(st event.State, d time.Duration), untimed func(st event.State, why event.UntimedReason)) {
 	for i := range c.States {
 		if d, ok := c.Stay(i); ok {
-			f(c.States[i].State, d)
+			timed(c.States[i].State, d)
+		} else if why, ok := c.Untimed(i); ok {
+			untimed(c.States[i].State, why)
 		}
 	}
 }
@@ -427,6 +460,7 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	if e.Old == event.SynRecv && e.New == event.Established {
 		end.HandshakeKnown = e.HandshakeMicros != 0
 		end.HandshakeMicros, end.SynAckRetrans = e.HandshakeMicros, e.TotalRetrans
+		end.SynCookie = e.SynCookie
 	}
 	if e.Has(event.CloseInfo) {
 		end.CloseKnown = true

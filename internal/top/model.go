@@ -164,7 +164,7 @@ func (m *Model) Connection(c *timeline.Conn) {
 }
 
 // Histograms keeps the tracer's cumulative dwell histograms.
-func (m *Model) Histograms(_, _ time.Time, h *pipeline.Histograms) {
+func (m *Model) Histograms(_, _ time.Time, h *pipeline.Histograms, _ *pipeline.Untimed) {
 	m.mu.Lock()
 	m.total = *h
 	m.mu.Unlock()

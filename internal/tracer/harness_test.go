@@ -59,6 +59,7 @@ type record struct {
 	Error          string            `json:"error"`
 	Retransmits    uint64            `json:"retransmits"`
 	SynRetransmits uint64            `json:"syn_retransmits"`
+	TotalRetrans   *uint64           `json:"total_retrans"`
 	BytesAcked     uint64            `json:"bytes_acked"`
 	BytesReceived  uint64            `json:"bytes_received"`
 	HandshakeRTT   *uint64           `json:"handshake_ns"`
@@ -80,12 +81,23 @@ type record struct {
 		Le    uint64 `json:"le_ns"`
 		Count uint64 `json:"count"`
 	} `json:"buckets"`
-	Aggregated  uint64 `json:"aggregated"`
-	StorageFail uint64 `json:"storage_fail"`
-	Events      uint64 `json:"events"`
-	Lost        uint64 `json:"lost"`
-	Rescued     uint64 `json:"rescued"`
-	Attach      string `json:"attach"`
+	Untimed        uint64 `json:"untimed"`
+	UntimedReasons *struct {
+		NoStart   uint64 `json:"no_start"`
+		Gap       uint64 `json:"gap"`
+		SynCookie uint64 `json:"syncookie"`
+	} `json:"untimed_reasons"`
+	Evictions      uint64 `json:"evictions"`
+	SynCookie      bool   `json:"syncookie"`
+	Drops          uint64 `json:"drops"`
+	SynCookies     uint64 `json:"syncookies"`
+	SynCookiesSent *bool  `json:"syncookies_sent"`
+	Aggregated     uint64 `json:"aggregated"`
+	StorageFail    uint64 `json:"storage_fail"`
+	Events         uint64 `json:"events"`
+	Lost           uint64 `json:"lost"`
+	Rescued        uint64 `json:"rescued"`
+	Attach         string `json:"attach"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.

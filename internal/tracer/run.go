@@ -28,6 +28,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/privileges"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/probe"
@@ -402,12 +403,23 @@ func (r *run) writeHistograms(now time.Time) error {
 		for i := range r.pl.Hists {
 			r.pl.Hists[i].Reset()
 		}
-		if err := r.p.DwellHistograms(r.pl.Hists[:]); err != nil {
+		r.pl.Untimed = pipeline.Untimed{}
+		if err := r.p.DwellHistograms(r.pl.Hists[:], r.pl.Untimed[:]); err != nil {
 			return err
 		}
 	}
-	r.sink.Histograms(now, r.start, &r.pl.Hists)
+	r.sink.Histograms(now, r.start, &r.pl.Hists, &r.pl.Untimed)
 	return nil
+}
+
+// untimedNote is the exit line's account of the stays the histograms
+// could not time: empty when there were none.
+func untimedNote(u *event.UntimedStays) string {
+	n := u.Total()
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d stays untimed and missing from the histograms (%s)", n, output.UntimedWhy(u))
 }
 
 // reportLost writes a lost record when the kernel dropped or skipped
@@ -485,6 +497,8 @@ func (r *run) finish(cause error) error {
 	var histErr error
 	if r.cfg.Emit&config.EmitHistograms != 0 {
 		histErr = r.writeHistograms(now)
+	} else if r.cfg.Aggregate() {
+		histErr = r.p.DwellHistograms(r.pl.Hists[:], r.pl.Untimed[:])
 	}
 	h := r.lastHealth
 	st := pipeline.Stats{
@@ -496,6 +510,8 @@ func (r *run) finish(cause error) error {
 	ts := r.pl.TrackerStats()
 	st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
 	st.Stuck = r.pl.StuckCount
+	st.Untimed = r.pl.Untimed.Sum()
+	st.Evictions += st.Untimed.Evicted // the histogram-only mode's, in the kernel
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
 	if flushErr != nil {
@@ -505,7 +521,7 @@ func (r *run) finish(cause error) error {
 	if err == nil || errors.Is(err, syscall.EPIPE) {
 		// "done" only when the records were written: a failed write
 		// is the run's last word, not a success line before it.
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost%s\n", r.pl.Events, r.pl.Conns, st.Lost, untimedNote(&st.Untimed))
 	}
 	return err
 }
