@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
+	"math"
 	"math/bits"
 	"strings"
 	"time"
@@ -275,6 +276,8 @@ func FormatDuration(ns uint64) string {
 		return trim(d/1e6) + "ms"
 	case ns < 60_000_000_000:
 		return trim(d/1e9) + "s"
+	case ns > math.MaxInt64: // beyond time.Duration
+		return fmt.Sprintf("%.0fh", d/3600e9)
 	}
 	return time.Duration(ns).Round(time.Second).String()
 }

@@ -291,7 +291,8 @@ var Types = map[string]func() any{
 
 // Decode parses one line into a pointer to its record type (*Transition,
 // *Connection, ...). Fields the type does not know are ignored: a newer
-// tracer may add them (docs/ndjson.md).
+// tracer may add them (docs/ndjson.md). A record with an implausible value
+// (Plausible) is an error.
 func Decode(line []byte) (any, error) { return decode(line, false) }
 
 // DecodeStrict is Decode failing on any field the record type does not
@@ -319,6 +320,12 @@ func decode(line []byte, strict bool) (any, error) {
 	}
 	if d.More() {
 		return nil, fmt.Errorf("%s record: data after the object", head.Type)
+	}
+	if err := Plausible(v); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
+	}
+	if err := zeroTimeWritten(line); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
 	}
 	return v, nil
 }

@@ -3,7 +3,6 @@
 package recording
 
 import (
-	"bufio"
 	"fmt"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
@@ -32,27 +31,46 @@ type Summary struct {
 // Replay reads NDJSON from r and writes the selected transitions and
 // connections, then the dwell histograms rebuilt from the connections
 // (from the transitions when the recording has no connections), to sink.
-// A bad line is reported on warn with its number and skipped.
+// A bad line (not a record, a record with an implausible value, a line
+// longer than MaxLine, zero bytes left by a crash) is reported on warn
+// with its number, counted in Summary.Bad and skipped; only an error
+// reading r ends the replay early.
 func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary, error) {
 	var s Summary
 	var hists, fromTransitions pipeline.Histograms
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		s.Lines++
-		rec, err := record.Decode(sc.Bytes())
+	lines := NewLines(r)
+	for {
+		line, ok, err := lines.Next()
 		if err != nil {
+			return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
+		}
+		if !ok {
+			break
+		}
+		s.Lines++
+		damaged := line.Skipped != "" // counted once, whatever follows
+		if damaged {
 			s.Bad++
-			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", s.Lines, err)
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %s; skipped\n", line.Number, line.Skipped)
+			if len(line.Text) == 0 {
+				continue
+			}
+		}
+		bad := func() {
+			if !damaged {
+				s.Bad++
+			}
+		}
+		rec, err := record.Decode(line.Text)
+		if err != nil {
+			bad()
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", line.Number, err)
 			continue
 		}
 		if err := s.apply(rec, f, sink, &hists, &fromTransitions); err != nil {
-			s.Bad++
-			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", s.Lines, err)
+			bad()
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", line.Number, err)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
 	}
 	if s.Connections == 0 {
 		hists = fromTransitions
@@ -339,6 +357,6 @@ func value(p *uint64) uint64 {
 // Clock is the clock of replayed records. A recording holds wall times;
 // the pipeline keeps kernel monotonic ones (event.Mono), as in a live run.
 // Replay converts each wall time through this clock, which puts monotonic
-// time 1 at the start of 2000 (UTC), and the sinks convert back with it.
-// Times before 2000 are not replayed.
-var Clock = event.NewClock(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+// time 1 at record.MinTime (2000, UTC), and the sinks convert back with
+// it. Earlier times are implausible (record.Plausible): not replayed.
+var Clock = event.NewClock(record.MinTime, 1)

@@ -11,7 +11,6 @@
 package report
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
@@ -325,7 +324,7 @@ func (w *listenerLines) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			if len(w.part) < bufio.MaxScanTokenSize*256 { // as Replay's limit: longer lines are bad anyway
+			if len(w.part) <= recording.MaxLine { // as Replay's limit: longer lines are bad anyway
 				w.part = append(w.part, p...)
 			}
 			break
@@ -342,6 +341,7 @@ func (w *listenerLines) Write(p []byte) (int, error) {
 }
 
 func (w *listenerLines) line(b []byte) {
+	b = b[bytes.LastIndexByte(b, 0)+1:] // after a crash's zero bytes, as recording.Lines
 	if !bytes.Contains(b, listenerType) {
 		return
 	}
