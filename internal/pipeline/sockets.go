@@ -41,8 +41,12 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		case event.NewSynRecv:
 			halfOpen[k]++
 		}
-		if !r.seeded && r.tracker != nil {
-			r.tracker.Seed(s, mono)
+		if r.tracker != nil {
+			if !r.seeded {
+				r.tracker.Seed(s, mono)
+			} else if s.State == event.SynSent {
+				r.tracker.LearnLocal(s.Cookie, s.Src)
+			}
 		}
 	})
 	if err != nil {

@@ -71,6 +71,7 @@ func (r *Pipeline) writeStuck(now time.Time) {
 		if s, ok := socks[p.conn.Cookie]; ok {
 			if p.conn.Src.Port() == 0 && s.Src.Port() != 0 {
 				p.conn.Src = s.Src
+				r.tracker.LearnLocal(s.Cookie, s.Src) // the connection record names it too
 			}
 			st.HoldersKnown = true
 			st.Holders = holders[s.Inode]

@@ -233,6 +233,32 @@ func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 	t.entered(c, s.State, seen, true)
 }
 
+// LearnLocal gives the connection cookie its local end when the tracer
+// only saw it without a port (a connect() picks its port after
+// CLOSE->SYN_SENT, and nothing may fire until the handshake ends): the
+// port a socket walk found. A known port is kept.
+func (t *Tracker) LearnLocal(cookie uint64, src netip.AddrPort) {
+	if src.Port() == 0 {
+		return
+	}
+	for _, c := range []*Conn{t.conns[cookie], t.stubs[cookie], t.closingBy[cookie]} {
+		if c != nil && c.Src.Port() == 0 {
+			c.Src = src
+		}
+	}
+}
+
+// NoLocalPort reports whether a connection held has no local port yet
+// (see LearnLocal).
+func (t *Tracker) NoLocalPort() bool {
+	for c := t.head.next; c != &t.head; c = c.next {
+		if c.Src.Port() == 0 && c.Dst.Port() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats returns the counters.
 func (t *Tracker) Stats() Stats { return t.stats }
 
