@@ -73,8 +73,8 @@ func New() *Metrics {
 	}, []string{"state"})
 	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcptrace_lost_events_total",
-		Help: "Transitions that never reached the tracer, by reason.",
-	}, []string{"reason"})
+		Help: "Transitions that never reached the tracer, by reason; scope \"host\": counted for the whole host's TCP transitions on a filtered run (kernel recursion skips), so they may concern sockets the run does not trace.",
+	}, []string{"reason", "scope"})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tcptrace_evictions_total",
 		Help: "Connections written early because the connection table was full.",
@@ -100,8 +100,9 @@ func New() *Metrics {
 	// series (rate() of a series that appears later misses its first
 	// increase, and a panel without a series shows "No data").
 	for _, r := range []string{"ringbuf_full", "recursion", "decode", "unread"} {
-		m.lost.WithLabelValues(r)
+		m.lost.WithLabelValues(r, "run")
 	}
+	m.lost.WithLabelValues("recursion", "host")
 	for st := event.Established; st <= event.NewSynRecv; st++ {
 		m.stuck.WithLabelValues(st.String())
 		m.closed.WithLabelValues(st.String(), "none", "none", "false")
@@ -146,11 +147,17 @@ func (m *Metrics) Sockets(counts *[event.NumStates]uint64) {
 func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc() }
 
 // Lost adds losses by reason.
-func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64) {
-	m.lost.WithLabelValues("ringbuf_full").Add(float64(ringbufFull))
-	m.lost.WithLabelValues("recursion").Add(float64(recursion))
-	m.lost.WithLabelValues("decode").Add(float64(decode))
-	m.lost.WithLabelValues("unread").Add(float64(unread))
+// recursionHostWide: the run is filtered, and the recursion skips are
+// the host's (pipeline.Lost.RecursionHostWide).
+func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64, recursionHostWide bool) {
+	m.lost.WithLabelValues("ringbuf_full", "run").Add(float64(ringbufFull))
+	scope := "run"
+	if recursionHostWide {
+		scope = "host"
+	}
+	m.lost.WithLabelValues("recursion", scope).Add(float64(recursion))
+	m.lost.WithLabelValues("decode", "run").Add(float64(decode))
+	m.lost.WithLabelValues("unread", "run").Add(float64(unread))
 }
 
 // Evicted adds evictions.

@@ -243,6 +243,9 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b = appendUint(b, `,"decode_errors":`, l.Decode)
 	b = appendUint(b, `,"unread":`, l.Unread)
 	b = appendUint(b, `,"total":`, l.Total())
+	if l.RecursionHostWide {
+		b = append(b, `,"recursion_host_wide":true`...)
+	}
 	n.buf = append(b, '}')
 	n.write()
 }
@@ -266,6 +269,9 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b = appendUint(b, `,"rescued":`, s.Rescued)
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
+	if s.HostWide {
+		b = appendUint(b, `,"lost_host_wide":`, s.LostHostWide)
+	}
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)

@@ -104,7 +104,8 @@ func writeAll(s pipeline.Sink) {
 	}
 	hs[event.SynSent].Record(1_000_000)
 	s.Histograms(t0.Add(time.Minute), t0, &hs)
-	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1})
+	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1,
+		RecursionHostWide: true})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
@@ -176,7 +177,8 @@ func writeRest(s pipeline.Sink) {
 	hs.HandshakeMicros = 0 // accepted, handshake time unknown
 	s.Transition(&hs)
 	s.Stats(&pipeline.Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
-		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
+		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Lost: 4, HostWide: true, LostHostWide: 3,
+		Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000})
 }
 
 func golden(t *testing.T, name string, got []byte) {

@@ -246,14 +246,14 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 
 // pipeline.Lost writes a warning line.
 func (t *TextWriter) Lost(l *pipeline.Lost) {
-	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d); %d since start\n",
-		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Total())
+	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d%s, bad records %d); %d since start\n",
+		l.Count(), l.RingbufFull, l.Recursion, l.HostWideNote(), l.Decode, l.Total())
 }
 
 // pipeline.Stats writes the closing summary.
 func (t *TextWriter) Stats(s *pipeline.Stats) {
-	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
-		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
+	t.printf("\n%d transitions, %d connections (%d still open), %d lost%s, %d rescued from kernel recursion, %d evicted; attach %s\n",
+		s.Events, s.Connections, s.Open, s.Lost, s.HostWideNote(), s.Rescued, s.Evictions, s.Attach)
 }
 
 // Flush writes out the buffer.

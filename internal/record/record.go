@@ -163,6 +163,9 @@ type Lost struct {
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
 	Total        uint64    `json:"total"`
+	// RecursionHostWide: on a filtered run, recursion counts the whole
+	// host's skipped transitions, which may concern other sockets.
+	RecursionHostWide bool `json:"recursion_host_wide,omitempty"`
 }
 
 // States is the live tally of sockets per state.
@@ -274,6 +277,9 @@ type Stats struct {
 	Rescued         uint64    `json:"rescued"`
 	StorageFail     uint64    `json:"storage_fail"`
 	Lost            uint64    `json:"lost"`
+	// LostHostWide: on a filtered run, how many of Lost are the kernel's
+	// recursion skips of the whole host (they may concern other sockets).
+	LostHostWide *uint64 `json:"lost_host_wide,omitempty"`
 	*BPFStats
 }
 

@@ -21,8 +21,12 @@ func Render(v *View, width, height int) string {
 	b.width = width
 	lost := fmt.Sprintf("lost %d", v.Lost.Total())
 	if v.Lost.Total() > 0 {
-		lost = fmt.Sprintf("LOST %d (ring full %d, recursion %d, bad %d; last at %s)", v.Lost.Total(),
-			v.Lost.TotalRingbufFull, v.Lost.TotalRecursion, v.Lost.TotalDecode, v.Lost.TS.Format("15:04:05"))
+		hostWide := ""
+		if v.Lost.RecursionHostWide {
+			hostWide = " of the whole host"
+		}
+		lost = fmt.Sprintf("LOST %d (ring full %d, recursion %d%s, bad %d; last at %s)", v.Lost.Total(),
+			v.Lost.TotalRingbufFull, v.Lost.TotalRecursion, hostWide, v.Lost.TotalDecode, v.Lost.TS.Format("15:04:05"))
 	}
 	filter := "all"
 	if v.Options.Filter != 0 {

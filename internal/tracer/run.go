@@ -423,10 +423,13 @@ func (r *run) reportLost(now time.Time) error {
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
 		TotalUnread:      r.unread,
+		// The kernel counts recursion skips for every TCP transition
+		// of the host, before any filter.
+		RecursionHostWide: r.cfg.Filtered(),
 	}
 	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
-		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.RecursionHostWide)
 		ev := r.pl.TrackerStats().Evictions
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
@@ -434,8 +437,8 @@ func (r *run) reportLost(now time.Time) error {
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d)\n",
-			l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d%s, bad records %d, submitted but never read %d)\n",
+			l.Count(), l.RingbufFull, l.Recursion, l.HostWideNote(), l.Decode, l.Unread)
 	}
 	return nil
 }
@@ -487,6 +490,7 @@ func (r *run) finish(cause error) error {
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
 		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread,
+		LostHostWide: h.Recursion, HostWide: r.cfg.Filtered(),
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	ts := r.pl.TrackerStats()
@@ -494,7 +498,7 @@ func (r *run) finish(cause error) error {
 	st.Stuck = r.pl.StuckCount
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
-	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
+	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost%s\n", r.pl.Events, r.pl.Conns, st.Lost, st.HostWideNote())
 	if cause != nil {
 		return cause
 	}
