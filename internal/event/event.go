@@ -76,14 +76,20 @@ type Event struct {
 	Dwell  time.Duration // time spent in Old; valid with DwellKnown
 	Src    netip.AddrPort
 	Dst    netip.AddrPort
-	Netns  uint32
-	PID    uint32 // owner tgid; valid with OwnerKnown
-	Family Family
-	Old    State
-	New    State
-	Flags  Flags
-	Kind   Kind
-	Comm   [16]byte // owner command, NUL-padded; valid with OwnerKnown
+	Netns  uint32 // network namespace inode: reused by the kernel
+	// NetnsCookie is the namespace's identity for the host's uptime (the
+	// kernel's net_cookie; 0: unknown): what groups by namespace.
+	NetnsCookie uint64
+	// IfIndex is the interface the socket is bound to, in its namespace
+	// (the scope of an IPv6 link-local address; 0: none).
+	IfIndex uint32
+	PID     uint32 // owner tgid; valid with OwnerKnown
+	Family  Family
+	Old     State
+	New     State
+	Flags   Flags
+	Kind    Kind
+	Comm    [16]byte // owner command, NUL-padded; valid with OwnerKnown
 
 	// Why and how it ended: Retrans, SynRetrans and Reset accumulate over
 	// the socket's life; the rest is read at ->CLOSE (CloseInfo), SRTT and
@@ -140,7 +146,7 @@ func CommBytes(c *[16]byte) []byte {
 }
 
 // Size is the size of struct event in bpf/tcptrace.h.
-const Size = 128
+const Size = 136
 
 // Offsets of struct event's fields.
 const (
@@ -169,6 +175,8 @@ const (
 	offTW     = 118
 	offKind   = 119
 	offHS     = 120
+	offIf     = 124
+	offNsCk   = 128
 )
 
 const (
@@ -205,6 +213,8 @@ func Decode(b []byte, e *Event) error {
 	e.TW = TW(b[offTW])
 	e.Kind = Kind(b[offKind])
 	e.HandshakeMicros = ne.Uint32(b[offHS:])
+	e.IfIndex = ne.Uint32(b[offIf:])
+	e.NetnsCookie = ne.Uint64(b[offNsCk:])
 
 	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])
 	if err != nil {

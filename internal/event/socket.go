@@ -9,14 +9,16 @@ import (
 // Socket is one socket as the kernel's TCP iterator saw it: what exists
 // now, as netstat would list it.
 type Socket struct {
-	Cookie     uint64 // 0 for request (NEW_SYN_RECV) and timewait sockets
-	Src, Dst   netip.AddrPort
-	Netns      uint32
-	PID        uint32
-	Family     Family
-	State      State
-	OwnerKnown bool
-	Comm       [16]byte
+	Cookie      uint64 // 0 for request (NEW_SYN_RECV) and timewait sockets
+	Src, Dst    netip.AddrPort
+	Netns       uint32
+	NetnsCookie uint64 // as Event.NetnsCookie
+	IfIndex     uint32 // as Event.IfIndex
+	PID         uint32
+	Family      Family
+	State       State
+	OwnerKnown  bool
+	Comm        [16]byte
 	// Listeners only: accept queue length and limit, SYN-ACK retransmits.
 	AcceptQueue, AcceptQueueMax uint32
 	SynAckRetrans               uint32
@@ -29,7 +31,7 @@ type Socket struct {
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 104
+const SocketSize = 112
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -49,6 +51,8 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.SynAckRetrans = ne.Uint32(b[80:])
 	s.SynAck = Mono(ne.Uint64(b[88:]))
 	s.Inode = ne.Uint64(b[96:])
+	s.IfIndex = ne.Uint32(b[84:])
+	s.NetnsCookie = ne.Uint64(b[104:])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

@@ -110,7 +110,7 @@ func writeAll(s pipeline.Sink) {
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
 	s.Stuck(&pipeline.Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 31_000_000_000, AtLeast: true})
-	l := pipeline.Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
+	l := pipeline.Listener{Netns: 1, NetnsCookie: 1, IfIndex: 2, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
 		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12}
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
@@ -126,14 +126,16 @@ func writeRest(s pipeline.Sink) {
 	// writes; every one fits a double's 53-bit mantissa.
 	e.Cookie = 1<<52 | 1<<20
 	e.Old, e.New, e.Flags = event.SynRecv, event.Established, event.OwnerKnown|event.Inherited|event.CookieSynth
+	e.NetnsCookie, e.IfIndex = 4, 2 // a namespace's cookie; bound to interface 2 (SO_BINDTODEVICE)
 	s.Transition(&e)
+	e.NetnsCookie, e.IfIndex = 0, 0
 	e.Cookie = 4097
 	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.CloseInfo
 	e.TW, e.Reset, e.Err = event.TWFinWait2, event.ResetSent|event.ResetReceived, 300 // no errno name
 	s.Transition(&e)
 	evicted := &timeline.Conn{
-		Cookie: 4099, Netns: 1, Family: event.IPv6, Partial: true, Open: true, Evicted: true,
-		Src: netip.MustParseAddrPort("[fd00::1]:443"), Dst: netip.MustParseAddrPort("[fd00::3]:40001"),
+		Cookie: 4099, Netns: 1, NetnsCookie: 1, IfIndex: 3, Family: event.IPv6, Partial: true, Open: true, Evicted: true,
+		Src: netip.MustParseAddrPort("[fe80::1]:443"), Dst: netip.MustParseAddrPort("[fe80::3]:40001"),
 		Start: 2_000_000_000, End: 3_000_000_000,
 		States: []timeline.Span{
 			{State: event.SynRecv, Enter: 2_000_000_000, Dwell: 5000, DwellKnown: true},
@@ -157,7 +159,7 @@ func writeRest(s pipeline.Sink) {
 	// A fork-per-connection server: the child and the parent hold the
 	// socket; the tracer saw it created by another process.
 	creator := sampleConns()[2]
-	creator.PID, creator.OwnerKnown = 812, true
+	creator.PID, creator.OwnerKnown, creator.NetnsCookie, creator.IfIndex = 812, true, 1, 2
 	copy(creator.Comm[:], "nginx")
 	forked := &pipeline.Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
 		HoldersKnown: true, Holders: []pipeline.Holder{{PID: 900}, {PID: 901}}, Identity: &podNginx}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -94,7 +95,7 @@ func (t *TextWriter) Transition(e *event.Event) {
 	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
-		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
+		Local(e.Src, e.IfIndex), e.Dst.String(), e.Old, e.New, dwell)
 }
 
 // Connection writes one line: who, where, the path through the states,
@@ -135,7 +136,7 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
 	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", end.Format("15:04:05.000000"),
-		pid, comm, c.Src, c.Dst, dur, path.String(), tag)
+		pid, comm, Local(c.Src, c.IfIndex), c.Dst, dur, path.String(), tag)
 }
 
 // connNotes says, comma-separated, what a connection record adds to the
@@ -318,10 +319,10 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	}
 	if s.HalfOpen > 0 {
 		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s\n",
-			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
+			ts.Format("15:04:05"), s.HalfOpen, Local(c.Src, c.IfIndex), pid, comm, FormatDuration(s.Age))
 		return
 	}
-	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
+	what := fmt.Sprintf("%s > %s", Local(c.Src, c.IfIndex), c.Dst)
 	who := ""
 	if s.HoldersKnown && len(s.Holders) == 0 {
 		who = " (held by no process)"
@@ -347,7 +348,7 @@ func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 		full = " FULL"
 	}
 	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d\n",
-		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans)
+		ts.Format("15:04:05"), pid, comm, Local(l.Addr, l.IfIndex), l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans)
 }
 
 // Redirect flushes what is buffered, then writes to w.
@@ -357,4 +358,19 @@ func (t *TextWriter) Redirect(w io.Writer) error {
 	}
 	t.w.Reset(w)
 	return nil
+}
+
+// Local writes a socket's local end as ss does: with the interface it is
+// bound to (an IPv6 link-local address's scope) after the address,
+// "[fe80::1]%2:8080", but by index: ss shows the interface's name, which
+// only the socket's namespace knows (ip -n NS link maps one to the other).
+func Local(src netip.AddrPort, ifindex uint32) string {
+	if ifindex == 0 {
+		return src.String()
+	}
+	a := src.Addr().String()
+	if src.Addr().Is6() {
+		a = "[" + a + "]"
+	}
+	return fmt.Sprintf("%s%%%d:%d", a, ifindex, src.Port())
 }

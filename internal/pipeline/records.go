@@ -88,6 +88,8 @@ type Stats struct {
 // retransmits since tracing began.
 type Listener struct {
 	Netns          uint32
+	NetnsCookie    uint64 // as event.Event's
+	IfIndex        uint32 // as event.Event's
 	Family         event.Family
 	Addr           netip.AddrPort
 	PID            uint32

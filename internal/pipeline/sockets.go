@@ -31,11 +31,11 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 				t.socks = append(t.socks, *s)
 			}
 		}
-		k := listenerKey{s.Netns, s.Src.Port()}
+		k := listenerKey{s.Netns, s.NetnsCookie, s.Src.Port()}
 		switch s.State {
 		case event.Listen:
 			byPort[k] = len(t.listeners)
-			t.listeners = append(t.listeners, Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
+			t.listeners = append(t.listeners, Listener{Netns: s.Netns, NetnsCookie: s.NetnsCookie, IfIndex: s.IfIndex, Family: s.Family, Addr: s.Src, Inode: s.Inode,
 				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
 				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans})
 		case event.NewSynRecv:

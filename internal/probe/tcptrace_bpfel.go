@@ -52,7 +52,8 @@ type tcptraceEvent struct {
 	Tw            uint8
 	Kind          uint8
 	HandshakeUs   uint32
-	Pad2          uint32
+	Ifindex       uint32
+	NetnsCookie   uint64
 }
 
 type tcptraceEventFlags uint32
@@ -175,9 +176,10 @@ type tcptraceSockSnap struct {
 	AckBacklog    uint32
 	MaxAckBacklog uint32
 	Retrans       uint32
-	Pad2          uint32
+	Ifindex       uint32
 	SynackNs      uint64
 	Ino           uint64
+	NetnsCookie   uint64
 }
 
 type tcptraceStateHist struct {

@@ -41,6 +41,10 @@ type Endpoints struct {
 	Sport  uint16 `json:"sport"`
 	Daddr  string `json:"daddr"`
 	Dport  uint16 `json:"dport"`
+	// Ifindex: the interface the socket is bound to, in its namespace
+	// (an IPv6 link-local address's scope, SO_BINDTODEVICE); omitted
+	// when none. ss shows it as %ifname after the local address.
+	Ifindex uint32 `json:"ifindex,omitempty"`
 }
 
 // Owner is the process that owns a socket. Records hold a *Owner: nil
@@ -75,6 +79,9 @@ type Transition struct {
 	TS     time.Time `json:"ts"`
 	Cookie uint64    `json:"cookie"`
 	Netns  uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	Old     string  `json:"old"`
 	New     string  `json:"new"`
@@ -107,6 +114,9 @@ type Connection struct {
 	Type   string `json:"type"`
 	Cookie uint64 `json:"cookie"`
 	Netns  uint32 `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	*Owner
 	Identity
@@ -214,12 +224,17 @@ func (c *StateCounts) UnmarshalJSON(b []byte) error {
 
 // Listener is one listening socket's queues.
 type Listener struct {
-	Type   string    `json:"type"`
-	TS     time.Time `json:"ts"`
-	Netns  uint32    `json:"netns"`
-	Family string    `json:"family"`
-	Saddr  string    `json:"saddr"`
-	Sport  uint16    `json:"sport"`
+	Type  string    `json:"type"`
+	TS    time.Time `json:"ts"`
+	Netns uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
+	Family      string `json:"family"`
+	Saddr       string `json:"saddr"`
+	Sport       uint16 `json:"sport"`
+	// Ifindex: as Endpoints.Ifindex.
+	Ifindex uint32 `json:"ifindex,omitempty"`
 	*Owner
 	AcceptQueue       uint64 `json:"accept_queue"`
 	AcceptQueueMax    uint64 `json:"accept_queue_max"`
@@ -236,6 +251,9 @@ type Stuck struct {
 	AgeAtLeast bool      `json:"age_at_least"`
 	Cookie     uint64    `json:"cookie"`
 	Netns      uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	*Owner   // who holds the socket now when looked up (Held), else as traced
 	Identity // of that owner

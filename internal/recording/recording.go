@@ -175,7 +175,7 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 			(f.stateFilter() && !f.States[st]) {
 			return nil
 		}
-		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns}
+		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex}
 		if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
 			return err
 		}
@@ -274,6 +274,7 @@ func transition(rec *record.Transition) (event.Event, error) {
 		return e, err
 	}
 	e.Mono, e.Cookie, e.Netns = Clock.Mono(rec.TS), rec.Cookie, rec.Netns
+	e.NetnsCookie, e.IfIndex = rec.NetnsCookie, rec.Ifindex
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
 	}
@@ -308,7 +309,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 	if rec.End.IsZero() {
 		return nil, fmt.Errorf("connection without end")
 	}
-	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, Open: rec.Open, Partial: rec.Partial,
+	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex, Open: rec.Open, Partial: rec.Partial,
 		Evicted: rec.Evicted, End: Clock.Mono(rec.End)}
 	var err error
 	if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {

@@ -65,3 +65,21 @@ func FuzzReport(f *testing.F) {
 		}
 	})
 }
+
+// Two namespaces that had the same inode, one after the other (the
+// kernel reuses inodes), each with a listener on 0.0.0.0:8080: two
+// listeners, told apart by their namespaces' cookies.
+func TestListenersOfReusedInodesApart(t *testing.T) {
+	var rec []byte
+	for i, ck := range []int{11, 12} {
+		rec = fmt.Appendf(rec, `{"type":"listener","ts":"2026-11-30T12:00:0%dZ","netns":4026532300,"netns_cookie":%d,"family":"inet","saddr":"0.0.0.0","sport":8080,"accept_queue":%d,"accept_queue_max":128,"half_open":0,"synack_retransmits":0}`+"\n",
+			i, ck, i+1)
+	}
+	c := NewCollector(recording.Clock)
+	if _, err := recording.Replay(c.ReadListeners(bytes.NewReader(rec), recording.Filter{}), recording.Filter{}, c, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if views, n := c.listenerViews(); n != 2 || len(views) != 2 {
+		t.Errorf("%d listeners (%d shown), want 2", n, len(views))
+	}
+}

@@ -112,8 +112,9 @@ type tally struct {
 }
 
 type listenerKey struct {
-	netns uint32
-	addr  netip.AddrPort
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	addr        netip.AddrPort
 }
 
 type listenerSeries struct {
@@ -281,7 +282,7 @@ func (c *Collector) Stats(*pipeline.Stats) {}
 // one kept is a repeat, and dropped: the same records may arrive both
 // from the replay and from ReadListeners.
 func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
-	k := listenerKey{l.Netns, l.Addr}
+	k := listenerKey{l.Netns, l.NetnsCookie, l.Addr}
 	ls := c.listeners[k]
 	if ls == nil {
 		ls = &listenerSeries{key: k}
@@ -360,7 +361,7 @@ func (w *listenerLines) line(b []byte) {
 		return
 	}
 	fam, _ := event.ParseFamily(l.Family)
-	ol := pipeline.Listener{Netns: l.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, l.Sport),
+	ol := pipeline.Listener{Netns: l.Netns, NetnsCookie: l.NetnsCookie, IfIndex: l.Ifindex, Family: fam, Addr: netip.AddrPortFrom(addr, l.Sport),
 		AcceptQueue: uint32(l.AcceptQueue), AcceptQueueMax: uint32(l.AcceptQueueMax),
 		HalfOpen: uint32(l.HalfOpen), SynAckRetrans: uint32(l.SynAckRetransmits)}
 	if l.Owner != nil {

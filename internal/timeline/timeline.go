@@ -50,13 +50,16 @@ type Ending struct {
 
 // Conn is one socket's timeline.
 type Conn struct {
-	Cookie     uint64
-	Netns      uint32
-	Family     event.Family
-	Src, Dst   netip.AddrPort
-	PID        uint32
-	Comm       [16]byte
-	OwnerKnown bool
+	Cookie uint64
+	Netns  uint32
+	// NetnsCookie, IfIndex: as event.Event's.
+	NetnsCookie uint64
+	IfIndex     uint32
+	Family      event.Family
+	Src, Dst    netip.AddrPort
+	PID         uint32
+	Comm        [16]byte
+	OwnerKnown  bool
 	// Identity is the owner's cgroup, container and unit: set by the
 	// tracer as the connection is written (with --cgroup-fields), nil
 	// when unknown. Shared with the tracer's cache: never modified.
@@ -221,12 +224,14 @@ func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 		return
 	}
 	e := event.Event{Mono: seen, Cookie: s.Cookie, Src: s.Src, Dst: s.Dst, Netns: s.Netns,
+		NetnsCookie: s.NetnsCookie, IfIndex: s.IfIndex,
 		PID: s.PID, Comm: s.Comm, Family: s.Family, Old: s.State, New: s.State}
 	if s.OwnerKnown {
 		e.Flags |= event.OwnerKnown
 	}
 	c := t.insert(&e) // a partial connection whose only span is s.State
 	c.Netns, c.Family, c.Src, c.Dst = s.Netns, s.Family, s.Src, s.Dst
+	c.NetnsCookie, c.IfIndex = s.NetnsCookie, s.IfIndex
 	if s.OwnerKnown {
 		c.PID, c.Comm, c.OwnerKnown = s.PID, s.Comm, true
 	}
@@ -388,6 +393,9 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 // apply records e on c: the old state's dwell, then the new state.
 func (t *Tracker) apply(c *Conn, e *event.Event) {
 	c.Netns, c.Family, c.Dst = e.Netns, e.Family, e.Dst
+	if e.Kind == event.KindTransition {
+		c.NetnsCookie, c.IfIndex = e.NetnsCookie, e.IfIndex
+	}
 	// The local port reads 0 before connect() picks one and after a
 	// closing socket releases it: keep the one we know.
 	if e.Src.Port() != 0 || !c.Src.IsValid() {
@@ -532,6 +540,7 @@ func (t *Tracker) evict(c *Conn, now event.Mono) {
 	state, since, atLeast := c.stuckState, c.since, c.sinceAtLeast
 	stub := t.newConn()
 	stub.Cookie, stub.Netns, stub.Family, stub.Src, stub.Dst = c.Cookie, c.Netns, c.Family, c.Src, c.Dst
+	stub.NetnsCookie, stub.IfIndex = c.NetnsCookie, c.IfIndex
 	stub.PID, stub.Comm, stub.OwnerKnown = c.PID, c.Comm, c.OwnerKnown
 	stub.stub = true
 	t.finishOpen(c, now)
