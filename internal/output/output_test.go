@@ -334,3 +334,13 @@ func TestTimeCacheMatchesRFC3339Nano(t *testing.T) {
 		}
 	}
 }
+
+// Durations beyond time.Duration (2^63 ns and more) print as hours, never
+// negative. (They printed as "-2562047h47m16.854775808s".)
+func TestFormatDurationBeyondTimeDuration(t *testing.T) {
+	for ns, want := range map[uint64]string{1 << 62: "1281023h53m38s", 1 << 63: "2562048h", 1<<64 - 1: "5124096h"} {
+		if got := FormatDuration(ns); got != want {
+			t.Errorf("FormatDuration(%d) = %q, want %q", ns, got, want)
+		}
+	}
+}
