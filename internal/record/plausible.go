@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -35,56 +36,140 @@ var MaxDuration = uint64(MaxTime.Sub(MinTime))
 // Plausible returns an error naming the first field of v (a pointer to a
 // record type) whose value is not plausible, nil if there is none.
 func Plausible(v any) error {
-	return plausible(reflect.ValueOf(v), "")
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return nil
+		}
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct {
+		return nil
+	}
+	return planOf(rv.Type()).check(rv, "")
 }
 
 var timeType = reflect.TypeFor[time.Time]()
 
-func plausible(v reflect.Value, name string) error {
-	switch v.Kind() {
-	case reflect.Pointer:
-		if v.IsNil() {
-			return nil
+// A plan is what to check in a struct type, worked out once per type
+// (the readers decode millions of records).
+type plan []fieldCheck
+
+type fieldCheck struct {
+	index int
+	name  string // the JSON path below the struct, "" for an embedded struct
+	kind  checkKind
+	sub   plan // struct, pointer to struct, slice of structs
+}
+
+type checkKind uint8
+
+const (
+	checkTime checkKind = iota
+	checkDuration
+	checkDurationPtr
+	checkStruct
+	checkStructPtr
+	checkSlice
+)
+
+var plans sync.Map // reflect.Type: plan
+
+func planOf(t reflect.Type) plan {
+	if p, ok := plans.Load(t); ok {
+		return p.(plan)
+	}
+	var p plan
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous {
+			tag = ""
 		}
-		return plausible(v.Elem(), name)
-	case reflect.Slice:
-		for i := range v.Len() {
-			if err := plausible(v.Index(i), fmt.Sprintf("%s[%d]", name, i)); err != nil {
-				return err
-			}
+		c := fieldCheck{index: i, name: tag}
+		ft := f.Type
+		switch {
+		case ft == timeType:
+			c.kind = checkTime
+		case ft.Kind() == reflect.Uint64 && isDuration(tag):
+			c.kind = checkDuration
+		case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Uint64 && isDuration(tag):
+			c.kind = checkDurationPtr
+		case ft.Kind() == reflect.Struct:
+			c.kind, c.sub = checkStruct, planOf(ft)
+		case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct && ft.Elem() != timeType:
+			c.kind, c.sub = checkStructPtr, planOf(ft.Elem())
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			c.kind, c.sub = checkSlice, planOf(ft.Elem())
+		default:
+			continue
 		}
-	case reflect.Struct:
-		if v.Type() == timeType {
-			t := v.Interface().(time.Time)
+		if (c.kind == checkStruct || c.kind == checkStructPtr || c.kind == checkSlice) && len(c.sub) == 0 {
+			continue
+		}
+		p = append(p, c)
+	}
+	plans.Store(t, p)
+	return p
+}
+
+func (p plan) check(v reflect.Value, prefix string) error {
+	for i := range p {
+		c := &p[i]
+		f := v.Field(c.index)
+		switch c.kind {
+		case checkTime:
+			t := f.Interface().(time.Time)
 			if !t.IsZero() && (t.Before(MinTime) || !t.Before(MaxTime)) {
-				return fmt.Errorf("%s %s is implausible: outside %d to %d", name,
+				return fmt.Errorf("%s %s is implausible: outside %d to %d", join(prefix, c.name),
 					t.Format(time.RFC3339Nano), MinTime.Year(), MaxTime.Year()-1)
 			}
-			return nil
-		}
-		for i := range v.NumField() {
-			f := v.Type().Field(i)
-			field := name
-			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" && !f.Anonymous {
-				field = strings.TrimPrefix(name+"."+tag, ".")
+		case checkDuration, checkDurationPtr:
+			if c.kind == checkDurationPtr {
+				if f.IsNil() {
+					continue
+				}
+				f = f.Elem()
 			}
-			if err := plausible(v.Field(i), field); err != nil {
+			if d := f.Uint(); d > MaxDuration {
+				return fmt.Errorf("%s %d is implausible: more than %d years", join(prefix, c.name), d, MaxTime.Year()-MinTime.Year())
+			}
+		case checkStruct:
+			if err := c.sub.check(f, join(prefix, c.name)); err != nil {
 				return err
 			}
-		}
-	case reflect.Uint64:
-		if isDuration(name) && v.Uint() > MaxDuration {
-			return fmt.Errorf("%s %d is implausible: more than %d years", name, v.Uint(), MaxTime.Year()-MinTime.Year())
+		case checkStructPtr:
+			if !f.IsNil() {
+				if err := c.sub.check(f.Elem(), join(prefix, c.name)); err != nil {
+					return err
+				}
+			}
+		case checkSlice:
+			for j := range f.Len() {
+				if err := c.sub.check(f.Index(j), fmt.Sprintf("%s[%d]", join(prefix, c.name), j)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
 }
 
-// isDuration: the field (a path like "states[2].dwell_ns") holds a
-// duration in nanoseconds.
-func isDuration(path string) bool {
-	leaf := path[strings.LastIndexByte(path, '.')+1:]
-	return strings.HasSuffix(leaf, "_ns") && leaf != "sum_ns"
+// join is a field's JSON path: prefix.name, without an empty part.
+func join(prefix, name string) string {
+	switch {
+	case prefix == "":
+		return name
+	case name == "":
+		return prefix
+	}
+	return prefix + "." + name
+}
+
+// isDuration: the field of this JSON name holds a duration in
+// nanoseconds.
+func isDuration(name string) bool {
+	return strings.HasSuffix(name, "_ns") && name != "sum_ns"
 }
 
 // zeroTimeWritten: line holds a time at the zero instant, which decodes
