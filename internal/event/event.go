@@ -76,20 +76,14 @@ type Event struct {
 	Dwell  time.Duration // time spent in Old; valid with DwellKnown
 	Src    netip.AddrPort
 	Dst    netip.AddrPort
-	Netns  uint32 // network namespace inode: reused by the kernel
-	// NetnsCookie is the namespace's identity for the host's uptime (the
-	// kernel's net_cookie; 0: unknown): what groups by namespace.
-	NetnsCookie uint64
-	// IfIndex is the interface the socket is bound to, in its namespace
-	// (the scope of an IPv6 link-local address; 0: none).
-	IfIndex uint32
-	PID     uint32 // owner tgid; valid with OwnerKnown
-	Family  Family
-	Old     State
-	New     State
-	Flags   Flags
-	Kind    Kind
-	Comm    [16]byte // owner command, NUL-padded; valid with OwnerKnown
+	Netns  uint32
+	PID    uint32 // owner tgid; valid with OwnerKnown
+	Family Family
+	Old    State
+	New    State
+	Flags  Flags
+	Kind   Kind
+	Comm   [16]byte // owner command, NUL-padded; valid with OwnerKnown
 
 	// Why and how it ended: Retrans, SynRetrans and Reset accumulate over
 	// the socket's life; the rest is read at ->CLOSE (CloseInfo), SRTT and
@@ -106,6 +100,14 @@ type Event struct {
 	// HandshakeMicros, at an accepted socket's SYN_RECV->ESTABLISHED: the
 	// server-side handshake, first SYN-ACK sent to final ACK; 0: unknown.
 	HandshakeMicros uint32
+
+	// NetnsCookie is the namespace's identity for the host's uptime (the
+	// kernel's net_cookie; 0: unknown), where Netns, its inode, is reused:
+	// what groups by namespace.
+	NetnsCookie uint64
+	// IfIndex is the interface the socket is bound to, in its namespace
+	// (the scope of an IPv6 link-local address; 0: none).
+	IfIndex uint32
 }
 
 // Stay is what a transition adds to the histogram of the state it leaves,

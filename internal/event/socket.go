@@ -9,16 +9,14 @@ import (
 // Socket is one socket as the kernel's TCP iterator saw it: what exists
 // now, as netstat would list it.
 type Socket struct {
-	Cookie      uint64 // 0 for request (NEW_SYN_RECV) and timewait sockets
-	Src, Dst    netip.AddrPort
-	Netns       uint32
-	NetnsCookie uint64 // as Event.NetnsCookie
-	IfIndex     uint32 // as Event.IfIndex
-	PID         uint32
-	Family      Family
-	State       State
-	OwnerKnown  bool
-	Comm        [16]byte
+	Cookie     uint64 // 0 for request (NEW_SYN_RECV) and timewait sockets
+	Src, Dst   netip.AddrPort
+	Netns      uint32
+	PID        uint32
+	Family     Family
+	State      State
+	OwnerKnown bool
+	Comm       [16]byte
 	// Listeners only: accept queue length and limit, SYN-ACK retransmits.
 	AcceptQueue, AcceptQueueMax uint32
 	SynAckRetrans               uint32
@@ -28,6 +26,9 @@ type Socket struct {
 	// Full sockets: the inode of the socket's file (0: none), to find the
 	// processes that hold it.
 	Inode uint64
+
+	NetnsCookie uint64 // as Event.NetnsCookie
+	IfIndex     uint32 // as Event.IfIndex
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.

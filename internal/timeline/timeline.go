@@ -50,16 +50,13 @@ type Ending struct {
 
 // Conn is one socket's timeline.
 type Conn struct {
-	Cookie uint64
-	Netns  uint32
-	// NetnsCookie, IfIndex: as event.Event's.
-	NetnsCookie uint64
-	IfIndex     uint32
-	Family      event.Family
-	Src, Dst    netip.AddrPort
-	PID         uint32
-	Comm        [16]byte
-	OwnerKnown  bool
+	Cookie     uint64
+	Netns      uint32
+	Family     event.Family
+	Src, Dst   netip.AddrPort
+	PID        uint32
+	Comm       [16]byte
+	OwnerKnown bool
 	// Identity is the owner's cgroup, container and unit: set by the
 	// tracer as the connection is written (with --cgroup-fields), nil
 	// when unknown. Shared with the tracer's cache: never modified.
@@ -78,6 +75,10 @@ type Conn struct {
 	Evicted bool
 	States  []Span
 	Ending  Ending
+
+	// NetnsCookie, IfIndex: as event.Event's.
+	NetnsCookie uint64
+	IfIndex     uint32
 
 	// stub: the timeline was evicted; only the stuck watch is kept.
 	stub bool

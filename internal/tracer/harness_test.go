@@ -20,29 +20,26 @@ import (
 // line is first checked against its type in internal/record, the one
 // definition of the schema (see parseRecords).
 type record struct {
-	Type   string `json:"type"`
-	TS     string `json:"ts"`
-	Cookie uint64 `json:"cookie"`
-	Netns  uint32 `json:"netns"`
-	// NetnsCookie, Ifindex: the namespace's identity, the bound interface.
-	NetnsCookie uint64  `json:"netns_cookie"`
-	Ifindex     uint32  `json:"ifindex"`
-	Family      string  `json:"family"`
-	Saddr       string  `json:"saddr"`
-	Sport       int     `json:"sport"`
-	Daddr       string  `json:"daddr"`
-	Dport       int     `json:"dport"`
-	Old         string  `json:"old"`
-	New         string  `json:"new"`
-	DwellNs     *uint64 `json:"dwell_ns"`
-	PID         *int    `json:"pid"`
-	Comm        string  `json:"comm"`
-	Cgroup      string  `json:"cgroup"`
-	Unit        string  `json:"unit"`
-	Open        bool    `json:"open"`
-	Partial     bool    `json:"partial"`
-	Start       string  `json:"start"`
-	States      []struct {
+	Type    string  `json:"type"`
+	TS      string  `json:"ts"`
+	Cookie  uint64  `json:"cookie"`
+	Netns   uint32  `json:"netns"`
+	Family  string  `json:"family"`
+	Saddr   string  `json:"saddr"`
+	Sport   int     `json:"sport"`
+	Daddr   string  `json:"daddr"`
+	Dport   int     `json:"dport"`
+	Old     string  `json:"old"`
+	New     string  `json:"new"`
+	DwellNs *uint64 `json:"dwell_ns"`
+	PID     *int    `json:"pid"`
+	Comm    string  `json:"comm"`
+	Cgroup  string  `json:"cgroup"`
+	Unit    string  `json:"unit"`
+	Open    bool    `json:"open"`
+	Partial bool    `json:"partial"`
+	Start   string  `json:"start"`
+	States  []struct {
 		State    string  `json:"state"`
 		TS       string  `json:"ts"`
 		DwellNs  *uint64 `json:"dwell_ns"`
@@ -74,16 +71,11 @@ type record struct {
 	SynAckRetrans  uint64            `json:"synack_retransmits"`
 	State          string            `json:"state"`
 	Count          uint64            `json:"count"`
-	// lost and stats: the kernel's recursion skips, and whether (on a
-	// filtered run) they are the whole host's.
-	Recursion         uint64 `json:"recursion"`
-	RecursionHostWide bool   `json:"recursion_host_wide"`
-	LostHostWide      uint64 `json:"lost_host_wide"`
-	P50               uint64 `json:"p50_ns"`
-	SumNs             uint64 `json:"sum_ns"`
-	MinNs             uint64 `json:"min_ns"`
-	MaxNs             uint64 `json:"max_ns"`
-	Buckets           []struct {
+	P50            uint64            `json:"p50_ns"`
+	SumNs          uint64            `json:"sum_ns"`
+	MinNs          uint64            `json:"min_ns"`
+	MaxNs          uint64            `json:"max_ns"`
+	Buckets        []struct {
 		Ge    uint64 `json:"ge_ns"`
 		Le    uint64 `json:"le_ns"`
 		Count uint64 `json:"count"`
@@ -94,6 +86,15 @@ type record struct {
 	Lost        uint64 `json:"lost"`
 	Rescued     uint64 `json:"rescued"`
 	Attach      string `json:"attach"`
+
+	// The namespace's identity and the bound interface; on lost and stats
+	// records, the kernel's recursion skips and whether (on a filtered
+	// run) they are the whole host's.
+	NetnsCookie       uint64 `json:"netns_cookie"`
+	Ifindex           uint32 `json:"ifindex"`
+	Recursion         uint64 `json:"recursion"`
+	RecursionHostWide bool   `json:"recursion_host_wide"`
+	LostHostWide      uint64 `json:"lost_host_wide"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.
