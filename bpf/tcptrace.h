@@ -51,8 +51,8 @@ enum event_tw {
 
 /*
  * One TCP state transition, as the kernel reported it. u64 fields first,
- * then the 16-byte address arrays, then the small fields; 128 bytes, no
- * implicit padding.
+ * then the 16-byte address arrays, then the small fields; 144 bytes, no
+ * implicit padding (netns_cookie came later, at the end).
  */
 struct event {
 	__u64 ts_ns;    /* bpf_ktime_get_ns() at the transition (CLOCK_MONOTONIC) */
@@ -90,10 +90,15 @@ struct event {
 	 * handshake, first SYN-ACK sent to final ACK (see handshake_ns);
 	 * 0 when unknown or on other transitions. */
 	__u32 handshake_us;
-	__u8 syncookie; /* 1 at that transition: the handshake was completed by a
-			 * SYN cookie (handshake_us is then 0: the kernel kept no
+	__u32 ifindex;       /* sk_bound_dev_if: the interface the socket is bound to (the
+			      * scope of an IPv6 link-local address, SO_BINDTODEVICE), in
+			      * its namespace; 0: none. ss shows it as %ifname */
+	__u64 netns_cookie;  /* the namespace's net_cookie: unique for the host's uptime, where
+			      * the inode (netns) is reused; 0: unknown (see netns_cookie_of) */
+	__u8 syncookie; /* 1 at SYN_RECV->ESTABLISHED: the handshake was completed by
+			 * a SYN cookie (handshake_us is then 0: the kernel kept no
 			 * time of its SYN-ACK) */
-	__u8 _pad2[3];
+	__u8 _pad2[7];
 };
 
 /*
@@ -199,7 +204,7 @@ struct sock_snap {
 	__u32 ack_backlog;
 	__u32 max_ack_backlog;
 	__u32 retrans;
-	__u32 _pad2;
+	__u32 ifindex; /* as struct event */
 	/* Request (NEW_SYN_RECV) sockets: when their first SYN-ACK left
 	 * (CLOCK_MONOTONIC ns); 0 for other sockets. */
 	__u64 synack_ns;
@@ -216,6 +221,7 @@ struct sock_snap {
 	__u32 syncookies;
 	__u32 syncookie_stamp;
 	__u32 _pad3;
+	__u64 netns_cookie; /* as struct event */
 };
 
 /* A listening address: namespace, family, port, address (zero: any). */

@@ -30,6 +30,8 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 			s->state = tw->tw_sk.tw_substate;
 	}
 	s->netns = skc->skc_net.net->ns.inum;
+	s->netns_cookie = netns_cookie_of((struct sock *)skc, true);
+	s->ifindex = skc->skc_bound_dev_if;
 	s->sport = skc->skc_num;
 	s->dport = bpf_ntohs(skc->skc_dport);
 	if (!ports_match(s->sport, s->dport) || (filter_netns && s->netns != filter_netns))

@@ -361,3 +361,28 @@ func TestIncidentRefuses(t *testing.T) {
 		t.Errorf("incident --help: exit %d:\n%s", code, out.String())
 	}
 }
+
+// analyze and report read past what a crash leaves in an appended
+// recording (17 MiB of zero bytes, the next run's records after them):
+// skipped, counted, exit 0. (Both once exited 1 with nothing printed.)
+func TestOfflineDamagedRecording(t *testing.T) {
+	rec, err := os.ReadFile("../../internal/output/testdata/records.ndjson.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/rec.ndjson"
+	damaged := append(append(bytes.Repeat([]byte{0}, 17<<20), rec...), 0, 0, 0)
+	if err := os.WriteFile(path, damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"analyze", path}, {"report", "-o", path + ".html", path}} {
+		var out, errOut bytes.Buffer
+		if code := run(args, &out, &errOut); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut.String())
+		}
+		if !strings.Contains(errOut.String(), "line 1: 17825792 bytes ending in zero bytes") ||
+			!strings.Contains(errOut.String(), "2 bad, 8 transitions") {
+			t.Errorf("%v: stderr %q: want the zero bytes named and counted, every record read", args, errOut.String())
+		}
+	}
+}

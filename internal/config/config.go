@@ -416,6 +416,16 @@ func ParseStates(s string) ([event.NumStates]bool, error) {
 	return set, nil
 }
 
+// Filtered reports whether the run selects some sockets or transitions
+// (--port, -4/-6, --pid, --netns, --cgroup, --state, --min-dwell). The
+// kernel's recursion skips are counted for every TCP transition of the
+// host, before any filter: on a filtered run they may concern sockets the
+// run does not show, and are reported as the host's, not the run's.
+func (c *Config) Filtered() bool {
+	return len(c.Ports) > 0 || c.Family != 0 || c.PID != 0 || c.Netns != 0 || c.Cgroup != "" ||
+		c.StateFilter() || c.MinDwell > 0
+}
+
 // stateFilter reports whether --state was given.
 func (c *Config) StateFilter() bool {
 	for _, on := range c.States {

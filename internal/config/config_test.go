@@ -72,3 +72,23 @@ func TestParsePiles(t *testing.T) {
 		}
 	}
 }
+
+// Every filter makes the run filtered (its recursion losses are the
+// host's); the defaults and options that select nothing do not.
+func TestFiltered(t *testing.T) {
+	if c := Defaults(); c.Filtered() {
+		t.Error("the defaults are filtered")
+	}
+	for name, set := range map[string]func(*Config){
+		"--port": func(c *Config) { c.Ports = []uint16{80} }, "-4": func(c *Config) { c.Family = 4 },
+		"--pid": func(c *Config) { c.PID = 1 }, "--netns": func(c *Config) { c.Netns = 1 },
+		"--cgroup": func(c *Config) { c.Cgroup = "/x" }, "--state": func(c *Config) { c.States[1] = true },
+		"--min-dwell": func(c *Config) { c.MinDwell = 1 },
+	} {
+		c := Defaults()
+		set(&c)
+		if !c.Filtered() {
+			t.Errorf("%s: not filtered", name)
+		}
+	}
+}

@@ -103,6 +103,14 @@ type Event struct {
 	// SynCookie, at that transition: the handshake was completed by a
 	// SYN cookie, and its time is unknown (HandshakeMicros 0).
 	SynCookie bool
+
+	// NetnsCookie is the namespace's identity for the host's uptime (the
+	// kernel's net_cookie; 0: unknown), where Netns, its inode, is reused:
+	// what groups by namespace.
+	NetnsCookie uint64
+	// IfIndex is the interface the socket is bound to, in its namespace
+	// (the scope of an IPv6 link-local address; 0: none).
+	IfIndex uint32
 }
 
 // UntimedReason says why a stay that ended has no time. The values are
@@ -212,7 +220,7 @@ func CommBytes(c *[16]byte) []byte {
 }
 
 // Size is the size of struct event in bpf/tcptrace.h.
-const Size = 128
+const Size = 144
 
 // Offsets of struct event's fields.
 const (
@@ -241,7 +249,9 @@ const (
 	offTW     = 118
 	offKind   = 119
 	offHS     = 120
-	offSynCk  = 124
+	offIf     = 124
+	offNsCk   = 128
+	offSynCk  = 136
 )
 
 const (
@@ -278,6 +288,8 @@ func Decode(b []byte, e *Event) error {
 	e.TW = TW(b[offTW])
 	e.Kind = Kind(b[offKind])
 	e.HandshakeMicros = ne.Uint32(b[offHS:])
+	e.IfIndex = ne.Uint32(b[offIf:])
+	e.NetnsCookie = ne.Uint64(b[offNsCk:])
 	e.SynCookie = b[offSynCk] != 0
 
 	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])

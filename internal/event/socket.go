@@ -32,10 +32,13 @@ type Socket struct {
 	// and the kernel's stamp of its latest SYN cookie (jiffies, 0: none),
 	// which moves while it sends them.
 	Drops, SynCookies, SynCookieStamp uint32
+
+	NetnsCookie uint64 // as Event.NetnsCookie
+	IfIndex     uint32 // as Event.IfIndex
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 120
+const SocketSize = 128
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -58,6 +61,8 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.Drops = ne.Uint32(b[104:])
 	s.SynCookies = ne.Uint32(b[108:])
 	s.SynCookieStamp = ne.Uint32(b[112:])
+	s.IfIndex = ne.Uint32(b[84:])
+	s.NetnsCookie = ne.Uint64(b[120:])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

@@ -81,8 +81,8 @@ func New() *Metrics {
 	}, []string{"state"})
 	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcptrace_lost_events_total",
-		Help: "Transitions that never reached the tracer, by reason.",
-	}, []string{"reason"})
+		Help: "Transitions that never reached the tracer, by reason; scope \"host\": counted for the whole host's TCP transitions on a filtered run (kernel recursion skips), so they may concern sockets the run does not trace.",
+	}, []string{"reason", "scope"})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tcptrace_evictions_total",
 		Help: "Connections written early because the connection table was full.",
@@ -140,8 +140,9 @@ func New() *Metrics {
 		m.trans[p[0]][p[1]] = m.transitions.WithLabelValues(p[0].String(), p[1].String())
 	}
 	for _, r := range LostReasons {
-		m.lost.WithLabelValues(r)
+		m.lost.WithLabelValues(r, "run")
 	}
+	m.lost.WithLabelValues("recursion", "host")
 	return m
 }
 
@@ -221,9 +222,15 @@ func (m *Metrics) Sockets(counts *[event.NumStates]uint64) {
 func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc() }
 
 // Lost adds losses by reason.
-func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64) {
+// recursionHostWide: the run is filtered, and the recursion skips are
+// the host's (pipeline.Lost.RecursionHostWide): scope "host".
+func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64, recursionHostWide bool) {
 	for i, n := range []uint64{ringbufFull, recursion, decode, unread} {
-		m.lost.WithLabelValues(LostReasons[i]).Add(float64(n))
+		scope := "run"
+		if i == 1 && recursionHostWide {
+			scope = "host"
+		}
+		m.lost.WithLabelValues(LostReasons[i], scope).Add(float64(n))
 	}
 }
 

@@ -22,7 +22,8 @@ func TestMetrics(t *testing.T) {
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)
 	m.Stuck(event.CloseWait)
-	m.Lost(1, 2, 0, 0)
+	m.Lost(1, 2, 0, 0, false)
+	m.Lost(0, 5, 0, 0, true)
 
 	if got := testutil.ToFloat64(m.trans[event.CloseWait][event.LastAck]); got != 1 {
 		t.Errorf("transitions CLOSE_WAIT->LAST_ACK = %v", got)
@@ -33,8 +34,11 @@ func TestMetrics(t *testing.T) {
 	if got := testutil.ToFloat64(m.sockets.WithLabelValues("TIME_WAIT")); got != 7 {
 		t.Errorf("TIME_WAIT gauge %v", got)
 	}
-	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion")); got != 2 {
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion", "run")); got != 2 {
 		t.Errorf("lost recursion %v", got)
+	}
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion", "host")); got != 5 {
+		t.Errorf("lost recursion of the host (a filtered run) %v", got)
 	}
 	// Every state has a stuck series from the start, at 0 until counted.
 	expo := `

@@ -65,7 +65,25 @@ func (n *NDJSON) start(typ string) []byte {
 	return append(n.buf, '"')
 }
 
-func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) []byte {
+// appendNetns writes a socket's namespace: its inode and, when known, its
+// cookie (record's Netns, NetnsCookie).
+func appendNetns(b []byte, inode uint32, cookie uint64) []byte {
+	b = appendUint(b, `,"netns":`, uint64(inode))
+	if cookie != 0 {
+		b = appendUint(b, `,"netns_cookie":`, cookie)
+	}
+	return b
+}
+
+// appendIfindex writes the interface a socket is bound to, if any.
+func appendIfindex(b []byte, ifindex uint32) []byte {
+	if ifindex != 0 {
+		b = appendUint(b, `,"ifindex":`, uint64(ifindex))
+	}
+	return b
+}
+
+func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort, ifindex uint32) []byte {
 	dst = appendStr(dst, `,"family":`, family.String())
 	dst = append(appendKey(dst, `,"saddr":`), '"')
 	dst = src.Addr().AppendTo(dst)
@@ -74,7 +92,8 @@ func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) 
 	dst = append(appendKey(dst, `,"daddr":`), '"')
 	dst = dst_.Addr().AppendTo(dst)
 	dst = append(dst, '"')
-	return appendUint(dst, `,"dport":`, uint64(dst_.Port()))
+	dst = appendUint(dst, `,"dport":`, uint64(dst_.Port()))
+	return appendIfindex(dst, ifindex)
 }
 
 func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
@@ -108,8 +127,8 @@ func (n *NDJSON) Transition(e *event.Event) {
 	b := n.start(record.TypeTransition)
 	b = n.times.appendTime(b, `,"ts":`, n.clock.WallNano(e.Mono))
 	b = appendUint(b, `,"cookie":`, e.Cookie)
-	b = appendUint(b, `,"netns":`, uint64(e.Netns))
-	b = appendEndpoints(b, e.Family, e.Src, e.Dst)
+	b = appendNetns(b, e.Netns, e.NetnsCookie)
+	b = appendEndpoints(b, e.Family, e.Src, e.Dst, e.IfIndex)
 	b = appendStr(b, `,"old":`, e.Old.String())
 	b = appendStr(b, `,"new":`, e.New.String())
 	if e.Has(event.DwellKnown) {
@@ -142,8 +161,8 @@ func (n *NDJSON) Transition(e *event.Event) {
 func (n *NDJSON) Connection(c *timeline.Conn) {
 	b := n.start(record.TypeConnection)
 	b = appendUint(b, `,"cookie":`, c.Cookie)
-	b = appendUint(b, `,"netns":`, uint64(c.Netns))
-	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
+	b = appendNetns(b, c.Netns, c.NetnsCookie)
+	b = appendEndpoints(b, c.Family, c.Src, c.Dst, c.IfIndex)
 	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
 	b = appendIdentity(b, c.Identity)
 	if c.Start != 0 {
@@ -264,6 +283,9 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b = appendUint(b, `,"decode_errors":`, l.Decode)
 	b = appendUint(b, `,"unread":`, l.Unread)
 	b = appendUint(b, `,"total":`, l.Total())
+	if l.RecursionHostWide {
+		b = append(b, `,"recursion_host_wide":true`...)
+	}
 	n.buf = append(b, '}')
 	n.write()
 }
@@ -288,6 +310,9 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
 	b = appendUint(b, `,"untimed":`, s.Untimed.Total())
+	if s.HostWide {
+		b = appendUint(b, `,"lost_host_wide":`, s.LostHostWide)
+	}
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)
@@ -367,8 +392,8 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	b = appendUint(b, `,"age_ns":`, s.Age)
 	b = appendBool(b, `,"age_at_least":`, s.AtLeast)
 	b = appendUint(b, `,"cookie":`, c.Cookie)
-	b = appendUint(b, `,"netns":`, uint64(c.Netns))
-	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
+	b = appendNetns(b, c.Netns, c.NetnsCookie)
+	b = appendEndpoints(b, c.Family, c.Src, c.Dst, c.IfIndex)
 	pid, comm, known, creator := s.Owner()
 	b = appendOwner(b, known, pid, comm)
 	b = appendIdentity(b, s.Identity)
@@ -401,12 +426,13 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 func (n *NDJSON) Listener(ts time.Time, l *pipeline.Listener) {
 	b := n.start(record.TypeListener)
 	b = appendTime(b, `,"ts":`, ts)
-	b = appendUint(b, `,"netns":`, uint64(l.Netns))
+	b = appendNetns(b, l.Netns, l.NetnsCookie)
 	b = appendStr(b, `,"family":`, l.Family.String())
 	b = append(appendKey(b, `,"saddr":`), '"')
 	b = l.Addr.Addr().AppendTo(b)
 	b = append(b, '"')
 	b = appendUint(b, `,"sport":`, uint64(l.Addr.Port()))
+	b = appendIfindex(b, l.IfIndex)
 	b = appendOwner(b, l.OwnerKnown, l.PID, &l.Comm)
 	b = appendUint(b, `,"accept_queue":`, uint64(l.AcceptQueue))
 	b = appendUint(b, `,"accept_queue_max":`, uint64(l.AcceptQueueMax))

@@ -110,12 +110,13 @@ func writeAll(s pipeline.Sink) {
 	untimed[event.CloseWait].Evicted = 1
 	untimed[event.SynRecv].ByReason[event.UntimedSynCookie] = 5 // a state with no timed stay
 	s.Histograms(t0.Add(time.Minute), t0, &hs, &untimed)
-	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1})
+	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1,
+		RecursionHostWide: true})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
 	s.Stuck(&pipeline.Stuck{TS: t0.Add(31 * time.Second), Conn: sampleConns()[2], State: event.CloseWait, Age: 31_000_000_000, AtLeast: true})
-	l := pipeline.Listener{Netns: 1, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
+	l := pipeline.Listener{Netns: 1, NetnsCookie: 1, IfIndex: 2, Family: event.IPv4, Addr: netip.MustParseAddrPort("0.0.0.0:8080"), PID: 812, OwnerKnown: true,
 		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12,
 		Drops: 83, SynCookies: 4, SynCookiesSent: true, SynCookiesKnown: true}
 	copy(l.Comm[:], "nginx")
@@ -141,14 +142,16 @@ func writeRest(s pipeline.Sink) {
 	// writes; every one fits a double's 53-bit mantissa.
 	e.Cookie = 1<<52 | 1<<20
 	e.Old, e.New, e.Flags = event.SynRecv, event.Established, event.OwnerKnown|event.Inherited|event.CookieSynth
+	e.NetnsCookie, e.IfIndex = 4, 2 // a namespace's cookie; bound to interface 2 (SO_BINDTODEVICE)
 	s.Transition(&e)
+	e.NetnsCookie, e.IfIndex = 0, 0
 	e.Cookie = 4097
 	e.Old, e.New, e.Flags = event.FinWait2, event.Close, event.DwellKnown|event.CloseInfo
 	e.TW, e.Reset, e.Err = event.TWFinWait2, event.ResetSent|event.ResetReceived, 300 // no errno name
 	s.Transition(&e)
 	evicted := &timeline.Conn{
-		Cookie: 4099, Netns: 1, Family: event.IPv6, Partial: true, Open: true, Evicted: true,
-		Src: netip.MustParseAddrPort("[fd00::1]:443"), Dst: netip.MustParseAddrPort("[fd00::3]:40001"),
+		Cookie: 4099, Netns: 1, NetnsCookie: 1, IfIndex: 3, Family: event.IPv6, Partial: true, Open: true, Evicted: true,
+		Src: netip.MustParseAddrPort("[fe80::1]:443"), Dst: netip.MustParseAddrPort("[fe80::3]:40001"),
 		Start: 2_000_000_000, End: 3_000_000_000,
 		States: []timeline.Span{
 			{State: event.SynRecv, Enter: 2_000_000_000, Dwell: 5000, DwellKnown: true},
@@ -172,7 +175,7 @@ func writeRest(s pipeline.Sink) {
 	// A fork-per-connection server: the child and the parent hold the
 	// socket; the tracer saw it created by another process.
 	creator := sampleConns()[2]
-	creator.PID, creator.OwnerKnown = 812, true
+	creator.PID, creator.OwnerKnown, creator.NetnsCookie, creator.IfIndex = 812, true, 1, 2
 	copy(creator.Comm[:], "nginx")
 	forked := &pipeline.Stuck{TS: t0.Add(41 * time.Second), Conn: creator, State: event.CloseWait, Age: 30_000_000_000,
 		HoldersKnown: true, Holders: []pipeline.Holder{{PID: 900}, {PID: 901}}, Identity: &podNginx}
@@ -201,7 +204,8 @@ func writeRest(s pipeline.Sink) {
 	}
 	s.Connection(cookied)
 	s.Stats(&pipeline.Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
-		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000,
+		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Lost: 4, HostWide: true, LostHostWide: 3,
+		Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000,
 		Untimed: event.UntimedStays{ByReason: [event.NumUntimedReasons]uint64{4, 1, 0}}})
 }
 
@@ -448,5 +452,15 @@ func TestTextLeavesOutUntouchedSockets(t *testing.T) {
 	}
 	if !strings.Contains(s, "1 sockets older than the trace") {
 		t.Errorf("the sockets left out are not counted:\n%s", s)
+	}
+}
+
+// Durations beyond time.Duration (2^63 ns and more) print as hours, never
+// negative. (They printed as "-2562047h47m16.854775808s".)
+func TestFormatDurationBeyondTimeDuration(t *testing.T) {
+	for ns, want := range map[uint64]string{1 << 62: "1281023h53m38s", 1 << 63: "2562048h", 1<<64 - 1: "5124096h"} {
+		if got := FormatDuration(ns); got != want {
+			t.Errorf("FormatDuration(%d) = %q, want %q", ns, got, want)
+		}
 	}
 }

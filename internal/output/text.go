@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -98,7 +100,7 @@ func (t *TextWriter) Transition(e *event.Event) {
 	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
-		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell+t.netns(e.Netns))
+		Local(e.Src, e.IfIndex), e.Dst.String(), e.Old, e.New, dwell+t.netns(e.Netns))
 }
 
 // Connection writes one line: who, where, the path through the states,
@@ -147,7 +149,7 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
 	t.printf("CONN %s %s/%s %s > %s%s %s: %s%s\n", end.Format("15:04:05.000000"),
-		pid, comm, c.Src, c.Dst, t.netns(c.Netns), dur, path.String(), tag)
+		pid, comm, Local(c.Src, c.IfIndex), c.Dst, t.netns(c.Netns), dur, path.String(), tag)
 }
 
 // connNotes says, comma-separated, what a connection record adds to the
@@ -292,7 +294,7 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 
 // Lost writes a warning line.
 func (t *TextWriter) Lost(l *pipeline.Lost) {
-	t.printf("LOST %d transitions (%s); %d since start\n", l.Count(), l.Parts().Breakdown(), l.Total())
+	t.printf("LOST %d transitions (%s)%s; %d since start\n", l.Count(), l.Parts().Breakdown(), l.HostWideNote(), l.Total())
 }
 
 // Stats writes the closing summary.
@@ -300,8 +302,8 @@ func (t *TextWriter) Stats(s *pipeline.Stats) {
 	if t.untouched > 0 {
 		t.printf("\n%d sockets older than the trace, still open and with no transition traced, are not listed (the STATES line counts them)\n", t.untouched)
 	}
-	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
-		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
+	t.printf("\n%d transitions, %d connections (%d still open), %d lost%s, %d rescued from kernel recursion, %d evicted; attach %s\n",
+		s.Events, s.Connections, s.Open, s.Lost, s.HostWideNote(), s.Rescued, s.Evictions, s.Attach)
 	if n := s.Untimed.Total(); n != 0 {
 		t.printf("%d stays ended untimed and are missing from the histograms (%s)\n", n, UntimedWhy(&s.Untimed))
 	}
@@ -327,6 +329,8 @@ func FormatDuration(ns uint64) string {
 		return trim(d/1e6) + "ms"
 	case ns < 60_000_000_000:
 		return trim(d/1e9) + "s"
+	case ns > math.MaxInt64: // beyond time.Duration
+		return fmt.Sprintf("%.0fh", d/3600e9)
 	}
 	return time.Duration(ns).Round(time.Second).String()
 }
@@ -385,10 +389,10 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	}
 	if s.HalfOpen > 0 {
 		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s%s (%s/%s), the oldest for %s\n",
-			ts.Format("15:04:05"), s.HalfOpen, c.Src, t.netns(c.Netns), pid, comm, FormatDuration(s.Age))
+			ts.Format("15:04:05"), s.HalfOpen, Local(c.Src, c.IfIndex), t.netns(c.Netns), pid, comm, FormatDuration(s.Age))
 		return
 	}
-	what := fmt.Sprintf("%s > %s%s", c.Src, c.Dst, t.netns(c.Netns))
+	what := fmt.Sprintf("%s > %s%s", Local(c.Src, c.IfIndex), c.Dst, t.netns(c.Netns))
 	who := ""
 	if s.HoldersKnown && len(s.Holders) == 0 {
 		who = " (held by no process)"
@@ -418,7 +422,7 @@ func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 		cookies = " SENDING SYN COOKIES"
 	}
 	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d, drops %d, SYN cookie handshakes %d%s\n",
-		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans,
+		ts.Format("15:04:05"), pid, comm, Local(l.Addr, l.IfIndex), l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans,
 		l.Drops, l.SynCookies, cookies)
 }
 
@@ -429,4 +433,19 @@ func (t *TextWriter) Redirect(w io.Writer) error {
 	}
 	t.w.Reset(w)
 	return nil
+}
+
+// Local writes a socket's local end as ss does: with the interface it is
+// bound to (an IPv6 link-local address's scope) after the address,
+// "[fe80::1]%2:8080", but by index: ss shows the interface's name, which
+// only the socket's namespace knows (ip -n NS link maps one to the other).
+func Local(src netip.AddrPort, ifindex uint32) string {
+	if ifindex == 0 {
+		return src.String()
+	}
+	a := src.Addr().String()
+	if src.Addr().Is6() {
+		a = "[" + a + "]"
+	}
+	return fmt.Sprintf("%s%%%d:%d", a, ifindex, src.Port())
 }

@@ -212,7 +212,25 @@ func (r *Pipeline) Drain(now time.Time) {
 	mono := r.src.Now()
 	r.tracker.CheckStuck(mono)
 	r.writeStuck(now)
+	r.learnLocalPorts()
 	r.tracker.Flush(mono)
+}
+
+// learnLocalPorts gives the connections still held without a local port
+// (connect() picked it after the last transition seen) the one the
+// kernel has now, from one socket walk: every record names the port ss
+// shows.
+func (r *Pipeline) learnLocalPorts() {
+	if !r.src.HasWalker() || !r.tracker.NoLocalPort() {
+		return
+	}
+	walk, err := r.src.Walk()
+	if err != nil {
+		r.warn(err)
+	}
+	if err := event.SplitSockets(walk, func(s *event.Socket) { r.tracker.LearnLocal(s.Cookie, s.Src) }); err != nil {
+		r.warn(err)
+	}
 }
 
 // Connection writes one connection if selected: one the connection table

@@ -45,6 +45,19 @@ type Lost struct {
 	Unread                           uint64
 	TotalRingbufFull, TotalRecursion uint64
 	TotalDecode, TotalUnread         uint64
+	// RecursionHostWide: the run is filtered (config.Filtered), and the
+	// recursion counts are the whole host's: they may concern sockets the
+	// filters drop.
+	RecursionHostWide bool
+}
+
+// HostWideNote is what the text lines add to the recursion figure: on a
+// filtered run, that it is the host's.
+func (l *Lost) HostWideNote() string {
+	if !l.RecursionHostWide || l.Recursion == 0 {
+		return ""
+	}
+	return " (the whole host's: may concern sockets outside the filters)"
 }
 
 // LostParts are the counts of the four causes of loss, in the order
@@ -96,6 +109,11 @@ type Stats struct {
 	// Untimed: stays that ended without a time, summed over the states
 	// (the histogram records have them per state).
 	Untimed event.UntimedStays
+	// HostWide: the run is filtered, and LostHostWide of Lost are the
+	// kernel's recursion skips, counted for the whole host's TCP
+	// transitions: they may concern sockets outside the filters.
+	HostWide     bool
+	LostHostWide uint64
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64
@@ -109,6 +127,8 @@ type Stats struct {
 // retransmits since tracing began.
 type Listener struct {
 	Netns          uint32
+	NetnsCookie    uint64 // as event.Event's
+	IfIndex        uint32 // as event.Event's
 	Family         event.Family
 	Addr           netip.AddrPort
 	PID            uint32
@@ -211,4 +231,13 @@ type SpanSink interface {
 type SocketSink interface {
 	Sink
 	Sockets(ts time.Time, socks []event.Socket)
+}
+
+// HostWideNote is what the closing lines add to the lost figure on a
+// filtered run: how much of it is the host's, not the run's.
+func (s *Stats) HostWideNote() string {
+	if !s.HostWide || s.LostHostWide == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them the whole host's kernel recursion skips: may concern sockets outside the filters)", s.LostHostWide)
 }

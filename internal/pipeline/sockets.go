@@ -48,11 +48,11 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 				t.walk.StuckNow[event.SynRecv]++
 			}
 		}
-		k := listenerKey{s.Netns, s.Src.Port()}
+		k := listenerKey{s.Netns, s.NetnsCookie, s.Src.Port()}
 		switch s.State {
 		case event.Listen:
 			byPort[k] = len(t.listeners)
-			t.listeners = append(t.listeners, Listener{Netns: s.Netns, Family: s.Family, Addr: s.Src, Inode: s.Inode,
+			t.listeners = append(t.listeners, Listener{Netns: s.Netns, NetnsCookie: s.NetnsCookie, IfIndex: s.IfIndex, Family: s.Family, Addr: s.Src, Inode: s.Inode,
 				PID: s.PID, Comm: s.Comm, OwnerKnown: s.OwnerKnown, AcceptQueue: s.AcceptQueue,
 				AcceptQueueMax: s.AcceptQueueMax, SynAckRetrans: s.SynAckRetrans,
 				Drops: s.Drops, SynCookies: s.SynCookies})
@@ -60,8 +60,12 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 		case event.NewSynRecv:
 			halfOpen[k]++
 		}
-		if !r.seeded && r.tracker != nil {
-			r.tracker.Seed(s, mono)
+		if r.tracker != nil {
+			if !r.seeded {
+				r.tracker.Seed(s, mono)
+			} else if s.State == event.SynSent {
+				r.tracker.LearnLocal(s.Cookie, s.Src)
+			}
 		}
 	})
 	if err != nil {

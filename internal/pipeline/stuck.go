@@ -71,6 +71,7 @@ func (r *Pipeline) writeStuck(now time.Time) {
 		if s, ok := socks[p.conn.Cookie]; ok {
 			if p.conn.Src.Port() == 0 && s.Src.Port() != 0 {
 				p.conn.Src = s.Src
+				r.tracker.LearnLocal(s.Cookie, s.Src) // the connection record names it too
 			}
 			st.HoldersKnown = true
 			st.Holders = holders[s.Inode]
@@ -105,8 +106,9 @@ func (r *Pipeline) writeOneStuck(st *Stuck) {
 // listenerKey names a listening port: request sockets carry the
 // listener's local port and namespace.
 type listenerKey struct {
-	netns uint32
-	port  uint16
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	port        uint16
 }
 
 // halfOpenWatch finds listeners whose half-open handshakes (request
@@ -142,7 +144,7 @@ func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
 	piles := map[listenerKey]*pile{}
 	listeners := map[listenerKey]event.Socket{}
 	if err := event.SplitSockets(walk, func(s *event.Socket) {
-		k := listenerKey{s.Netns, s.Src.Port()}
+		k := listenerKey{s.Netns, s.NetnsCookie, s.Src.Port()}
 		switch {
 		case s.State == event.Listen:
 			if _, dup := listeners[k]; !dup { // SO_REUSEPORT: the first
@@ -175,9 +177,9 @@ func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
 		w.episodes[k] = true
 		l, ok := listeners[k]
 		if !ok { // the listener is gone or filtered: name the port
-			l = event.Socket{Netns: k.netns, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), k.port), Family: event.IPv4}
+			l = event.Socket{Netns: k.netns, NetnsCookie: k.netnsCookie, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), k.port), Family: event.IPv4}
 		}
-		c := timeline.Conn{Cookie: l.Cookie, Netns: l.Netns, Family: l.Family, Src: l.Src,
+		c := timeline.Conn{Cookie: l.Cookie, Netns: l.Netns, NetnsCookie: l.NetnsCookie, IfIndex: l.IfIndex, Family: l.Family, Src: l.Src,
 			Dst: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), PID: l.PID, Comm: l.Comm, OwnerKnown: l.OwnerKnown}
 		if l.Family == event.IPv6 {
 			c.Dst = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)

@@ -23,7 +23,7 @@ func TestEventLayoutMatchesDecoder(t *testing.T) {
 	raw := tcptraceEvent{
 		TsNs: 123456789, Cookie: 42, DwellNs: 1_000_000_000, Netns: 4026531840, Pid: 4242,
 		Sport: 8080, Dport: 51000, Family: 10, Oldstate: 8, Newstate: 9,
-		Flags: uint8(event.DwellKnown | event.OwnerKnown), Syncookie: 1,
+		Flags: uint8(event.DwellKnown | event.OwnerKnown), Syncookie: 1, Ifindex: 3, NetnsCookie: 1<<40 + 7,
 	}
 	copy(raw.Saddr[:], netip.MustParseAddr("2001:db8::1").AsSlice())
 	copy(raw.Daddr[:], netip.MustParseAddr("2001:db8::2").AsSlice())
@@ -42,7 +42,7 @@ func TestEventLayoutMatchesDecoder(t *testing.T) {
 		Mono: 123456789, Cookie: 42, Dwell: time.Second, Netns: 4026531840, PID: 4242,
 		Src: netip.MustParseAddrPort("[2001:db8::1]:8080"), Dst: netip.MustParseAddrPort("[2001:db8::2]:51000"),
 		Family: event.IPv6, Old: event.CloseWait, New: event.LastAck, Flags: event.DwellKnown | event.OwnerKnown,
-		SynCookie: true,
+		SynCookie: true, IfIndex: 3, NetnsCookie: 1<<40 + 7,
 	}
 	copy(want.Comm[:], "nginx")
 	if e != want {
@@ -70,7 +70,7 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 		t.Fatalf("struct sock_snap is %d bytes, the decoder expects %d", got, event.SocketSize)
 	}
 	raw := tcptraceSockSnap{Cookie: 9, Netns: 77, Pid: 31, Sport: 22, Dport: 40000, Family: 2, State: 8, OwnerKnown: 1,
-		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3, SynackNs: 123456789, Ino: 4242,
+		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3, SynackNs: 123456789, Ino: 4242, Ifindex: 6, NetnsCookie: 1<<40 + 9,
 		Drops: 83, Syncookies: 7, SyncookieStamp: 4000123}
 	copy(raw.Saddr[:], []byte{10, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 0, 0, 2})
@@ -86,7 +86,8 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 	if s.Cookie != 9 || s.Netns != 77 || s.PID != 31 || s.State != event.CloseWait || !s.OwnerKnown ||
 		s.Src.String() != "10.0.0.1:22" || s.Dst.String() != "10.0.0.2:40000" || string(event.CommBytes(&s.Comm)) != "sshd" ||
 		s.AcceptQueue != 5 || s.AcceptQueueMax != 128 || s.SynAckRetrans != 3 || s.SynAck != 123456789 || s.Inode != 4242 ||
-		s.Drops != 83 || s.SynCookies != 7 || s.SynCookieStamp != 4000123 {
+		s.Drops != 83 || s.SynCookies != 7 || s.SynCookieStamp != 4000123 ||
+		s.IfIndex != 6 || s.NetnsCookie != 1<<40+9 {
 		t.Fatalf("decoded %+v", s)
 	}
 }

@@ -52,8 +52,10 @@ type tcptraceEvent struct {
 	Tw            uint8
 	Kind          uint8
 	HandshakeUs   uint32
+	Ifindex       uint32
+	NetnsCookie   uint64
 	Syncookie     uint8
-	Pad2          [3]uint8
+	Pad2          [7]uint8
 }
 
 type tcptraceEventFlags uint32
@@ -193,13 +195,14 @@ type tcptraceSockSnap struct {
 	AckBacklog     uint32
 	MaxAckBacklog  uint32
 	Retrans        uint32
-	Pad2           uint32
+	Ifindex        uint32
 	SynackNs       uint64
 	Ino            uint64
 	Drops          uint32
 	Syncookies     uint32
 	SyncookieStamp uint32
 	Pad3           uint32
+	NetnsCookie    uint64
 }
 
 type tcptraceStateHist struct {

@@ -42,6 +42,10 @@ type Endpoints struct {
 	Sport  uint16 `json:"sport"`
 	Daddr  string `json:"daddr"`
 	Dport  uint16 `json:"dport"`
+	// Ifindex: the interface the socket is bound to, in its namespace
+	// (an IPv6 link-local address's scope, SO_BINDTODEVICE); omitted
+	// when none. ss shows it as %ifname after the local address.
+	Ifindex uint32 `json:"ifindex,omitempty"`
 }
 
 // Owner is the process that owns a socket. Records hold a *Owner: nil
@@ -76,6 +80,9 @@ type Transition struct {
 	TS     time.Time `json:"ts"`
 	Cookie uint64    `json:"cookie"`
 	Netns  uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	Old     string  `json:"old"`
 	New     string  `json:"new"`
@@ -111,6 +118,9 @@ type Connection struct {
 	Type   string `json:"type"`
 	Cookie uint64 `json:"cookie"`
 	Netns  uint32 `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	*Owner
 	Identity
@@ -183,6 +193,9 @@ type Lost struct {
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
 	Total        uint64    `json:"total"`
+	// RecursionHostWide: on a filtered run, recursion counts the whole
+	// host's skipped transitions, which may concern other sockets.
+	RecursionHostWide bool `json:"recursion_host_wide,omitempty"`
 }
 
 // States is the live tally of sockets per state.
@@ -236,12 +249,17 @@ func (c *StateCounts) UnmarshalJSON(b []byte) error {
 
 // Listener is one listening socket's queues.
 type Listener struct {
-	Type   string    `json:"type"`
-	TS     time.Time `json:"ts"`
-	Netns  uint32    `json:"netns"`
-	Family string    `json:"family"`
-	Saddr  string    `json:"saddr"`
-	Sport  uint16    `json:"sport"`
+	Type  string    `json:"type"`
+	TS    time.Time `json:"ts"`
+	Netns uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
+	Family      string `json:"family"`
+	Saddr       string `json:"saddr"`
+	Sport       uint16 `json:"sport"`
+	// Ifindex: as Endpoints.Ifindex.
+	Ifindex uint32 `json:"ifindex,omitempty"`
 	*Owner
 	AcceptQueue       uint64 `json:"accept_queue"`
 	AcceptQueueMax    uint64 `json:"accept_queue_max"`
@@ -263,6 +281,9 @@ type Stuck struct {
 	AgeAtLeast bool      `json:"age_at_least"`
 	Cookie     uint64    `json:"cookie"`
 	Netns      uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	*Owner   // who holds the socket now when looked up (Held), else as traced
 	Identity // of that owner
@@ -335,6 +356,9 @@ type Stats struct {
 	StorageFail     uint64    `json:"storage_fail"`
 	Lost            uint64    `json:"lost"`
 	Untimed         uint64    `json:"untimed"`
+	// LostHostWide: on a filtered run, how many of Lost are the kernel's
+	// recursion skips of the whole host (they may concern other sockets).
+	LostHostWide *uint64 `json:"lost_host_wide,omitempty"`
 	*BPFStats
 }
 
@@ -353,7 +377,8 @@ var Types = map[string]func() any{
 
 // Decode parses one line into a pointer to its record type (*Transition,
 // *Connection, ...). Fields the type does not know are ignored: a newer
-// tracer may add them (docs/ndjson.md).
+// tracer may add them (docs/ndjson.md). A record with an implausible value
+// (Plausible) is an error.
 func Decode(line []byte) (any, error) { return decode(line, false) }
 
 // DecodeStrict is Decode failing on any field the record type does not
@@ -381,6 +406,12 @@ func decode(line []byte, strict bool) (any, error) {
 	}
 	if d.More() {
 		return nil, fmt.Errorf("%s record: data after the object", head.Type)
+	}
+	if err := Plausible(v); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
+	}
+	if err := zeroTimeWritten(line); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
 	}
 	return v, nil
 }

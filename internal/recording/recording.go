@@ -3,7 +3,6 @@
 package recording
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net/netip"
@@ -57,8 +56,10 @@ func (s *Source) Identity(pid uint32, _ [16]byte) *event.Identity      { return 
 // live run would have written of it: the transitions and connections,
 // states, stuck and listener records f selects, then the dwell
 // histograms rebuilt from the transitions' stays (from the connections'
-// when the recording has no transitions). A bad line is reported on warn
-// with its number and skipped.
+// when the recording has no transitions). A bad line (not a record, a
+// record with an implausible value, a line longer than MaxLine, zero bytes
+// left by a crash) is reported on warn with its number, counted in
+// Summary.Bad and skipped; only an error reading r ends the replay early.
 func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary, error) {
 	src := &Source{}
 	p := pipeline.New(f.Config(), src, sink, nil, func(err error) { fmt.Fprintf(warn, "tcptrace-bpf: %v\n", err) })
@@ -78,23 +79,39 @@ func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary,
 // last record's time. Replay is Feed into a pipeline of its own.
 func Feed(r io.Reader, f Filter, p *pipeline.Pipeline, src *Source, warn io.Writer) (Summary, error) {
 	var s Summary
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		s.Lines++
-		rec, err := record.Decode(sc.Bytes())
+	lines := NewLines(r)
+	for {
+		line, ok, err := lines.Next()
 		if err != nil {
+			return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
+		}
+		if !ok {
+			break
+		}
+		s.Lines++
+		damaged := line.Skipped != "" // counted once, whatever follows
+		if damaged {
 			s.Bad++
-			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", s.Lines, err)
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %s; skipped\n", line.Number, line.Skipped)
+			if len(line.Text) == 0 {
+				continue
+			}
+		}
+		bad := func() {
+			if !damaged {
+				s.Bad++
+			}
+		}
+		rec, err := record.Decode(line.Text)
+		if err != nil {
+			bad()
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", line.Number, err)
 			continue
 		}
 		if err := s.feed(rec, f, p, src); err != nil {
-			s.Bad++
-			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", s.Lines, err)
+			bad()
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", line.Number, err)
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
 	}
 	p.Drain(s.Last)
 	s.Transitions, s.Connections = p.Written, p.Conns
@@ -166,7 +183,7 @@ func (s *Summary) feed(rec any, f Filter, p *pipeline.Pipeline, src *Source) err
 		if rec.TS.IsZero() || !f.keep(rec.TS, rec.Sport, rec.Dport) {
 			return nil
 		}
-		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns}
+		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex}
 		if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
 			return err
 		}
@@ -199,9 +216,14 @@ func listener(rec *record.Listener) (*pipeline.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &pipeline.Listener{Netns: rec.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, rec.Sport),
+	l := &pipeline.Listener{Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex,
+		Family: fam, Addr: netip.AddrPortFrom(addr, rec.Sport),
 		AcceptQueue: uint32(rec.AcceptQueue), AcceptQueueMax: uint32(rec.AcceptQueueMax),
-		HalfOpen: uint32(rec.HalfOpen), SynAckRetrans: uint32(rec.SynAckRetransmits)}
+		HalfOpen: uint32(rec.HalfOpen), SynAckRetrans: uint32(rec.SynAckRetransmits),
+		Drops: uint32(rec.Drops), SynCookies: uint32(rec.SynCookies)}
+	if rec.SynCookiesSent != nil {
+		l.SynCookiesSent, l.SynCookiesKnown = *rec.SynCookiesSent, true
+	}
 	l.PID, l.Comm, l.OwnerKnown = owner(rec.Owner)
 	return l, nil
 }
@@ -292,6 +314,7 @@ func transition(rec *record.Transition) (event.Event, error) {
 		return e, err
 	}
 	e.Mono, e.Cookie, e.Netns = Clock.Mono(rec.TS), rec.Cookie, rec.Netns
+	e.NetnsCookie, e.IfIndex = rec.NetnsCookie, rec.Ifindex
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
 	}
@@ -327,7 +350,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 	if rec.End.IsZero() {
 		return nil, fmt.Errorf("connection without end")
 	}
-	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, Open: rec.Open, Partial: rec.Partial,
+	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex, Open: rec.Open, Partial: rec.Partial,
 		Evicted: rec.Evicted, End: Clock.Mono(rec.End)}
 	var err error
 	if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
@@ -377,6 +400,6 @@ func value(p *uint64) uint64 {
 // Clock is the clock of replayed records. A recording holds wall times;
 // the pipeline keeps kernel monotonic ones (event.Mono), as in a live run.
 // Replay converts each wall time through this clock, which puts monotonic
-// time 1 at the start of 2000 (UTC), and the sinks convert back with it.
-// Times before 2000 are not replayed.
-var Clock = event.NewClock(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+// time 1 at record.MinTime (2000, UTC), and the sinks convert back with
+// it. Earlier times are implausible (record.Plausible): not replayed.
+var Clock = event.NewClock(record.MinTime, 1)

@@ -135,6 +135,13 @@ func FuzzReplay(f *testing.F) {
 	f.Add(golden(f))
 	f.Add([]byte(`{"type":"connection","end":"2026-11-30T12:00:00Z","saddr":"::1","daddr":"::1","states":[{"state":"SYN_RECV"},{"state":"ESTABLISHED"}],"handshake_ns":5}`))
 	f.Add([]byte("{}\n\n\x00"))
+	// Damage (TestReplaySkipsDamage): zero bytes a crash left before a
+	// record, a line longer than MaxLine, implausible times and durations.
+	f.Add(append(append(bytes.Repeat([]byte{0}, 64), golden(f)...), 0, 0))
+	f.Add(append(bytes.Repeat([]byte("x"), MaxLine+1), "\n{}\n"...))
+	f.Add([]byte(`{"type":"transition","ts":"2026-11-30T12:00:03Z","family":"inet","saddr":"::1","daddr":"::1","old":"ESTABLISHED","new":"CLOSE_WAIT","dwell_ns":9223372036854775808}`))
+	f.Add([]byte(`{"type":"connection","start":"0001-01-01T00:00:00Z","end":"9999-12-31T23:59:59Z","saddr":"::1","daddr":"::1","states":[{"state":"ESTABLISHED","ts":"0000-12-31T23:00:00-01:00","dwell_ns":4611686018427387904},{"state":"CLOSE"}]}`))
+	f.Add([]byte(`{"type":"stuck","ts":"2199-12-31T23:59:59.999999999Z","state":"CLOSE_WAIT","age_ns":6311433600000000000,"saddr":"::1","daddr":"::1"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var out, warn bytes.Buffer
 		s, err := Replay(bytes.NewReader(b), Filter{}, output.NewText(&out, Clock, time.UTC), &warn)

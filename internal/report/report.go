@@ -116,8 +116,9 @@ type tally struct {
 }
 
 type listenerKey struct {
-	netns uint32
-	addr  netip.AddrPort
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	addr        netip.AddrPort
 }
 
 type listenerSeries struct {
@@ -286,7 +287,7 @@ func (c *Collector) Stats(*pipeline.Stats) {}
 // Listener keeps a listener's queues. A sample at the time of the last
 // one kept is a repeat, and dropped.
 func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
-	k := listenerKey{l.Netns, l.Addr}
+	k := listenerKey{l.Netns, l.NetnsCookie, l.Addr}
 	ls := c.listeners[k]
 	if ls == nil {
 		ls = &listenerSeries{key: k}

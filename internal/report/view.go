@@ -241,16 +241,18 @@ func histogramView(st event.State, h *histogram.Histogram) histView {
 	v.axes = axes{W: 440, H: 210, L: 52, T: 22, R: 428, B: 160,
 		XLabel: "time in " + st.String() + " (log scale)", YLabel: "stays"}
 	// Widen narrow ranges so the axis shows a few powers of two.
-	for hi-lo < 5 {
+	for hi-lo < 5 && (lo > 1 || hi < 64) {
 		if lo > 1 {
 			lo--
 		}
-		hi++
+		if hi < 64 { // bar 64 holds [2^63, 2^64): the last
+			hi++
+		}
 	}
 	from := float64(lo - 1) // log2 of the axis's left edge
 	n := float64(hi - lo + 1)
 	xOf := func(log2 float64) float64 { return v.L + (v.R-v.L)*(log2-from)/n }
-	top := v.countAxis(peak + peak/6 + 1) // room for the counts above the bars
+	top := v.countAxis(max(peak, peak+peak/6+1)) // room for the counts above the bars (unless that wraps)
 	w := (v.R - v.L) / n
 	total := float64(h.Count())
 	for k := lo; k <= hi; k++ {
@@ -261,6 +263,9 @@ func histogramView(st event.State, h *histogram.Histogram) histView {
 		var a, b uint64 = 0, 1
 		if k > 0 {
 			a, b = 1<<(k-1), 1<<k
+		}
+		if k == 64 { // 1<<64 is 0
+			b = math.MaxUint64
 		}
 		v.Bars = append(v.Bars, bar{X: xOf(float64(k-1)) + 0.5, Y: v.B - bh, W: math.Max(w-1, 1), H: bh,
 			Count: pow[k], ShowCount: w >= 14 || pow[k] == peak,

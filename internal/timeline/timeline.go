@@ -79,6 +79,10 @@ type Conn struct {
 	States  []Span
 	Ending  Ending
 
+	// NetnsCookie, IfIndex: as event.Event's.
+	NetnsCookie uint64
+	IfIndex     uint32
+
 	// stub: the timeline was evicted; only the stuck watch is kept.
 	stub bool
 
@@ -306,16 +310,44 @@ func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 		return
 	}
 	e := event.Event{Mono: seen, Cookie: s.Cookie, Src: s.Src, Dst: s.Dst, Netns: s.Netns,
+		NetnsCookie: s.NetnsCookie, IfIndex: s.IfIndex,
 		PID: s.PID, Comm: s.Comm, Family: s.Family, Old: s.State, New: s.State}
 	if s.OwnerKnown {
 		e.Flags |= event.OwnerKnown
 	}
 	c := t.insert(&e) // a partial connection whose only span is s.State
 	c.Netns, c.Family, c.Src, c.Dst = s.Netns, s.Family, s.Src, s.Dst
+	c.NetnsCookie, c.IfIndex = s.NetnsCookie, s.IfIndex
 	if s.OwnerKnown {
 		c.PID, c.Comm, c.OwnerKnown = s.PID, s.Comm, true
 	}
 	t.entered(c, s.State, seen, true)
+}
+
+// LearnLocal gives the connection cookie its local end when the tracer
+// only saw it without a port (a connect() picks its port after
+// CLOSE->SYN_SENT, and nothing may fire until the handshake ends): the
+// port a socket walk found. A known port is kept.
+func (t *Tracker) LearnLocal(cookie uint64, src netip.AddrPort) {
+	if src.Port() == 0 {
+		return
+	}
+	for _, c := range []*Conn{t.conns[cookie], t.stubs[cookie], t.closingBy[cookie]} {
+		if c != nil && c.Src.Port() == 0 {
+			c.Src = src
+		}
+	}
+}
+
+// NoLocalPort reports whether a connection held has no local port yet
+// (see LearnLocal).
+func (t *Tracker) NoLocalPort() bool {
+	for c := t.head.next; c != &t.head; c = c.next {
+		if c.Src.Port() == 0 && c.Dst.Port() != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns the counters.
@@ -447,6 +479,9 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 // apply records e on c: the old state's dwell, then the new state.
 func (t *Tracker) apply(c *Conn, e *event.Event) {
 	c.Netns, c.Family, c.Dst = e.Netns, e.Family, e.Dst
+	if e.Kind == event.KindTransition {
+		c.NetnsCookie, c.IfIndex = e.NetnsCookie, e.IfIndex
+	}
 	// The local port reads 0 before connect() picks one and after a
 	// closing socket releases it: keep the one we know.
 	if e.Src.Port() != 0 || !c.Src.IsValid() {
@@ -592,6 +627,7 @@ func (t *Tracker) evict(c *Conn, now event.Mono) {
 	state, since, atLeast := c.stuckState, c.since, c.sinceAtLeast
 	stub := t.newConn()
 	stub.Cookie, stub.Netns, stub.Family, stub.Src, stub.Dst = c.Cookie, c.Netns, c.Family, c.Src, c.Dst
+	stub.NetnsCookie, stub.IfIndex = c.NetnsCookie, c.IfIndex
 	stub.PID, stub.Comm, stub.OwnerKnown = c.PID, c.Comm, c.OwnerKnown
 	stub.stub = true
 	t.finishOpen(c, now)

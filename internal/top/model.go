@@ -95,8 +95,9 @@ type entry struct {
 }
 
 type addrKey struct {
-	netns    uint32
-	src, dst netip.AddrPort
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	src, dst    netip.AddrPort
 }
 
 type sockKey struct {
@@ -145,10 +146,10 @@ func (m *Model) Transition(e *event.Event) {
 	switch e.TW {
 	case event.TWTimeWait:
 		en.state = event.TimeWait
-		m.tw[addrKey{e.Netns, e.Src, e.Dst}] = en
+		m.tw[addrKey{e.Netns, e.NetnsCookie, e.Src, e.Dst}] = en
 	case event.TWFinWait2:
 		en.state = event.FinWait2
-		m.tw[addrKey{e.Netns, e.Src, e.Dst}] = en
+		m.tw[addrKey{e.Netns, e.NetnsCookie, e.Src, e.Dst}] = en
 	}
 }
 
@@ -207,13 +208,14 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 	seen := map[sockKey]bool{}
 	live := map[addrKey]bool{}
 	type portKey struct {
-		netns uint32
-		port  uint16
+		netns       uint32
+		netnsCookie uint64
+		port        uint16
 	}
 	listeners := map[portKey]*event.Socket{}
 	for i := range socks {
 		if s := &socks[i]; s.State == event.Listen && s.OwnerKnown {
-			listeners[portKey{s.Netns, s.Src.Port()}] = s
+			listeners[portKey{s.Netns, s.NetnsCookie, s.Src.Port()}] = s
 		}
 	}
 	for i := range socks {
@@ -225,11 +227,11 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 		if ti < 0 {
 			continue
 		}
-		k := sockKey{addrKey{s.Netns, s.Src, s.Dst}, event.Troubled[ti]}
+		k := sockKey{addrKey{s.Netns, s.NetnsCookie, s.Src, s.Dst}, event.Troubled[ti]}
 		x := sock{state: event.Troubled[ti], dst: s.Dst, pid: s.PID, comm: s.Comm, ownerKnown: s.OwnerKnown}
 		en, entered := m.entered[s.Cookie]
 		tw, isTW := m.tw[k.addrKey]
-		switch l := listeners[portKey{s.Netns, s.Src.Port()}]; {
+		switch l := listeners[portKey{s.Netns, s.NetnsCookie, s.Src.Port()}]; {
 		case x.ownerKnown:
 		case s.State == event.NewSynRecv && l != nil: // a handshake for the listener's owner
 			x.pid, x.comm, x.ownerKnown = l.PID, l.Comm, true

@@ -22,7 +22,11 @@ func Render(v *View, width, height int) string {
 	b.width = width
 	lost := fmt.Sprintf("lost %d", v.Lost.Total())
 	if v.Lost.Total() > 0 {
-		lost = fmt.Sprintf("LOST %d (%s; last at %s)", v.Lost.Total(), v.Lost.TotalParts().Breakdown(), v.Lost.TS.Format("15:04:05"))
+		hostWide := ""
+		if v.Lost.RecursionHostWide && v.Lost.TotalRecursion > 0 {
+			hostWide = ", the recursion the whole host's"
+		}
+		lost = fmt.Sprintf("LOST %d (%s%s; last at %s)", v.Lost.Total(), v.Lost.TotalParts().Breakdown(), hostWide, v.Lost.TS.Format("15:04:05"))
 	}
 	filter := "all"
 	if v.Options.Filter != 0 {

@@ -98,6 +98,15 @@ type record struct {
 	Lost           uint64 `json:"lost"`
 	Rescued        uint64 `json:"rescued"`
 	Attach         string `json:"attach"`
+
+	// The namespace's identity and the bound interface; on lost and stats
+	// records, the kernel's recursion skips and whether (on a filtered
+	// run) they are the whole host's.
+	NetnsCookie       uint64 `json:"netns_cookie"`
+	Ifindex           uint32 `json:"ifindex"`
+	Recursion         uint64 `json:"recursion"`
+	RecursionHostWide bool   `json:"recursion_host_wide"`
+	LostHostWide      uint64 `json:"lost_host_wide"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.

@@ -439,10 +439,13 @@ func (r *run) reportLost(now time.Time) error {
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
 		TotalUnread:      r.unread,
+		// The kernel counts recursion skips for every TCP transition
+		// of the host, before any filter.
+		RecursionHostWide: r.cfg.Filtered(),
 	}
 	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
-		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.RecursionHostWide)
 		ev := r.pl.TrackerStats().Evictions
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
@@ -451,7 +454,7 @@ func (r *run) reportLost(now time.Time) error {
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (%s)\n", l.Count(), l.Parts().Breakdown())
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (%s)%s\n", l.Count(), l.Parts().Breakdown(), l.HostWideNote())
 	}
 	return nil
 }
@@ -505,6 +508,7 @@ func (r *run) finish(cause error) error {
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
 		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread,
+		LostHostWide: h.Recursion, HostWide: r.cfg.Filtered(),
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	ts := r.pl.TrackerStats()
@@ -521,7 +525,7 @@ func (r *run) finish(cause error) error {
 	if err == nil || errors.Is(err, syscall.EPIPE) {
 		// "done" only when the records were written: a failed write
 		// is the run's last word, not a success line before it.
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost%s\n", r.pl.Events, r.pl.Conns, st.Lost, untimedNote(&st.Untimed))
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost%s%s\n", r.pl.Events, r.pl.Conns, st.Lost, st.HostWideNote(), untimedNote(&st.Untimed))
 	}
 	return err
 }

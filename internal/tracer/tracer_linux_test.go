@@ -121,14 +121,22 @@ func checkCloseWait(t *testing.T, child []record, want time.Duration) {
 	t.Error("no CLOSE_WAIT->LAST_ACK transition")
 }
 
+// checkNothingLost: nothing of the run's own was lost. On a filtered run
+// (these tests filter on their namespace) kernel recursion skips are the
+// whole host's, labelled so: other tests' bursts cause them, and the
+// caller has checked its own transitions one by one.
 func checkNothingLost(t *testing.T, recs []record) {
 	t.Helper()
-	if l := ofType(recs, "lost"); len(l) != 0 {
-		t.Errorf("lost records: %+v", l)
+	for _, l := range ofType(recs, "lost") {
+		if !l.RecursionHostWide || l.Count != l.Recursion {
+			t.Errorf("lost record: %+v", l)
+		}
 	}
 	st := ofType(recs, "stats")
-	if len(st) != 1 || st[0].Lost != 0 {
+	if len(st) != 1 || st[0].Lost != st[0].LostHostWide {
 		t.Errorf("stats records: %+v", st)
+	} else if st[0].Lost > 0 {
+		t.Logf("%d recursion skips of the whole host (other tests' sockets)", st[0].Lost)
 	}
 }
 
