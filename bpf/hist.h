@@ -26,7 +26,8 @@ static __always_inline __u32 hist_index(__u64 v)
 /*
  * Count the completed stay in the kernel instead of sending a record. The
  * same rule as user space (event.Event.Stay, pinned by
- * TestKernelAggregationMatchesUserSpace): a known dwell; not CLOSE (where
+ * TestKernelAggregationMatchesUserSpace): a known dwell whose start was
+ * seen (not EV_GAP); not CLOSE (where
  * sockets start and end); not a repeated set; not an accepted child's
  * birth (LISTEN->SYN_RECV: the child never was in LISTEN); an accepted
  * child's SYN_RECV is its handshake time.
@@ -41,7 +42,7 @@ static __always_inline void aggregate(struct counters *c, int old, int new,
 		dwell = handshake;
 		flags |= EV_DWELL_KNOWN;
 	}
-	if (!(flags & EV_DWELL_KNOWN) || old == TCP_CLOSE || old == new ||
+	if (!(flags & EV_DWELL_KNOWN) || (flags & EV_GAP) || old == TCP_CLOSE || old == new ||
 	    (old == TCP_LISTEN && new == TCP_SYN_RECV))
 		return;
 	__u32 key = old;
@@ -127,7 +128,7 @@ static __always_inline void hist_start(const struct transition *t, struct hist_r
 		if (r->cookie) /* tp_btf, the slot left to the listener (above) */
 			return;
 		__u64 key = (__u64)t->sk;
-		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags };
+		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags, .last = t->new };
 		bpf_map_update_elem(&hist_socks, &key, &fresh, BPF_ANY);
 		return;
 	}
@@ -137,6 +138,7 @@ static __always_inline void hist_start(const struct transition *t, struct hist_r
 	asm volatile("" ::: "memory");
 	r->slot->s.ts_ns = t->now;
 	r->slot->s.flags = flags;
+	r->slot->s.last = t->new;
 	asm volatile("" ::: "memory");
 	r->slot->cookie = r->cookie;
 }
@@ -165,8 +167,10 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 	struct hist_ref r;
 	hist_find(t, typed, &r);
 	__u32 si_flags = old == TCP_LISTEN && new == TCP_SYN_RECV ? SI_ACCEPTED : 0;
+	__u32 last = 0;
 	if (r.h) {
 		si_flags = r.h->flags;
+		last = r.h->last;
 		__u64 ts = r.h->ts_ns;
 		asm volatile("" ::: "memory");
 		if (r.slot && r.slot->cookie != r.cookie) {
@@ -179,6 +183,10 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 			dwell = t->now - ts;
 			flags |= EV_DWELL_KNOWN;
 		}
+	}
+	if (r.h && last && last != old) { /* continuity: see handle_state */
+		flags |= EV_GAP;
+		__sync_fetch_and_add(&c->gap_lost, unseen_between(last, old));
 	}
 	if (!r.h && old == TCP_SYN_RECV && new == TCP_ESTABLISHED && typed &&
 	    !t->sk->sk_socket) {
@@ -193,9 +201,10 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 		if (r.h)
 			hist_end(t, &r);
 	} else if (old != new) { /* a repeated set does not start a new stay */
-		if (r.h)
+		if (r.h) {
 			r.h->ts_ns = t->now;
-		else
+			r.h->last = new;
+		} else
 			hist_start(t, &r, si_flags);
 	}
 	__u64 hs = 0;

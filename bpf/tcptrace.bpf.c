@@ -108,7 +108,7 @@ static __always_inline void deliver(struct counters *c, const struct transition 
 			     TCP_SYN_RECV, EV_BIRTH | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
 		si->birth_ts = 0;
 	}
-	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
+	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || (flags & EV_GAP) || dwell < min_dwell_ns)) {
 		c->filtered++;
 		return;
 	}
@@ -138,14 +138,29 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 	__u64 dwell = 0;
 	__u8 flags = 0;
 	bool missing = false;
-	struct sock_info *si = sock_entry(t, typed, &flags, &missing);
+	struct sock_info *si = sock_entry(t, typed, &flags, &missing, c);
 	if (missing || !si)
 		__sync_fetch_and_add(&c->storage_fail, 1);
+	if (missing) /* the transitions since its birth were not seen */
+		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
 	if (si) {
 		/* A child's cookie is settled at its birth (child_entry); one
 		 * still 0 after it is taken now (6.1: see adopt_child). */
 		if (!si->cookie && !aggregate_only && !(t->old == TCP_LISTEN && t->new == TCP_SYN_RECV))
 			si->cookie = sock_cookie(t->sk, typed);
+		if (!typed) { /* the fallback's identity (same_socket) */
+			if (!si->id_sport)
+				si->id_sport = t->sport;
+			if (!si->id_dport)
+				si->id_dport = t->dport;
+		}
+		/* Continuity: a socket leaves the state it was last seen
+		 * entering, else transitions between were not seen. The stay
+		 * since the last one seen spans them: no stay of t->old's. */
+		if (si->last && si->last != t->old) {
+			flags |= EV_GAP;
+			__sync_fetch_and_add(&c->gap_lost, unseen_between(si->last, t->old));
+		}
 		flags |= advance(si, t->old, t->new, t->now, &dwell);
 	}
 	if (quiet || (filter_pid && (!si || si->pid != filter_pid)))

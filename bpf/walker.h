@@ -62,7 +62,7 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 /* First walk: an entry with the owner /proc gave for the socket's inode. */
 static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *s)
 {
-	struct sock_info fresh = { .cookie = s->cookie };
+	struct sock_info fresh = { .cookie = s->cookie, .last = s->state };
 	__u64 ino = s->ino;
 	struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
 	if (o) {

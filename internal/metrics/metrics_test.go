@@ -21,7 +21,7 @@ func TestMetrics(t *testing.T) {
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)
 	m.Stuck(event.CloseWait)
-	m.Lost(1, 2, 0, 0)
+	m.Lost(1, 2, 0, 0, 3)
 
 	if got := testutil.ToFloat64(m.trans[event.CloseWait][event.LastAck]); got != 1 {
 		t.Errorf("transitions CLOSE_WAIT->LAST_ACK = %v", got)
@@ -34,6 +34,9 @@ func TestMetrics(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion")); got != 2 {
 		t.Errorf("lost recursion %v", got)
+	}
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("gap")); got != 3 {
+		t.Errorf("lost gap %v", got)
 	}
 	// Every state has a stuck series from the start, at 0 until counted.
 	expo := `

@@ -113,6 +113,9 @@ func (n *NDJSON) Transition(e *event.Event) {
 	if e.Has(event.DwellKnown) {
 		b = appendUint(b, `,"dwell_ns":`, uint64(e.Dwell))
 	}
+	if e.Has(event.Gap) {
+		b = appendBool(b, `,"gap":`, true)
+	}
 	b = appendOwner(b, e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	if e.Has(event.Inherited) {
 		b = appendStr(b, `,"owner_from":`, record.OwnerFromListener)
@@ -242,6 +245,7 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b = appendUint(b, `,"recursion":`, l.Recursion)
 	b = appendUint(b, `,"decode_errors":`, l.Decode)
 	b = appendUint(b, `,"unread":`, l.Unread)
+	b = appendUint(b, `,"gap":`, l.Gap)
 	b = appendUint(b, `,"total":`, l.Total())
 	n.buf = append(b, '}')
 	n.write()
@@ -266,6 +270,7 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b = appendUint(b, `,"rescued":`, s.Rescued)
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
+	b = appendUint(b, `,"lost_inferred":`, s.LostInferred)
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)

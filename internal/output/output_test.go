@@ -95,6 +95,9 @@ func writeAll(s pipeline.Sink) {
 	e.Flags &^= event.DwellKnown | event.OwnerKnown | event.CloseInfo
 	e.Old, e.New = event.Close, event.SynSent
 	s.Transition(&e)
+	// The transition into CLOSE_WAIT was not seen: the dwell spans it.
+	e.Old, e.New, e.Flags, e.Err, e.Reset = event.CloseWait, event.LastAck, event.DwellKnown|event.Gap, 0, 0
+	s.Transition(&e)
 	for _, c := range sampleConns() {
 		s.Connection(c)
 	}
@@ -104,7 +107,8 @@ func writeAll(s pipeline.Sink) {
 	}
 	hs[event.SynSent].Record(1_000_000)
 	s.Histograms(t0.Add(time.Minute), t0, &hs)
-	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1})
+	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, Gap: 4,
+		TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1, TotalGap: 4})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
@@ -113,7 +117,7 @@ func writeAll(s pipeline.Sink) {
 		AcceptQueue: 129, AcceptQueueMax: 128, HalfOpen: 37, SynAckRetrans: 12}
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
-	s.Stats(&pipeline.Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
+	s.Stats(&pipeline.Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 12, LostInferred: 4})
 	writeRest(s)
 }
 

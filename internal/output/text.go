@@ -91,6 +91,9 @@ func (t *TextWriter) Transition(e *event.Event) {
 	if e.Has(event.DwellKnown) {
 		dwell = FormatDuration(uint64(e.Dwell))
 	}
+	if e.Has(event.Gap) { // the entry into Old was not seen: no stay of Old's
+		dwell = "gap " + dwell
+	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
 		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
@@ -245,8 +248,8 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 
 // pipeline.Lost writes a warning line.
 func (t *TextWriter) Lost(l *pipeline.Lost) {
-	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d); %d since start\n",
-		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Total())
+	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d, at least %d seen as gaps in sockets' states); %d since start\n",
+		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Gap, l.Total())
 }
 
 // pipeline.Stats writes the closing summary.

@@ -25,17 +25,22 @@ type Lost struct {
 	RingbufFull, Recursion, Decode uint64
 	// Unread: records the kernel submitted that never reached the
 	// reader, known at the end of a run (the kernel counts every submit).
-	Unread                           uint64
+	Unread uint64
+	// Gap: transitions seen missing from sockets' states beyond the
+	// counted ones, for which the kernel counts nothing: at least this
+	// many (probe.Health.Inferred).
+	Gap                              uint64
 	TotalRingbufFull, TotalRecursion uint64
 	TotalDecode, TotalUnread         uint64
+	TotalGap                         uint64
 }
 
-// Count is the number lost since the previous report.
-func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode + l.Unread }
+// Count is the number lost since the previous report (at least, with Gap).
+func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode + l.Unread + l.Gap }
 
 // Total is the number lost since start.
 func (l *Lost) Total() uint64 {
-	return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode + l.TotalUnread
+	return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode + l.TotalUnread + l.TotalGap
 }
 
 // Stats is the closing account of a run.
@@ -56,6 +61,9 @@ type Stats struct {
 	Rescued                       uint64 // recorded by the backup program
 	StorageFail                   uint64
 	Lost                          uint64
+	// LostInferred: the part of Lost seen only as gaps in sockets'
+	// states (Lost.Gap): Lost is then a lower bound.
+	LostInferred uint64
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64

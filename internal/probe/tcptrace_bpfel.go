@@ -23,6 +23,8 @@ type tcptraceCounters struct {
 	Aggregated   uint64
 	Submitted    uint64
 	SynackLate   uint64
+	GapLost      uint64
+	ReusedLost   uint64
 }
 
 type tcptraceEvent struct {
@@ -62,6 +64,7 @@ const (
 	tcptraceEventFlagsEV_OWNER_KNOWN  tcptraceEventFlags = 2
 	tcptraceEventFlagsEV_BIRTH        tcptraceEventFlags = 4
 	tcptraceEventFlagsEV_INHERITED    tcptraceEventFlags = 8
+	tcptraceEventFlagsEV_GAP          tcptraceEventFlags = 16
 	tcptraceEventFlagsEV_COOKIE_SYNTH tcptraceEventFlags = 32
 	tcptraceEventFlagsEV_CLOSE_INFO   tcptraceEventFlags = 64
 	tcptraceEventFlagsEV_HANDSHAKE    tcptraceEventFlags = 128
@@ -105,7 +108,7 @@ type tcptraceHistSock struct {
 	_     structs.HostLayout
 	TsNs  uint64
 	Flags uint32
-	Pad   uint32
+	Last  uint32
 }
 
 type tcptraceHsKey struct {
@@ -153,7 +156,10 @@ type tcptraceSockInfo struct {
 	SynRetrans uint8
 	Rst        uint8
 	Flags      uint8
-	Pad        [7]uint8
+	Last       uint8
+	Pad        [2]uint8
+	IdSport    uint16
+	IdDport    uint16
 	Comm       [16]int8
 	BirthTs    uint64
 }

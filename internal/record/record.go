@@ -79,6 +79,9 @@ type Transition struct {
 	Old     string  `json:"old"`
 	New     string  `json:"new"`
 	DwellNs *uint64 `json:"dwell_ns,omitempty"`
+	// Gap: the transition into Old was not seen (lost); DwellNs runs from
+	// the last transition seen and is no stay of Old's.
+	Gap bool `json:"gap,omitempty"`
 	*Owner
 	OwnerFrom       string `json:"owner_from,omitempty"` // OwnerFromListener
 	CookieSynthetic bool   `json:"cookie_synthetic,omitempty"`
@@ -162,6 +165,7 @@ type Lost struct {
 	Recursion    uint64    `json:"recursion"`
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
+	Gap          uint64    `json:"gap"`
 	Total        uint64    `json:"total"`
 }
 
@@ -274,6 +278,7 @@ type Stats struct {
 	Rescued         uint64    `json:"rescued"`
 	StorageFail     uint64    `json:"storage_fail"`
 	Lost            uint64    `json:"lost"`
+	LostInferred    uint64    `json:"lost_inferred"`
 	*BPFStats
 }
 

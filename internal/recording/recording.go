@@ -101,7 +101,7 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 		s.Transitions++
 		s.seen(rec.TS)
 		sink.Transition(&e)
-		if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && e.Old != event.SynRecv {
+		if e.Has(event.DwellKnown) && !e.Has(event.Gap) && e.Old != event.Close && e.Old != e.New && e.Old != event.SynRecv {
 			fromTrans[e.Old].Record(uint64(e.Dwell))
 		}
 	case *record.Connection:
@@ -258,6 +258,9 @@ func transition(rec *record.Transition) (event.Event, error) {
 	e.Mono, e.Cookie, e.Netns = Clock.Mono(rec.TS), rec.Cookie, rec.Netns
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
+	}
+	if rec.Gap {
+		e.Flags |= event.Gap
 	}
 	var known bool
 	if e.PID, e.Comm, known = owner(rec.Owner); known {

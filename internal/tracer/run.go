@@ -216,14 +216,17 @@ type run struct {
 	// unread: records the kernel submitted that the drain at the end
 	// did not find (known only then); lastUnread: reported so far.
 	unread, lastUnread uint64
-	lastLostAt         time.Time
-	lastHistsAt        time.Time
-	lastFlushAt        time.Time
-	lastGaugeAt        time.Time
-	lastEvictions      uint64
-	warned             map[string]bool
-	hup                chan os.Signal
-	closeOut           *func()
+	// inferred: transitions lost beyond the counted ones, seen as gaps in
+	// sockets' states (probe.Health.Inferred), as reported so far.
+	inferred      uint64
+	lastLostAt    time.Time
+	lastHistsAt   time.Time
+	lastFlushAt   time.Time
+	lastGaugeAt   time.Time
+	lastEvictions uint64
+	warned        map[string]bool
+	hup           chan os.Signal
+	closeOut      *func()
 	// readerGone reports a stdout pipe whose reader has closed; nil
 	// when writing to a file.
 	readerGone func() bool
@@ -419,14 +422,17 @@ func (r *run) reportLost(now time.Time) error {
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
 		Decode:           r.pl.DecodeErrs - r.lastDecode,
 		Unread:           r.unread - r.lastUnread,
+		Gap:              max(h.Inferred(), r.inferred) - r.inferred,
 		TotalRingbufFull: h.RingbufFull,
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
 		TotalUnread:      r.unread,
 	}
+	r.inferred += l.Gap // only grows: recursion skips may catch up with the gaps
+	l.TotalGap = r.inferred
 	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
-		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.Gap)
 		ev := r.pl.TrackerStats().Evictions
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
@@ -434,8 +440,8 @@ func (r *run) reportLost(now time.Time) error {
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d)\n",
-			l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d, at least %d more seen as gaps in sockets' states)\n",
+			l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.Gap)
 	}
 	return nil
 }
@@ -486,7 +492,7 @@ func (r *run) finish(cause error) error {
 	st := pipeline.Stats{
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
-		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread,
+		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread + r.inferred, LostInferred: r.inferred,
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	ts := r.pl.TrackerStats()
