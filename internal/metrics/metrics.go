@@ -73,7 +73,7 @@ func New() *Metrics {
 	}, []string{"state"})
 	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcptrace_lost_events_total",
-		Help: "Transitions that never reached the tracer, by reason (gap: seen missing from sockets' states, which the kernel did not count; at least this many).",
+		Help: "Transitions that never reached the tracer, by reason (inferred: seen missing from sockets' states, which the kernel did not count; at least this many).",
 	}, []string{"reason"})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tcptrace_evictions_total",
@@ -147,7 +147,7 @@ func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc
 
 // Lost adds losses by reason.
 func (m *Metrics) Lost(ringbufFull, recursion, decode, unread, gap uint64) {
-	m.lost.WithLabelValues("gap").Add(float64(gap))
+	m.lost.WithLabelValues("inferred").Add(float64(gap))
 	m.lost.WithLabelValues("ringbuf_full").Add(float64(ringbufFull))
 	m.lost.WithLabelValues("recursion").Add(float64(recursion))
 	m.lost.WithLabelValues("decode").Add(float64(decode))

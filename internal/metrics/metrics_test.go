@@ -35,7 +35,7 @@ func TestMetrics(t *testing.T) {
 	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion")); got != 2 {
 		t.Errorf("lost recursion %v", got)
 	}
-	if got := testutil.ToFloat64(m.lost.WithLabelValues("gap")); got != 3 {
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("inferred")); got != 3 {
 		t.Errorf("lost gap %v", got)
 	}
 	// Every state has a stuck series from the start, at 0 until counted.

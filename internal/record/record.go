@@ -165,7 +165,7 @@ type Lost struct {
 	Recursion    uint64    `json:"recursion"`
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
-	Gap          uint64    `json:"gap"`
+	Inferred     uint64    `json:"inferred"`
 	Total        uint64    `json:"total"`
 }
 

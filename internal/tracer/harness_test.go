@@ -80,12 +80,13 @@ type record struct {
 		Le    uint64 `json:"le_ns"`
 		Count uint64 `json:"count"`
 	} `json:"buckets"`
-	Aggregated  uint64 `json:"aggregated"`
-	StorageFail uint64 `json:"storage_fail"`
-	Events      uint64 `json:"events"`
-	Lost        uint64 `json:"lost"`
-	Rescued     uint64 `json:"rescued"`
-	Attach      string `json:"attach"`
+	Aggregated   uint64 `json:"aggregated"`
+	StorageFail  uint64 `json:"storage_fail"`
+	Events       uint64 `json:"events"`
+	Lost         uint64 `json:"lost"`
+	LostInferred uint64 `json:"lost_inferred"`
+	Rescued      uint64 `json:"rescued"`
+	Attach       string `json:"attach"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.
