@@ -109,7 +109,7 @@ func TestTimelines(t *testing.T) {
 				{event.CloseWait, 0, 0, false}, {event.LastAck, 30, 1, true}, {event.Close, 31, 0, false},
 			}},
 			wantPartial: []bool{true}, wantOpen: []bool{false},
-			wantStats:   Stats{Gaps: 1},
+			wantStats: Stats{Gaps: 1},
 		},
 		{
 			name: "lost transition leaves a gap",
