@@ -300,7 +300,7 @@ func (f *ftraceInstance) stop(t *testing.T) []string {
 }
 
 // pacedLink makes two namespaces joined by a veth whose server side is
-// rate-limited by tbf (issue 20's setup): the qdisc releases segments in
+// rate-limited by tbf: the qdisc releases segments in
 // bursts from its watchdog, so transitions run in softirq on top of
 // whatever task the CPU runs, also mid-program. It returns the server's
 // and the client's namespace and the server's address.
