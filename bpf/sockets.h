@@ -363,6 +363,21 @@ static __always_inline struct sock_info *find_entry(struct sock *sk, bool typed)
 }
 
 /*
+ * Continuity: a socket leaves the state it was last seen entering, else
+ * transitions in between were not seen. Counts the fewest possible in
+ * gap_lost and returns EV_GAP: the stay since the last transition seen
+ * spans the unseen states, so it is no stay of old's.
+ */
+static __always_inline __u8 check_continuity(const struct sock_info *si, int old,
+					     struct counters *c)
+{
+	if (!si->last || si->last == old)
+		return 0;
+	__sync_fetch_and_add(&c->gap_lost, unseen_between(si->last, old));
+	return EV_GAP;
+}
+
+/*
  * Advance a socket's entry to this transition: dwell in the old state (so
  * far, for a repeated set), new entry time, owner if this is the owner's
  * own syscall. Returns EV_*.

@@ -154,13 +154,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 			if (!si->id_dport)
 				si->id_dport = t->dport;
 		}
-		/* Continuity: a socket leaves the state it was last seen
-		 * entering, else transitions between were not seen. The stay
-		 * since the last one seen spans them: no stay of t->old's. */
-		if (si->last && si->last != t->old) {
-			flags |= EV_GAP;
-			__sync_fetch_and_add(&c->gap_lost, unseen_between(si->last, t->old));
-		}
+		flags |= check_continuity(si, t->old, c);
 		flags |= advance(si, t->old, t->new, t->now, &dwell);
 	}
 	if (quiet || (filter_pid && (!si || si->pid != filter_pid)))
@@ -383,5 +377,42 @@ int retrans_count_test(struct retrans_test_args *args)
 			count_retransmit(&si, args->state[i], args->err[i]);
 	args->retrans = si.retrans;
 	args->syn_retrans = si.syn_retrans;
+	return 0;
+}
+
+/* The entry's rules: continuity (a gap and how many transitions it hides)
+ * and the fallback's identity check, on entries built here. */
+struct entry_test_case {
+	__u32 last;   /* sock_info.last */
+	__u32 old;    /* the next transition's old state */
+	__u16 id_sport, id_dport, sport, dport; /* the entry's ports, the transition's */
+	__u32 flags;  /* out: EV_GAP or 0 */
+	__u32 unseen; /* out: transitions counted lost */
+	__u32 same;   /* out: same_socket on the fallback */
+	__u32 _pad;
+};
+
+struct entry_test_args {
+	struct entry_test_case c[8];
+	__u32 n;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int entry_rules_test(struct entry_test_args *args)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= args->n)
+			break;
+		struct entry_test_case *tc = &args->c[i];
+		struct counters c = {};
+		struct sock_info si = { .last = tc->last, .id_sport = tc->id_sport,
+					.id_dport = tc->id_dport };
+		struct transition t = { .old = tc->old, .sport = tc->sport, .dport = tc->dport };
+		tc->flags = check_continuity(&si, tc->old, &c);
+		tc->unseen = c.gap_lost;
+		tc->same = same_socket(&si, &t, false);
+	}
 	return 0;
 }

@@ -164,6 +164,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	}
 	delete(spec.Programs, tcptraceProgHistIndexTest) // test hooks only
 	delete(spec.Programs, tcptraceProgRetransCountTest)
+	delete(spec.Programs, tcptraceProgEntryRulesTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 

@@ -27,6 +27,25 @@ type tcptraceCounters struct {
 	ReusedLost   uint64
 }
 
+type tcptraceEntryTestArgs struct {
+	_ structs.HostLayout
+	C [8]struct {
+		_       structs.HostLayout
+		Last    uint32
+		Old     uint32
+		IdSport uint16
+		IdDport uint16
+		Sport   uint16
+		Dport   uint16
+		Flags   uint32
+		Unseen  uint32
+		Same    uint32
+		Pad     uint32
+	}
+	N   uint32
+	Pad uint32
+}
+
 type tcptraceEvent struct {
 	_             structs.HostLayout
 	TsNs          uint64
@@ -209,6 +228,7 @@ const (
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
+	tcptraceProgEntryRulesTest       = "entry_rules_test"
 	tcptraceProgHistIndexTest        = "hist_index_test"
 	tcptraceProgOnReceiveReset       = "on_receive_reset"
 	tcptraceProgOnReceiveResetTp     = "on_receive_reset_tp"
@@ -287,6 +307,7 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
+	EntryRulesTest       *ebpf.ProgramSpec `ebpf:"entry_rules_test"`
 	HistIndexTest        *ebpf.ProgramSpec `ebpf:"hist_index_test"`
 	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.ProgramSpec `ebpf:"on_receive_reset_tp"`
@@ -422,6 +443,7 @@ type tcptraceVariables struct {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
+	EntryRulesTest       *ebpf.Program `ebpf:"entry_rules_test"`
 	HistIndexTest        *ebpf.Program `ebpf:"hist_index_test"`
 	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.Program `ebpf:"on_receive_reset_tp"`
@@ -440,6 +462,7 @@ type tcptracePrograms struct {
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
+		p.EntryRulesTest,
 		p.HistIndexTest,
 		p.OnReceiveReset,
 		p.OnReceiveResetTp,
