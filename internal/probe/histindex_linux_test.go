@@ -37,15 +37,7 @@ func TestKernelHistIndexMatchesGo(t *testing.T) {
 	for off := 0; off < len(values); off += 64 {
 		var args tcptraceHistIndexArgs
 		copy(args.Values[:], values[off:off+64])
-		var in bytes.Buffer
-		binary.Write(&in, binary.NativeEndian, &args)
-		out := make([]byte, in.Len())
-		if _, err := prog.Run(&ebpf.RunOptions{Context: in.Bytes(), ContextOut: out}); err != nil {
-			t.Fatalf("running test program: %v", err)
-		}
-		if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, &args); err != nil {
-			t.Fatal(err)
-		}
+		runWithArgs(t, prog, &args)
 		for i, v := range args.Values {
 			if got, want := int(args.Index[i]), histogram.Index(v); got != want {
 				t.Fatalf("value %d: kernel bucket %d, Go bucket %d", v, got, want)
@@ -65,15 +57,7 @@ func TestKernelCountsOnlySentRetransmits(t *testing.T) {
 		Err:   [8]int32{0, ebusy, 0, ebusy, ebusy},
 		N:     5,
 	}
-	var in bytes.Buffer
-	binary.Write(&in, binary.NativeEndian, &args)
-	out := make([]byte, in.Len())
-	if _, err := prog.Run(&ebpf.RunOptions{Context: in.Bytes(), ContextOut: out}); err != nil {
-		t.Fatalf("running test program: %v", err)
-	}
-	if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, &args); err != nil {
-		t.Fatal(err)
-	}
+	runWithArgs(t, prog, &args)
 	if args.SynRetrans != 1 || args.Retrans != 1 {
 		t.Fatalf("counted %d SYN retransmits and %d retransmits, want 1 and 1 (the EBUSY ones sent nothing)", args.SynRetrans, args.Retrans)
 	}
@@ -132,15 +116,7 @@ func TestKernelEntryRules(t *testing.T) {
 		a.Last, a.Old, a.IdSport, a.IdDport, a.Sport, a.Dport = c.last, c.old, c.idSport, c.idDport, c.sport, c.dport
 	}
 	args.N = uint32(len(cases))
-	var in bytes.Buffer
-	binary.Write(&in, binary.NativeEndian, &args)
-	out := make([]byte, in.Len())
-	if _, err := prog.Run(&ebpf.RunOptions{Context: in.Bytes(), ContextOut: out}); err != nil {
-		t.Fatalf("running test program: %v", err)
-	}
-	if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, &args); err != nil {
-		t.Fatal(err)
-	}
+	runWithArgs(t, prog, &args)
 	for i, c := range cases {
 		a := args.C[i]
 		if a.Flags != c.wantFlags || a.Unseen != c.wantUnseen || a.Same != c.wantSame {
@@ -166,4 +142,19 @@ func testProgramWithMaps(t *testing.T, name string) *ebpf.Program {
 	}
 	t.Cleanup(coll.Close)
 	return coll.Programs[name]
+}
+
+// runWithArgs runs a syscall test program on args (a pointer to its
+// context struct) and reads back what it wrote there.
+func runWithArgs(t *testing.T, prog *ebpf.Program, args any) {
+	t.Helper()
+	var in bytes.Buffer
+	binary.Write(&in, binary.NativeEndian, args)
+	out := make([]byte, in.Len())
+	if _, err := prog.Run(&ebpf.RunOptions{Context: in.Bytes(), ContextOut: out}); err != nil {
+		t.Fatalf("running test program: %v", err)
+	}
+	if err := binary.Read(bytes.NewReader(out), binary.NativeEndian, args); err != nil {
+		t.Fatal(err)
+	}
 }
