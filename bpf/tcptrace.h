@@ -153,7 +153,8 @@ struct sock_info {
 	__u8 rst;
 	__u8 flags;        /* SI_* */
 	__u8 last;         /* the state the last transition seen entered; 0: unknown */
-	__u8 _pad[2];
+	__u8 _pad;
+	__u8 walked;       /* walk_gen of the last socket walk that found the socket */
 	/* The classic tracepoint fallback's identity check (it has no cookie
 	 * helper): the socket's ports, 0 until known. */
 	__u16 id_sport;

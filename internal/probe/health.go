@@ -29,6 +29,9 @@ type Health struct {
 	// another socket's (the kernel reused the struct sock). Both may
 	// include transitions already counted in Recursion: see Inferred.
 	Gap, Reused uint64
+	// Gone: entries of sockets found gone by a socket walk (UnseenCloses):
+	// one unseen CLOSE each.
+	Gone uint64
 	// StorageFail counts transitions recorded without owner and dwell
 	// because no per-socket storage could be allocated.
 	StorageFail uint64
@@ -63,7 +66,7 @@ func (h Health) Lost() uint64 { return h.RingbufFull + h.Recursion }
 // recursion skips, which may be the same ones. (Ring buffer drops leave
 // no gap in the kernel's entries: they happen after them.)
 func (h Health) Inferred() uint64 {
-	if n := h.Gap + h.Reused; n > h.Recursion {
+	if n := h.Gap + h.Reused + h.Gone; n > h.Recursion {
 		return n - h.Recursion
 	}
 	return 0
@@ -87,6 +90,7 @@ func (p *Probe) Health() (Health, error) {
 		h.Gap += c.GapLost
 		h.Reused += c.ReusedLost
 	}
+	h.Gone = p.gone
 	st, err := p.primary.Stats()
 	if err != nil {
 		return Health{}, fmt.Errorf("reading program stats: %w", err)

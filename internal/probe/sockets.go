@@ -54,6 +54,57 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 	return recs, nil
 }
 
+// siClosed is SI_CLOSED of bpf/tcptrace.h: an entry kept past its CLOSE
+// for the reset an abortive close sends next.
+const siClosed = 0x02
+
+// UnseenCloses finds the sockets that are gone while their entry stays:
+// their CLOSE (at least) was not seen. A walk of every namespace in netns
+// marks the entries of the sockets it finds; the entries left unmarked,
+// not SI_CLOSED and with no transition since the walk began, are removed
+// and counted (Health.Gone). Nothing is counted when a namespace could
+// not be walked: its sockets' entries would look gone. tp_btf only (the
+// walker needs it); 0 otherwise.
+func (p *Probe) UnseenCloses(netns []string) (uint64, error) {
+	if p.iter == nil {
+		return 0, nil
+	}
+	p.walkGen++
+	if p.walkGen == 0 { // 0: the entries no walk marked yet
+		p.walkGen = 1
+	}
+	if err := p.coll.Variables[tcptraceVarWalkGen].Set(p.walkGen); err != nil {
+		return 0, fmt.Errorf("marking walk: %w", err)
+	}
+	start := uint64(MonotonicNow())
+	if _, err := p.Sockets(netns); err != nil {
+		return 0, err
+	}
+	m := p.coll.Maps[tcptraceMapSockTable]
+	var (
+		key  uint64
+		v    tcptraceSockInfo
+		gone []uint64
+	)
+	it := m.Iterate()
+	for it.Next(&key, &v) {
+		if v.Flags&siClosed == 0 && v.Walked != p.walkGen && v.TsNs < start {
+			gone = append(gone, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("reading the socket table: %w", err)
+	}
+	var n uint64
+	for _, k := range gone {
+		if m.Delete(k) == nil {
+			n++
+		}
+	}
+	p.gone += n
+	return n, nil
+}
+
 // HasWalker reports whether Sockets works (tp_btf mode).
 func (p *Probe) HasWalker() bool { return p.iter != nil }
 

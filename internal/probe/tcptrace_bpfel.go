@@ -176,7 +176,8 @@ type tcptraceSockInfo struct {
 	Rst        uint8
 	Flags      uint8
 	Last       uint8
-	Pad        [2]uint8
+	Pad        uint8
+	Walked     uint8
 	IdSport    uint16
 	IdDport    uint16
 	Comm       [16]int8
@@ -263,6 +264,7 @@ const (
 	tcptraceVarUnusedSnap            = "unused_snap"
 	tcptraceVarUnusedTw              = "unused_tw"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
+	tcptraceVarWalkGen               = "walk_gen"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -364,6 +366,7 @@ type tcptraceVariableSpecs struct {
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WalkGen           *ebpf.VariableSpec `ebpf:"walk_gen"`
 }
 
 // tcptraceObjects contains all objects after they have been loaded into the kernel.
@@ -437,6 +440,7 @@ type tcptraceVariables struct {
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WalkGen           *ebpf.Variable `ebpf:"walk_gen"`
 }
 
 // tcptracePrograms contains all programs after they have been loaded into the kernel.

@@ -464,6 +464,14 @@ func (r *run) drain() {
 // writes the closing records. cause is returned, or the first error of
 // the closing work.
 func (r *run) finish(cause error) error {
+	if cause == nil {
+		// Sockets gone with their CLOSE unseen leave their entry: count
+		// them while the programs still run (after the detach, closes
+		// would no longer be seen at all).
+		if _, err := r.p.UnseenCloses(sockowner.Netns("/proc", "/run/netns")); err != nil {
+			fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: unseen closes not counted: %v\n", err)
+		}
+	}
 	r.p.Detach()
 	if cause == nil {
 		r.drain()
