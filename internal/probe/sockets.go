@@ -58,27 +58,29 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 // for the reset an abortive close sends next.
 const siClosed = 0x02
 
-// UnseenCloses finds the sockets that are gone while their entry stays:
-// their CLOSE (at least) was not seen. A walk of every namespace in netns
-// marks the entries of the sockets it finds; the entries left unmarked,
-// not SI_CLOSED and with no transition since the walk began, are removed
-// and counted (Health.Gone). Nothing is counted when a namespace could
-// not be walked: its sockets' entries would look gone. tp_btf only (the
-// walker needs it); 0 otherwise.
-func (p *Probe) UnseenCloses(netns []string) (uint64, error) {
+// UnseenCloses walks the sockets like Sockets (and returns the walk) and
+// finds the sockets that are gone while their entry stays: their CLOSE
+// (at least) was not seen. The walk marks the entries of the sockets it
+// finds; the entries left unmarked, not SI_CLOSED and with no transition
+// since the walk began, are removed and counted (Health.Gone). Nothing is
+// counted when a namespace could not be walked (the error is returned
+// with the others' records): its sockets' entries would look gone.
+// tp_btf only (the walker needs it).
+func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 	if p.iter == nil {
-		return 0, nil
+		return nil, nil
 	}
 	p.walkGen++
 	if p.walkGen == 0 { // 0: the entries no walk marked yet
 		p.walkGen = 1
 	}
 	if err := p.coll.Variables[tcptraceVarWalkGen].Set(p.walkGen); err != nil {
-		return 0, fmt.Errorf("marking walk: %w", err)
+		return nil, fmt.Errorf("marking walk: %w", err)
 	}
 	start := uint64(MonotonicNow())
-	if _, err := p.Sockets(netns); err != nil {
-		return 0, err
+	walk, err := p.Sockets(netns)
+	if err != nil {
+		return walk, err
 	}
 	m := p.coll.Maps[tcptraceMapSockTable]
 	var (
@@ -93,7 +95,7 @@ func (p *Probe) UnseenCloses(netns []string) (uint64, error) {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("reading the socket table: %w", err)
+		return walk, fmt.Errorf("reading the socket table: %w", err)
 	}
 	var n uint64
 	for _, k := range gone {
@@ -102,7 +104,7 @@ func (p *Probe) UnseenCloses(netns []string) (uint64, error) {
 		}
 	}
 	p.gone += n
-	return n, nil
+	return walk, nil
 }
 
 // HasWalker reports whether Sockets works (tp_btf mode).

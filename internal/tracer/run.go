@@ -464,13 +464,17 @@ func (r *run) drain() {
 // writes the closing records. cause is returned, or the first error of
 // the closing work.
 func (r *run) finish(cause error) error {
+	// The closing walk, taken while the programs still run: it also finds
+	// the sockets gone with their CLOSE unseen (after the detach, closes
+	// would no longer be seen at all).
+	var (
+		walk     []byte
+		walkErr  error
+		walkMono event.Mono
+	)
 	if cause == nil {
-		// Sockets gone with their CLOSE unseen leave their entry: count
-		// them while the programs still run (after the detach, closes
-		// would no longer be seen at all).
-		if _, err := r.p.UnseenCloses(sockowner.Netns("/proc", "/run/netns")); err != nil {
-			fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: unseen closes not counted: %v\n", err)
-		}
+		walkMono = probe.MonotonicNow()
+		walk, walkErr = r.p.UnseenCloses(sockowner.Netns("/proc", "/run/netns"))
 	}
 	r.p.Detach()
 	if cause == nil {
@@ -486,9 +490,8 @@ func (r *run) finish(cause error) error {
 		}
 	}
 	now := time.Now()
-	var walkErr error
 	if cause == nil {
-		walkErr = r.pl.WalkAndWrite(now)
+		walkErr = r.pl.WriteWalk(walk, walkErr, now, walkMono)
 	}
 	r.pl.Drain(now)
 	lostErr := r.reportLost(now)
