@@ -41,7 +41,8 @@ static __always_inline void count_untimed(int state, __u32 why)
 /*
  * Count the completed stay in the kernel instead of sending a record. The
  * same rule as user space (event.Event.Stay and event.Event.Untimed,
- * pinned by TestKernelAggregationMatchesUserSpace): a known dwell; not
+ * pinned by TestKernelAggregationMatchesUserSpace): a known dwell whose
+ * start was seen (not EV_GAP: then it is untimed, UNTIMED_GAP); not
  * CLOSE (where sockets start and end); not a repeated set; not an
  * accepted child's birth (LISTEN->SYN_RECV: the child never was in
  * LISTEN); an accepted child's SYN_RECV is its handshake time
@@ -66,6 +67,10 @@ static __always_inline void aggregate_why(struct counters *c, int old, int new,
 		}
 		dwell = handshake;
 		flags |= EV_DWELL_KNOWN;
+	}
+	if (flags & EV_GAP) {
+		count_untimed(old, UNTIMED_GAP);
+		return;
 	}
 	if (!(flags & EV_DWELL_KNOWN)) {
 		count_untimed(old, why);
@@ -161,14 +166,14 @@ static __always_inline void hist_start(const struct transition *t, struct hist_r
 		if (r->cookie) /* tp_btf, the slot left to the listener (above) */
 			return;
 		__u64 key = (__u64)t->sk;
-		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags, .state = t->new };
+		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags, .last = t->new };
 		bpf_map_update_elem(&hist_socks, &key, &fresh, BPF_ANY);
 		return;
 	}
 	/* A live socket's slot taken (both of the birth's slots held): that
 	 * socket's stay will end untimed. */
 	if (r->slot->cookie) {
-		struct state_hist *h = state_hist_of(r->slot->s.state);
+		struct state_hist *h = state_hist_of(r->slot->s.last);
 		if (h)
 			h->evicted++;
 	}
@@ -178,7 +183,7 @@ static __always_inline void hist_start(const struct transition *t, struct hist_r
 	asm volatile("" ::: "memory");
 	r->slot->s.ts_ns = t->now;
 	r->slot->s.flags = flags;
-	r->slot->s.state = t->new;
+	r->slot->s.last = t->new;
 	asm volatile("" ::: "memory");
 	r->slot->cookie = r->cookie;
 }
@@ -213,10 +218,11 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 	struct hist_ref r;
 	hist_find(t, typed, &r);
 	__u32 si_flags = old == TCP_LISTEN && new == TCP_SYN_RECV ? SI_ACCEPTED : 0;
+	__u32 last = 0;
 	if (r.h) {
 		si_flags = r.h->flags;
+		last = r.h->last;
 		__u64 ts = r.h->ts_ns;
-		int last = r.h->state;
 		asm volatile("" ::: "memory");
 		if (r.slot && r.slot->cookie != r.cookie) {
 			/* The slot changed hands while read: the new owner
@@ -224,6 +230,7 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 			r.h = 0;
 			r.slot = 0;
 			si_flags = 0;
+			last = 0;
 		} else if (last != old) {
 			/* Transitions missed since: the stay in `last` ended
 			 * unseen, and the one in `old` began unseen. */
@@ -234,6 +241,10 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 			dwell = t->now - ts;
 			flags |= EV_DWELL_KNOWN;
 		}
+	}
+	if (r.h && last && last != old) { /* continuity: see handle_state */
+		flags |= EV_GAP;
+		__sync_fetch_and_add(&c->gap_lost, unseen_between(last, old));
 	}
 	if (!r.h && old == TCP_SYN_RECV && new == TCP_ESTABLISHED && typed &&
 	    !t->sk->sk_socket) {
@@ -250,7 +261,7 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 	} else if (old != new || why == UNTIMED_GAP) { /* a repeated set does not start a new stay */
 		if (r.h) {
 			r.h->ts_ns = t->now;
-			r.h->state = new;
+			r.h->last = new;
 		} else {
 			hist_start(t, &r, si_flags);
 		}

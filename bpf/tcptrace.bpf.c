@@ -112,7 +112,7 @@ static __always_inline void deliver(struct counters *c, const struct transition 
 			     TCP_SYN_RECV, EV_BIRTH | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
 		si->birth_ts = 0;
 	}
-	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
+	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || (flags & EV_GAP) || dwell < min_dwell_ns)) {
 		c->filtered++;
 		return;
 	}
@@ -143,14 +143,23 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 	__u64 dwell = 0;
 	__u8 flags = 0;
 	bool missing = false;
-	struct sock_info *si = sock_entry(t, typed, &flags, &missing);
+	struct sock_info *si = sock_entry(t, typed, &flags, &missing, c);
 	if (missing || !si)
 		__sync_fetch_and_add(&c->storage_fail, 1);
+	if (missing) /* the transitions since its birth were not seen */
+		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
 	if (si) {
 		/* A child's cookie is settled at its birth (child_entry); one
 		 * still 0 after it is taken now (6.1: see adopt_child). */
 		if (!si->cookie && !aggregate_only && !(t->old == TCP_LISTEN && t->new == TCP_SYN_RECV))
 			si->cookie = sock_cookie(t->sk, typed);
+		if (!typed) { /* the fallback's identity (same_socket) */
+			if (!si->id_sport)
+				si->id_sport = t->sport;
+			if (!si->id_dport)
+				si->id_dport = t->dport;
+		}
+		flags |= check_continuity(si, t->old, c);
 		flags |= advance(si, t->old, t->new, t->now, &dwell);
 	}
 	if (quiet || (filter_pid && (!si || si->pid != filter_pid)))
@@ -413,5 +422,42 @@ int retrans_count_test(struct retrans_test_args *args)
 			count_retransmit(&si, args->state[i], args->err[i], args->total_retrans[i]);
 	args->retrans = si.retrans;
 	args->syn_retrans = si.syn_retrans;
+	return 0;
+}
+
+/* The entry's rules: continuity (a gap and how many transitions it hides)
+ * and the fallback's identity check, on entries built here. */
+struct entry_test_case {
+	__u32 last;   /* sock_info.last */
+	__u32 old;    /* the next transition's old state */
+	__u16 id_sport, id_dport, sport, dport; /* the entry's ports, the transition's */
+	__u32 flags;  /* out: EV_GAP or 0 */
+	__u32 unseen; /* out: transitions counted lost */
+	__u32 same;   /* out: same_socket on the fallback */
+	__u32 _pad;
+};
+
+struct entry_test_args {
+	struct entry_test_case c[8];
+	__u32 n;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int entry_rules_test(struct entry_test_args *args)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= args->n)
+			break;
+		struct entry_test_case *tc = &args->c[i];
+		struct counters c = {};
+		struct sock_info si = { .last = tc->last, .id_sport = tc->id_sport,
+					.id_dport = tc->id_dport };
+		struct transition t = { .old = tc->old, .sport = tc->sport, .dport = tc->dport };
+		tc->flags = check_continuity(&si, tc->old, &c);
+		tc->unseen = c.gap_lost;
+		tc->same = same_socket(&si, &t, false);
+	}
 	return 0;
 }

@@ -20,7 +20,9 @@ enum event_flags {
 	EV_OWNER_KNOWN  = 0x02, /* pid/comm are the socket's owner */
 	EV_BIRTH        = 0x04, /* first transition of a socket born while tracing */
 	EV_INHERITED    = 0x08, /* owner came from the listener (accepted child) */
-	/* 0x10: unused (the backup program's rescues are counted in struct counters) */
+	EV_GAP          = 0x10, /* the transition into oldstate was not seen (lost): dwell_ns
+				 * runs from the last transition seen, across the unseen
+				 * state(s), so it is no stay of oldstate's */
 	EV_COOKIE_SYNTH = 0x20, /* tracepoint fallback: cookie assigned by the tracer */
 	EV_CLOSE_INFO   = 0x40, /* the close fields (bytes, srtt, err, tw) are filled */
 	EV_HANDSHAKE    = 0x80, /* SYN_RECV->ESTABLISHED of an accepted socket: its SYN_RECV
@@ -115,6 +117,13 @@ struct counters {
 	__u64 submitted;     /* records submitted to the ring (and paces its fill checks) */
 	__u64 synack_late;   /* SYN-ACKs retransmitted for a handshake older than the
 			      * SYN_RECV stuck limit (half-open pile-up) */
+	__u64 gap_lost;      /* transitions inferred lost from a socket's states: the
+			      * fewest the kernel must have made between the last state
+			      * seen and the old state of the next transition seen (or,
+			      * for a socket first seen mid-life, since its birth) */
+	__u64 reused_lost;   /* entries found for another socket (the kernel reused the
+			      * struct sock after a CLOSE that was not seen): one
+			      * transition, that CLOSE, inferred lost for each */
 };
 
 /*
@@ -171,7 +180,13 @@ struct sock_info {
 	__u8 syn_retrans;
 	__u8 rst;
 	__u8 flags;        /* SI_* */
-	__u8 _pad[7];
+	__u8 last;         /* the state the last transition seen entered; 0: unknown */
+	__u8 _pad;
+	__u8 walked;       /* walk_gen of the last socket walk that found the socket */
+	/* The classic tracepoint fallback's identity check (it has no cookie
+	 * helper): the socket's ports, 0 until known. */
+	__u16 id_sport;
+	__u16 id_dport;
 	char comm[16];
 	/* An accepted child's LISTEN->SYN_RECV, not sent yet (0: none): the
 	 * child's cookie is not its own until after that transition on some
@@ -266,8 +281,8 @@ struct transition {
 struct hist_sock {
 	__u64 ts_ns;
 	__u32 flags; /* SI_* */
-	__u8 state;  /* the state entered at ts_ns: a transition out of another
-		      * one means transitions were missed in between */
+	__u8 last;   /* the state entered at ts_ns (as sock_info.last): a transition
+		      * out of another one means transitions were missed in between */
 	__u8 _pad[3];
 };
 

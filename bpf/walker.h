@@ -12,6 +12,10 @@
 
 /* 1 on the first walk: create entries and seed owners; later walks only read. */
 volatile __u8 iter_seed = 1;
+/* Set by user space before a walk that marks the entries of the sockets it
+ * finds (sock_info.walked): an entry left unmarked belongs to a socket
+ * that is gone, whose CLOSE was not seen. */
+volatile __u8 walk_gen = 0;
 
 /*
  * The socket's identity into s, and whether the filters keep it. A
@@ -64,7 +68,7 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 /* First walk: an entry with the owner /proc gave for the socket's inode. */
 static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *s)
 {
-	struct sock_info fresh = { .cookie = s->cookie };
+	struct sock_info fresh = { .cookie = s->cookie, .last = s->state };
 	__u64 ino = s->ino;
 	struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
 	if (o) {
@@ -139,6 +143,8 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		if (iter_seed && !HIST_ONLY)
 			seed_entry(sk, &s);
 		struct sock_info *si = HIST_ONLY ? 0 : find_entry(sk, true);
+		if (si)
+			si->walked = walk_gen;
 		if (si && si->pid) {
 			s.pid = si->pid;
 			s.owner_known = 1;

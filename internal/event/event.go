@@ -13,17 +13,21 @@ import (
 type Flags uint8
 
 const (
-	DwellKnown  Flags = 0x01 // Dwell is the time spent in Old
-	OwnerKnown  Flags = 0x02 // PID and Comm are the socket's owner
-	Birth       Flags = 0x04 // first transition of a socket born while tracing
-	Inherited   Flags = 0x08 // owner came from the listener (accepted child)
+	DwellKnown Flags = 0x01 // Dwell is the time spent in Old
+	OwnerKnown Flags = 0x02 // PID and Comm are the socket's owner
+	Birth      Flags = 0x04 // first transition of a socket born while tracing
+	Inherited  Flags = 0x08 // owner came from the listener (accepted child)
+	// Gap: the transition into Old was not seen (lost): Dwell runs from
+	// the last transition seen, across the unseen state(s), so it is no
+	// stay of Old's.
+	Gap         Flags = 0x10
 	CookieSynth Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
 	CloseInfo   Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
 	// Handshake: SYN_RECV->ESTABLISHED of an accepted socket, whose
 	// SYN_RECV stay is the server-side handshake (HandshakeMicros; 0 =
 	// unknown), not the full socket's dwell.
 	Handshake    Flags = 0x80
-	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | CookieSynth | CloseInfo | Handshake
+	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | Gap | CookieSynth | CloseInfo | Handshake
 )
 
 // Kind says what a record reports (struct event.kind).
@@ -153,12 +157,14 @@ func (r UntimedReason) String() string {
 //   - a repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay;
 //   - an accepted socket's birth (LISTEN -> SYN_RECV) ends no stay: the
 //     child never was in LISTEN;
+//   - a stay whose start was not seen (Gap) is not counted: its dwell
+//     spans the unseen state(s) before it;
 //   - otherwise the kernel's dwell, when known.
 func (e *Event) Stay() (time.Duration, bool) {
 	if e.Has(Handshake) {
 		return time.Duration(e.HandshakeMicros) * time.Microsecond, e.HandshakeMicros != 0
 	}
-	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) {
+	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) || e.Has(Gap) {
 		return 0, false
 	}
 	return e.Dwell, e.Has(DwellKnown)

@@ -113,7 +113,7 @@ func sameLines(a, b []string) bool {
 func TestRecordSchema(t *testing.T) {
 	var buf bytes.Buffer
 	n := NewNDJSON(&buf)
-	n.Line(&Line{TS: time.Unix(5, 0), State: event.SynRecv, Netns: 7, Count: 3, Oldest: time.Second, OldestAtLeast: true,
+	n.Line(&Line{TS: time.Date(2026, 12, 1, 10, 0, 5, 0, time.UTC), State: event.SynRecv, Netns: 7, Count: 3, Oldest: time.Second, OldestAtLeast: true,
 		OwnerKnown: true, PID: 9, Comm: comm("nginx"), Local: netip.MustParseAddrPort("10.0.0.1:443"),
 		Remote: netip.MustParseAddrPort("10.0.0.2:5"), RemotePrefix: netip.MustParsePrefix("192.0.2.0/24"), LimitNs: 3e9, PileLimit: 10, Cleared: true})
 	if err := n.Flush(); err != nil {

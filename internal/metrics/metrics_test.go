@@ -22,8 +22,8 @@ func TestMetrics(t *testing.T) {
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)
 	m.Stuck(event.CloseWait)
-	m.Lost(1, 2, 0, 0, false)
-	m.Lost(0, 5, 0, 0, true)
+	m.Lost([5]uint64{1, 2, 0, 0, 3}, false)
+	m.Lost([5]uint64{0, 5, 0, 0, 0}, true)
 
 	if got := testutil.ToFloat64(m.trans[event.CloseWait][event.LastAck]); got != 1 {
 		t.Errorf("transitions CLOSE_WAIT->LAST_ACK = %v", got)
@@ -39,6 +39,9 @@ func TestMetrics(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.lost.WithLabelValues("recursion", "host")); got != 5 {
 		t.Errorf("lost recursion of the host (a filtered run) %v", got)
+	}
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("inferred", "run")); got != 3 {
+		t.Errorf("lost inferred %v", got)
 	}
 	// Every state has a stuck series from the start, at 0 until counted.
 	expo := `

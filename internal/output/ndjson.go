@@ -134,6 +134,9 @@ func (n *NDJSON) Transition(e *event.Event) {
 	if e.Has(event.DwellKnown) {
 		b = appendUint(b, `,"dwell_ns":`, uint64(e.Dwell))
 	}
+	if e.Has(event.Gap) {
+		b = appendBool(b, `,"gap":`, true)
+	}
 	b = appendOwner(b, e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	if e.Has(event.Inherited) {
 		b = appendStr(b, `,"owner_from":`, record.OwnerFromListener)
@@ -282,6 +285,7 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b = appendUint(b, `,"recursion":`, l.Recursion)
 	b = appendUint(b, `,"decode_errors":`, l.Decode)
 	b = appendUint(b, `,"unread":`, l.Unread)
+	b = appendUint(b, `,"inferred":`, l.Gap)
 	b = appendUint(b, `,"total":`, l.Total())
 	if l.RecursionHostWide {
 		b = append(b, `,"recursion_host_wide":true`...)
@@ -313,6 +317,7 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	if s.HostWide {
 		b = appendUint(b, `,"lost_host_wide":`, s.LostHostWide)
 	}
+	b = appendUint(b, `,"lost_inferred":`, s.LostInferred)
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)

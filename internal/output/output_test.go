@@ -97,6 +97,9 @@ func writeAll(s pipeline.Sink) {
 	e.Flags &^= event.DwellKnown | event.OwnerKnown | event.CloseInfo
 	e.Old, e.New = event.Close, event.SynSent
 	s.Transition(&e)
+	// The transition into CLOSE_WAIT was not seen: the dwell spans it.
+	e.Old, e.New, e.Flags, e.Err, e.Reset = event.CloseWait, event.LastAck, event.DwellKnown|event.Gap, 0, 0
+	s.Transition(&e)
 	for _, c := range sampleConns() {
 		s.Connection(c)
 	}
@@ -111,7 +114,7 @@ func writeAll(s pipeline.Sink) {
 	untimed[event.SynRecv].ByReason[event.UntimedSynCookie] = 5 // a state with no timed stay
 	s.Histograms(t0.Add(time.Minute), t0, &hs, &untimed)
 	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1,
-		RecursionHostWide: true})
+		Gap: 4, TotalGap: 4, RecursionHostWide: true})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
@@ -121,7 +124,7 @@ func writeAll(s pipeline.Sink) {
 		Drops: 83, SynCookies: 4, SynCookiesSent: true, SynCookiesKnown: true}
 	copy(l.Comm[:], "nginx")
 	s.Listener(t0.Add(10*time.Second), &l)
-	s.Stats(&pipeline.Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 8})
+	s.Stats(&pipeline.Stats{TS: t0.Add(time.Minute), Attach: "tp_btf", Events: 10, Connections: 2, Open: 1, Lost: 12, LostInferred: 4})
 	writeRest(s)
 }
 

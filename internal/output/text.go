@@ -98,6 +98,9 @@ func (t *TextWriter) Transition(e *event.Event) {
 	if e.Has(event.DwellKnown) {
 		dwell = FormatDuration(uint64(e.Dwell))
 	}
+	if e.Has(event.Gap) { // the entry into Old was not seen: no stay of Old's
+		dwell = "gap " + dwell
+	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
 		Local(e.Src, e.IfIndex), e.Dst.String(), e.Old, e.New, dwell+t.netns(e.Netns))

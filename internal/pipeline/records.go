@@ -42,9 +42,14 @@ type Lost struct {
 	RingbufFull, Recursion, Decode uint64
 	// Unread: records the kernel submitted that never reached the
 	// reader, known at the end of a run (the kernel counts every submit).
-	Unread                           uint64
+	Unread uint64
+	// Gap: transitions seen missing from sockets' states beyond the
+	// counted ones, for which the kernel counts nothing: at least this
+	// many (probe.Health.Inferred).
+	Gap                              uint64
 	TotalRingbufFull, TotalRecursion uint64
 	TotalDecode, TotalUnread         uint64
+	TotalGap                         uint64
 	// RecursionHostWide: the run is filtered (config.Filtered), and the
 	// recursion counts are the whole host's: they may concern sockets the
 	// filters drop.
@@ -60,32 +65,35 @@ func (l *Lost) HostWideNote() string {
 	return " (the whole host's: may concern sockets outside the filters)"
 }
 
-// LostParts are the counts of the four causes of loss, in the order
+// LostParts are the counts of the five causes of loss, in the order
 // Breakdown names them.
-type LostParts [4]uint64
+type LostParts [5]uint64
 
 // Parts are the causes of Count, since the previous report.
-func (l *Lost) Parts() LostParts { return LostParts{l.RingbufFull, l.Recursion, l.Decode, l.Unread} }
+func (l *Lost) Parts() LostParts {
+	return LostParts{l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.Gap}
+}
 
 // TotalParts are the causes of Total, since start.
 func (l *Lost) TotalParts() LostParts {
-	return LostParts{l.TotalRingbufFull, l.TotalRecursion, l.TotalDecode, l.TotalUnread}
+	return LostParts{l.TotalRingbufFull, l.TotalRecursion, l.TotalDecode, l.TotalUnread, l.TotalGap}
 }
 
-// Count is the number lost since the previous report.
+// Count is the number lost since the previous report (at least, with Gap).
 func (l *Lost) Count() uint64 { return l.Parts().Sum() }
 
 // Total is the number lost since start.
 func (l *Lost) Total() uint64 { return l.TotalParts().Sum() }
 
 // Sum is the number lost.
-func (p LostParts) Sum() uint64 { return p[0] + p[1] + p[2] + p[3] }
+func (p LostParts) Sum() uint64 { return p[0] + p[1] + p[2] + p[3] + p[4] }
 
 // Breakdown names every cause with its count, so that the parts a person
 // reads add up to the number lost: "ring buffer full 3, kernel recursion
-// 2, bad records 0, submitted but never read 1".
+// 2, bad records 0, submitted but never read 1, at least 4 seen as gaps in
+// sockets' states".
 func (p LostParts) Breakdown() string {
-	return fmt.Sprintf("ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d", p[0], p[1], p[2], p[3])
+	return fmt.Sprintf("ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d, at least %d seen as gaps in sockets' states", p[0], p[1], p[2], p[3], p[4])
 }
 
 // Stats is the closing account of a run.
@@ -114,6 +122,9 @@ type Stats struct {
 	// transitions: they may concern sockets outside the filters.
 	HostWide     bool
 	LostHostWide uint64
+	// LostInferred: the part of Lost seen only as gaps in sockets'
+	// states (Lost.Gap): Lost is then a lower bound.
+	LostInferred uint64
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64

@@ -180,10 +180,16 @@ func (r *Pipeline) CountSockets(walk []byte, mono event.Mono) error {
 // be walked is a warning, not the end of the run.
 func (r *Pipeline) WalkAndWrite(now time.Time) error {
 	walk, err := r.src.Walk()
-	if err != nil {
-		r.warn(err)
+	return r.WriteWalk(walk, err, now, r.src.Now())
+}
+
+// WriteWalk writes a walk taken at mono; walkErr, what the walk could not
+// do, is a warning.
+func (r *Pipeline) WriteWalk(walk []byte, walkErr error, now time.Time, mono event.Mono) error {
+	if walkErr != nil {
+		r.warn(walkErr)
 	}
-	return r.WriteSockets(walk, now, r.src.Now())
+	return r.WriteSockets(walk, now, mono)
 }
 
 // WalkAndCount takes a fresh walk for the metrics alone.

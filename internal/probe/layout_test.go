@@ -60,8 +60,8 @@ func TestSockInfoAndCountersLayout(t *testing.T) {
 	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 56 {
 		t.Errorf("struct sock_info is %d bytes, want 56", s)
 	}
-	if s := unsafe.Sizeof(tcptraceCounters{}); s != 64 {
-		t.Errorf("struct counters is %d bytes, want 64", s)
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 80 {
+		t.Errorf("struct counters is %d bytes, want 80", s)
 	}
 }
 
@@ -117,6 +117,7 @@ func TestEventConstantsMatchTheC(t *testing.T) {
 		{"OwnerKnown", uint64(event.OwnerKnown), uint64(tcptraceEventFlagsEV_OWNER_KNOWN)},
 		{"Birth", uint64(event.Birth), uint64(tcptraceEventFlagsEV_BIRTH)},
 		{"Inherited", uint64(event.Inherited), uint64(tcptraceEventFlagsEV_INHERITED)},
+		{"Gap", uint64(event.Gap), uint64(tcptraceEventFlagsEV_GAP)},
 		{"CookieSynth", uint64(event.CookieSynth), uint64(tcptraceEventFlagsEV_COOKIE_SYNTH)},
 		{"CloseInfo", uint64(event.CloseInfo), uint64(tcptraceEventFlagsEV_CLOSE_INFO)},
 		{"Handshake", uint64(event.Handshake), uint64(tcptraceEventFlagsEV_HANDSHAKE)},

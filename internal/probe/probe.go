@@ -64,6 +64,10 @@ type Probe struct {
 	initial  []byte // the first socket walk's records
 	// walkWarning: namespaces the first walk could not enter.
 	walkWarning error
+	// walkGen: the last marking walk's walk_gen; gone: the entries of
+	// sockets found gone so far (UnseenCloses).
+	walkGen uint8
+	gone    uint64
 }
 
 // WalkWarning returns what the first socket walk could not do, if anything.
@@ -159,6 +163,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	delete(spec.Programs, tcptraceProgHistIndexTest) // test hooks only
 	delete(spec.Programs, tcptraceProgRetransCountTest)
 	delete(spec.Programs, tcptraceProgHistStayTest)
+	delete(spec.Programs, tcptraceProgEntryRulesTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 

@@ -23,6 +23,27 @@ type tcptraceCounters struct {
 	Aggregated   uint64
 	Submitted    uint64
 	SynackLate   uint64
+	GapLost      uint64
+	ReusedLost   uint64
+}
+
+type tcptraceEntryTestArgs struct {
+	_ structs.HostLayout
+	C [8]struct {
+		_       structs.HostLayout
+		Last    uint32
+		Old     uint32
+		IdSport uint16
+		IdDport uint16
+		Sport   uint16
+		Dport   uint16
+		Flags   uint32
+		Unseen  uint32
+		Same    uint32
+		Pad     uint32
+	}
+	N   uint32
+	Pad uint32
 }
 
 type tcptraceEvent struct {
@@ -65,6 +86,7 @@ const (
 	tcptraceEventFlagsEV_OWNER_KNOWN  tcptraceEventFlags = 2
 	tcptraceEventFlagsEV_BIRTH        tcptraceEventFlags = 4
 	tcptraceEventFlagsEV_INHERITED    tcptraceEventFlags = 8
+	tcptraceEventFlagsEV_GAP          tcptraceEventFlags = 16
 	tcptraceEventFlagsEV_COOKIE_SYNTH tcptraceEventFlags = 32
 	tcptraceEventFlagsEV_CLOSE_INFO   tcptraceEventFlags = 64
 	tcptraceEventFlagsEV_HANDSHAKE    tcptraceEventFlags = 128
@@ -108,7 +130,7 @@ type tcptraceHistSock struct {
 	_     structs.HostLayout
 	TsNs  uint64
 	Flags uint32
-	State uint8
+	Last  uint8
 	Pad   [3]uint8
 }
 
@@ -173,7 +195,11 @@ type tcptraceSockInfo struct {
 	SynRetrans uint8
 	Rst        uint8
 	Flags      uint8
-	Pad        [7]uint8
+	Last       uint8
+	Pad        uint8
+	Walked     uint8
+	IdSport    uint16
+	IdDport    uint16
 	Comm       [16]int8
 	BirthTs    uint64
 }
@@ -240,6 +266,7 @@ const (
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
+	tcptraceProgEntryRulesTest       = "entry_rules_test"
 	tcptraceProgHistIndexTest        = "hist_index_test"
 	tcptraceProgHistStayTest         = "hist_stay_test"
 	tcptraceProgOnReceiveReset       = "on_receive_reset"
@@ -276,6 +303,7 @@ const (
 	tcptraceVarUnusedTw              = "unused_tw"
 	tcptraceVarUnusedUntimed         = "unused_untimed"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
+	tcptraceVarWalkGen               = "walk_gen"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -320,6 +348,7 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
+	EntryRulesTest       *ebpf.ProgramSpec `ebpf:"entry_rules_test"`
 	HistIndexTest        *ebpf.ProgramSpec `ebpf:"hist_index_test"`
 	HistStayTest         *ebpf.ProgramSpec `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
@@ -379,6 +408,7 @@ type tcptraceVariableSpecs struct {
 	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
 	UnusedUntimed     *ebpf.VariableSpec `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WalkGen           *ebpf.VariableSpec `ebpf:"walk_gen"`
 }
 
 // tcptraceObjects contains all objects after they have been loaded into the kernel.
@@ -455,12 +485,14 @@ type tcptraceVariables struct {
 	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
 	UnusedUntimed     *ebpf.Variable `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WalkGen           *ebpf.Variable `ebpf:"walk_gen"`
 }
 
 // tcptracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
+	EntryRulesTest       *ebpf.Program `ebpf:"entry_rules_test"`
 	HistIndexTest        *ebpf.Program `ebpf:"hist_index_test"`
 	HistStayTest         *ebpf.Program `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
@@ -480,6 +512,7 @@ type tcptracePrograms struct {
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
+		p.EntryRulesTest,
 		p.HistIndexTest,
 		p.HistStayTest,
 		p.OnReceiveReset,

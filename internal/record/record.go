@@ -87,6 +87,9 @@ type Transition struct {
 	Old     string  `json:"old"`
 	New     string  `json:"new"`
 	DwellNs *uint64 `json:"dwell_ns,omitempty"`
+	// Gap: the transition into Old was not seen (lost); DwellNs runs from
+	// the last transition seen and is no stay of Old's.
+	Gap bool `json:"gap,omitempty"`
 	*Owner
 	OwnerFrom       string `json:"owner_from,omitempty"` // OwnerFromListener
 	CookieSynthetic bool   `json:"cookie_synthetic,omitempty"`
@@ -192,6 +195,7 @@ type Lost struct {
 	Recursion    uint64    `json:"recursion"`
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
+	Inferred     uint64    `json:"inferred"`
 	Total        uint64    `json:"total"`
 	// RecursionHostWide: on a filtered run, recursion counts the whole
 	// host's skipped transitions, which may concern other sockets.
@@ -359,6 +363,7 @@ type Stats struct {
 	// LostHostWide: on a filtered run, how many of Lost are the kernel's
 	// recursion skips of the whole host (they may concern other sockets).
 	LostHostWide *uint64 `json:"lost_host_wide,omitempty"`
+	LostInferred uint64  `json:"lost_inferred"`
 	*BPFStats
 }
 

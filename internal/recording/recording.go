@@ -318,6 +318,9 @@ func transition(rec *record.Transition) (event.Event, error) {
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
 	}
+	if rec.Gap {
+		e.Flags |= event.Gap
+	}
 	var known bool
 	if e.PID, e.Comm, known = owner(rec.Owner); known {
 		e.Flags |= event.OwnerKnown

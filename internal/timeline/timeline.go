@@ -463,10 +463,13 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 		// Born before we looked: the old state's start is known only if
 		// the kernel knew its dwell.
 		c.startUnknown = true
-		s := Span{State: e.Old}
-		if e.Has(event.DwellKnown) {
+		s := Span{State: e.Old, Unseen: e.Has(event.Gap)}
+		if e.Has(event.DwellKnown) && !e.Has(event.Gap) {
 			s.Enter = e.Mono - event.Mono(e.Dwell)
 			c.Start = s.Enter
+		}
+		if s.Unseen {
+			c.unseen++
 		}
 		c.States = append(c.States, s)
 	}
@@ -514,12 +517,14 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 		t.stats.Gaps++
 		c.unseen++
 		s := Span{State: e.Old, Unseen: true}
-		if e.Has(event.DwellKnown) {
+		if e.Has(event.DwellKnown) && !e.Has(event.Gap) {
 			s.Enter = e.Mono - event.Mono(e.Dwell)
 		}
 		c.States = append(c.States, s)
 	}
-	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) {
+	// With Gap the kernel's dwell runs from the last transition it saw,
+	// across unseen states: no span's stay.
+	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) && !e.Has(event.Gap) {
 		c.States[n-1].Dwell, c.States[n-1].DwellKnown = uint64(e.Dwell), true
 	}
 	if e.Has(event.Handshake) && e.HandshakeMicros != 0 {

@@ -96,6 +96,7 @@ type record struct {
 	StorageFail    uint64 `json:"storage_fail"`
 	Events         uint64 `json:"events"`
 	Lost           uint64 `json:"lost"`
+	LostInferred   uint64 `json:"lost_inferred"`
 	Rescued        uint64 `json:"rescued"`
 	Attach         string `json:"attach"`
 

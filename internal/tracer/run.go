@@ -195,14 +195,17 @@ type run struct {
 	// unread: records the kernel submitted that the drain at the end
 	// did not find (known only then); lastUnread: reported so far.
 	unread, lastUnread uint64
-	lastLostAt         time.Time
-	lastHistsAt        time.Time
-	lastFlushAt        time.Time
-	lastGaugeAt        time.Time
-	lastEvictions      uint64
-	warned             map[string]bool
-	hup                chan os.Signal
-	closeOut           *func()
+	// inferred: transitions lost beyond the counted ones, seen as gaps in
+	// sockets' states (probe.Health.Inferred), as reported so far.
+	inferred      uint64
+	lastLostAt    time.Time
+	lastHistsAt   time.Time
+	lastFlushAt   time.Time
+	lastGaugeAt   time.Time
+	lastEvictions uint64
+	warned        map[string]bool
+	hup           chan os.Signal
+	closeOut      *func()
 	// readerGone reports a stdout pipe whose reader has closed; nil
 	// when writing to a file.
 	readerGone func() bool
@@ -435,6 +438,7 @@ func (r *run) reportLost(now time.Time) error {
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
 		Decode:           r.pl.DecodeErrs - r.lastDecode,
 		Unread:           r.unread - r.lastUnread,
+		Gap:              max(h.Inferred(), r.inferred) - r.inferred,
 		TotalRingbufFull: h.RingbufFull,
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
@@ -443,9 +447,11 @@ func (r *run) reportLost(now time.Time) error {
 		// of the host, before any filter.
 		RecursionHostWide: r.cfg.Filtered(),
 	}
+	r.inferred += l.Gap // only grows: recursion skips may catch up with the gaps
+	l.TotalGap = r.inferred
 	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
-		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.RecursionHostWide)
+		r.m.Lost(l.Parts(), l.RecursionHostWide)
 		ev := r.pl.TrackerStats().Evictions
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
@@ -477,6 +483,18 @@ func (r *run) drain() {
 // writes the closing records. cause is returned, or the first error of
 // the closing work.
 func (r *run) finish(cause error) error {
+	// The closing walk, taken while the programs still run: it also finds
+	// the sockets gone with their CLOSE unseen (after the detach, closes
+	// would no longer be seen at all).
+	var (
+		walk     []byte
+		walkErr  error
+		walkMono event.Mono
+	)
+	if cause == nil {
+		walkMono = probe.MonotonicNow()
+		walk, walkErr = r.p.UnseenCloses(sockowner.Netns("/proc", "/run/netns"))
+	}
 	r.p.Detach()
 	if cause == nil {
 		r.drain()
@@ -491,9 +509,8 @@ func (r *run) finish(cause error) error {
 		}
 	}
 	now := time.Now()
-	var walkErr error
 	if cause == nil {
-		walkErr = r.pl.WalkAndWrite(now)
+		walkErr = r.pl.WriteWalk(walk, walkErr, now, walkMono)
 	}
 	r.pl.Drain(now)
 	lostErr := r.reportLost(now)
@@ -507,7 +524,7 @@ func (r *run) finish(cause error) error {
 	st := pipeline.Stats{
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
-		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread,
+		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread + r.inferred, LostInferred: r.inferred,
 		LostHostWide: h.Recursion, HostWide: r.cfg.Filtered(),
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
