@@ -2,7 +2,7 @@ package output
 
 import (
 	"bufio"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
+	"crypto/rand"
 	"io"
 	"net/netip"
 	"time"
@@ -10,6 +10,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -27,12 +28,33 @@ type NDJSON struct {
 	inPlace bool   // buf is the writer's free space
 	times   timeCache
 	err     error
+	// stream is `,"run":"RUN","seq":`, written after every record's type
+	// and followed by seq (record.Stream).
+	stream []byte
+	seq    uint64
 }
 
 // NewNDJSON returns an NDJSON writer on w that converts kernel timestamps
-// to wall time with clock.
+// to wall time with clock. Its records carry a run identity of their own,
+// drawn here (NewRun), and their sequence number (record.Stream).
 func NewNDJSON(w io.Writer, clock event.Clock) *NDJSON {
-	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096)}
+	return newNDJSON(w, clock, NewRun())
+}
+
+func newNDJSON(w io.Writer, clock event.Clock, run string) *NDJSON {
+	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096),
+		stream: []byte(`,"run":"` + run + `","seq":`)}
+}
+
+// NewRun returns a new run identity: 128 random bits as 32 hex digits.
+func NewRun() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	r := make([]byte, 0, 32)
+	for _, x := range b {
+		r = append(r, hex[x>>4], hex[x&15])
+	}
+	return string(r)
 }
 
 func (n *NDJSON) write() {
@@ -45,7 +67,8 @@ func (n *NDJSON) write() {
 	}
 }
 
-// start begins a record of the given type. Records are built in place in
+// start begins a record of the given type, with the run and the record's
+// sequence number (record.Stream). Records are built in place in
 // the bufio.Writer's free space when it has room for any transition or
 // connection record, so Write copies nothing.
 func (n *NDJSON) start(typ string) []byte {
@@ -60,7 +83,10 @@ func (n *NDJSON) start(typ string) []byte {
 	}
 	n.buf = append(n.buf, `{"type":"`...)
 	n.buf = append(n.buf, typ...)
-	return append(n.buf, '"')
+	n.buf = append(n.buf, '"')
+	n.buf = append(n.buf, n.stream...)
+	n.seq++
+	return appendUintRaw(n.buf, n.seq)
 }
 
 func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) []byte {

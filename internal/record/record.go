@@ -34,6 +34,18 @@ const (
 	TypeStats      = "stats"
 )
 
+// Stream names a record among every record ever written: Run is the
+// writing run's identity (128 random bits in hex, drawn when it starts),
+// Seq counts the records that run wrote, from 1, across SIGHUP reopens.
+// A log pipeline that ships a record twice (an agent killed between
+// sending and saving its read offset) gives a backend (run, seq) to drop
+// the copy by; a gap in seq is a record lost on the way. Every record
+// type has it, right after "type".
+type Stream struct {
+	Run string `json:"run"`
+	Seq uint64 `json:"seq"`
+}
+
 // Endpoints are a socket's two ends, as the kernel reports them.
 type Endpoints struct {
 	Family string `json:"family"` // event.Family.String
@@ -71,7 +83,8 @@ type Ending struct {
 
 // Transition is one state change.
 type Transition struct {
-	Type   string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time `json:"ts"`
 	Cookie uint64    `json:"cookie"`
 	Netns  uint32    `json:"netns"`
@@ -104,7 +117,8 @@ type Span struct {
 
 // Connection is one socket's timeline.
 type Connection struct {
-	Type   string `json:"type"`
+	Type string `json:"type"`
+	Stream
 	Cookie uint64 `json:"cookie"`
 	Netns  uint32 `json:"netns"`
 	Endpoints
@@ -139,7 +153,8 @@ type Bucket struct {
 
 // Histogram is one state's dwell times, cumulative since Since.
 type Histogram struct {
-	Type    string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS      time.Time `json:"ts"`
 	Since   time.Time `json:"since"`
 	State   string    `json:"state"`
@@ -155,7 +170,8 @@ type Histogram struct {
 
 // Lost counts what never reached the tracer.
 type Lost struct {
-	Type         string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS           time.Time `json:"ts"`
 	Count        uint64    `json:"count"`
 	RingbufFull  uint64    `json:"ringbuf_full"`
@@ -167,7 +183,8 @@ type Lost struct {
 
 // States is the live tally of sockets per state.
 type States struct {
-	Type   string      `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time   `json:"ts"`
 	Counts StateCounts `json:"counts"`
 }
@@ -211,7 +228,8 @@ func (c *StateCounts) UnmarshalJSON(b []byte) error {
 
 // Listener is one listening socket's queues.
 type Listener struct {
-	Type   string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time `json:"ts"`
 	Netns  uint32    `json:"netns"`
 	Family string    `json:"family"`
@@ -226,7 +244,8 @@ type Listener struct {
 
 // Stuck is a connection held in a state past its limit.
 type Stuck struct {
-	Type       string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS         time.Time `json:"ts"`
 	State      string    `json:"state"`
 	AgeNs      uint64    `json:"age_ns"`
@@ -259,7 +278,8 @@ type BPFStats struct {
 
 // Stats is the closing account of a run.
 type Stats struct {
-	Type            string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS              time.Time `json:"ts"`
 	Attach          string    `json:"attach"`
 	Events          uint64    `json:"events"`
