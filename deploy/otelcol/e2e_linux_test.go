@@ -41,12 +41,14 @@ const hostName = "otel-e2e-host"
 
 // The shipped collector configuration, run by a collector built from this
 // module, ships every record the real tracer wrote under real traffic to
-// an OTLP/gRPC endpoint (a sink this test runs): each record once, with
-// every field intact (integers as integers, exact; the line as the body;
-// the record's own time as the log time), across three logrotate
-// rotations (the shipped logrotate configuration, then SIGHUP), a graceful
-// collector restart (exactly once) and a killed collector (at least once:
-// the copies carry the same run and seq, so a backend can drop them).
+// an OTLP/gRPC endpoint (a sink this test runs): each record, with every
+// field intact (the line as the body; every field an attribute, integers
+// as integers, exact; the record's own time as the log time), across
+// three logrotate rotations (the shipped logrotate configuration, then
+// SIGHUP), a graceful collector restart once it has caught up (exactly
+// once: its saved offsets), a graceful restart in the middle of a read (at
+// most the batch in hand again) and a killed collector (at least once: the
+// copies carry the same run and seq, so a backend can drop them).
 //
 // Everything runs in a network namespace of the test's own: the traffic,
 // the collector and the sink; the tracer filters on it.
@@ -82,7 +84,7 @@ func TestCollectorShipsEveryRecord(t *testing.T) {
 		}
 		c.Wait()
 	}
-	rotate := newRotator(t, dir, out, tracer.Process.Pid, sink)
+	rotate := newRotator(t, dir, out, tracer, sink)
 
 	col := &collector{t: t, bin: colBin, ns: ns.Name, dir: dir, env: []string{
 		"TCPTRACE_NDJSON=" + out,
@@ -229,7 +231,9 @@ func (tr *tracer) stop() {
 // collector must not fall more than one rotation behind (with the
 // shipped configuration, a day or 100 MB). Before each rotation the
 // rotator waits, up to a minute, until every record of .1 has arrived.
-func newRotator(t *testing.T, dir, out string, pid int, s *sink) func() {
+func newRotator(t *testing.T, dir, out string, tr *tracer, s *sink) func() {
+	pid := tr.Process.Pid
+	rotations := 0
 	shipped, err := os.ReadFile("../logging/logrotate")
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +265,15 @@ func newRotator(t *testing.T, dir, out string, pid int, s *sink) func() {
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("logrotate: %v: %s", err, b)
 		}
-		time.Sleep(200 * time.Millisecond) // the reopen happens in the tracer's loop
+		// The reopen happens in the tracer's loop.
+		rotations++
+		deadline := time.Now().Add(30 * time.Second)
+		for strings.Count(tr.stderr.String(), "SIGHUP: reopened") < rotations {
+			if time.Now().After(deadline) {
+				t.Fatalf("rotation %d: the tracer has not reopened its file in 30 s:\n%s", rotations, tr.stderr.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		names, _ := filepath.Glob(out + "*")
 		var sizes []string
 		for _, n := range names {
