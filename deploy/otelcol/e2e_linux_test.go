@@ -62,6 +62,12 @@ func TestCollectorShipsEveryRecord(t *testing.T) {
 	}
 	began := time.Now()
 	dir := t.TempDir()
+	t.Cleanup(func() {
+		// To look at the files and the collectors' logs afterwards.
+		if keep := os.Getenv("OTEL_E2E_KEEP"); keep != "" && t.Failed() {
+			exec.Command("cp", "-a", dir, keep).Run()
+		}
+	})
 	tracerBin, colBin := filepath.Join(dir, "tcptrace-bpf"), filepath.Join(dir, "otelcol-tcptrace")
 	build(t, "../..", tracerBin, "./cmd/tcptrace-bpf")
 	build(t, ".", colBin, ".")
@@ -147,10 +153,6 @@ func TestCollectorShipsEveryRecord(t *testing.T) {
 	check(t, written, sink, killedAt)
 	if t.Failed() {
 		col.logs()
-		// To look at the files and the collectors' logs afterwards.
-		if keep := os.Getenv("OTEL_E2E_KEEP"); keep != "" {
-			exec.Command("cp", "-a", dir, keep).Run()
-		}
 	}
 	t.Logf("the whole test took %v", time.Since(began).Round(time.Millisecond))
 }
@@ -263,8 +265,20 @@ func newRotator(t *testing.T, dir, out string, tr *tracer, s *sink) func() {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}
-		cmd := exec.Command("logrotate", "--force", "--state", filepath.Join(dir, "logrotate.state"), path)
-		if b, err := cmd.CombinedOutput(); err != nil {
+		// logrotate leaves an empty file alone (notifempty), and the
+		// tracer writes within --flush plus a poll: wait for its first
+		// records (the rest go to the renamed file at the reopen).
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if fi, err := os.Stat(out); err == nil && fi.Size() > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rotation %d: the tracer wrote nothing to %s in 30 s", rotations+1, out)
+			}
+		}
+		cmd := exec.Command("logrotate", "--verbose", "--force", "--state", filepath.Join(dir, "logrotate.state"), path)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
 			t.Fatalf("logrotate: %v: %s", err, b)
 		}
 		// The reopen happens in the tracer's loop.
@@ -272,7 +286,7 @@ func newRotator(t *testing.T, dir, out string, tr *tracer, s *sink) func() {
 		deadline := time.Now().Add(30 * time.Second)
 		for strings.Count(tr.stderr.String(), "SIGHUP: reopened") < rotations {
 			if time.Now().After(deadline) {
-				t.Fatalf("rotation %d: the tracer has not reopened its file in 30 s:\n%s", rotations, tr.stderr.String())
+				t.Fatalf("rotation %d: the tracer has not reopened its file in 30 s:\n%s\nlogrotate said:\n%s", rotations, tr.stderr.String(), b)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
