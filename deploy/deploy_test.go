@@ -134,7 +134,7 @@ func TestDockerfile(t *testing.T) {
 
 func TestLogPipelines(t *testing.T) {
 	const path = "/var/log/tcptrace-bpf/trace.ndjson"
-	for _, f := range []string{"logging/vector.toml", "logging/fluent-bit.conf", "logging/promtail.yaml", "logging/logrotate", "systemd/tcptrace-bpf.service"} {
+	for _, f := range []string{"logging/otelcol.yaml", "logging/vector.toml", "logging/fluent-bit.conf", "logging/promtail.yaml", "logging/logrotate", "systemd/tcptrace-bpf.service"} {
 		if !strings.Contains(read(t, f), path) {
 			t.Errorf("%s does not use %s, the path the systemd unit writes", f, path)
 		}
@@ -149,10 +149,12 @@ func TestLogPipelines(t *testing.T) {
 	}
 }
 
-// The agents' configurations are checked for structure only: none of
+// These agents' configurations are checked for structure only: none of
 // Vector, Fluent Bit, Promtail or Grafana Alloy is packaged for Debian 12,
 // and these machines reach no other source of binaries, so neither the
 // agents' own validators nor a run against a recording could be done.
+// The OpenTelemetry Collector's (logging/otelcol.yaml) is run end to end
+// instead: deploy/otelcol, make test-otel.
 func TestLogShippers(t *testing.T) {
 	sections := func(f string) map[string][]map[string]string {
 		out := map[string][]map[string]string{}

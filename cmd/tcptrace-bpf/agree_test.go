@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -132,6 +133,8 @@ func bucketsOf(t *testing.T, lines []string) []string {
 }
 
 // byType splits NDJSON into its records' lines by type.
+// byType groups the records of b by type, each without its run and seq:
+// every writer numbers its own records (record.Stream).
 func byType(t *testing.T, b []byte) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
@@ -140,10 +143,13 @@ func byType(t *testing.T, b []byte) map[string][]string {
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("%v: %s", err, line)
 		}
-		out[r.Type] = append(out[r.Type], line)
+		out[r.Type] = append(out[r.Type], stream.ReplaceAllString(line, ""))
 	}
 	return out
 }
+
+// stream matches a record's run and seq.
+var stream = regexp.MustCompile(`,"run":"[0-9a-f]*","seq":\d+`)
 
 // difference returns the lines only in a and only in b, as multisets.
 func difference(a, b []string) (onlyA, onlyB []string) {

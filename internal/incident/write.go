@@ -130,16 +130,23 @@ func age(d time.Duration) string {
 }
 
 // NDJSON writes one incident record per Line (docs/ndjson.md).
-type NDJSON struct{ lineWriter }
+type NDJSON struct {
+	lineWriter
+	stream record.Stream // this run's, Seq the last written
+}
 
-// NewNDJSON returns an NDJSON Writer on w.
+// NewNDJSON returns an NDJSON Writer on w; its records carry a run of
+// their own and a sequence number (record.Stream).
 func NewNDJSON(w io.Writer) *NDJSON {
-	return &NDJSON{lineWriter{w: bufio.NewWriter(w)}}
+	return &NDJSON{lineWriter: lineWriter{w: bufio.NewWriter(w)}, stream: record.Stream{Run: record.NewRun()}}
 }
 
 // Line writes l as an incident record.
 func (n *NDJSON) Line(l *Line) {
-	b, err := record.Encode(l.Record())
+	r := l.Record()
+	n.stream.Seq++
+	r.Stream = n.stream
+	b, err := record.Encode(r)
 	if err != nil {
 		n.err = err
 		return

@@ -29,12 +29,22 @@ type NDJSON struct {
 	// span: the namespaces the next states record spans (Span).
 	span      []uint32
 	spanKnown bool
+	// stream is `,"run":"RUN","seq":`, written after every record's type
+	// and followed by seq (record.Stream).
+	stream []byte
+	seq    uint64
 }
 
 // NewNDJSON returns an NDJSON writer on w that converts kernel timestamps
-// to wall time with clock.
+// to wall time with clock. Its records carry a run identity of their own,
+// drawn here (NewRun), and their sequence number (record.Stream).
 func NewNDJSON(w io.Writer, clock event.Clock) *NDJSON {
-	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096)}
+	return newNDJSON(w, clock, record.NewRun())
+}
+
+func newNDJSON(w io.Writer, clock event.Clock, run string) *NDJSON {
+	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096),
+		stream: []byte(`,"run":"` + run + `","seq":`)}
 }
 
 func (n *NDJSON) write() {
@@ -47,7 +57,8 @@ func (n *NDJSON) write() {
 	}
 }
 
-// start begins a record of the given type. Records are built in place in
+// start begins a record of the given type, with the run and the record's
+// sequence number (record.Stream). Records are built in place in
 // the bufio.Writer's free space when it has room for any transition or
 // connection record, so Write copies nothing.
 func (n *NDJSON) start(typ string) []byte {
@@ -62,7 +73,10 @@ func (n *NDJSON) start(typ string) []byte {
 	}
 	n.buf = append(n.buf, `{"type":"`...)
 	n.buf = append(n.buf, typ...)
-	return append(n.buf, '"')
+	n.buf = append(n.buf, '"')
+	n.buf = append(n.buf, n.stream...)
+	n.seq++
+	return appendUintRaw(n.buf, n.seq)
 }
 
 // appendNetns writes a socket's namespace: its inode and, when known, its

@@ -17,6 +17,7 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -85,6 +86,9 @@ func sampleConns() []*timeline.Conn {
 	}
 	return []*timeline.Conn{c, client, partial}
 }
+
+// testRun is the run identity of the golden records.
+const testRun = "5f0c9a2b7d1e4f3a8b6c0d2e4f6a8b0c"
 
 func writeAll(s pipeline.Sink) {
 	e := sampleEvent()
@@ -231,7 +235,7 @@ func golden(t *testing.T, name string, got []byte) {
 
 func TestNDJSONGolden(t *testing.T) {
 	var buf bytes.Buffer
-	n := NewNDJSON(&buf, clock)
+	n := newNDJSON(&buf, clock, testRun)
 	writeAll(n)
 	if err := n.Flush(); err != nil {
 		t.Fatal(err)
@@ -322,7 +326,7 @@ func (f *failWriter) Write(p []byte) (int, error) {
 
 func TestWriteErrorSticks(t *testing.T) {
 	fw := &failWriter{}
-	n := NewNDJSON(fw, clock)
+	n := newNDJSON(fw, clock, testRun)
 	writeAll(n)
 	if err := n.Flush(); err == nil {
 		t.Fatal("Flush on a failing writer returned nil")
@@ -335,7 +339,7 @@ func TestWriteErrorSticks(t *testing.T) {
 }
 
 func BenchmarkNDJSONTransition(b *testing.B) {
-	n := NewNDJSON(io.Discard, clock)
+	n := newNDJSON(io.Discard, clock, testRun)
 	e := sampleEvent()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -344,7 +348,7 @@ func BenchmarkNDJSONTransition(b *testing.B) {
 }
 
 func BenchmarkNDJSONConnection(b *testing.B) {
-	n := NewNDJSON(io.Discard, clock)
+	n := newNDJSON(io.Discard, clock, testRun)
 	c := sampleConns()[0]
 	b.ReportAllocs()
 	for b.Loop() {
@@ -465,5 +469,54 @@ func TestFormatDurationBeyondTimeDuration(t *testing.T) {
 		if got := FormatDuration(ns); got != want {
 			t.Errorf("FormatDuration(%d) = %q, want %q", ns, got, want)
 		}
+	}
+}
+
+// Every record carries the writer's run and its sequence number, counted
+// from 1 with no gap or repeat across a reopen (SIGHUP's Redirect): a
+// backend drops a record shipped twice by (run, seq).
+func TestRunAndSeq(t *testing.T) {
+	var before, after bytes.Buffer
+	n := newNDJSON(&before, clock, testRun)
+	writeAll(n)
+	if err := n.Redirect(&after); err != nil {
+		t.Fatal(err)
+	}
+	writeAll(n)
+	if err := n.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var seq uint64
+	for _, out := range []*bytes.Buffer{&before, &after} {
+		for _, line := range strings.SplitAfter(strings.TrimSuffix(out.String(), "\n"), "\n") {
+			var s record.Stream
+			if err := json.Unmarshal([]byte(line), &s); err != nil {
+				t.Fatal(err)
+			}
+			seq++
+			if s.Run != testRun || s.Seq != seq {
+				t.Fatalf("record %d has run %q seq %d; want %q %d: %s", seq, s.Run, s.Seq, testRun, seq, line)
+			}
+		}
+		if out.Len() == 0 {
+			t.Fatal("nothing written")
+		}
+	}
+	a, b := record.NewRun(), record.NewRun()
+	if len(a) != 32 || strings.Trim(a, "0123456789abcdef") != "" || a == b {
+		t.Errorf("runs %q, %q: want two different 32-digit hex strings", a, b)
+	}
+	if NewNDJSON(io.Discard, clock).stream == nil {
+		t.Error("NewNDJSON writes no run")
+	}
+}
+
+// The encoder allocates nothing per record (the benchmarks show it; this
+// holds it).
+func TestNDJSONNoAllocs(t *testing.T) {
+	n := NewNDJSON(io.Discard, clock)
+	e, c := sampleEvent(), sampleConns()[0]
+	if a := testing.AllocsPerRun(1000, func() { n.Transition(&e); n.Connection(c) }); a != 0 {
+		t.Errorf("%v allocations per transition and connection record; want 0", a)
 	}
 }

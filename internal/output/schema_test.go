@@ -15,7 +15,7 @@ import (
 func goldenLines(t *testing.T) [][]byte {
 	t.Helper()
 	var buf bytes.Buffer
-	n := NewNDJSON(&buf, clock)
+	n := newNDJSON(&buf, clock, testRun)
 	writeAll(n)
 	if err := n.Flush(); err != nil {
 		t.Fatal(err)

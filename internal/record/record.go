@@ -15,6 +15,8 @@ package record
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -34,6 +36,26 @@ const (
 	TypeStats      = "stats"
 	TypeIncident   = "incident"
 )
+
+// Stream names a record among every record ever written: Run is the
+// writing run's identity (128 random bits in hex, drawn when it starts),
+// Seq counts the records that run wrote, from 1, across SIGHUP reopens.
+// A log pipeline that ships a record twice (an agent killed between
+// sending and saving its read offset) gives a backend (run, seq) to drop
+// the copy by; a gap in seq is a record lost on the way. Every record
+// type has it, right after "type".
+type Stream struct {
+	Run string `json:"run"`
+	Seq uint64 `json:"seq"`
+}
+
+// NewRun returns a new run identity for Stream.Run: 128 random bits as 32
+// hex digits.
+func NewRun() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
 
 // Endpoints are a socket's two ends, as the kernel reports them.
 type Endpoints struct {
@@ -76,7 +98,8 @@ type Ending struct {
 
 // Transition is one state change.
 type Transition struct {
-	Type   string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time `json:"ts"`
 	Cookie uint64    `json:"cookie"`
 	Netns  uint32    `json:"netns"`
@@ -118,7 +141,8 @@ type Span struct {
 
 // Connection is one socket's timeline.
 type Connection struct {
-	Type   string `json:"type"`
+	Type string `json:"type"`
+	Stream
 	Cookie uint64 `json:"cookie"`
 	Netns  uint32 `json:"netns"`
 	// NetnsCookie: the namespace's identity for the host's uptime (the
@@ -157,7 +181,8 @@ type Bucket struct {
 
 // Histogram is one state's dwell times, cumulative since Since.
 type Histogram struct {
-	Type  string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS    time.Time `json:"ts"`
 	Since time.Time `json:"since"`
 	State string    `json:"state"`
@@ -188,7 +213,8 @@ type UntimedReasons struct {
 
 // Lost counts what never reached the tracer.
 type Lost struct {
-	Type         string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS           time.Time `json:"ts"`
 	Count        uint64    `json:"count"`
 	RingbufFull  uint64    `json:"ringbuf_full"`
@@ -204,7 +230,8 @@ type Lost struct {
 
 // States is the live tally of sockets per state.
 type States struct {
-	Type   string      `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time   `json:"ts"`
 	Counts StateCounts `json:"counts"`
 	// Namespaces: how many network namespaces the counts span (those
@@ -253,7 +280,8 @@ func (c *StateCounts) UnmarshalJSON(b []byte) error {
 
 // Listener is one listening socket's queues.
 type Listener struct {
-	Type  string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS    time.Time `json:"ts"`
 	Netns uint32    `json:"netns"`
 	// NetnsCookie: the namespace's identity for the host's uptime (the
@@ -278,7 +306,8 @@ type Listener struct {
 
 // Stuck is a connection held in a state past its limit.
 type Stuck struct {
-	Type       string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS         time.Time `json:"ts"`
 	State      string    `json:"state"`
 	AgeNs      uint64    `json:"age_ns"`
@@ -311,7 +340,8 @@ type Stuck struct {
 // RemotePrefix; SYN_SENT by Remote; TIME_WAIT by RemotePrefix, the
 // destination (no owner: a timewait socket has none).
 type Incident struct {
-	Type  string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS    time.Time `json:"ts"`
 	State string    `json:"state"`
 	Netns uint32    `json:"netns"`
@@ -344,7 +374,8 @@ type BPFStats struct {
 
 // Stats is the closing account of a run.
 type Stats struct {
-	Type            string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS              time.Time `json:"ts"`
 	Attach          string    `json:"attach"`
 	Events          uint64    `json:"events"`
