@@ -556,18 +556,7 @@ func TestHistogramSlotsKeepLongLivedSockets(t *testing.T) {
 	// server accepts more slowly than the client connects: ~550 waited
 	// in its queue in a run of 1,500).
 	const long, short = 4, 3000
-	sink := ns.Start(t, "sink", "127.0.0.1:7201", strconv.Itoa(long))
-	hold := ns.Start(t, "hold", "127.0.0.1:7201", strconv.Itoa(long), "3s")
-	if l := hold.Line(); l != "connected" {
-		t.Fatalf("hold: %q", l)
-	}
-	server := ns.Start(t, "server", "127.0.0.1:0", strconv.Itoa(short), "0s")
-	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), strconv.Itoa(short))
-	client.Line()
-	client.Wait()
-	server.Wait()
-	hold.Wait()
-	sink.Wait()
+	holdAndChurn(t, ns, "127.0.0.1:7201", long, short, "3s")
 	recs := tr.stop(t)
 	st := ofType(recs, "stats")
 	var est *record
@@ -1002,4 +991,23 @@ func TestConcurrentTracepointAttach(t *testing.T) {
 	if tracefsMounted(t) != before {
 		t.Error("the host's tracefs mount changed")
 	}
+}
+
+// holdAndChurn holds long connections to a sink at addr open for holdFor
+// while short connections come and go beside them, and returns when all
+// are closed by their peers.
+func holdAndChurn(t *testing.T, ns *nettest.Netns, addr string, long, short int, holdFor string) {
+	t.Helper()
+	sink := ns.Start(t, "sink", addr, strconv.Itoa(long))
+	hold := ns.Start(t, "hold", addr, strconv.Itoa(long), holdFor)
+	if l := hold.Line(); l != "connected" {
+		t.Fatalf("hold: %q", l)
+	}
+	server := ns.Start(t, "server", "127.0.0.1:0", strconv.Itoa(short), "0s")
+	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), strconv.Itoa(short))
+	client.Line()
+	client.Wait()
+	server.Wait()
+	hold.Wait()
+	sink.Wait()
 }

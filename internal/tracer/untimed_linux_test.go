@@ -1,8 +1,6 @@
 package tracer
 
 import (
-	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,18 +27,7 @@ func TestHistogramModeCountsWhatItCouldNotTime(t *testing.T) {
 	cfg.MaxConns = 16 // 32 slots
 	tr := startTracer(t, cfg)
 	const long, short = 40, 300
-	sink := ns.Start(t, "sink", "127.0.0.1:7211", strconv.Itoa(long))
-	hold := ns.Start(t, "hold", "127.0.0.1:7211", strconv.Itoa(long), "2s")
-	if l := hold.Line(); l != "connected" {
-		t.Fatalf("hold: %q", l)
-	}
-	server := ns.Start(t, "server", "127.0.0.1:0", strconv.Itoa(short), "0s")
-	client := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", server.Port), strconv.Itoa(short))
-	client.Line()
-	client.Wait()
-	server.Wait()
-	hold.Wait()
-	sink.Wait()
+	holdAndChurn(t, ns, "127.0.0.1:7211", long, short, "2s")
 	waitClosed(t, ns)
 	recs := tr.stop(t)
 	st := ofType(recs, "stats")
