@@ -194,8 +194,8 @@ func TestTimelines(t *testing.T) {
 			if tr.Stats() != tc.wantStats {
 				t.Errorf("stats = %+v, want %+v", tr.Stats(), tc.wantStats)
 			}
-			if len(tr.conns) != 0 {
-				t.Errorf("%d connections left in the table", len(tr.conns))
+			if len(tr.conns) != 0 || tr.open != 0 {
+				t.Errorf("%d connections left in the table, %d open", len(tr.conns), tr.open)
 			}
 		})
 	}
@@ -220,8 +220,8 @@ func TestEvictsLeastRecentlyActive(t *testing.T) {
 	if len(evicted) != 1 || evicted[0] != 2 {
 		t.Fatalf("evicted %v, want [2]", evicted)
 	}
-	if len(tr.conns) != 2 || tr.Stats().Evictions != 1 {
-		t.Fatalf("len=%d evictions=%d", len(tr.conns), tr.Stats().Evictions)
+	if len(tr.conns) != 2 || tr.open != 2 || tr.Stats().Evictions != 1 {
+		t.Fatalf("len=%d open=%d evictions=%d", len(tr.conns), tr.open, tr.Stats().Evictions)
 	}
 }
 
@@ -265,8 +265,8 @@ func TestReconnectAfterCloseReleasesTheHeldOne(t *testing.T) {
 	} {
 		tr.Observe(&e)
 	}
-	if n != 1 || len(tr.conns) != 1 {
-		t.Fatalf("emitted %d, open %d; want the first emitted and the second held", n, len(tr.conns))
+	if n != 1 || len(tr.conns) != 1 || tr.open != 1 {
+		t.Fatalf("emitted %d, open %d; want the first emitted and the second held", n, tr.open)
 	}
 }
 
@@ -346,8 +346,8 @@ func TestReusedSocketStartsNewTimeline(t *testing.T) {
 	} {
 		tr.Observe(&e)
 	}
-	if n != 1 || len(tr.conns) != 1 {
-		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, len(tr.conns))
+	if n != 1 || len(tr.conns) != 1 || tr.open != 1 {
+		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, tr.open)
 	}
 }
 
@@ -365,6 +365,9 @@ func BenchmarkObserveConnection(b *testing.B) {
 		for j := range seq {
 			seq[j].Cookie = uint64(i)
 			tr.Observe(&seq[j])
+		}
+		if i%64 == 63 {
+			tr.ReleaseClosed(1 << 62) // a poll: the held closes go
 		}
 	}
 }
