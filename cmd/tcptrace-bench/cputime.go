@@ -116,6 +116,8 @@ func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	}
 	defer p.kill()
 	pid := p.cmd.Process.Pid
+	acct := newProcessCPU(pid)
+	defer func() { p.kill(); acct.cleanup() }() // the cgroup goes once empty
 	var perf *exec.Cmd
 	if prof != "" {
 		perf = exec.Command("perf", "record", "-g", "-F", "1999", "-p", strconv.Itoa(pid), "-o", prof)
@@ -125,7 +127,7 @@ func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		}
 		time.Sleep(500 * time.Millisecond) // perf attached
 	}
-	cpu0, err := threadsCPU(pid)
+	cpu0, err := acct.read()
 	if err != nil {
 		return cpuSample{}, err
 	}
@@ -134,7 +136,7 @@ func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 		return cpuSample{}, err
 	}
 	time.Sleep(300 * time.Millisecond) // the tracer reads its ring at most every 100 ms
-	cpu1, err := threadsCPU(pid)
+	cpu1, err := acct.read()
 	if err != nil {
 		return cpuSample{}, err
 	}
@@ -163,28 +165,62 @@ func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	return s, nil
 }
 
-// threadsCPU is a process's CPU time so far, summed over its threads'
-// scheduler run time (/proc/PID/task/TID/schedstat, first field, ns):
-// precise, where /proc/PID/stat counts 10 ms ticks. Go's threads live as
-// long as the process, so none of the window's time leaves with one.
-func threadsCPU(pid int) (time.Duration, error) {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	ents, err := os.ReadDir(dir)
+// processCPU reads the CPU time a process has had so far, with every
+// thread it ever had (a socket walk runs on a thread that exits after):
+// precisely, from a cpu accounting cgroup of its own (cgroup v2's
+// cpu.stat, or v1's cpuacct), or else from /proc/PID/stat in 10 ms ticks.
+type processCPU struct {
+	dir     string // the cgroup, "" if none
+	v2      bool
+	pid     int
+	cleanup func()
+}
+
+func newProcessCPU(pid int) *processCPU {
+	p := &processCPU{pid: pid, cleanup: func() {}}
+	for _, c := range []struct {
+		root string
+		v2   bool
+	}{{"/sys/fs/cgroup", true}, {"/sys/fs/cgroup/cpuacct", false}} {
+		if _, err := os.Stat(filepath.Join(c.root, map[bool]string{true: "cgroup.controllers", false: "cpuacct.usage"}[c.v2])); err != nil {
+			continue
+		}
+		dir := filepath.Join(c.root, fmt.Sprintf("tcptrace-bench-%d", pid))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			os.Remove(dir)
+			continue
+		}
+		p.dir, p.v2 = dir, c.v2
+		p.cleanup = func() { os.Remove(dir) } // empty once the tracer has exited
+		break
+	}
+	return p
+}
+
+func (p *processCPU) read() (time.Duration, error) {
+	if p.dir == "" {
+		return procCPU(p.pid)
+	}
+	if !p.v2 {
+		b, err := os.ReadFile(filepath.Join(p.dir, "cpuacct.usage"))
+		if err != nil {
+			return 0, err
+		}
+		ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return time.Duration(ns), err
+	}
+	b, err := os.ReadFile(filepath.Join(p.dir, "cpu.stat"))
 	if err != nil {
 		return 0, err
 	}
-	var sum int64
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat"))
-		if err != nil {
-			continue // the thread just exited
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, err := strconv.ParseInt(v, 10, 64)
+			return time.Duration(us) * time.Microsecond, err
 		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			continue
-		}
-		ns, _ := strconv.ParseInt(f[0], 10, 64)
-		sum += ns
 	}
-	return time.Duration(sum), nil
+	return 0, errors.New("no usage_usec in cpu.stat")
 }

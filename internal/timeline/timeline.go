@@ -198,8 +198,9 @@ type Tracker struct {
 	stubs map[uint64]*Conn
 
 	// closing: connections that reached CLOSE, oldest first, held for
-	// CloseHold.
-	closing []*Conn
+	// CloseHold; releaseAt: when the first of them is due.
+	closing   []*Conn
+	releaseAt event.Mono
 }
 
 // New returns a Tracker that holds at most capacity open connections and
@@ -334,6 +335,14 @@ func (t *Tracker) Observe(e *event.Event) {
 		c.End = e.Mono
 		t.holdClosed(c)
 	}
+	if len(t.closing) > 0 && e.Mono >= t.releaseAt {
+		// The records read so far reach CloseHold past the oldest
+		// held CLOSE: whatever the kernel sent right after it has been
+		// read (the ring is in the order records were made). Written
+		// now, a connection is still in the CPU's caches; at the next
+		// poll it would be written from memory.
+		t.ReleaseClosed(e.Mono)
+	}
 }
 
 // holdClosed takes c out of the table of open connections and holds it
@@ -344,6 +353,9 @@ func (t *Tracker) holdClosed(c *Conn) {
 	c.prev, c.next = nil, nil
 	c.held = true
 	t.open--
+	if len(t.closing) == 0 {
+		t.releaseAt = c.End + CloseHold
+	}
 	t.closing = append(t.closing, c)
 }
 
@@ -357,7 +369,8 @@ func (t *Tracker) ResetAfterClose(cookie uint64, reset uint8) {
 }
 
 // ReleaseClosed emits the connections that reached CLOSE at least
-// CloseHold before now (kernel monotonic ns).
+// CloseHold before now (kernel monotonic ns). Observe does it too, with
+// the time of the record it was given.
 func (t *Tracker) ReleaseClosed(now event.Mono) {
 	i := 0
 	for ; i < len(t.closing); i++ {
@@ -374,6 +387,11 @@ func (t *Tracker) ReleaseClosed(now event.Mono) {
 	n := copy(t.closing, t.closing[i:])
 	clear(t.closing[n:])
 	t.closing = t.closing[:n]
+	if n > 0 && t.closing[0] != nil {
+		t.releaseAt = t.closing[0].End + CloseHold
+	} else {
+		t.releaseAt = 0 // the first is gone (releaseClosed): look at once
+	}
 }
 
 // releaseClosed emits one held connection ahead of its time.

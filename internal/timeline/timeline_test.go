@@ -225,6 +225,38 @@ func TestEvictsLeastRecentlyActive(t *testing.T) {
 	}
 }
 
+// A closed connection is written as soon as the records read reach
+// CloseHold past its CLOSE, not at the next poll: then it is still in the
+// CPU's caches. A reset sent right after the CLOSE is read before that.
+func TestHeldCloseReleasedByTheRecordsAfterIt(t *testing.T) {
+	var got []Conn
+	tr := New(10, func(c *Conn) { got = append(got, *c) })
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
+		ev(1, 2, event.SynSent, event.Established, 1, own),
+		ev(1, 3, event.Established, event.Close, 1, own|event.CloseInfo),
+	} {
+		tr.Observe(&e)
+	}
+	tr.ResetAfterClose(1, event.ResetSent)
+	// Another socket's records: the first 1 ns short of the hold.
+	e := ev(2, 0, event.Close, event.SynSent, -1, own|event.Birth)
+	e.Mono = 3e6 + CloseHold - 1
+	tr.Observe(&e)
+	if len(got) != 0 {
+		t.Fatalf("emitted before CloseHold: %+v", got)
+	}
+	e = ev(2, 0, event.SynSent, event.Established, 1, own)
+	e.Mono = 3e6 + CloseHold
+	tr.Observe(&e)
+	if len(got) != 1 || got[0].Cookie != 1 || got[0].Ending.Reset != event.ResetSent {
+		t.Fatalf("got %+v, want connection 1 with its reset, written without a poll", got)
+	}
+	if len(tr.conns) != 1 || tr.open != 1 {
+		t.Fatalf("%d in the table, %d open; want connection 2 alone", len(tr.conns), tr.open)
+	}
+}
+
 // An abortive close: the kernel sets CLOSE, then sends the reset. The
 // connection is held for CloseHold, so the reset is on its record.
 func TestResetAfterCloseJoinsTheConnection(t *testing.T) {
