@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/churn"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/perfscript"
 )
 
 // The tracer process's own CPU per transition: a measure that holds on a
@@ -25,12 +26,15 @@ import (
 
 // cpuSample is one run of one tracer build in one mode.
 type cpuSample struct {
-	cpu       time.Duration // the tracer's CPU from the load's start to 300 ms after its end
-	captured  uint64
-	expected  uint64
-	lost      uint64
-	rate      float64 // transitions per second during the load
-	perThous  float64 // µs of tracer CPU per 1,000 transitions
+	cpu      time.Duration // the tracer's CPU from the load's start to 300 ms after its end
+	captured uint64
+	expected uint64
+	lost     uint64
+	rate     float64 // transitions per second during the load
+	perThous float64 // µs of tracer CPU per 1,000 transitions
+	// parts: with --profile, perThous divided by where perf's samples
+	// of the tracer process went (perfscript.TracerPart).
+	parts     [perfscript.NumParts]float64
 	buildName string
 }
 
@@ -75,8 +79,8 @@ func runCPU(builds []string, rounds, conns, concurrency int, profileDir string, 
 				}
 				s.buildName = b.name
 				results[[2]int{mi, bi}] = append(results[[2]int{mi, bi}], s)
-				fmt.Fprintf(os.Stderr, "round %d %-28s %-10s tracer CPU %6.1f ms, %6.1f µs per 1,000 transitions, %6.0f transitions/s, captured %d/%d, lost %d\n",
-					round, m.name, b.name, s.cpu.Seconds()*1000, s.perThous, s.rate, s.captured, s.expected, s.lost)
+				fmt.Fprintf(os.Stderr, "round %d %-28s %-10s tracer CPU %6.1f ms, %6.1f µs per 1,000 transitions, %6.0f transitions/s, captured %d/%d, lost %d%s\n",
+					round, m.name, b.name, s.cpu.Seconds()*1000, s.perThous, s.rate, s.captured, s.expected, s.lost, partsLine(&s.parts))
 			}
 		}
 	}
@@ -103,7 +107,79 @@ func runCPU(builds []string, rounds, conns, concurrency int, profileDir string, 
 				m.name, b.name, median(per), strings.Join(runs, " "), median(rates), worst.captured, worst.expected, lost)
 		}
 	}
+	if profileDir == "" {
+		return nil
+	}
+	fmt.Fprint(out, "\nWhere the tracer process's CPU went (perf samples of the process, by stack), µs per 1,000 transitions, median of the runs:\n\n")
+	fmt.Fprint(out, "| part |")
+	for _, m := range modes {
+		for _, b := range bs {
+			fmt.Fprintf(out, " %s, %s |", m.name, b.name)
+		}
+	}
+	fmt.Fprint(out, "\n|---|")
+	for range len(modes) * len(bs) {
+		fmt.Fprint(out, "---|")
+	}
+	fmt.Fprintln(out)
+	for part := range perfscript.NumParts {
+		fmt.Fprintf(out, "| %s |", part)
+		for mi := range modes {
+			for bi := range bs {
+				var v []float64
+				for _, s := range results[[2]int{mi, bi}] {
+					v = append(v, s.parts[part])
+				}
+				fmt.Fprintf(out, " %.0f |", median(v))
+			}
+		}
+		fmt.Fprintln(out)
+	}
 	return nil
+}
+
+// partsLine is one run's parts, for its progress line.
+func partsLine(parts *[perfscript.NumParts]float64) string {
+	var b strings.Builder
+	for p, v := range parts {
+		if v >= 0.5 {
+			fmt.Fprintf(&b, ", %s %.0f", perfscript.Part(p), v)
+		}
+	}
+	return b.String()
+}
+
+// profileParts divides perThous by where the profile's samples went.
+func profileParts(prof string, perThous float64) (parts [perfscript.NumParts]float64, err error) {
+	cmd := exec.Command("perf", "script", "-i", prof, "-F", "comm,pid,tid,cpu,time,period,event,ip,sym,symoff,dso")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return parts, err
+	}
+	if err := cmd.Start(); err != nil {
+		return parts, fmt.Errorf("perf script: %w", err)
+	}
+	var n [perfscript.NumParts]int
+	total := 0
+	err = perfscript.Parse(stdout, func(s perfscript.Sample) {
+		n[perfscript.TracerPart(s)]++
+		total++
+	})
+	if err != nil {
+		io.Copy(io.Discard, stdout)
+	}
+	if werr := cmd.Wait(); werr != nil && err == nil {
+		err = fmt.Errorf("perf script: %w", werr)
+	}
+	// The closing records are after the CPU's window (perf stops a
+	// little after it): not divided into it.
+	total -= n[perfscript.PartClosing]
+	for p := range parts {
+		if total > 0 && perfscript.Part(p) != perfscript.PartClosing {
+			parts[p] = perThous * float64(n[p]) / float64(total)
+		}
+	}
+	return parts, err
 }
 
 // cpuRun runs the load once under a tracer; with prof set, perf records
@@ -162,7 +238,10 @@ func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	if s.captured > 0 {
 		s.perThous = float64(s.cpu.Microseconds()) / float64(s.captured) * 1000
 	}
-	return s, nil
+	if prof != "" {
+		s.parts, err = profileParts(prof, s.perThous)
+	}
+	return s, err
 }
 
 // processCPU reads the CPU time a process has had so far, with every
