@@ -151,7 +151,7 @@ func partsLine(parts *[perfscript.NumParts]float64) string {
 
 // profileParts divides perThous by where the profile's samples went.
 func profileParts(prof string, perThous float64) (parts [perfscript.NumParts]float64, err error) {
-	cmd := exec.Command("perf", "script", "-i", prof, "-F", "comm,pid,tid,cpu,time,period,event,ip,sym,symoff,dso")
+	cmd := exec.Command("perf", "script", "-i", prof, "-F", "comm,pid,tid,cpu,ip,sym,symoff,dso")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return parts, err
@@ -196,7 +196,7 @@ func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 	defer func() { p.kill(); acct.cleanup() }() // the cgroup goes once empty
 	var perf *exec.Cmd
 	if prof != "" {
-		perf = exec.Command("perf", "record", "-g", "-F", "1999", "-p", strconv.Itoa(pid), "-o", prof)
+		perf = exec.Command("perf", "record", "-g", "--sample-cpu", "-F", "1999", "-p", strconv.Itoa(pid), "-o", prof)
 		perf.Stdout, perf.Stderr = io.Discard, io.Discard
 		if err := perf.Start(); err != nil {
 			return cpuSample{}, fmt.Errorf("perf: %w", err)
