@@ -22,9 +22,10 @@ import (
 // reserve): at ~200,000 records a second that was a tenth of the
 // tracer's time. Here the producer position is loaded once per batch,
 // records are handed out where the kernel wrote them, and the consumer
-// position is stored once per batch, or every commitEvery bytes in a long
-// one so the kernel sees the space free; before any wait, always, since
-// the programs compare it with their wakeup watermark.
+// position is stored each time the records known are read (before the
+// producer position is loaded again), every commitEvery bytes in a long
+// batch, and always before a wait, since the programs compare it with
+// their wakeup watermark.
 //
 // The layout is the kernel's (kernel/bpf/ringbuf.c): one page holding the
 // consumer position (mapped writable), one holding the producer position,
@@ -38,6 +39,10 @@ type ring struct {
 	prodPos *uint64
 	mask    uint64
 	size    int
+	// commitEvery: in a long batch, the consumer position is stored at
+	// least this often (bytes), so that the kernel sees the space free
+	// long before the ring could fill.
+	commitEvery uint64
 
 	// f is the ring's file descriptor (a duplicate) in Go's poller, which
 	// waits for the kernel's wakeups without a thread blocked in a
@@ -63,7 +68,6 @@ const (
 	ringBusyBit = 1 << 31
 	ringDiscard = 1 << 30
 	ringLenMask = ringDiscard - 1
-	commitEvery = 256 << 10
 )
 
 // errRingFlushed is what next returns once a flush has been drained.
@@ -75,7 +79,7 @@ func newRing(m *ebpf.Map) (r *ring, err error) {
 		return nil, fmt.Errorf("ring buffer size %d is not a power of two", size)
 	}
 	page := os.Getpagesize()
-	r = &ring{size: size, mask: uint64(size - 1)}
+	r = &ring{size: size, mask: uint64(size - 1), commitEvery: min(256<<10, uint64(size)/16)}
 	defer func() {
 		if err != nil {
 			r.close()
@@ -121,6 +125,9 @@ func newRing(m *ebpf.Map) (r *ring, err error) {
 func (r *ring) next() ([]byte, error) {
 	for {
 		if r.pos == r.prod {
+			// All the records known are read: hand their space back
+			// before looking for more (one store per look).
+			r.commit()
 			r.prod = atomic.LoadUint64(r.prodPos)
 		}
 		for r.pos != r.prod {
@@ -132,7 +139,7 @@ func (r *ring) next() ([]byte, error) {
 				r.commit()
 				continue
 			}
-			if r.pos-r.committed >= commitEvery {
+			if r.pos-r.committed >= r.commitEvery {
 				r.commit() // the records before this one are done with
 			}
 			n := uint64(hdr & ringLenMask)
