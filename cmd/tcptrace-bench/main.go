@@ -69,9 +69,18 @@ func main() {
 		rss         = flag.Int("rss", 0, "instead: hold this many connections open and report the tracer's peak RSS")
 		soakFor     = flag.Duration("soak", 0, "instead: run churn for this long and sample the tracer's RSS and goroutines")
 		share       = flag.Bool("share", false, "instead: the share of busy CPU that tracing takes, from perf samples of every CPU (docs/performance.md, Method)")
-		rounds      = flag.Int("rounds", 2, "with --share: rounds of all rows, interleaved")
+		rounds      = flag.Int("rounds", 2, "with --share or --cpu: rounds of all rows, interleaved")
+		cpu         = flag.String("cpu", "", "instead: the tracer process's CPU per 1,000 transitions of each build of this comma-separated list of name=path, interleaved")
+		profileDir  = flag.String("profile", "", "with --cpu: perf record the tracer of every run into this directory")
 	)
 	flag.Parse()
+	if *cpu != "" {
+		if err := runCPU(strings.Split(*cpu, ","), *rounds, *conns, *concurrency, *profileDir, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *share {
 		if err := runShare(*tracer, *rounds, *conns, *concurrency, *withBT, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)

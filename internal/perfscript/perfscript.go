@@ -268,3 +268,70 @@ func frameSymbol(t string) string {
 	}
 	return t
 }
+
+// Part is where a sample of the tracer process went, judged by its stack
+// (TracerPart): the breakdown of docs/performance.md, "Where the tracer
+// process spends its time".
+type Part int
+
+const (
+	PartWrite Part = iota
+	PartFormat
+	PartRing
+	PartDecode
+	PartHistograms
+	PartTimeline
+	PartPipeline
+	PartWalk
+	PartClosing
+	PartGC
+	PartScheduler
+	PartLoop
+	PartOther
+	NumParts
+)
+
+// partRules: the first rule one of whose patterns is in a frame of the
+// stack names the part; the order matters (a connection record's
+// formatting runs under the timeline's emit, a write under the encoder).
+var partRules = []struct {
+	part     Part
+	name     string
+	patterns []string
+}{
+	{PartClosing, "closing records and walk (after the load)", []string{"tracer.(*run).finish"}},
+	{PartWalk, "socket walks (stuck and half-open watch)", []string{"probe.runIterIn", "bpf_iter_"}},
+	{PartWrite, "write(2) of the output (kernel)", []string{"syscall.write", "bufio.(*Writer).Flush", "ksys_write"}},
+	{PartFormat, "NDJSON formatting", []string{"output.(*NDJSON)", "output.(*timeCache)", "output.append"}},
+	{PartRing, "ring reading", []string{"ringbuf.", "probe.(*Probe).Next", "probe.(*ring)"}},
+	{PartDecode, "decode", []string{"event.Decode"}},
+	{PartHistograms, "histograms", []string{"histogram."}},
+	{PartTimeline, "timeline (connection table)", []string{"timeline."}},
+	{PartPipeline, "pipeline, the rest", []string{"pipeline."}},
+	{PartGC, "GC and allocation", []string{"runtime.gcBgMarkWorker", "runtime.gcDrain", "runtime.mallocgc", "runtime.bgsweep", "runtime.bgscavenge", "runtime.gcStart", "runtime.markroot", "runtime.wbBuf"}},
+	{PartScheduler, "Go scheduler, sysmon, timers", []string{"runtime.sysmon", "runtime.schedule", "runtime.findRunnable", "runtime.mstart", "runtime.park_m", "runtime.goexit0", "runtime.usleep", "runtime.futex", "runtime.notesleep", "runtime.mcall"}},
+	{PartLoop, "run loop, the rest", []string{"tracer.(*run)"}},
+}
+
+func (p Part) String() string {
+	for _, r := range partRules {
+		if r.part == p {
+			return r.name
+		}
+	}
+	return "other"
+}
+
+// TracerPart says where a sample of the tracer process went.
+func TracerPart(s Sample) Part {
+	for _, r := range partRules {
+		for _, f := range s.Symbols {
+			for _, pat := range r.patterns {
+				if strings.Contains(f, pat) {
+					return r.part
+				}
+			}
+		}
+	}
+	return PartOther
+}

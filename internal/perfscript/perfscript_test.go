@@ -206,3 +206,29 @@ func TestParseRejectsGarbage(t *testing.T) {
 		}
 	}
 }
+
+func TestTracerPart(t *testing.T) {
+	for _, tc := range []struct {
+		stack []string
+		want  Part
+	}{
+		// A connection record's write runs under the timeline and the
+		// encoder: it is the write.
+		{[]string{"copy_folio_from_iter_atomic", "ksys_write", "syscall.write", "bufio.(*Writer).Flush",
+			"github.com/x/internal/output.(*NDJSON).start", "github.com/x/internal/output.(*NDJSON).Connection",
+			"github.com/x/internal/timeline.(*Tracker).ReleaseClosed", "github.com/x/internal/tracer.(*run).loop"}, PartWrite},
+		{[]string{"runtime.memmove", "github.com/x/internal/output.(*NDJSON).Connection",
+			"github.com/x/internal/timeline.(*Tracker).emitAndRecycle", "github.com/x/internal/timeline.(*Tracker).Observe"}, PartFormat},
+		{[]string{"runtime.mapaccess1_fast64", "github.com/x/internal/timeline.(*Tracker).Observe",
+			"github.com/x/internal/pipeline.(*Pipeline).Handle"}, PartTimeline},
+		{[]string{"github.com/x/internal/probe.(*ring).next", "github.com/x/internal/tracer.(*run).loop"}, PartRing},
+		{[]string{"finish_task_switch.isra.0", "do_nanosleep", "runtime.usleep.abi0", "runtime.sysmon"}, PartScheduler},
+		{[]string{"established_get_first", "bpf_iter_tcp_batch", "github.com/x/internal/probe.runIterIn.func1"}, PartWalk},
+		{[]string{"github.com/x/internal/pipeline.(*Pipeline).WalkAndWrite", "github.com/x/internal/tracer.(*run).finish"}, PartClosing},
+		{[]string{"clear_page_erms"}, PartOther},
+	} {
+		if got := TracerPart(Sample{Symbols: tc.stack}); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.stack[0], got, tc.want)
+		}
+	}
+}

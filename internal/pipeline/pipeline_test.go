@@ -112,6 +112,47 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 	}
 }
 
+// The same with 64 connections in flight, their records interleaved as a
+// busy host's are, and the held closes written at each poll: the
+// connection table's map and lists at a realistic size.
+func BenchmarkPipelineInterleaved(b *testing.B) {
+	const inFlight = 64
+	for _, mode := range []struct {
+		name string
+		emit config.Emit
+	}{{"all", config.EmitAll}, {"default", config.EmitDefault}} {
+		b.Run(mode.name, func(b *testing.B) {
+			clock := event.NewClock(time.Now(), 0)
+			cfg := config.Config{Emit: mode.emit, MaxConns: 1 << 16}
+			r := pipeline.New(cfg, fakeSource{}, output.NewNDJSON(io.Discard, clock), nil, func(error) {})
+			var conns [inFlight][][]byte
+			for k := range conns {
+				conns[k] = connectionRecords(0, 0)
+			}
+			perConn := len(conns[0])
+			ne := binary.NativeEndian
+			b.ReportAllocs()
+			var conn uint64
+			for i := 0; b.Loop(); i++ {
+				n := i % (inFlight * perConn)
+				if n == 0 {
+					r.Tick(time.Time{})
+					for k := range conns {
+						conn++
+						for _, rec := range conns[k] {
+							ne.PutUint64(rec[8:], conn*2+uint64(b2i(ne.Uint16(rec[64:]) == 8080)))
+						}
+					}
+				}
+				r.Handle(conns[n%inFlight][n/inFlight])
+			}
+			if r.DecodeErrs != 0 {
+				b.Fatalf("%d decode errors", r.DecodeErrs)
+			}
+		})
+	}
+}
+
 func b2i(b bool) int {
 	if b {
 		return 1

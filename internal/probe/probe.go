@@ -16,7 +16,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
@@ -52,14 +51,13 @@ func (o *Options) minDwell() uint64 {
 
 // Probe is the loaded and attached set of programs.
 type Probe struct {
-	opts   Options
-	coll   *ebpf.Collection
-	links  []link.Link
-	reader *ringbuf.Reader
+	opts  Options
+	coll  *ebpf.Collection
+	links []link.Link
+	ring  *ring
 	// primary is the program whose recursion misses count as potential loss.
 	primary  *ebpf.Program
 	attached []*ebpf.Program
-	rec      ringbuf.Record
 	iter     *link.Iter
 	initial  []byte // the first socket walk's records
 	// walkWarning: namespaces the first walk could not enter.
@@ -104,7 +102,7 @@ func Load(opts Options) (p *Probe, err error) {
 
 	// The reader exists before the programs run, so nothing reserved
 	// between attach and read is at risk.
-	if p.reader, err = ringbuf.NewReader(coll.Maps[tcptraceMapEvents]); err != nil {
+	if p.ring, err = newRing(coll.Maps[tcptraceMapEvents]); err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
 	}
 	if err := p.attach(); err != nil {
@@ -284,19 +282,20 @@ func (p *Probe) Attach() config.Attach { return p.opts.Attach }
 
 // RingFill returns the fraction of the ring buffer waiting to be read.
 func (p *Probe) RingFill() float64 {
-	return float64(p.reader.AvailableBytes()) / float64(p.reader.BufferSize())
+	return float64(p.ring.available()) / float64(p.ring.size)
 }
 
 // RingSize returns the ring buffer's size in bytes.
-func (p *Probe) RingSize() int { return p.reader.BufferSize() }
+func (p *Probe) RingSize() int { return p.ring.size }
 
-// SetDeadline bounds the next ReadInto calls: once it passes, ReadInto
-// returns what is left in the ring, then os.ErrDeadlineExceeded.
-func (p *Probe) SetDeadline(t time.Time) { p.reader.SetDeadline(t) }
+// SetDeadline bounds the next Next calls: once it passes, Next returns
+// what is left in the ring, then os.ErrDeadlineExceeded. Not safe while
+// Next runs.
+func (p *Probe) SetDeadline(t time.Time) { p.ring.deadline = t }
 
-// Flush makes a blocked ReadInto return: the records still in the ring
-// first, then ringbuf.ErrFlushed.
-func (p *Probe) Flush() error { return p.reader.Flush() }
+// Flush makes a blocked Next return: the records still in the ring
+// first, then an error IsFlushed reports. Safe from another goroutine.
+func (p *Probe) Flush() error { return p.ring.flush() }
 
 // Detach stops the programs; records already in the ring stay readable.
 func (p *Probe) Detach() {
@@ -316,8 +315,8 @@ func (p *Probe) Close() {
 	if p.iter != nil {
 		p.iter.Close()
 	}
-	if p.reader != nil {
-		p.reader.Close()
+	if p.ring != nil {
+		p.ring.close()
 	}
 	if p.coll != nil {
 		p.coll.Close()
@@ -328,13 +327,9 @@ func (p *Probe) Close() {
 func IsDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // IsFlushed reports whether err marks the end of a Flush.
-func IsFlushed(err error) bool { return errors.Is(err, ringbuf.ErrFlushed) }
+func IsFlushed(err error) bool { return errors.Is(err, errRingFlushed) }
 
 // Next returns the next raw record, blocking until one arrives or the
-// deadline passes. The slice is reused by the following call.
-func (p *Probe) Next() ([]byte, error) {
-	if err := p.reader.ReadInto(&p.rec); err != nil {
-		return nil, err
-	}
-	return p.rec.RawSample, nil
-}
+// deadline passes. The slice is the ring's memory, valid until the
+// following call (which may hand that space back to the kernel).
+func (p *Probe) Next() ([]byte, error) { return p.ring.next() }

@@ -85,6 +85,8 @@ type Conn struct {
 
 	// stub: the timeline was evicted; only the stuck watch is kept.
 	stub bool
+	// held: reached CLOSE, held for CloseHold (in Tracker.closing).
+	held bool
 
 	startUnknown bool // born before tracing began
 	unseen       int  // spans with Unseen set
@@ -215,7 +217,10 @@ const CloseHold event.Mono = 20_000_000
 // Conn values, so a Conn passed to the emit function is valid only until
 // that function returns.
 type Tracker struct {
+	// conns: every connection by cookie, open or held after its CLOSE:
+	// one map, so that a connection is inserted and deleted once.
 	conns    map[uint64]*Conn
+	open     int // of conns, those not held
 	capacity int
 	head     Conn // sentinel of the LRU ring
 	free     []*Conn
@@ -230,16 +235,16 @@ type Tracker struct {
 	stubs map[uint64]*Conn
 
 	// closing: connections that reached CLOSE, oldest first, held for
-	// CloseHold; closingBy finds them by cookie.
+	// CloseHold; releaseAt: when the first of them is due.
 	closing   []*Conn
-	closingBy map[uint64]*Conn
+	releaseAt event.Mono
 }
 
 // New returns a Tracker that holds at most capacity open connections and
 // passes every finished (or evicted) connection to emit.
 func New(capacity int, emit func(*Conn)) *Tracker {
 	t := &Tracker{conns: make(map[uint64]*Conn), capacity: max(capacity, 1), emit: emit,
-		stubs: make(map[uint64]*Conn), closingBy: make(map[uint64]*Conn)}
+		stubs: make(map[uint64]*Conn)}
 	t.head.prev, t.head.next = &t.head, &t.head
 	for i := range t.stuck {
 		t.stuck[i].sprev, t.stuck[i].snext = &t.stuck[i], &t.stuck[i]
@@ -332,7 +337,7 @@ func (t *Tracker) LearnLocal(cookie uint64, src netip.AddrPort) {
 	if src.Port() == 0 {
 		return
 	}
-	for _, c := range []*Conn{t.conns[cookie], t.stubs[cookie], t.closingBy[cookie]} {
+	for _, c := range []*Conn{t.conns[cookie], t.stubs[cookie]} { // held closes are in conns too
 		if c != nil && c.Src.Port() == 0 {
 			c.Src = src
 		}
@@ -367,18 +372,17 @@ func (t *Tracker) Observe(e *event.Event) {
 		}
 	}
 	c := t.conns[e.Cookie]
-	if c == nil && len(t.closingBy) > 0 {
-		if held := t.closingBy[e.Cookie]; held != nil {
-			if !e.Has(event.Birth) && e.Mono < held.End {
-				// A record that arrived after its connection's CLOSE
-				// (reordered on the way): it belongs to that timeline.
-				t.insertOutOfOrder(held, e)
-				return
-			}
-			// The same socket again after its CLOSE (a new connect(),
-			// a birth): the held timeline is complete.
-			t.releaseClosed(held)
+	if c != nil && c.held {
+		if !e.Has(event.Birth) && e.Mono < c.End {
+			// A record that arrived after its connection's CLOSE
+			// (reordered on the way): it belongs to that timeline.
+			t.insertOutOfOrder(c, e)
+			return
 		}
+		// The same socket again after its CLOSE (a new connect(), a
+		// birth): the held timeline is complete.
+		t.releaseClosed(c)
+		c = nil
 	}
 	if c != nil && e.Has(event.Birth) {
 		// The socket was reborn (reconnected after CLOSE without our
@@ -396,30 +400,42 @@ func (t *Tracker) Observe(e *event.Event) {
 		c.End = e.Mono
 		t.holdClosed(c)
 	}
+	if len(t.closing) > 0 && e.Mono >= t.releaseAt {
+		// The records read so far reach CloseHold past the oldest
+		// held CLOSE: whatever the kernel sent right after it has been
+		// read (the ring is in the order records were made). Written
+		// now, a connection is still in the CPU's caches; at the next
+		// poll it would be written from memory.
+		t.ReleaseClosed(e.Mono)
+	}
 }
 
 // holdClosed takes c out of the table of open connections and holds it
 // for CloseHold: see ResetAfterClose.
 func (t *Tracker) holdClosed(c *Conn) {
 	unlinkStuck(c)
-	delete(t.conns, c.Cookie)
 	c.prev.next, c.next.prev = c.next, c.prev
 	c.prev, c.next = nil, nil
+	c.held = true
+	t.open--
+	if len(t.closing) == 0 {
+		t.releaseAt = c.End + CloseHold
+	}
 	t.closing = append(t.closing, c)
-	t.closingBy[c.Cookie] = c
 }
 
 // ResetAfterClose adds a reset the kernel sent right after the socket's
 // transition into CLOSE (an abortive close: SO_LINGER 0, or close() with
 // unread data) to its connection, if that is still held.
 func (t *Tracker) ResetAfterClose(cookie uint64, reset uint8) {
-	if c := t.closingBy[cookie]; c != nil {
+	if c := t.conns[cookie]; c != nil && c.held {
 		c.Ending.Reset |= reset
 	}
 }
 
 // ReleaseClosed emits the connections that reached CLOSE at least
-// CloseHold before now (kernel monotonic ns).
+// CloseHold before now (kernel monotonic ns). Observe does it too, with
+// the time of the record it was given.
 func (t *Tracker) ReleaseClosed(now event.Mono) {
 	i := 0
 	for ; i < len(t.closing); i++ {
@@ -430,12 +446,17 @@ func (t *Tracker) ReleaseClosed(now event.Mono) {
 		if now < c.End+CloseHold {
 			break
 		}
-		delete(t.closingBy, c.Cookie)
+		delete(t.conns, c.Cookie)
 		t.emitAndRecycle(c)
 	}
 	n := copy(t.closing, t.closing[i:])
 	clear(t.closing[n:])
 	t.closing = t.closing[:n]
+	if n > 0 && t.closing[0] != nil {
+		t.releaseAt = t.closing[0].End + CloseHold
+	} else {
+		t.releaseAt = 0 // the first is gone (releaseClosed): look at once
+	}
 }
 
 // releaseClosed emits one held connection ahead of its time.
@@ -446,12 +467,12 @@ func (t *Tracker) releaseClosed(c *Conn) {
 			break
 		}
 	}
-	delete(t.closingBy, c.Cookie)
+	delete(t.conns, c.Cookie)
 	t.emitAndRecycle(c)
 }
 
 func (t *Tracker) insert(e *event.Event) *Conn {
-	if len(t.conns) >= t.capacity {
+	if t.open >= t.capacity {
 		t.stats.Evictions++
 		t.evict(t.head.prev, e.Mono)
 	}
@@ -474,6 +495,7 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 		c.States = append(c.States, s)
 	}
 	t.conns[e.Cookie] = c
+	t.open++
 	c.next, c.prev = t.head.next, &t.head
 	c.next.prev, t.head.next = c, c
 	return c
@@ -612,6 +634,7 @@ func (t *Tracker) finishOpen(c *Conn, now event.Mono) {
 	}
 	unlinkStuck(c)
 	delete(t.conns, c.Cookie)
+	t.open--
 	c.prev.next, c.next.prev = c.next, c.prev
 	t.emitAndRecycle(c)
 }
@@ -670,7 +693,7 @@ func (t *Tracker) emitAndRecycle(c *Conn) {
 func (t *Tracker) Flush(now event.Mono) {
 	for _, c := range t.closing {
 		if c != nil {
-			delete(t.closingBy, c.Cookie)
+			delete(t.conns, c.Cookie)
 			t.emitAndRecycle(c)
 		}
 	}

@@ -211,8 +211,8 @@ func TestTimelines(t *testing.T) {
 			if tr.Stats() != tc.wantStats {
 				t.Errorf("stats = %+v, want %+v", tr.Stats(), tc.wantStats)
 			}
-			if len(tr.conns) != 0 {
-				t.Errorf("%d connections left in the table", len(tr.conns))
+			if len(tr.conns) != 0 || tr.open != 0 {
+				t.Errorf("%d connections left in the table, %d open", len(tr.conns), tr.open)
 			}
 		})
 	}
@@ -237,8 +237,40 @@ func TestEvictsLeastRecentlyActive(t *testing.T) {
 	if len(evicted) != 1 || evicted[0] != 2 {
 		t.Fatalf("evicted %v, want [2]", evicted)
 	}
-	if len(tr.conns) != 2 || tr.Stats().Evictions != 1 {
-		t.Fatalf("len=%d evictions=%d", len(tr.conns), tr.Stats().Evictions)
+	if len(tr.conns) != 2 || tr.open != 2 || tr.Stats().Evictions != 1 {
+		t.Fatalf("len=%d open=%d evictions=%d", len(tr.conns), tr.open, tr.Stats().Evictions)
+	}
+}
+
+// A closed connection is written as soon as the records read reach
+// CloseHold past its CLOSE, not at the next poll: then it is still in the
+// CPU's caches. A reset sent right after the CLOSE is read before that.
+func TestHeldCloseReleasedByTheRecordsAfterIt(t *testing.T) {
+	var got []Conn
+	tr := New(10, func(c *Conn) { got = append(got, *c) })
+	for _, e := range []event.Event{
+		ev(1, 1, event.Close, event.SynSent, -1, own|event.Birth),
+		ev(1, 2, event.SynSent, event.Established, 1, own),
+		ev(1, 3, event.Established, event.Close, 1, own|event.CloseInfo),
+	} {
+		tr.Observe(&e)
+	}
+	tr.ResetAfterClose(1, event.ResetSent)
+	// Another socket's records: the first 1 ns short of the hold.
+	e := ev(2, 0, event.Close, event.SynSent, -1, own|event.Birth)
+	e.Mono = 3e6 + CloseHold - 1
+	tr.Observe(&e)
+	if len(got) != 0 {
+		t.Fatalf("emitted before CloseHold: %+v", got)
+	}
+	e = ev(2, 0, event.SynSent, event.Established, 1, own)
+	e.Mono = 3e6 + CloseHold
+	tr.Observe(&e)
+	if len(got) != 1 || got[0].Cookie != 1 || got[0].Ending.Reset != event.ResetSent {
+		t.Fatalf("got %+v, want connection 1 with its reset, written without a poll", got)
+	}
+	if len(tr.conns) != 1 || tr.open != 1 {
+		t.Fatalf("%d in the table, %d open; want connection 2 alone", len(tr.conns), tr.open)
 	}
 }
 
@@ -282,8 +314,8 @@ func TestReconnectAfterCloseReleasesTheHeldOne(t *testing.T) {
 	} {
 		tr.Observe(&e)
 	}
-	if n != 1 || len(tr.conns) != 1 {
-		t.Fatalf("emitted %d, open %d; want the first emitted and the second held", n, len(tr.conns))
+	if n != 1 || len(tr.conns) != 1 || tr.open != 1 {
+		t.Fatalf("emitted %d, open %d; want the first emitted and the second held", n, tr.open)
 	}
 }
 
@@ -363,8 +395,8 @@ func TestReusedSocketStartsNewTimeline(t *testing.T) {
 	} {
 		tr.Observe(&e)
 	}
-	if n != 1 || len(tr.conns) != 1 {
-		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, len(tr.conns))
+	if n != 1 || len(tr.conns) != 1 || tr.open != 1 {
+		t.Fatalf("emitted %d, open %d; want the first timeline emitted as open and a new one held", n, tr.open)
 	}
 }
 
@@ -382,6 +414,9 @@ func BenchmarkObserveConnection(b *testing.B) {
 		for j := range seq {
 			seq[j].Cookie = uint64(i)
 			tr.Observe(&seq[j])
+		}
+		if i%64 == 63 {
+			tr.ReleaseClosed(1 << 62) // a poll: the held closes go
 		}
 	}
 }

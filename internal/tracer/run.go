@@ -314,7 +314,7 @@ func (r *run) warn(err error) {
 	fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %s\n", strings.ReplaceAll(msg, "\n", "; "))
 }
 
-// loop reads the ring buffer in batches: each ReadInto returns at once
+// loop reads the ring buffer in batches: each Next returns at once
 // while records wait, and the deadline bounds how long a record can sit
 // in the ring (the kernel side wakes us only past a fill watermark).
 func (r *run) loop(ctx context.Context) error {
@@ -473,7 +473,7 @@ func (r *run) drain() {
 	for {
 		raw, err := r.p.Next()
 		if err != nil {
-			return // ringbuf.ErrFlushed: drained
+			return // flushed: drained
 		}
 		r.pl.Handle(raw)
 	}
