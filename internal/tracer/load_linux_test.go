@@ -57,8 +57,13 @@ func TestRingOverflowIsReportedAndRecovers(t *testing.T) {
 	if !strings.Contains(tr.errOut.String(), "transitions lost (ring buffer full") {
 		t.Errorf("no loss warning on stderr: %q", tr.errOut.String())
 	}
-	if n := len(ofType(recs, "lost")); n != len(lost) {
-		t.Errorf("%d lost records after the burst ended (want none new): the tracer did not recover", n-len(lost))
+	// After the burst only the whole host's recursion skips may be lost
+	// (other tests' sockets: the run is filtered, and they are labelled).
+	for _, l := range ofType(recs, "lost")[len(lost):] {
+		if !l.RecursionHostWide || l.Count != l.Recursion {
+			t.Errorf("lost record after the burst ended: %+v: the tracer did not recover", l)
+		}
+		full += l.Count
 	}
 	var after int
 	for _, r := range ofType(recs, "transition") {
@@ -105,7 +110,7 @@ func TestHalfOpenFlood(t *testing.T) {
 	if most < n*9/10 {
 		t.Errorf("listener records showed at most %d half-open connections, want about %d", most, n)
 	}
-	if st := ofType(recs, "stats"); len(st) != 1 || st[0].Lost != 0 {
-		t.Errorf("stats %+v", st)
+	if st := ofType(recs, "stats"); len(st) != 1 || st[0].Lost != st[0].LostHostWide {
+		t.Errorf("stats %+v: lost beyond the whole host's recursion skips", st)
 	}
 }
