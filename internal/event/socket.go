@@ -26,10 +26,17 @@ type Socket struct {
 	// Full sockets: the inode of the socket's file (0: none), to find the
 	// processes that hold it.
 	Inode uint64
+	// StateAge: the kernel's lower bound of the time the socket has been
+	// in State (ns), from AgeSource (AgeFirstSeen: none, 0).
+	StateAge  uint64
+	AgeSource AgeSource
+	// Full sockets: the kernel's figures now (tcp_sock).
+	BytesAcked, BytesReceived uint64
+	SRTTMicros, TotalRetrans  uint32
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 104
+const SocketSize = 144
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -49,6 +56,12 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.SynAckRetrans = ne.Uint32(b[80:])
 	s.SynAck = Mono(ne.Uint64(b[88:]))
 	s.Inode = ne.Uint64(b[96:])
+	s.BytesAcked = ne.Uint64(b[104:])
+	s.BytesReceived = ne.Uint64(b[112:])
+	s.StateAge = ne.Uint64(b[120:])
+	s.SRTTMicros = ne.Uint32(b[128:])
+	s.TotalRetrans = ne.Uint32(b[132:])
+	s.AgeSource = AgeSource(b[136])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

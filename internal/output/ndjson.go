@@ -192,6 +192,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		if s.Inferred {
 			b = appendBool(b, `,"inferred":`, true)
 		}
+		if s.AgeSource != event.AgeTraced {
+			b = appendStr(b, `,"age_source":`, s.AgeSource.String())
+		}
 		b = append(b, '}')
 	}
 	n.buf = append(b, ']', '}')
@@ -266,10 +269,16 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b = appendUint(b, `,"rescued":`, s.Rescued)
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
+	b = appendUint(b, `,"walks":`, s.Walks)
+	b = appendUint(b, `,"walk_ns":`, s.WalkNs)
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)
 		b = appendUint(b, `,"bpf_run_time_ns":`, s.RunTimeNs)
+	}
+	if s.ProgressOn {
+		b = appendUint(b, `,"progress":`, s.Progress)
+		b = appendUint(b, `,"progress_skipped":`, s.ProgressSkipped)
 	}
 	n.buf = append(b, '}')
 	n.write()
@@ -332,6 +341,9 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	b = appendStr(b, `,"state":`, s.State.String())
 	b = appendUint(b, `,"age_ns":`, s.Age)
 	b = appendBool(b, `,"age_at_least":`, s.AtLeast)
+	if s.AgeSource != event.AgeTraced {
+		b = appendStr(b, `,"age_source":`, s.AgeSource.String())
+	}
 	b = appendUint(b, `,"cookie":`, c.Cookie)
 	b = appendUint(b, `,"netns":`, uint64(c.Netns))
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
@@ -359,6 +371,7 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	if s.HalfOpen > 0 {
 		b = appendUint(b, `,"half_open":`, uint64(s.HalfOpen))
 	}
+	b = appendLimits(b, s.Limits)
 	n.buf = append(b, '}')
 	n.write()
 }

@@ -309,13 +309,10 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	ts := t.at(s.TS)
 	p, cm, known, creator := s.Owner()
 	pid, comm := owner(known, p, cm)
-	more := ""
-	if s.AtLeast {
-		more = " (at least: it was already there when tracing began)"
-	}
+	more := ageNote(s.AtLeast, s.AgeSource)
 	if s.HalfOpen > 0 {
-		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s\n",
-			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age))
+		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s%s\n",
+			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age), limitsNote(s.Limits))
 		return
 	}
 	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
@@ -332,7 +329,7 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	if in := identityNote(s.Identity); in != "" {
 		who += " (" + in + ")"
 	}
-	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
+	t.printf("STUCK %s %s for %s%s: %s/%s%s %s%s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what, limitsNote(s.Limits))
 }
 
 // pipeline.Listener writes one line per listener.

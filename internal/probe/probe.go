@@ -157,6 +157,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		tcptraceVarFilterCgroupLevel: o.CgroupLevel,
 		tcptraceVarMinDwellNs:        o.MinDwell,
 		tcptraceVarSynRecvStuckNs:    o.SynRecvStuck,
+		tcptraceVarKernelHz:          KernelHZ(),
 	} {
 		if err := set(name, v); err != nil {
 			return err

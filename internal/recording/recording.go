@@ -162,8 +162,14 @@ func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans 
 			return err
 		}
 		c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
+		st2, err := stuckOf(rec, c, st)
+		if err != nil {
+			return err
+		}
 		s.seen(rec.TS)
-		sink.Stuck(stuckOf(rec, c, st))
+		sink.Stuck(st2)
+	case *record.Progress, *record.Pile, *record.Cleared:
+		return s.applyWalk(rec, f, sink)
 	case *record.Histogram, *record.Stats, *record.Listener:
 		// Derived, or about the tracer: rebuilt or not needed offline.
 	}
@@ -216,9 +222,13 @@ func ending(r *record.Ending) (tw event.TW, reset uint8, errno uint16, closeKnow
 }
 
 // stuckOf rebuilds a stuck record around c, the socket as rec names it.
-func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *pipeline.Stuck {
-	s := &pipeline.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast,
-		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil, Identity: identity(&rec.Identity)}
+func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) (*pipeline.Stuck, error) {
+	src, err := event.ParseAgeSource(rec.AgeSource)
+	if err != nil {
+		return nil, err
+	}
+	s := &pipeline.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast, AgeSource: src,
+		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil, Identity: identity(&rec.Identity), Limits: rec.Limits}
 	if s.HoldersKnown && *rec.Held {
 		hs := rec.Holders
 		if len(hs) == 0 && rec.Owner != nil {
@@ -236,7 +246,7 @@ func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *pipeline.Stuc
 			copy(c.Comm[:15], rec.CreatorComm)
 		}
 	}
-	return s
+	return s, nil
 }
 
 // transition rebuilds a transition, its times through Clock.
@@ -318,6 +328,9 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 			return nil, err
 		}
 		span := timeline.Span{State: st, Unseen: sp.Unseen, Inferred: sp.Inferred}
+		if span.AgeSource, err = event.ParseAgeSource(sp.AgeSource); err != nil {
+			return nil, err
+		}
 		if !sp.TS.IsZero() {
 			span.Enter = Clock.Mono(sp.TS)
 		}
@@ -342,3 +355,59 @@ func value(p *uint64) uint64 {
 // time 1 at the start of 2000 (UTC), and the sinks convert back with it.
 // Times before 2000 are not replayed.
 var Clock = event.NewClock(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+
+// applyWalk replays the records of the periodic socket walk (progress,
+// pile, cleared) into the sink, filtered like stuck records.
+func (s *Summary) applyWalk(rec any, f Filter, sink pipeline.Sink) error {
+	var ts time.Time
+	var stName string
+	var ep *record.Endpoints
+	switch r := rec.(type) {
+	case *record.Progress:
+		ts, stName, ep = r.TS, r.State, &r.Endpoints
+	case *record.Pile:
+		ts, stName, ep = r.TS, r.State, &r.Endpoints
+	case *record.Cleared:
+		ts, stName, ep = r.TS, r.State, &r.Endpoints
+	}
+	st, err := event.ParseState(stName)
+	if err != nil {
+		return err
+	}
+	if ts.IsZero() || !f.keepTime(ts) || !f.keepPorts(ep.Sport, ep.Dport) || (f.stateFilter() && !f.States[st]) {
+		return nil
+	}
+	src, dst, fam, err := endpoints(ep)
+	if err != nil {
+		return err
+	}
+	s.seen(ts)
+	switch r := rec.(type) {
+	case *record.Progress:
+		as, err := event.ParseAgeSource(r.AgeSource)
+		if err != nil {
+			return err
+		}
+		sock := event.Socket{Cookie: r.Cookie, Netns: r.Netns, Family: fam, Src: src, Dst: dst, State: st,
+			BytesAcked: r.BytesAcked, BytesReceived: r.BytesReceived,
+			SRTTMicros: uint32(r.SRTTMicros), TotalRetrans: uint32(r.TotalRetrans)}
+		sock.PID, sock.Comm, sock.OwnerKnown = owner(r.Owner)
+		p := &pipeline.Progress{TS: ts, Sock: &sock, Age: r.AgeNs, StateAge: r.StateAgeNs, AtLeast: r.AgeAtLeast, Source: as}
+		if !r.Start.IsZero() {
+			p.Start = Clock.Mono(r.Start)
+		}
+		sink.Progress(p)
+	case *record.Pile:
+		as, err := event.ParseAgeSource(r.AgeSource)
+		if err != nil {
+			return err
+		}
+		sink.Pile(&pipeline.Pile{TS: ts, State: st, Netns: r.Netns, Family: fam, Dst: dst, Count: r.Count,
+			Oldest: r.OldestNs, Source: as, Limits: r.Limits})
+	case *record.Cleared:
+		c := &timeline.Conn{Cookie: r.Cookie, Netns: r.Netns, Family: fam, Src: src, Dst: dst}
+		c.PID, c.Comm, c.OwnerKnown = owner(r.Owner)
+		sink.Cleared(&pipeline.Cleared{TS: ts, State: st, Conn: c, Since: r.Since})
+	}
+	return nil
+}

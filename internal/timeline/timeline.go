@@ -25,6 +25,10 @@ type Span struct {
 	// SYN-ACK left (the kernel's handshake time), before the full socket
 	// existed.
 	Inferred bool
+	// AgeSource: the state began before tracing and Enter is the
+	// kernel's lower bound of its start, from this field (Dwell, too,
+	// is then a lower bound).
+	AgeSource event.AgeSource
 }
 
 // Ending is why and how a connection ended, and what the kernel counted.

@@ -482,3 +482,9 @@ func sorted(rows map[string]*HolderRow, k SortKey) []HolderRow {
 	})
 	return out
 }
+
+// Progress, Pile and Cleared: the live view shows the sockets of each
+// walk itself (Sockets); these records add nothing to it yet.
+func (m *Model) Progress(*pipeline.Progress) {}
+func (m *Model) Pile(*pipeline.Pile)         {}
+func (m *Model) Cleared(*pipeline.Cleared)   {}
