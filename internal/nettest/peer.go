@@ -49,14 +49,21 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	                            "child PID"; the child holds it for HOLD
 //	tfoclient ADDR HOLD         connect with TCP Fast Open (data in the
 //	                            SYN), hold HOLD, close
-//	leak ADDR N                 listen, accept N connections, never close
-//	                            them (CLOSE_WAIT leaks); runs until killed
+//	leak ADDR N [nokeepalive]   listen, accept N connections, never close
+//	                            them (CLOSE_WAIT leaks); runs until killed.
+//	                            nokeepalive: without Go's default TCP
+//	                            keepalive (whose answered probes refresh
+//	                            the socket's last-ACK time)
 //	talker ADDR                 listen, accept one connection, write 100
 //	                            bytes, read until EOF or error, close a
 //	                            second later, exit
 //	halfclose ADDR              connect, shutdown(SHUT_WR), wait for the
 //	                            server's bytes, close() without reading
 //	                            them (a reset from FIN_WAIT2)
+//	idleclose ADDR N IDLE       open N connections, write a byte on each,
+//	                            print "connected", stay idle IDLE, print
+//	                            "closing" and close them all (each peer
+//	                            gets data, then silence, then the FIN)
 //	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
 //	                            connections, print "accepted RPORT" for
 //	                            each, read to EOF and close; then exit
@@ -173,6 +180,32 @@ func peer(args []string) error {
 		fmt.Println("connected")
 		time.Sleep(hold)
 		os.Exit(0) // every socket closed by the kernel at exit, at once
+		return nil
+	case "idleclose":
+		var n int
+		fmt.Sscan(args[2], &n)
+		idle, err := time.ParseDuration(args[3])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		var conns []net.Conn
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("tcp", args[1])
+			if err != nil {
+				return err
+			}
+			if _, err := c.Write([]byte{1}); err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		fmt.Println("connected")
+		time.Sleep(idle)
+		fmt.Println("closing")
+		for _, c := range conns {
+			c.Close()
+		}
 		return nil
 	case "noaccept":
 		// listen(BACKLOG) and never accept: the accept queue fills.
@@ -306,6 +339,11 @@ func peer(args []string) error {
 			c, err := ln.Accept()
 			if err != nil {
 				return err
+			}
+			if len(args) > 3 && args[3] == "nokeepalive" {
+				if err := c.(*net.TCPConn).SetKeepAlive(false); err != nil {
+					return err
+				}
 			}
 			conns = append(conns, c)
 		}

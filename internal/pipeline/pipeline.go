@@ -27,6 +27,9 @@ type Source interface {
 	Holders(inodes map[uint64]bool) map[uint64][]Holder
 	// Now is the kernel's monotonic clock.
 	Now() event.Mono
+	// Sysctls reads the settings of the network namespace with inode
+	// netns, in that namespace.
+	Sysctls(netns uint32) (Sysctls, error)
 }
 
 // Observer is told what the pipeline counts, besides what it writes to
@@ -63,6 +66,11 @@ type Pipeline struct {
 	// DecodeErrs: bad records; StuckCount: stuck records written.
 	Records, Events, Conns, Open, DecodeErrs, StuckCount uint64
 	seeded                                               bool
+	// Walks of the kernel's sockets and their time (ns); progress
+	// records written and skipped by the cap.
+	Walks, WalkNs                  uint64
+	ProgressCount, ProgressSkipped uint64
+	walks                          walks
 
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck

@@ -193,3 +193,4 @@ func (fakeSource) HasWalker() bool                                      { return
 func (fakeSource) Walk() ([]byte, error)                                { return nil, nil }
 func (fakeSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (fakeSource) Now() event.Mono                                      { return 1 << 62 }
+func (fakeSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return pipeline.Sysctls{}, nil }

@@ -61,17 +61,12 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 	return t, nil
 }
 
-// WriteSockets writes what one walk found (the tracepoint mode has no
-// walker): the states tally and, per listener, its queues (a full accept
-// queue is otherwise silent on the server: the clients' SYNs are dropped
-// and they sit in SYN_SENT).
-func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) error {
-	if !r.src.HasWalker() {
-		return nil
-	}
-	t, err := r.take(walk, mono)
-	if err != nil || r.cfg.Emit&config.EmitStates == 0 {
-		return err
+// writeTally writes what one walk found: the states tally and, per
+// listener, its queues (a full accept queue is otherwise silent on the
+// server: the clients' SYNs are dropped and they sit in SYN_SENT).
+func (r *Pipeline) writeTally(t *tally, now time.Time) {
+	if r.cfg.Emit&config.EmitStates == 0 {
+		return
 	}
 	r.sink.States(now, &t.counts)
 	if r.socketSink != nil {
@@ -82,35 +77,20 @@ func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) err
 			r.sink.Listener(now, &t.listeners[i])
 		}
 	}
-	return nil
 }
 
-// CountSockets only updates the metrics' socket gauges from one walk.
-func (r *Pipeline) CountSockets(walk []byte, mono event.Mono) error {
+// WalkAndCount takes a fresh walk for the metrics alone (without
+// --walk-interval).
+func (r *Pipeline) WalkAndCount() error {
 	if !r.src.HasWalker() {
 		return nil
 	}
-	_, err := r.take(walk, mono)
+	walk, err := r.src.Walk()
+	if err != nil {
+		r.warn(err)
+	}
+	_, err = r.take(walk, r.src.Now())
 	return err
-}
-
-// WalkAndWrite takes a fresh walk and writes it; a namespace that cannot
-// be walked is a warning, not the end of the run.
-func (r *Pipeline) WalkAndWrite(now time.Time) error {
-	walk, err := r.src.Walk()
-	if err != nil {
-		r.warn(err)
-	}
-	return r.WriteSockets(walk, now, r.src.Now())
-}
-
-// WalkAndCount takes a fresh walk for the metrics alone.
-func (r *Pipeline) WalkAndCount() error {
-	walk, err := r.src.Walk()
-	if err != nil {
-		r.warn(err)
-	}
-	return r.CountSockets(walk, r.src.Now())
 }
 
 // listenerOwners fills in the owners the kernel side does not know (the

@@ -239,6 +239,39 @@ func (k kernelSource) Walk() ([]byte, error) {
 }
 func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
 
+// Sysctls reads a namespace's settings there, through the first path
+// that names it (/proc/PID/ns/net of a process in it, or /run/netns).
+func (k kernelSource) Sysctls(netns uint32) (pipeline.Sysctls, error) {
+	var sc pipeline.Sysctls
+	path := ""
+	for _, p := range sockowner.Netns("/proc", "/run/netns") {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil && st.Ino == uint64(netns) {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		return sc, fmt.Errorf("network namespace %d: no process or /run/netns name to read its settings through", netns)
+	}
+	v, err := probe.NetSysctls(path, []string{"core/somaxconn", "ipv4/tcp_max_syn_backlog", "ipv4/tcp_syncookies",
+		"ipv4/tcp_fin_timeout", "ipv4/tcp_tw_reuse", "ipv4/ip_local_port_range"})
+	if err != nil {
+		return sc, fmt.Errorf("reading the settings of network namespace %d: %w", netns, err)
+	}
+	one := func(name string, i int) uint32 {
+		if f := v[name]; len(f) > i {
+			return uint32(f[i])
+		}
+		return 0
+	}
+	sc.Somaxconn, sc.TCPMaxSynBacklog = one("core/somaxconn", 0), one("ipv4/tcp_max_syn_backlog", 0)
+	sc.TCPSyncookies, sc.TCPFinTimeout = one("ipv4/tcp_syncookies", 0), one("ipv4/tcp_fin_timeout", 0)
+	sc.TCPTwReuse = one("ipv4/tcp_tw_reuse", 0)
+	sc.PortLo, sc.PortHi = one("ipv4/ip_local_port_range", 0), one("ipv4/ip_local_port_range", 1)
+	return sc, nil
+}
+
 func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]pipeline.Holder {
 	out := map[uint64][]pipeline.Holder{}
 	for ino, hs := range sockowner.Holders("/proc", inodes) {
@@ -360,14 +393,12 @@ func (r *run) periodic(now time.Time) error {
 		if err := r.reportLost(now); err != nil {
 			return err
 		}
-		r.pl.CheckHalfOpen(now, r.lastHealth.SynAckLate)
 	}
 	// Each poll: closed connections past their hold, and a look at the
 	// oldest connection of each watched state.
 	r.pl.Tick(now)
-	if r.m != nil && r.cfg.Interval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
-		// No --interval: keep the socket gauges fresh without writing
-		// states records.
+	if r.m != nil && r.cfg.Interval == 0 && r.cfg.WalkInterval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
+		// No periodic walk: keep the socket gauges fresh.
 		r.lastGaugeAt = now
 		if err := r.pl.WalkAndCount(); err != nil {
 			return err
@@ -380,9 +411,11 @@ func (r *run) periodic(now time.Time) error {
 				return err
 			}
 		}
-		if err := r.pl.WalkAndWrite(now); err != nil {
-			return err
-		}
+	}
+	// The periodic walk of the kernel's sockets (pipeline/walk.go), with
+	// the states records at --interval.
+	if err := r.pl.WalkDue(now); err != nil {
+		return err
 	}
 	if now.Sub(r.lastFlushAt) < r.cfg.Flush {
 		return nil
@@ -492,6 +525,8 @@ func (r *run) finish(cause error) error {
 	ts := r.pl.TrackerStats()
 	st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
 	st.Stuck = r.pl.StuckCount
+	st.Walks, st.WalkNs = r.pl.Walks, r.pl.WalkNs
+	st.ProgressOn, st.Progress, st.ProgressSkipped = r.cfg.Progress > 0, r.pl.ProgressCount, r.pl.ProgressSkipped
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
 	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
