@@ -152,13 +152,10 @@ func peer(args []string) error {
 		wg.Wait()
 		return nil
 	case "hold":
-		var n int
-		fmt.Sscan(args[2], &n)
-		hold, err := time.ParseDuration(args[3])
+		n, hold, err := countAndDuration(args)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready 0 %d\n", os.Getpid())
 		conns := make([]net.Conn, 0, n)
 		// Rotating loopback source addresses: thousands of connections
 		// must not run out of one address's ephemeral ports.
@@ -182,13 +179,10 @@ func peer(args []string) error {
 		os.Exit(0) // every socket closed by the kernel at exit, at once
 		return nil
 	case "idleclose":
-		var n int
-		fmt.Sscan(args[2], &n)
-		idle, err := time.ParseDuration(args[3])
+		n, idle, err := countAndDuration(args)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready 0 %d\n", os.Getpid())
 		var conns []net.Conn
 		for i := 0; i < n; i++ {
 			c, err := net.Dial("tcp", args[1])
@@ -447,4 +441,20 @@ func Main(m interface{ Run() int }) {
 		PeerMain()
 	}
 	os.Exit(m.Run())
+}
+
+// countAndDuration reads a client role's N and DURATION (args[2], args[3])
+// and prints its ready line.
+func countAndDuration(args []string) (int, time.Duration, error) {
+	if len(args) < 4 {
+		return 0, 0, fmt.Errorf("want %s ADDR N DURATION", args[0])
+	}
+	var n int
+	fmt.Sscan(args[2], &n)
+	d, err := time.ParseDuration(args[3])
+	if err != nil {
+		return 0, 0, err
+	}
+	fmt.Printf("ready 0 %d\n", os.Getpid())
+	return n, d, nil
 }

@@ -86,6 +86,11 @@ func (r *Pipeline) WalkDue(now time.Time) error {
 func (r *Pipeline) WalkAndWrite(now time.Time) error { return r.walkNow(now, true) }
 
 func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
+	return r.useWalk(r.timedWalk(), now, r.src.Now(), writeStates)
+}
+
+// timedWalk walks the kernel's sockets, counting the walk and its time.
+func (r *Pipeline) timedWalk() []byte {
 	t0 := time.Now()
 	walk, err := r.src.Walk()
 	r.Walks++
@@ -93,7 +98,7 @@ func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
 	if err != nil {
 		r.warn(err)
 	}
-	return r.useWalk(walk, now, r.src.Now(), writeStates)
+	return walk
 }
 
 // WriteSockets hands one walk taken elsewhere (the probe's first, at
@@ -132,14 +137,7 @@ func (r *Pipeline) recentWalk() []byte {
 	if w.buf != nil && r.cfg.WalkInterval > 0 && time.Since(w.last) <= r.cfg.WalkInterval+time.Second {
 		return w.buf
 	}
-	t0 := time.Now()
-	walk, err := r.src.Walk()
-	r.Walks++
-	r.WalkNs += uint64(time.Since(t0))
-	if err != nil {
-		r.warn(err)
-	}
-	return walk
+	return r.timedWalk()
 }
 
 // episode is a pile that has been reported and not yet cleared.

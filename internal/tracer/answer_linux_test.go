@@ -14,6 +14,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
+	schema "github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 
 // The tests of the periodic socket walk's answers (issue 22 items 1, 6,
@@ -23,33 +24,25 @@ import (
 
 // answer is what these tests read of a record (docs/ndjson.md).
 type answer struct {
-	Type       string    `json:"type"`
-	TS         time.Time `json:"ts"`
-	State      string    `json:"state"`
-	Cookie     uint64    `json:"cookie"`
-	Sport      int       `json:"sport"`
-	Daddr      string    `json:"daddr"`
-	Dport      int       `json:"dport"`
-	PID        *int      `json:"pid"`
-	AgeNs      uint64    `json:"age_ns"`
-	StateAgeNs uint64    `json:"state_age_ns"`
-	AgeAtLeast bool      `json:"age_at_least"`
-	AgeSource  string    `json:"age_source"`
-	HalfOpen   uint64    `json:"half_open"`
-	Count      uint64    `json:"count"`
-	OldestNs   uint64    `json:"oldest_ns"`
-	Since      time.Time `json:"since"`
-	Open       bool      `json:"open"`
-	Limits     *struct {
-		ListenBacklog    *uint32 `json:"listen_backlog"`
-		Somaxconn        *uint32 `json:"somaxconn"`
-		TCPMaxSynBacklog *uint32 `json:"tcp_max_syn_backlog"`
-		TCPSyncookies    *uint32 `json:"tcp_syncookies"`
-		TCPFinTimeout    *uint32 `json:"tcp_fin_timeout"`
-		LocalPortRange   *[2]int `json:"ip_local_port_range"`
-		TCPTwReuse       *uint32 `json:"tcp_tw_reuse"`
-	} `json:"limits"`
-	States []struct {
+	Type       string         `json:"type"`
+	TS         time.Time      `json:"ts"`
+	State      string         `json:"state"`
+	Cookie     uint64         `json:"cookie"`
+	Sport      int            `json:"sport"`
+	Daddr      string         `json:"daddr"`
+	Dport      int            `json:"dport"`
+	PID        *int           `json:"pid"`
+	AgeNs      uint64         `json:"age_ns"`
+	StateAgeNs uint64         `json:"state_age_ns"`
+	AgeAtLeast bool           `json:"age_at_least"`
+	AgeSource  string         `json:"age_source"`
+	HalfOpen   uint64         `json:"half_open"`
+	Count      uint64         `json:"count"`
+	OldestNs   uint64         `json:"oldest_ns"`
+	Since      time.Time      `json:"since"`
+	Open       bool           `json:"open"`
+	Limits     *schema.Limits `json:"limits"`
+	States     []struct {
 		State     string    `json:"state"`
 		TS        time.Time `json:"ts"`
 		AgeSource string    `json:"age_source"`
@@ -272,7 +265,7 @@ func TestTimeWaitPileAgainstPortRange(t *testing.T) {
 		p.OldestNs == 0 || time.Duration(p.OldestNs) > p.TS.Sub(closed)+time.Second {
 		t.Errorf("pile record %+v, want 30 TIME_WAIT toward 127.0.0.1:7403", p)
 	}
-	if l := p.Limits; l == nil || l.LocalPortRange == nil || *l.LocalPortRange != [2]int{40000, 40039} ||
+	if l := p.Limits; l == nil || l.LocalPortRange == nil || *l.LocalPortRange != [2]uint32{40000, 40039} ||
 		l.TCPTwReuse == nil || *l.TCPTwReuse != 0 {
 		t.Errorf("pile limits %+v, want the namespace's range 40000-40039 and tcp_tw_reuse 0", l)
 	}
