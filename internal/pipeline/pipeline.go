@@ -66,9 +66,9 @@ type Pipeline struct {
 	// DecodeErrs: bad records; StuckCount: stuck records written.
 	Records, Events, Conns, Open, DecodeErrs, StuckCount uint64
 	seeded                                               bool
-	// Walks of the kernel's sockets and their time (ns); progress
-	// records written and skipped by the cap.
-	Walks, WalkNs                  uint64
+	// Walks of the kernel's sockets; progress records written and
+	// skipped by the cap.
+	Walks                          uint64
 	ProgressCount, ProgressSkipped uint64
 	walks                          walks
 

@@ -62,7 +62,8 @@ type Stats struct {
 	Runs             uint64
 	PrimaryRunTimeNs uint64
 	RunTimeNs        uint64
-	// Walks of the kernel's sockets and their total time (ns).
+	// Walks of the kernel's sockets, and the CPU time (ns) of all the
+	// socket walks (the walking threads', the kernel iterator included).
 	Walks, WalkNs uint64
 	// With --progress (ProgressOn): progress records written, and those
 	// the per-interval cap skipped.

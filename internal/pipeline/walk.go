@@ -23,11 +23,12 @@ import (
 
 // walks is the state of the periodic walk.
 type walks struct {
-	last      time.Time  // when the last walk was taken
-	buf       []byte     // its records
-	mono      event.Mono // its kernel time
-	firstMono event.Mono // the first walk's: sockets older are at least that old
-	statesAt  time.Time  // when states records were last written
+	last      time.Time     // when the last walk was taken
+	took      time.Duration // how long it and its use took (wall)
+	buf       []byte        // its records
+	mono      event.Mono    // its kernel time
+	firstMono event.Mono    // the first walk's: sockets older are at least that old
+	statesAt  time.Time     // when states records were last written
 	progress  progressWatch
 	piles     map[pileKey]*episode
 	sysctls   map[uint32]sysctlsRead
@@ -75,26 +76,42 @@ func (r *Pipeline) WalkDue(now time.Time) error {
 		return nil
 	}
 	states := r.cfg.Interval > 0 && now.Sub(r.walks.statesAt) >= r.cfg.Interval
-	if !states && (r.cfg.WalkInterval == 0 || now.Sub(r.walks.last) < r.cfg.WalkInterval) {
+	if !states && (r.cfg.WalkInterval == 0 || now.Sub(r.walks.last) < r.walkEvery()) {
 		return nil
 	}
 	return r.walkNow(now, states)
 }
+
+// walkEvery is the time between periodic walks: --walk-interval, or
+// longer when a walk costs more than walkBudget of it.
+func (r *Pipeline) walkEvery() time.Duration {
+	return max(r.cfg.WalkInterval, time.Duration(float64(r.walks.took)/walkBudget))
+}
+
+// walkBudget bounds the periodic walk's cost: the next walk waits at
+// least the last one's time divided by it, so walking takes at most this
+// share of one core. A walk's cost grows with the sockets on the host
+// (docs/performance.md): up to a few thousand it runs every
+// --walk-interval, on a host with 200,000 it is spaced out. Its wall
+// time stands for its CPU time (never less: a conservative spacing).
+const walkBudget = 0.02
 
 // WalkAndWrite takes a fresh walk and writes the states records; a
 // namespace that cannot be walked is a warning, not the end of the run.
 func (r *Pipeline) WalkAndWrite(now time.Time) error { return r.walkNow(now, true) }
 
 func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
-	return r.useWalk(r.timedWalk(), now, r.src.Now(), writeStates)
+	t0 := time.Now()
+	walk := r.timedWalk()
+	err := r.useWalk(walk, now, r.src.Now(), writeStates)
+	r.walks.took = time.Since(t0)
+	return err
 }
 
-// timedWalk walks the kernel's sockets, counting the walk and its time.
+// timedWalk walks the kernel's sockets, counting the walk.
 func (r *Pipeline) timedWalk() []byte {
-	t0 := time.Now()
 	walk, err := r.src.Walk()
 	r.Walks++
-	r.WalkNs += uint64(time.Since(t0))
 	if err != nil {
 		r.warn(err)
 	}
@@ -107,6 +124,7 @@ func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) err
 	if !r.src.HasWalker() {
 		return nil
 	}
+	r.Walks++
 	return r.useWalk(walk, now, mono, true)
 }
 
@@ -130,11 +148,11 @@ func (r *Pipeline) useWalk(walk []byte, now time.Time, mono event.Mono, writeSta
 	return nil
 }
 
-// recentWalk is the last walk when it is at most one --walk-interval old
+// recentWalk is the last periodic walk unless a newer one is overdue
 // (the stuck watch names holders from it); else a fresh one.
 func (r *Pipeline) recentWalk() []byte {
 	w := &r.walks
-	if w.buf != nil && r.cfg.WalkInterval > 0 && time.Since(w.last) <= r.cfg.WalkInterval+time.Second {
+	if w.buf != nil && r.cfg.WalkInterval > 0 && time.Since(w.last) <= r.walkEvery()+time.Second {
 		return w.buf
 	}
 	return r.timedWalk()

@@ -64,6 +64,7 @@ type Probe struct {
 	initial  []byte // the first socket walk's records
 	// walkWarning: namespaces the first walk could not enter.
 	walkWarning error
+	walkCPU     time.Duration // the walks' CPU time (WalkCPU)
 }
 
 // WalkWarning returns what the first socket walk could not do, if anything.

@@ -359,7 +359,7 @@ type Stats struct {
 	Rescued         uint64    `json:"rescued"`
 	StorageFail     uint64    `json:"storage_fail"`
 	Lost            uint64    `json:"lost"`
-	// Walks of the kernel's sockets, and their total time.
+	// Walks of the kernel's sockets, and the CPU time of all walks.
 	Walks  uint64 `json:"walks"`
 	WalkNs uint64 `json:"walk_ns"`
 	*BPFStats

@@ -5,6 +5,8 @@ package tracer
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -12,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 	schema "github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
@@ -50,6 +55,7 @@ type answer struct {
 	Progress        *uint64 `json:"progress"`
 	ProgressSkipped *uint64 `json:"progress_skipped"`
 	Walks           uint64  `json:"walks"`
+	WalkNs          uint64  `json:"walk_ns"`
 }
 
 // answers stops the tracer (every line checked against the schema) and
@@ -76,14 +82,14 @@ func answers(t *testing.T, tr *traced, types ...string) []answer {
 
 // ssLastack returns the kernel's `lastack` (ms since the last ACK was
 // received, what rcv_tstamp holds) of each socket `ss -ti` shows in the
-// namespace in state, by local port.
+// namespace in state, by peer port.
 func ssLastack(t *testing.T, ns *nettest.Netns, state string) map[int]time.Duration {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-Htin", "state", state).Output()
 	if err != nil {
 		t.Fatalf("ss: %v", err)
 	}
-	port := regexp.MustCompile(`^\s*\S+\s+\S+\s+\S+:(\d+)\s`)
+	port := regexp.MustCompile(`^\d+\s+\d+\s+\S+:\d+\s+\S+:(\d+)`)
 	lastack := regexp.MustCompile(`lastack:(\d+)`)
 	got := map[int]time.Duration{}
 	cur := -1
@@ -156,10 +162,10 @@ func TestOldCloseWaitLeakAgeFromKernel(t *testing.T) {
 		if !within(time.Duration(r.AgeNs), finAge, time.Second) {
 			t.Errorf("age %v, the FIN's true age then %v (test's clock)", time.Duration(r.AgeNs), finAge)
 		}
-		if la, ok := lastack[r.Dport]; ok {
-			if want := la + r.TS.Sub(ssAt); !within(time.Duration(r.AgeNs), want, time.Second) {
-				t.Errorf("age %v, ss -ti lastack says %v", time.Duration(r.AgeNs), want)
-			}
+		if la, ok := lastack[r.Dport]; !ok {
+			t.Errorf("ss -ti shows no lastack for the peer port %d: %v", r.Dport, lastack)
+		} else if want := la + r.TS.Sub(ssAt); !within(time.Duration(r.AgeNs), want, time.Second) {
+			t.Errorf("age %v, ss -ti lastack says %v", time.Duration(r.AgeNs), want)
 		}
 	}
 	if stuck != 3 {
@@ -317,5 +323,71 @@ func TestProgressOfIdleConnections(t *testing.T) {
 	}
 	if len(cookies) != 10 || len(perTS) < 4 {
 		t.Errorf("%d sockets reported in %d intervals, want all 10 within 4", len(cookies), len(perTS))
+	}
+}
+
+// The periodic walk's cost (docs/performance.md), measured when
+// TCPTRACE_WALK_COST=1: N idle loopback connections (2N sockets) held in
+// a namespace of the test's, a tracer with the default walk interval for
+// 15 s against one without periodic walks; the time per walk (the kernel
+// iterator and the read, stats walk_ns / walks) and the tracer process's
+// CPU (getrusage) in each run.
+func TestWalkCost(t *testing.T) {
+	if os.Getenv("TCPTRACE_WALK_COST") != "1" {
+		t.Skip("a measurement: set TCPTRACE_WALK_COST=1")
+	}
+	nettest.RequirePrivileges(t)
+	// A process may hold fewer than 20,000 files here: 10,000
+	// connections per pair of peers.
+	const chunk = 10000
+	for _, n := range []int{10000, 100000} {
+		ns := nettest.NewNetns(t)
+		var peers []*nettest.Peer
+		for i := 0; i < n/chunk; i++ {
+			addr := fmt.Sprintf("127.0.0.1:%d", 7410+i)
+			leak := ns.Start(t, "leak", addr, strconv.Itoa(chunk))
+			hold := ns.Start(t, "hold", addr, strconv.Itoa(chunk), "10m")
+			if l := hold.Line(); l != "connected" {
+				t.Fatalf("hold: %q", l)
+			}
+			if l := leak.Line(); l != "accepted" {
+				t.Fatalf("leak: %q", l)
+			}
+			peers = append(peers, leak, hold)
+		}
+		for _, run := range []struct {
+			every time.Duration
+			netns uint32
+		}{{0, ns.Inode}, {time.Second, ns.Inode}, {time.Second, 0}} {
+			every := run.every
+			cfg := config.Defaults()
+			cfg.KeepPrivileges = true
+			cfg.Netns = run.netns // --netns: only that namespace is walked
+			cfg.WalkInterval = every
+			var before, after unix.Rusage
+			tr := startTracer(t, cfg)
+			unix.Getrusage(unix.RUSAGE_SELF, &before)
+			t0 := time.Now()
+			time.Sleep(15 * time.Second)
+			unix.Getrusage(unix.RUSAGE_SELF, &after)
+			wall := time.Since(t0)
+			recs := answers(t, tr, "stats")
+			cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+			var walks, walkNs uint64
+			for _, r := range recs {
+				if r.Type == "stats" {
+					walks, walkNs = r.Walks, r.WalkNs
+				}
+			}
+			per := time.Duration(0)
+			if walks > 0 {
+				per = time.Duration(walkNs / walks)
+			}
+			t.Logf("%d connections (%d sockets in the namespace), --netns %d, walk every %v: %d walks, %v CPU a walk (the walking thread: kernel iterator and read); tracer process CPU %v in %v (%.2f %% of one core)",
+				n, 2*n+n/chunk, run.netns, every, walks, per, cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds())
+		}
+		for _, p := range peers {
+			p.Cmd.Process.Kill()
+		}
 	}
 }

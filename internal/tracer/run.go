@@ -140,7 +140,7 @@ func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink New
 	if r.m != nil {
 		observers = append(observers, r.m)
 	}
-	r.pl = pipeline.New(r.cfg, kernelSource{p}, sink, observers, r.warn)
+	r.pl = pipeline.New(r.cfg, kernelSource{p: p, netns: cfg.Netns}, sink, observers, r.warn)
 	where := "records to user space"
 	if cfg.Aggregate() {
 		where = "histograms aggregated in the kernel"
@@ -230,12 +230,34 @@ type run struct {
 }
 
 // kernelSource is the pipeline's view of the kernel: the probe's socket
-// walker and /proc.
-type kernelSource struct{ p *probe.Probe }
+// walker and /proc. With --netns only that namespace is walked: a TCP
+// iterator opened in any namespace visits the sockets of all that share
+// the host's hash table, so each namespace walked costs a pass over them
+// all (docs/performance.md).
+type kernelSource struct {
+	p     *probe.Probe
+	netns uint32 // 0: every namespace
+}
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
 func (k kernelSource) Walk() ([]byte, error) {
-	return k.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+	return k.p.Sockets(netnsPaths(k.netns))
+}
+
+// netnsPaths names the network namespaces in use, one path each; only
+// the one with inode only when only is not 0.
+func netnsPaths(only uint32) []string {
+	all := sockowner.Netns("/proc", "/run/netns")
+	if only == 0 {
+		return all
+	}
+	for _, p := range all {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil && st.Ino == uint64(only) {
+			return []string{p}
+		}
+	}
+	return nil
 }
 func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
 
@@ -243,18 +265,11 @@ func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
 // that names it (/proc/PID/ns/net of a process in it, or /run/netns).
 func (k kernelSource) Sysctls(netns uint32) (pipeline.Sysctls, error) {
 	var sc pipeline.Sysctls
-	path := ""
-	for _, p := range sockowner.Netns("/proc", "/run/netns") {
-		var st syscall.Stat_t
-		if syscall.Stat(p, &st) == nil && st.Ino == uint64(netns) {
-			path = p
-			break
-		}
-	}
-	if path == "" {
+	paths := netnsPaths(netns)
+	if len(paths) == 0 {
 		return sc, fmt.Errorf("network namespace %d: no process or /run/netns name to read its settings through", netns)
 	}
-	v, err := probe.NetSysctls(path, []string{"core/somaxconn", "ipv4/tcp_max_syn_backlog", "ipv4/tcp_syncookies",
+	v, err := probe.NetSysctls(paths[0], []string{"core/somaxconn", "ipv4/tcp_max_syn_backlog", "ipv4/tcp_syncookies",
 		"ipv4/tcp_fin_timeout", "ipv4/tcp_tw_reuse", "ipv4/ip_local_port_range"})
 	if err != nil {
 		return sc, fmt.Errorf("reading the settings of network namespace %d: %w", netns, err)
@@ -525,7 +540,7 @@ func (r *run) finish(cause error) error {
 	ts := r.pl.TrackerStats()
 	st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
 	st.Stuck = r.pl.StuckCount
-	st.Walks, st.WalkNs = r.pl.Walks, r.pl.WalkNs
+	st.Walks, st.WalkNs = r.pl.Walks, uint64(r.p.WalkCPU())
 	st.ProgressOn, st.Progress, st.ProgressSkipped = r.cfg.Progress > 0, r.pl.ProgressCount, r.pl.ProgressSkipped
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
