@@ -24,7 +24,7 @@ import (
 // walks is the state of the periodic walk.
 type walks struct {
 	last      time.Time     // when the last walk was taken
-	took      time.Duration // how long it and its use took (wall)
+	took      time.Duration // its CPU time (walkMeter), else its and its use's wall time
 	buf       []byte        // its records
 	mono      event.Mono    // its kernel time
 	firstMono event.Mono    // the first walk's: sockets older are at least that old
@@ -92,8 +92,9 @@ func (r *Pipeline) walkEvery() time.Duration {
 // least the last one's time divided by it, so walking takes at most this
 // share of one core. A walk's cost grows with the sockets on the host
 // (docs/performance.md): up to a few thousand it runs every
-// --walk-interval, on a host with 200,000 it is spaced out. Its wall
-// time stands for its CPU time (never less: a conservative spacing).
+// --walk-interval, on a host with 200,000 it is spaced out. The cost is
+// the walk's CPU time where the Source counts it (walkMeter: the
+// kernel's iterator and the read), else its wall time, never less.
 const walkBudget = 0.02
 
 // WalkAndWrite takes a fresh walk and writes the states records; a
@@ -102,10 +103,25 @@ func (r *Pipeline) WalkAndWrite(now time.Time) error { return r.walkNow(now, tru
 
 func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
 	t0 := time.Now()
+	meter, metered := r.src.(walkMeter)
+	var cpu0 time.Duration
+	if metered {
+		cpu0 = meter.WalkCPU()
+	}
 	walk := r.timedWalk()
 	err := r.useWalk(walk, now, r.src.Now(), writeStates)
-	r.walks.took = time.Since(t0)
+	if metered {
+		r.walks.took = meter.WalkCPU() - cpu0
+	} else {
+		r.walks.took = time.Since(t0)
+	}
 	return err
+}
+
+// walkMeter is a Source that counts the CPU time its walks take (the
+// kernel's: the walking threads' own time, iterator included).
+type walkMeter interface {
+	WalkCPU() time.Duration
 }
 
 // timedWalk walks the kernel's sockets, counting the walk.

@@ -240,6 +240,9 @@ type kernelSource struct {
 }
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
+
+// WalkCPU is the CPU time of the walks so far (pipeline's walk budget).
+func (k kernelSource) WalkCPU() time.Duration { return k.p.WalkCPU() }
 func (k kernelSource) Walk() ([]byte, error) {
 	return k.p.Sockets(netnsPaths(k.netns))
 }
