@@ -251,8 +251,8 @@ func (r *Pipeline) checkHalfOpen(now time.Time, walk []byte, mono event.Mono) {
 		if r.walks.piles[pk] != nil {
 			continue
 		}
-		l, ok := listeners[k]
-		if !ok { // the listener is gone or filtered: name the port
+		l, found := listeners[k]
+		if !found { // the listener is gone or filtered: name the port
 			l = event.Socket{Netns: k.netns, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), k.port), Family: event.IPv4}
 		}
 		c := timeline.Conn{Cookie: l.Cookie, Netns: l.Netns, Family: l.Family, Src: l.Src,
@@ -266,7 +266,7 @@ func (r *Pipeline) checkHalfOpen(now time.Time, walk []byte, mono event.Mono) {
 		if sc, ok := r.sysctlsOf(k.netns, now); ok {
 			st.Limits = &record.Limits{Somaxconn: &sc.Somaxconn, TCPMaxSynBacklog: &sc.TCPMaxSynBacklog,
 				TCPSyncookies: &sc.TCPSyncookies}
-			if ok && l.State == event.Listen {
+			if found {
 				st.Limits.ListenBacklog = &l.AcceptQueueMax
 			}
 		}
