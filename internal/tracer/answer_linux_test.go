@@ -189,6 +189,37 @@ func TestOldCloseWaitLeakAgeFromKernel(t *testing.T) {
 	}
 }
 
+// A connect that hangs, older than the tracer: its SYNs are dropped, and
+// 6 s later the tracer starts with a 3 s SYN_SENT limit. The stuck record
+// comes at once, aged from the first SYN (retrans_stamp, set by the first
+// retransmit), within a second of the test's clock.
+func TestOldSynSentAgeFromFirstSyn(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	dropIn(t, ns, "tcp dport 7406 tcp flags syn drop")
+	p := ns.Start(t, "connect", "127.0.0.1:7406", "20s")
+	syn := time.Now()
+	time.Sleep(6 * time.Second)
+	if n := ssCount(t, ns, "syn-sent"); n != 1 {
+		t.Fatalf("ss shows %d SYN-SENT, want 1", n)
+	}
+	tr := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.SynSent: 3 * time.Second}))
+	ready := time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	recs := answers(t, tr, "stuck")
+	if len(recs) != 1 {
+		t.Fatalf("%d stuck records, want 1: %+v", len(recs), recs)
+	}
+	r := recs[0]
+	if r.State != "SYN_SENT" || r.Dport != 7406 || r.Sport == 0 || !r.AgeAtLeast || r.AgeSource != "retrans_stamp" ||
+		r.PID == nil || *r.PID != p.PID {
+		t.Errorf("stuck record %+v, want SYN_SENT to 7406 by %d, from retrans_stamp", r, p.PID)
+	}
+	if r.TS.Sub(ready) > time.Second || !within(time.Duration(r.AgeNs), r.TS.Sub(syn), time.Second) {
+		t.Errorf("stuck record at %v after ready, age %v; the SYN's age then %v", r.TS.Sub(ready), time.Duration(r.AgeNs), r.TS.Sub(syn))
+	}
+}
+
 // A half-open pile older than the tracer (issue 22 item 6): five
 // handshakes whose final ACKs are dropped; the tracer starts 17 s later,
 // between the SYN-ACK retransmits at 15 s and 31 s, so none happens while
