@@ -60,10 +60,13 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	halfclose ADDR              connect, shutdown(SHUT_WR), wait for the
 //	                            server's bytes, close() without reading
 //	                            them (a reset from FIN_WAIT2)
-//	idleclose ADDR N IDLE       open N connections, write a byte on each,
+//	idleclose ADDR N IDLE [shutdown]
+//	                            open N connections, write a byte on each,
 //	                            print "connected", stay idle IDLE, print
 //	                            "closing" and close them all (each peer
-//	                            gets data, then silence, then the FIN)
+//	                            gets data, then silence, then the FIN);
+//	                            shutdown: shutdown(SHUT_WR) instead, and
+//	                            hold them (FIN_WAIT2) until killed
 //	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
 //	                            connections, print "accepted RPORT" for
 //	                            each, read to EOF and close; then exit
@@ -197,8 +200,16 @@ func peer(args []string) error {
 		fmt.Println("connected")
 		time.Sleep(idle)
 		fmt.Println("closing")
+		shut := len(args) > 4 && args[4] == "shutdown"
 		for _, c := range conns {
-			c.Close()
+			if shut {
+				c.(*net.TCPConn).CloseWrite()
+			} else {
+				c.Close()
+			}
+		}
+		if shut {
+			select {}
 		}
 		return nil
 	case "noaccept":

@@ -220,6 +220,56 @@ func TestOldSynSentAgeFromFirstSyn(t *testing.T) {
 	}
 }
 
+// A half-closed connection older than the tracer: the client shut its
+// side down 8 s before the tracer starts and holds the socket in
+// FIN_WAIT2; the server never closes (CLOSE_WAIT). With 5 s limits both
+// are stuck at once, aged from the ACK of the client's FIN and from the
+// FIN itself (rcv_tstamp on each side), and the FIN_WAIT2 record names
+// the namespace's tcp_fin_timeout, read there (set to 17 for the test).
+func TestOldFinWait2AgainstFinTimeout(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	if out, err := exec.Command("ip", "netns", "exec", ns.Name, "sysctl", "-w", "net.ipv4.tcp_fin_timeout=17").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v: %s", err, out)
+	}
+	leak := ns.Start(t, "leak", "127.0.0.1:7407", "1", "nokeepalive")
+	client := ns.Start(t, "idleclose", "127.0.0.1:7407", "1", "0s", "shutdown")
+	if l := client.Line(); l != "connected" {
+		t.Fatalf("idleclose: %q", l)
+	}
+	if l := client.Line(); l != "closing" {
+		t.Fatalf("idleclose: %q", l)
+	}
+	fin := time.Now()
+	time.Sleep(8 * time.Second)
+	if ssCount(t, ns, "fin-wait-2") != 1 || ssCount(t, ns, "close-wait") != 1 {
+		t.Fatal("ss does not show the FIN-WAIT-2 and CLOSE-WAIT pair")
+	}
+	tr := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.FinWait2: 5 * time.Second, event.CloseWait: 5 * time.Second}))
+	time.Sleep(1500 * time.Millisecond)
+	recs := answers(t, tr, "stuck")
+	var states []string
+	for _, r := range recs {
+		states = append(states, r.State)
+		if !r.AgeAtLeast || r.AgeSource != "rcv_tstamp" || !within(time.Duration(r.AgeNs), r.TS.Sub(fin), time.Second) {
+			t.Errorf("%s stuck record aged %v from %q, the FIN's age then %v", r.State, time.Duration(r.AgeNs), r.AgeSource, r.TS.Sub(fin))
+		}
+		switch r.State {
+		case "FIN_WAIT2":
+			if r.Limits == nil || r.Limits.TCPFinTimeout == nil || *r.Limits.TCPFinTimeout != 17 || r.PID == nil || *r.PID != client.PID {
+				t.Errorf("FIN_WAIT2 stuck record %+v, want tcp_fin_timeout 17 and the client %d", r, client.PID)
+			}
+		case "CLOSE_WAIT":
+			if r.PID == nil || *r.PID != leak.PID {
+				t.Errorf("CLOSE_WAIT stuck record %+v, want the server %d", r, leak.PID)
+			}
+		}
+	}
+	if slices.Sort(states); !slices.Equal(states, []string{"CLOSE_WAIT", "FIN_WAIT2"}) {
+		t.Errorf("stuck records in %v, want CLOSE_WAIT and FIN_WAIT2", states)
+	}
+}
+
 // A half-open pile older than the tracer (issue 22 item 6): five
 // handshakes whose final ACKs are dropped; the tracer starts 17 s later,
 // between the SYN-ACK retransmits at 15 s and 31 s, so none happens while
