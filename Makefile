@@ -11,7 +11,7 @@ CLANG   ?= clang-14
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build cross generate check-headers check-generate vmlinux test test-short test-vm lint bench bench-ratio soak clean
+.PHONY: all build cross generate check-headers check-generate vmlinux test test-otel test-short test-vm lint bench bench-ratio soak clean
 
 all: build
 
@@ -62,6 +62,16 @@ vmlinux:
 # every privilege skip into a failure.
 test:
 	$(GO) test -count=1 ./...
+
+# The OpenTelemetry Collector end to end (deploy/otelcol, a Go module of
+# its own, so the root's ./... does not enter it): builds the collector
+# and the tracer, then runs the shipped deploy/logging/otelcol.yaml against
+# the real tracer under traffic, with rotations and restarts. Root.
+# CGO_ENABLED=0 as the test builds the binaries, so that they reuse what
+# compiling the test compiled.
+test-otel:
+	cd deploy/otelcol && export CGO_ENABLED=0 && $(GO) vet ./... && \
+		$(GO) test -count=1 -timeout 10m -v -run TestCollectorShipsEveryRecord .
 
 # Root-free part only.
 test-short:

@@ -23,29 +23,60 @@ static __always_inline __u32 hist_index(__u64 v)
 	       (__u32)(v >> shift) - (1 << HIST_SUB_BITS);
 }
 
+/* The state's histogram (per CPU), 0 for a state out of range. */
+static __always_inline struct state_hist *state_hist_of(int state)
+{
+	__u32 key = state;
+	return bpf_map_lookup_elem(&dwell_hists, &key);
+}
+
+/* A stay of `state` ended and could not be timed, for reason `why`. */
+static __always_inline void count_untimed(int state, __u32 why)
+{
+	struct state_hist *h = state_hist_of(state);
+	if (h && why < UNTIMED_REASONS)
+		h->untimed[why]++;
+}
+
 /*
  * Count the completed stay in the kernel instead of sending a record. The
- * same rule as user space (event.Event.Stay, pinned by
- * TestKernelAggregationMatchesUserSpace): a known dwell; not CLOSE (where
- * sockets start and end); not a repeated set; not an accepted child's
- * birth (LISTEN->SYN_RECV: the child never was in LISTEN); an accepted
- * child's SYN_RECV is its handshake time.
+ * same rule as user space (event.Event.Stay and event.Event.Untimed,
+ * pinned by TestKernelAggregationMatchesUserSpace): a known dwell whose
+ * start was seen (not EV_GAP: then it is untimed, UNTIMED_GAP); not
+ * CLOSE (where sockets start and end); not a repeated set; not an
+ * accepted child's birth (LISTEN->SYN_RECV: the child never was in
+ * LISTEN); an accepted child's SYN_RECV is its handshake time
+ * (handshake_ns: HS_SYNCOOKIE for a SYN cookie's). A stay that ended
+ * without a time is counted as untimed, with `why` (enum untimed_reason)
+ * when the dwell is unknown.
  */
-static __always_inline void aggregate(struct counters *c, int old, int new,
-				      __u64 dwell, __u8 flags, __u64 handshake)
+static __always_inline void aggregate_why(struct counters *c, int old, int new,
+					  __u64 dwell, __u8 flags, __u64 handshake, __u32 why)
 {
 	c->aggregated++;
+	if (old == TCP_CLOSE || old == new || (old == TCP_LISTEN && new == TCP_SYN_RECV))
+		return; /* no stay ended */
 	if (flags & EV_HANDSHAKE) {
-		if (!handshake)
+		if (handshake == HS_SYNCOOKIE) {
+			count_untimed(old, UNTIMED_SYNCOOKIE);
 			return;
+		}
+		if (!handshake) {
+			count_untimed(old, UNTIMED_NO_START);
+			return;
+		}
 		dwell = handshake;
 		flags |= EV_DWELL_KNOWN;
 	}
-	if (!(flags & EV_DWELL_KNOWN) || old == TCP_CLOSE || old == new ||
-	    (old == TCP_LISTEN && new == TCP_SYN_RECV))
+	if (flags & EV_GAP) {
+		count_untimed(old, UNTIMED_GAP);
 		return;
-	__u32 key = old;
-	struct state_hist *h = bpf_map_lookup_elem(&dwell_hists, &key);
+	}
+	if (!(flags & EV_DWELL_KNOWN)) {
+		count_untimed(old, why);
+		return;
+	}
+	struct state_hist *h = state_hist_of(old);
 	if (!h)
 		return;
 	/* hist_index is < HIST_BUCKETS; the mask is for the verifier. */
@@ -57,6 +88,14 @@ static __always_inline void aggregate(struct counters *c, int old, int new,
 	h->count++;
 	h->sum += dwell;
 	h->buckets[i]++;
+}
+
+/* The record modes' aggregation (--emit histograms with --pid): an
+ * unknown dwell there is a socket without an entry. */
+static __always_inline void aggregate(struct counters *c, int old, int new,
+				      __u64 dwell, __u8 flags, __u64 handshake)
+{
+	aggregate_why(c, old, new, dwell, flags, handshake, UNTIMED_NO_START);
 }
 
 /*
@@ -127,9 +166,16 @@ static __always_inline void hist_start(const struct transition *t, struct hist_r
 		if (r->cookie) /* tp_btf, the slot left to the listener (above) */
 			return;
 		__u64 key = (__u64)t->sk;
-		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags };
+		struct hist_sock fresh = { .ts_ns = t->now, .flags = flags, .last = t->new };
 		bpf_map_update_elem(&hist_socks, &key, &fresh, BPF_ANY);
 		return;
+	}
+	/* A live socket's slot taken (both of the birth's slots held): that
+	 * socket's stay will end untimed. */
+	if (r->slot->cookie) {
+		struct state_hist *h = state_hist_of(r->slot->s.last);
+		if (h)
+			h->evicted++;
 	}
 	/* Cookie last: a reader on another CPU that finds the cookie reads
 	 * this socket's state (it checks the cookie again after reading). */
@@ -137,6 +183,7 @@ static __always_inline void hist_start(const struct transition *t, struct hist_r
 	asm volatile("" ::: "memory");
 	r->slot->s.ts_ns = t->now;
 	r->slot->s.flags = flags;
+	r->slot->s.last = t->new;
 	asm volatile("" ::: "memory");
 	r->slot->cookie = r->cookie;
 }
@@ -154,7 +201,12 @@ static __always_inline void hist_end(const struct transition *t, struct hist_ref
 
 /*
  * The histogram-only mode's path (--emit histograms without --pid): the
- * socket's entry time, the stay counted. No owner, no socket storage.
+ * socket's entry time, the stay counted. No owner, no socket storage, no
+ * backup program: a transition the kernel skips (recursion) is lost and
+ * counted there, and the socket's next transition, out of a state other
+ * than the one its entry holds, times nothing (UNTIMED_GAP, for the
+ * state whose end was missed and for the one whose start was): a stay is
+ * never measured across two states.
  */
 static __always_inline void handle_hist(const struct transition *t, struct tcp_sock *tp,
 					bool typed, struct counters *c)
@@ -162,11 +214,14 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 	int old = t->old, new = t->new;
 	__u64 dwell = 0;
 	__u8 flags = 0;
+	__u32 why = UNTIMED_NO_START;
 	struct hist_ref r;
 	hist_find(t, typed, &r);
 	__u32 si_flags = old == TCP_LISTEN && new == TCP_SYN_RECV ? SI_ACCEPTED : 0;
+	__u32 last = 0;
 	if (r.h) {
 		si_flags = r.h->flags;
+		last = r.h->last;
 		__u64 ts = r.h->ts_ns;
 		asm volatile("" ::: "memory");
 		if (r.slot && r.slot->cookie != r.cookie) {
@@ -175,10 +230,21 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 			r.h = 0;
 			r.slot = 0;
 			si_flags = 0;
+			last = 0;
+		} else if (last != old) {
+			/* Transitions missed since: the stay in `last` ended
+			 * unseen, and the one in `old` began unseen. */
+			why = UNTIMED_GAP;
+			if (last != TCP_CLOSE && last != TCP_LISTEN)
+				count_untimed(last, UNTIMED_GAP);
 		} else if (ts) {
 			dwell = t->now - ts;
 			flags |= EV_DWELL_KNOWN;
 		}
+	}
+	if (r.h && last && last != old) { /* continuity: see handle_state */
+		flags |= EV_GAP;
+		__sync_fetch_and_add(&c->gap_lost, unseen_between(last, old));
 	}
 	if (!r.h && old == TCP_SYN_RECV && new == TCP_ESTABLISHED && typed &&
 	    !t->sk->sk_socket) {
@@ -192,18 +258,20 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 	if (new == TCP_CLOSE) {
 		if (r.h)
 			hist_end(t, &r);
-	} else if (old != new) { /* a repeated set does not start a new stay */
-		if (r.h)
+	} else if (old != new || why == UNTIMED_GAP) { /* a repeated set does not start a new stay */
+		if (r.h) {
 			r.h->ts_ns = t->now;
-		else
+			r.h->last = new;
+		} else {
 			hist_start(t, &r, si_flags);
+		}
 	}
 	__u64 hs = 0;
 	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED && (si_flags & SI_ACCEPTED)) {
 		flags |= EV_HANDSHAKE;
 		hs = handshake_ns(t, tp, typed);
 	}
-	aggregate(c, old, new, dwell, flags, hs);
+	aggregate_why(c, old, new, dwell, flags, hs, why);
 }
 
 #endif /* TCPTRACE_HIST_H */

@@ -152,4 +152,24 @@ struct {
 	__type(value, __u64);
 } synack_first SEC(".maps");
 
+/*
+ * listen_socks: each listener's socket address and what the tracer
+ * counts on it (struct listen_sock), by its listening address (struct
+ * listen_key, as listeners). The socket address is what lets an
+ * accepted child's SYN_RECV->ESTABLISHED find the request it came from
+ * (the tail of the listener's accept queue) and tell a SYN cookie's
+ * handshake (record.h). Inserted at ->LISTEN and by walk_sockets' first
+ * walk, deleted at LISTEN->CLOSE. SO_REUSEPORT listeners share a key: the
+ * latest holds it, and the others' children are checked against it (and
+ * found not to match: their handshake is then unknown, never a cookie's
+ * offset). Full: a new listener is not tracked (same outcome).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct listen_key);
+	__type(value, struct listen_sock);
+} listen_socks SEC(".maps");
+
 #endif /* TCPTRACE_MAPS_H */

@@ -27,13 +27,93 @@ static __always_inline __u64 submit_flags(struct counters *c)
 }
 
 /*
+ * listen_socks (maps.h): a listener's address is noted at ->LISTEN (and
+ * by the first socket walk), forgotten at LISTEN->CLOSE.
+ */
+static __always_inline __u32 netns_of(const struct transition *t)
+{
+	struct sock *sk = t->sk; /* (t->sk inside BPF_CORE_READ would relocate against struct transition) */
+	return t->netns ? t->netns : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline void note_listener(const struct transition *t, bool typed)
+{
+	if (t->new != TCP_LISTEN && t->old != TCP_LISTEN)
+		return;
+	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV)
+		return; /* a child's birth */
+	struct listen_key k;
+	listen_key_of(&k, netns_of(t), t->family, t->sport, t->sk, typed, false);
+	if (t->new == TCP_LISTEN) {
+		struct listen_sock fresh = { .sk = (__u64)t->sk };
+		bpf_map_update_elem(&listen_socks, &k, &fresh, BPF_ANY);
+		return;
+	}
+	struct listen_sock *ls = bpf_map_lookup_elem(&listen_socks, &k);
+	if (ls && ls->sk == (__u64)t->sk)
+		bpf_map_delete_elem(&listen_socks, &k);
+}
+
+/* The listener an accepted socket's local end matches (exact address,
+ * then any), 0 when none is tracked. */
+static __always_inline struct listen_sock *listen_sock_of(const struct transition *t, bool typed)
+{
+	struct listen_key k;
+	__u32 netns = netns_of(t);
+	listen_key_of(&k, netns, t->family, t->sport, t->sk, typed, false);
+	struct listen_sock *ls = bpf_map_lookup_elem(&listen_socks, &k);
+	if (ls)
+		return ls;
+	listen_key_of(&k, netns, t->family, t->sport, t->sk, typed, true);
+	return bpf_map_lookup_elem(&listen_socks, &k);
+}
+
+/*
+ * Whether an accepted socket, at its SYN_RECV->ESTABLISHED, was made from
+ * a SYN cookie: 1 yes, 0 no, -1 cannot tell. Both paths that make a child
+ * (tcp_check_req for a request socket, cookie_v4_check / cookie_v6_check
+ * for a cookie) put a request on the listener's accept queue, pointing at
+ * the child, before the child's final-ACK processing moves it to
+ * ESTABLISHED; a cookie's request is built from the ACK with snt_synack
+ * 0, while a request socket's first SYN-ACK always set it. So the tail of
+ * the listener's accept queue, if it is this child's request, tells. Not
+ * the tail (another CPU queued a child meanwhile, or accept() already
+ * took it), or no tracked listener: cannot tell.
+ */
+static __always_inline int syncookie_child(const struct transition *t, bool typed,
+					   struct listen_sock **ls)
+{
+	*ls = listen_sock_of(t, typed);
+	if (!*ls)
+		return -1;
+	struct inet_connection_sock *l = (struct inet_connection_sock *)(*ls)->sk;
+	struct request_sock *req = BPF_CORE_READ(l, icsk_accept_queue.rskq_accept_tail);
+	struct sock *child = t->sk;
+	if (!req || BPF_CORE_READ(req, sk) != child)
+		return -1;
+	return BPF_CORE_READ((struct tcp_request_sock *)req, snt_synack) == 0;
+}
+
+/* handshake_ns of a handshake completed by a SYN cookie: unknown, and
+ * marked (struct event.syncookie, UNTIMED_SYNCOOKIE). */
+#define HS_SYNCOOKIE ((__u64)-1)
+
+/*
  * The server-side handshake of an accepted socket, read at its
  * SYN_RECV->ESTABLISHED: from the first SYN-ACK sent to the final ACK.
  * Without SYN-ACK retransmits that is the kernel's first RTT sample
- * (srtt_us, taken from the request's snt_synack); with them, the time
- * since the first SYN-ACK that remember_synack kept in synack_first.
- * Returns 0 when unknown. Addresses and ports are the child's: local =
- * server.
+ * (srtt_us), which tcp_check_req takes from the request's snt_synack, to
+ * the microsecond. A child made from a SYN cookie has no such time: its
+ * first sample comes from the final ACK's timestamp echo, in whole
+ * milliseconds, and the cookie's SYN-ACK carried a timestamp moved back
+ * by up to 63 ms to encode options; without timestamps it has none. So a
+ * sample that is not a whole number of milliseconds is the request's, and
+ * any other is checked against the accept queue (syncookie_child): a
+ * cookie's gives HS_SYNCOOKIE, one that cannot be checked 0 (unknown).
+ * With SYN-ACK retransmits (never on a cookie's child: it has no request
+ * socket to retransmit from), the time since the first SYN-ACK that
+ * remember_synack kept in synack_first. Returns 0 when unknown.
+ * Addresses and ports are the child's: local = server.
  */
 static __always_inline __u64 handshake_ns(const struct transition *t, struct tcp_sock *tp,
 					  bool typed)
@@ -41,10 +121,20 @@ static __always_inline __u64 handshake_ns(const struct transition *t, struct tcp
 	struct sock *sk = (struct sock *)tp;
 	if (!tp)
 		return 0;
-	if (!KREAD(typed, tp, total_retrans))
-		return (__u64)(KREAD(typed, tp, srtt_us) >> 3) * 1000;
+	if (!KREAD(typed, tp, total_retrans)) {
+		__u64 rtt_us = KREAD(typed, tp, srtt_us) >> 3;
+		if (rtt_us % 1000)
+			return rtt_us * 1000;
+		struct listen_sock *ls;
+		int cookie = syncookie_child(t, typed, &ls);
+		if (cookie > 0 && ls) {
+			__sync_fetch_and_add(&ls->syncookies, 1);
+			return HS_SYNCOOKIE;
+		}
+		return cookie == 0 ? rtt_us * 1000 : 0;
+	}
 	struct hs_key k = {};
-	k.netns = t->netns ? t->netns : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	k.netns = netns_of(t);
 	k.sport = t->sport;
 	k.dport = t->dport;
 	if (t->family == AF_INET) {
@@ -102,13 +192,18 @@ static __always_inline void fill_ending(struct event *e, int old, int new,
 	e->err = 0;
 	e->tw = TW_NONE;
 	e->kind = KIND_TRANSITION;
-	e->_pad2 = 0;
+	e->syncookie = 0;
+	__builtin_memset(e->_pad2, 0, sizeof(e->_pad2));
 	bool closing = new == TCP_CLOSE;
 	if (!tp || (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED)))
 		return;
 	struct sock *sk = (struct sock *)tp;
 	e->srtt_us = KREAD(typed, tp, srtt_us) >> 3;
 	e->total_retrans = KREAD(typed, tp, total_retrans);
+	if (old == TCP_SYN_SENT) /* its retransmits were all SYNs (trouble.h); a
+				  * retransmit event the kernel skipped, or one
+				  * a kernel before 6.11 did not report, too */
+		e->syn_retrans = e->total_retrans < 0xff ? e->total_retrans : 0xff;
 	if (!closing)
 		return;
 	*flags |= EV_CLOSE_INFO;
@@ -144,6 +239,27 @@ static __always_inline void fill_addrs(struct event *e, struct sock *sk, bool ty
 	}
 }
 
+/*
+ * The socket's namespace as an identity for the host's uptime: the
+ * kernel's net_cookie, set once when the namespace is made and never
+ * reused, where the inode (ns.inum) is (50 namespaces made in a row got 3
+ * distinct inodes). Read per record, not kept per socket: unlike ns.inum,
+ * whose cache line the namespace's reference count shares (a cross-CPU
+ * miss under churn), net_cookie sits among read-mostly fields. 0 where
+ * the kernel has no such field (before 5.9).
+ */
+static __always_inline __u64 netns_cookie_of(struct sock *sk, bool typed)
+{
+	if (!bpf_core_field_exists(struct net, net_cookie))
+		return 0;
+	if (typed)
+		return sk->__sk_common.skc_net.net->net_cookie;
+	__u64 v = 0;
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	bpf_core_read(&v, sizeof(v), &net->net_cookie);
+	return v;
+}
+
 /* Reserve, fill and submit one transition record. */
 static __always_inline void emit(struct counters *c, const struct transition *t,
 				 struct tcp_sock *tp, bool typed, const struct sock_info *si,
@@ -167,7 +283,11 @@ static __always_inline void emit(struct counters *c, const struct transition *t,
 	e->newstate = new;
 	fill_owner(e, si);
 	fill_ending(e, old, new, tp, typed, si, &flags);
-	e->handshake_us = hs / 1000;
+	e->syncookie = hs == HS_SYNCOOKIE;
+	e->handshake_us = hs == HS_SYNCOOKIE ? 0 : hs / 1000;
+	struct sock *sk = t->sk; /* a local: t's own type is not the kernel's (CO-RE) */
+	e->ifindex = KREAD(typed, sk, __sk_common.skc_bound_dev_if);
+	e->netns_cookie = netns_cookie_of(sk, typed);
 	e->flags = flags;
 	bpf_ringbuf_submit(e, submit_flags(c));
 }

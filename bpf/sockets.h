@@ -37,6 +37,50 @@ static __always_inline bool in_owner_syscall(int old, int new)
 }
 
 /*
+ * The fewest transitions the kernel reports between two states of one
+ * socket (tracepoint order: [from][to], kernel state numbers; 0 where
+ * from == to or a state never reported). A socket whose next transition
+ * leaves a state other than the last one it was seen entering made at
+ * least this many transitions unseen. Through CLOSE only as the kernel
+ * does it: a socket closed, then connect()ed or listen()ed again.
+ */
+static const __u8 unseen_path[13][13] = {
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+	{0, 0, 2, 3, 1, 2, 0, 1, 1, 2, 2, 2, 0}, /* from ESTABLISHED */
+	{0, 1, 0, 1, 2, 3, 0, 1, 2, 3, 2, 3, 0}, /* SYN_SENT */
+	{0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 2, 2, 0}, /* SYN_RECV */
+	{0, 3, 2, 3, 0, 1, 0, 1, 4, 5, 2, 1, 0}, /* FIN_WAIT1 */
+	{0, 3, 2, 3, 4, 0, 0, 1, 4, 5, 2, 5, 0}, /* FIN_WAIT2 */
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, /* TIME_WAIT: never a full socket's */
+	{0, 2, 1, 2, 3, 4, 0, 0, 3, 4, 1, 4, 0}, /* CLOSE */
+	{0, 3, 2, 3, 4, 5, 0, 1, 0, 1, 2, 5, 0}, /* CLOSE_WAIT */
+	{0, 3, 2, 3, 4, 5, 0, 1, 4, 0, 2, 5, 0}, /* LAST_ACK */
+	{0, 3, 2, 3, 4, 5, 0, 1, 4, 5, 0, 5, 0}, /* LISTEN */
+	{0, 3, 2, 3, 4, 5, 0, 1, 4, 5, 2, 0, 0}, /* CLOSING */
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+};
+
+/* The fewest transitions from a socket's birth (CLOSE->..., or an accepted
+ * child's LISTEN->SYN_RECV) to being in state s. */
+static const __u8 unseen_birth[13] = { 0, 2, 1, 1, 2, 3, 0, 0, 3, 4, 1, 3, 0 };
+
+/* Transitions a socket last seen entering `last` made unseen before one
+ * that leaves `old` (at least one when they differ). */
+static __always_inline __u32 unseen_between(__u32 last, __u32 old)
+{
+	if (last > 12 || old > 12 || !unseen_path[last][old])
+		return 1;
+	return unseen_path[last][old];
+}
+
+/* Transitions a socket first seen leaving `old` made unseen since its
+ * birth (0 when this transition is its birth). */
+static __always_inline __u32 unseen_since_birth(__u32 old)
+{
+	return old > 12 ? 1 : unseen_birth[old];
+}
+
+/*
  * The socket cookie. The classic tracepoint may not call the helper: it
  * reads the cookie if the socket has one, else the tracer assigns an id
  * (SYNTH_COOKIE_BASE set: below 2^53, clear of the kernel's counter).
@@ -117,6 +161,7 @@ static __always_inline void adopt_child(struct sock_info *si, struct sock *sk, b
 	si->syn_retrans = 0;
 	si->rst = 0;
 	si->flags = SI_ACCEPTED;
+	si->last = 0;
 	si->cookie = 0;
 	si->birth_ts = 0;
 	if (aggregate_only)
@@ -130,19 +175,49 @@ static __always_inline void adopt_child(struct sock_info *si, struct sock *sk, b
 		si->cookie = SYNTH_COOKIE_BASE | __sync_fetch_and_add(&next_synth_cookie, 1);
 }
 
-/* Insert a fresh entry for sk in sock_table and return it. */
+/*
+ * Insert a fresh entry for sk in sock_table and return it. An entry
+ * already there that is not SI_CLOSED belongs to an earlier socket at this
+ * address whose CLOSE was not seen (the kernel reused the struct sock):
+ * that CLOSE is counted lost (reused_lost), and the entry replaced. The
+ * check costs nothing unless the insert finds one.
+ */
 static __always_inline struct sock_info *new_entry(const struct transition *t,
-						   const struct sock_info *fresh)
+						   const struct sock_info *fresh,
+						   struct counters *c)
 {
 	__u64 key = (__u64)t->sk;
-	bpf_map_update_elem(&sock_table, &key, fresh, BPF_ANY);
+	if (bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) {
+		struct sock_info *old = bpf_map_lookup_elem(&sock_table, &key);
+		if (old && !(old->flags & SI_CLOSED))
+			__sync_fetch_and_add(&c->reused_lost, 1);
+		bpf_map_update_elem(&sock_table, &key, fresh, BPF_ANY);
+	}
 	return bpf_map_lookup_elem(&sock_table, &key);
+}
+
+/*
+ * Whether an entry found at this socket's address is this socket's: its
+ * cookie on tp_btf (0 while an accepted child's is pending, 6.1, or in
+ * the aggregate mode, which keeps none: then the address decides); the
+ * ports on the fallback, which has no cookie helper (a reused struct sock
+ * almost always serves another port pair; when it does not, the state
+ * continuity check in handle_state still sees the gap).
+ */
+static __always_inline bool same_socket(const struct sock_info *si, const struct transition *t,
+					bool typed)
+{
+	if (typed)
+		return !si->cookie || si->cookie == bpf_get_socket_cookie(t->sk);
+	if (si->id_dport && t->dport && si->id_dport != t->dport)
+		return false;
+	return !si->id_sport || !t->sport || si->id_sport == t->sport;
 }
 
 /* An accepted child's entry: cloned from a SO_REUSEPORT listener's
  * storage, or a fresh one with the owner from the listener table. */
 static __always_inline struct sock_info *child_entry(const struct transition *t, bool typed,
-						     __u8 *flags)
+						     __u8 *flags, struct counters *c)
 {
 	*flags |= EV_BIRTH | EV_INHERITED;
 	if (typed) {
@@ -163,20 +238,23 @@ static __always_inline struct sock_info *child_entry(const struct transition *t,
 		*flags &= ~EV_INHERITED;
 	}
 	adopt_child(&fresh, t->sk, typed, listener_cookie, t->now);
-	return new_entry(t, &fresh);
+	return new_entry(t, &fresh, c);
 }
 
 /*
  * Find or create the socket's entry. A birth always starts a fresh one;
- * an entry left by a closed socket at the same address (SI_CLOSED) is not
- * this socket's. A SO_REUSEPORT listener (tp_btf) gets socket storage, so
- * that its children are cloned with its owner.
+ * an entry left by a closed socket at the same address (SI_CLOSED), or
+ * one whose identity is another socket's (same_socket), is not this
+ * socket's. A SO_REUSEPORT listener (tp_btf) gets socket storage, so
+ * that its children are cloned with its owner. *missing: a socket first
+ * seen mid-life (its birth not seen, its entry evicted, or the entry
+ * found was another socket's).
  */
 static __always_inline struct sock_info *sock_entry(const struct transition *t, bool typed,
-						    __u8 *flags, bool *missing)
+						    __u8 *flags, bool *missing, struct counters *c)
 {
 	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV)
-		return child_entry(t, typed, flags);
+		return child_entry(t, typed, flags, c);
 	__u64 key = (__u64)t->sk;
 	if (typed) {
 		/* Storage exists only on SO_REUSEPORT listeners and their
@@ -193,16 +271,16 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 		}
 	}
 	struct sock_info *si = t->old == TCP_CLOSE ? 0 : bpf_map_lookup_elem(&sock_table, &key);
-	if (si && !(si->flags & SI_CLOSED))
+	if (si && !(si->flags & SI_CLOSED) && same_socket(si, t, typed))
 		return si;
 	struct sock_info fresh = {};
 	if (t->old == TCP_CLOSE)
 		*flags |= EV_BIRTH;
 	else
-		*missing = true; /* evicted from a full table, or never seen */
+		*missing = true; /* evicted from a full table, never seen, or reused */
 	if (!aggregate_only)
 		fresh.cookie = sock_cookie(t->sk, typed);
-	return new_entry(t, &fresh);
+	return new_entry(t, &fresh, c);
 }
 
 /* A flag of sk_flags (enum sock_flags), read the way typed allows. */
@@ -285,6 +363,21 @@ static __always_inline struct sock_info *find_entry(struct sock *sk, bool typed)
 }
 
 /*
+ * Continuity: a socket leaves the state it was last seen entering, else
+ * transitions in between were not seen. Counts the fewest possible in
+ * gap_lost and returns EV_GAP: the stay since the last transition seen
+ * spans the unseen states, so it is no stay of old's.
+ */
+static __always_inline __u8 check_continuity(const struct sock_info *si, int old,
+					     struct counters *c)
+{
+	if (!si->last || si->last == old)
+		return 0;
+	__sync_fetch_and_add(&c->gap_lost, unseen_between(si->last, old));
+	return EV_GAP;
+}
+
+/*
  * Advance a socket's entry to this transition: dwell in the old state (so
  * far, for a repeated set), new entry time, owner if this is the owner's
  * own syscall. Returns EV_*.
@@ -302,6 +395,7 @@ static __always_inline __u8 advance(struct sock_info *si, int old, int new, __u6
 	 * the next transition's dwell covers the whole time in the state. */
 	if (old != new)
 		si->ts_ns = now;
+	si->last = new;
 	if (!si->pid && in_owner_syscall(old, new)) {
 		si->pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(si->comm, sizeof(si->comm));

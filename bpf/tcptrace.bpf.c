@@ -12,6 +12,9 @@
  *   trouble.h  retransmits and resets
  *   walker.h   the socket walker (iter/tcp)
  *
+ * Test hooks (syscall programs, never attached): hist_index_test,
+ * hist_stay_test, retrans_count_test.
+ *
  * Entry points:
  *   on_state         tp_btf/inet_sock_set_state, the primary program.
  *   on_state_backup  the same hook, a second program that records only the
@@ -65,6 +68,7 @@ const enum event_flags *unused_flags __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum event_rst *unused_rst __attribute__((unused));
 const enum event_tw *unused_tw __attribute__((unused));
+const enum untimed_reason *unused_untimed __attribute__((unused));
 
 /* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
  * stay exact in any JSON reader that uses doubles (below 2^53) and clear
@@ -108,7 +112,7 @@ static __always_inline void deliver(struct counters *c, const struct transition 
 			     TCP_SYN_RECV, EV_BIRTH | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
 		si->birth_ts = 0;
 	}
-	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || dwell < min_dwell_ns)) {
+	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || (flags & EV_GAP) || dwell < min_dwell_ns)) {
 		c->filtered++;
 		return;
 	}
@@ -128,6 +132,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 		c->filtered++;
 		return;
 	}
+	note_listener(t, typed); /* record.h: listen_socks */
 	if (HIST_ONLY) {
 		if (quiet)
 			c->filtered++;
@@ -138,14 +143,23 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 	__u64 dwell = 0;
 	__u8 flags = 0;
 	bool missing = false;
-	struct sock_info *si = sock_entry(t, typed, &flags, &missing);
+	struct sock_info *si = sock_entry(t, typed, &flags, &missing, c);
 	if (missing || !si)
 		__sync_fetch_and_add(&c->storage_fail, 1);
+	if (missing) /* the transitions since its birth were not seen */
+		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
 	if (si) {
 		/* A child's cookie is settled at its birth (child_entry); one
 		 * still 0 after it is taken now (6.1: see adopt_child). */
 		if (!si->cookie && !aggregate_only && !(t->old == TCP_LISTEN && t->new == TCP_SYN_RECV))
 			si->cookie = sock_cookie(t->sk, typed);
+		if (!typed) { /* the fallback's identity (same_socket) */
+			if (!si->id_sport)
+				si->id_sport = t->sport;
+			if (!si->id_dport)
+				si->id_dport = t->dport;
+		}
+		flags |= check_continuity(si, t->old, c);
 		flags |= advance(si, t->old, t->new, t->now, &dwell);
 	}
 	if (quiet || (filter_pid && (!si || si->pid != filter_pid)))
@@ -241,7 +255,11 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	 * (6.11); before it, reading a third argument would not load. */
 	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
 		err = (int)ctx[2];
-	count_retransmit(find_entry((struct sock *)sk, true), sk->__sk_common.skc_state, err);
+	struct sock_info *si = find_entry((struct sock *)sk, true);
+	int state = sk->__sk_common.skc_state;
+	if (si)
+		count_retransmit(si, state, err,
+				 state == TCP_SYN_SENT ? total_retrans_of((struct sock *)sk, true) : 0);
 	return 0;
 }
 
@@ -301,7 +319,11 @@ int on_retransmit_tp(struct tcp_skb_tp_ctx *ctx)
 	struct trace_event_raw_tcp_retransmit_skb *rec = (void *)ctx;
 	if (bpf_core_field_exists(rec->err)) /* 6.11 on; see on_retransmit */
 		err = rec->err;
-	count_retransmit(find_entry((struct sock *)ctx->skaddr, false), ctx->state, err);
+	struct sock_info *si = find_entry((struct sock *)ctx->skaddr, false);
+	if (si)
+		count_retransmit(si, ctx->state, err,
+				 ctx->state == TCP_SYN_SENT ?
+					 total_retrans_of((struct sock *)ctx->skaddr, false) : 0);
 	return 0;
 }
 
@@ -349,9 +371,41 @@ int hist_index_test(struct hist_index_args *args)
 	return 0;
 }
 
+/*
+ * The histogram-only mode's stay rule on one socket (the fallback's
+ * table, keyed by the socket's address, here a made-up one): n
+ * transitions at the given times, into dwell_hists.
+ */
+struct hist_stay_test_args {
+	__u64 now[8];
+	__s32 old[8];
+	__s32 new[8];
+	__u32 n;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int hist_stay_test(struct hist_stay_test_args *args)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (!c)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= args->n)
+			break;
+		struct transition t = { .sk = (struct sock *)0x1000, .netns = 1, .family = AF_INET,
+					.now = args->now[i], .old = args->old[i], .new = args->new[i] };
+		handle_hist(&t, 0, false, c);
+	}
+	return 0;
+}
+
 struct retrans_test_args {
 	__s32 state[8];
 	__s32 err[8];
+	__u32 total_retrans[8]; /* the socket's total_retrans after each call */
 	__u32 n;
 	__u32 retrans;
 	__u32 syn_retrans;
@@ -365,8 +419,45 @@ int retrans_count_test(struct retrans_test_args *args)
 #pragma unroll
 	for (int i = 0; i < 8; i++)
 		if (i < args->n)
-			count_retransmit(&si, args->state[i], args->err[i]);
+			count_retransmit(&si, args->state[i], args->err[i], args->total_retrans[i]);
 	args->retrans = si.retrans;
 	args->syn_retrans = si.syn_retrans;
+	return 0;
+}
+
+/* The entry's rules: continuity (a gap and how many transitions it hides)
+ * and the fallback's identity check, on entries built here. */
+struct entry_test_case {
+	__u32 last;   /* sock_info.last */
+	__u32 old;    /* the next transition's old state */
+	__u16 id_sport, id_dport, sport, dport; /* the entry's ports, the transition's */
+	__u32 flags;  /* out: EV_GAP or 0 */
+	__u32 unseen; /* out: transitions counted lost */
+	__u32 same;   /* out: same_socket on the fallback */
+	__u32 _pad;
+};
+
+struct entry_test_args {
+	struct entry_test_case c[8];
+	__u32 n;
+	__u32 _pad;
+};
+
+SEC("syscall")
+int entry_rules_test(struct entry_test_args *args)
+{
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		if (i >= args->n)
+			break;
+		struct entry_test_case *tc = &args->c[i];
+		struct counters c = {};
+		struct sock_info si = { .last = tc->last, .id_sport = tc->id_sport,
+					.id_dport = tc->id_dport };
+		struct transition t = { .old = tc->old, .sport = tc->sport, .dport = tc->dport };
+		tc->flags = check_continuity(&si, tc->old, &c);
+		tc->unseen = c.gap_lost;
+		tc->same = same_socket(&si, &t, false);
+	}
 	return 0;
 }

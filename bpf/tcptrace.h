@@ -20,7 +20,9 @@ enum event_flags {
 	EV_OWNER_KNOWN  = 0x02, /* pid/comm are the socket's owner */
 	EV_BIRTH        = 0x04, /* first transition of a socket born while tracing */
 	EV_INHERITED    = 0x08, /* owner came from the listener (accepted child) */
-	/* 0x10: unused (the backup program's rescues are counted in struct counters) */
+	EV_GAP          = 0x10, /* the transition into oldstate was not seen (lost): dwell_ns
+				 * runs from the last transition seen, across the unseen
+				 * state(s), so it is no stay of oldstate's */
 	EV_COOKIE_SYNTH = 0x20, /* tracepoint fallback: cookie assigned by the tracer */
 	EV_CLOSE_INFO   = 0x40, /* the close fields (bytes, srtt, err, tw) are filled */
 	EV_HANDSHAKE    = 0x80, /* SYN_RECV->ESTABLISHED of an accepted socket: its SYN_RECV
@@ -62,8 +64,8 @@ enum age_source {
 
 /*
  * One TCP state transition, as the kernel reported it. u64 fields first,
- * then the 16-byte address arrays, then the small fields; 128 bytes, no
- * implicit padding.
+ * then the 16-byte address arrays, then the small fields; 144 bytes, no
+ * implicit padding (netns_cookie came later, at the end).
  */
 struct event {
 	__u64 ts_ns;    /* bpf_ktime_get_ns() at the transition (CLOCK_MONOTONIC) */
@@ -101,7 +103,15 @@ struct event {
 	 * handshake, first SYN-ACK sent to final ACK (see handshake_ns);
 	 * 0 when unknown or on other transitions. */
 	__u32 handshake_us;
-	__u32 _pad2;
+	__u32 ifindex;       /* sk_bound_dev_if: the interface the socket is bound to (the
+			      * scope of an IPv6 link-local address, SO_BINDTODEVICE), in
+			      * its namespace; 0: none. ss shows it as %ifname */
+	__u64 netns_cookie;  /* the namespace's net_cookie: unique for the host's uptime, where
+			      * the inode (netns) is reused; 0: unknown (see netns_cookie_of) */
+	__u8 syncookie; /* 1 at SYN_RECV->ESTABLISHED: the handshake was completed by
+			 * a SYN cookie (handshake_us is then 0: the kernel kept no
+			 * time of its SYN-ACK) */
+	__u8 _pad2[7];
 };
 
 /*
@@ -118,6 +128,13 @@ struct counters {
 	__u64 submitted;     /* records submitted to the ring (and paces its fill checks) */
 	__u64 synack_late;   /* SYN-ACKs retransmitted for a handshake older than the
 			      * SYN_RECV stuck limit (half-open pile-up) */
+	__u64 gap_lost;      /* transitions inferred lost from a socket's states: the
+			      * fewest the kernel must have made between the last state
+			      * seen and the old state of the next transition seen (or,
+			      * for a socket first seen mid-life, since its birth) */
+	__u64 reused_lost;   /* entries found for another socket (the kernel reused the
+			      * struct sock after a CLOSE that was not seen): one
+			      * transition, that CLOSE, inferred lost for each */
 };
 
 /*
@@ -132,11 +149,31 @@ struct counters {
 #define HIST_SLOTS 2048   /* allocated: a power of two, so a mask bounds the index */
 #define NUM_STATES 13
 
+/*
+ * Why a stay that ended could not be timed (struct state_hist.untimed):
+ * the same rule as event.Event.Untimed in user space.
+ */
+enum untimed_reason {
+	UNTIMED_NO_START  = 0, /* the socket had no entry when it left the state: older
+				* than the tracer, or evicted from the full table
+				* (--max-conns); for an accepted socket's handshake: the
+				* first SYN-ACK's time is unknown */
+	UNTIMED_GAP       = 1, /* the stay's start or end was not seen (a transition
+				* skipped by the kernel, or filtered): its time would
+				* cover two states */
+	UNTIMED_SYNCOOKIE = 2, /* a handshake completed by a SYN cookie: the kernel kept
+				* no time of its SYN-ACK */
+	UNTIMED_REASONS   = 3,
+};
+
 struct state_hist {
 	__u64 count;
 	__u64 sum;
 	__u64 min; /* valid when count > 0 */
 	__u64 max;
+	__u64 untimed[UNTIMED_REASONS]; /* stays that ended untimed, by enum untimed_reason */
+	__u64 evicted; /* histogram-only mode: sockets in this state evicted from the full
+			* slot table; their stay ends untimed (UNTIMED_NO_START) */
 	__u64 buckets[HIST_SLOTS];
 };
 
@@ -154,7 +191,13 @@ struct sock_info {
 	__u8 syn_retrans;
 	__u8 rst;
 	__u8 flags;        /* SI_* */
-	__u8 _pad[7];
+	__u8 last;         /* the state the last transition seen entered; 0: unknown */
+	__u8 _pad;
+	__u8 walked;       /* walk_gen of the last socket walk that found the socket */
+	/* The classic tracepoint fallback's identity check (it has no cookie
+	 * helper): the socket's ports, 0 until known. */
+	__u16 id_sport;
+	__u16 id_dport;
 	char comm[16];
 	/* An accepted child's LISTEN->SYN_RECV, not sent yet (0: none): the
 	 * child's cookie is not its own until after that transition on some
@@ -187,13 +230,24 @@ struct sock_snap {
 	__u32 ack_backlog;
 	__u32 max_ack_backlog;
 	__u32 retrans;
-	__u32 _pad2;
+	__u32 ifindex; /* as struct event */
 	/* Request (NEW_SYN_RECV) sockets: when their first SYN-ACK left
 	 * (CLOCK_MONOTONIC ns); 0 for other sockets. */
 	__u64 synack_ns;
 	/* Full sockets: the inode of the socket file (0: none, e.g. an
 	 * accepted socket not yet accept()ed): who holds it, from /proc. */
 	__u64 ino;
+	/* Listeners only: the kernel's drop count on the socket (sk_drops,
+	 * what `ss -m` shows as d: SYNs and final ACKs dropped at a full
+	 * queue, since listen()); connections accepted through a SYN cookie
+	 * (counted by the tracer); and the kernel's time of the listener's
+	 * latest SYN cookie (jiffies, 32 bits; 0: none yet), which moves at
+	 * most once a second while it sends them. */
+	__u32 drops;
+	__u32 syncookies;
+	__u32 syncookie_stamp;
+	__u32 _pad3;
+	__u64 netns_cookie; /* as struct event */
 	/* Full sockets: the kernel's figures now, for progress records. */
 	__u64 bytes_acked;
 	__u64 bytes_received;
@@ -204,7 +258,7 @@ struct sock_snap {
 	__u32 srtt_us;
 	__u32 total_retrans;
 	__u8 age_src;
-	__u8 _pad3[7];
+	__u8 _pad4[7];
 };
 
 /* A listening address: namespace, family, port, address (zero: any). */
@@ -214,6 +268,13 @@ struct listen_key {
 	__u8 family;
 	__u8 _pad;
 	__u8 addr[16];
+};
+
+/* A listener's socket (its address, to read it from an accepted child's
+ * path) and what the tracer counted on it. */
+struct listen_sock {
+	__u64 sk;
+	__u64 syncookies; /* connections it accepted through a SYN cookie */
 };
 
 /* Who owns a listener; ambiguous: two owners on one key. */
@@ -242,7 +303,9 @@ struct transition {
 struct hist_sock {
 	__u64 ts_ns;
 	__u32 flags; /* SI_* */
-	__u32 _pad;
+	__u8 last;   /* the state entered at ts_ns (as sock_info.last): a transition
+		      * out of another one means transitions were missed in between */
+	__u8 _pad[3];
 };
 
 /* A slot of hist_slots: the socket it belongs to (cookie, 0: free) and its

@@ -9,21 +9,50 @@
 #define TCPTRACE_TROUBLE_H
 
 /*
- * err: the tracepoint's result of the retransmission (kernels from 6.11
- * report it; 0 before): a retransmission the queue below TCP refused
- * (-EBUSY, ...) sent nothing and is not counted, as the kernel's own
- * total_retrans does not count it.
+ * A retransmission, counted as the kernel counts it in total_retrans
+ * (what `ss -ti` shows as retrans:N/TOTAL). The kernel adds to
+ * total_retrans once __tcp_retransmit_skb has built the segment, before
+ * handing it to IP: a retransmission that a local firewall or qdisc then
+ * drops still counts. Before that point it can give up and send nothing
+ * (the original still in the host queue, -EBUSY; the window, -EAGAIN; no
+ * memory to split or unclone, -ENOMEM; a segment already acked, -EINVAL),
+ * and does not count it. err: the tracepoint's result (kernels from 6.11
+ * report every attempt with it; before, only those sent, err 0).
+ *
+ * SYN_SENT: a SYN sends one segment, so the SYN retransmits are the
+ * socket's total_retrans itself, read here (exact by construction, also
+ * on kernels that do not report failed attempts: the next reported one
+ * carries the count). Elsewhere: one per attempt the kernel counted.
  */
-static __always_inline void count_retransmit(struct sock_info *si, int state, int err)
+#define EBUSY 16
+#define EAGAIN 11
+#define ENOMEM 12
+#define EINVAL 22
+static __always_inline bool retransmit_counted(int err)
 {
-	if (!si || err)
+	return err != -EBUSY && err != -EAGAIN && err != -ENOMEM && err != -EINVAL;
+}
+
+static __always_inline void count_retransmit(struct sock_info *si, int state, int err,
+					     __u32 total_retrans)
+{
+	if (!si)
 		return;
 	if (state == TCP_SYN_SENT) {
-		if (si->syn_retrans < 0xff)
-			si->syn_retrans++;
-	} else if (si->retrans < 0xffff) {
+		si->syn_retrans = total_retrans < 0xff ? total_retrans : 0xff;
+	} else if (retransmit_counted(err) && si->retrans < 0xffff) {
 		si->retrans++;
 	}
+}
+
+/* tcp_sock.total_retrans of a full socket (0 for a mini socket). */
+static __always_inline __u32 total_retrans_of(struct sock *sk, bool typed)
+{
+	if (typed) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		return tp ? tp->total_retrans : 0;
+	}
+	return BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
 }
 
 /*

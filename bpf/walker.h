@@ -15,6 +15,10 @@ const enum age_source *unused_age_source __attribute__((unused));
 
 /* 1 on the first walk: create entries and seed owners; later walks only read. */
 volatile __u8 iter_seed = 1;
+/* Set by user space before a walk that marks the entries of the sockets it
+ * finds (sock_info.walked): an entry left unmarked belongs to a socket
+ * that is gone, whose CLOSE was not seen. */
+volatile __u8 walk_gen = 0;
 
 /* The kernel's HZ (jiffies per second), found by the loader from the
  * kernel's config or measured (internal/probe KernelHZ): socket
@@ -109,6 +113,8 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 			s->state = tw->tw_sk.tw_substate;
 	}
 	s->netns = skc->skc_net.net->ns.inum;
+	s->netns_cookie = netns_cookie_of((struct sock *)skc, true);
+	s->ifindex = skc->skc_bound_dev_if;
 	s->sport = skc->skc_num;
 	s->dport = bpf_ntohs(skc->skc_dport);
 	if (!ports_match(s->sport, s->dport) || (filter_netns && s->netns != filter_netns))
@@ -148,7 +154,7 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 /* First walk: an entry with the owner /proc gave for the socket's inode. */
 static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *s)
 {
-	struct sock_info fresh = { .cookie = s->cookie };
+	struct sock_info fresh = { .cookie = s->cookie, .last = s->state };
 	__u64 ino = s->ino;
 	struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
 	if (o) {
@@ -168,6 +174,37 @@ static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *
 		listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);
 		register_listener(&k, &fresh, false);
 	}
+}
+
+/*
+ * A listener's queues and trouble: the accept queue; the kernel's drops
+ * (sk_drops, what `ss -m` shows as d); the time of its latest SYN cookie
+ * (tcp_synq_overflow keeps it in the listener's rx_opt.ts_recent_stamp,
+ * or for SO_REUSEPORT in the group's synq_overflow_ts); and the tracer's
+ * count of connections it accepted through a cookie (listen_socks, whose
+ * entry the first walk makes for a listener older than the tracer).
+ */
+static __always_inline void listener_snap(struct sock_snap *s, struct sock *sk,
+					  struct tcp_sock *tp)
+{
+	s->ack_backlog = sk->sk_ack_backlog;
+	s->max_ack_backlog = sk->sk_max_ack_backlog;
+	s->drops = sk->sk_drops.counter;
+	struct sock_reuseport *reuse = sk->sk_reuseport_cb;
+	if (BPF_CORE_READ_BITFIELD(&sk->__sk_common, skc_reuseport) && reuse)
+		s->syncookie_stamp = BPF_CORE_READ(reuse, synq_overflow_ts);
+	else
+		s->syncookie_stamp = tp->rx_opt.ts_recent_stamp;
+	struct listen_key k;
+	listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);
+	struct listen_sock *ls = bpf_map_lookup_elem(&listen_socks, &k);
+	if (!ls && iter_seed) {
+		struct listen_sock fresh = { .sk = (__u64)sk };
+		bpf_map_update_elem(&listen_socks, &k, &fresh, BPF_NOEXIST);
+		return;
+	}
+	if (ls && ls->sk == (__u64)sk)
+		s->syncookies = ls->syncookies;
 }
 
 SEC("iter/tcp")
@@ -199,6 +236,8 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		if (iter_seed && !HIST_ONLY)
 			seed_entry(sk, &s);
 		struct sock_info *si = HIST_ONLY ? 0 : find_entry(sk, true);
+		if (si)
+			si->walked = walk_gen;
 		if (si && si->pid) {
 			s.pid = si->pid;
 			s.owner_known = 1;
@@ -206,10 +245,8 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		}
 		if (si)
 			s.retrans = si->retrans;
-		if (s.state == TCP_LISTEN) {
-			s.ack_backlog = sk->sk_ack_backlog;
-			s.max_ack_backlog = sk->sk_max_ack_backlog;
-		}
+		if (s.state == TCP_LISTEN)
+			listener_snap(&s, sk, tp);
 	}
 	if (quiet || (filter_pid && s.pid != filter_pid))
 		return 0;

@@ -134,7 +134,7 @@ func TestDockerfile(t *testing.T) {
 
 func TestLogPipelines(t *testing.T) {
 	const path = "/var/log/tcptrace-bpf/trace.ndjson"
-	for _, f := range []string{"logging/vector.toml", "logging/fluent-bit.conf", "logging/promtail.yaml", "logging/logrotate", "systemd/tcptrace-bpf.service"} {
+	for _, f := range []string{"logging/otelcol.yaml", "logging/vector.toml", "logging/fluent-bit.conf", "logging/promtail.yaml", "logging/logrotate", "systemd/tcptrace-bpf.service"} {
 		if !strings.Contains(read(t, f), path) {
 			t.Errorf("%s does not use %s, the path the systemd unit writes", f, path)
 		}
@@ -149,10 +149,12 @@ func TestLogPipelines(t *testing.T) {
 	}
 }
 
-// The agents' configurations are checked for structure only: none of
+// These agents' configurations are checked for structure only: none of
 // Vector, Fluent Bit, Promtail or Grafana Alloy is packaged for Debian 12,
 // and these machines reach no other source of binaries, so neither the
 // agents' own validators nor a run against a recording could be done.
+// The OpenTelemetry Collector's (logging/otelcol.yaml) is run end to end
+// instead: deploy/otelcol, make test-otel.
 func TestLogShippers(t *testing.T) {
 	sections := func(f string) map[string][]map[string]string {
 		out := map[string][]map[string]string{}
@@ -274,5 +276,52 @@ func TestVolumeAndGroup(t *testing.T) {
 	}
 	if !strings.Contains(read(t, "systemd/tcptrace-bpf.sysusers"), "\ng tcptrace -\n") {
 		t.Error("tcptrace-bpf.sysusers does not create the group tcptrace")
+	}
+}
+
+// The alerting rules pass Prometheus's own checker, and every metric they
+// query exists when the tracer starts.
+func TestAlertRules(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("TCPTRACE_REQUIRE_BPF") != "" {
+			t.Fatal("promtool not installed (Debian package prometheus)")
+		}
+		t.Skip("promtool not installed (Debian package prometheus)")
+	}
+	if out, err := exec.Command(promtool, "check", "rules", "prometheus/alerts.yml").CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert, Expr string
+			}
+		}
+	}
+	if err := yaml.Unmarshal([]byte(read(t, "prometheus/alerts.yml")), &rules); err != nil {
+		t.Fatal(err)
+	}
+	families, err := metrics.New().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = len(f.GetMetric()) > 0
+	}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			for _, name := range regexp.MustCompile(`tcptrace_[a-z_]+`).FindAllString(r.Expr, -1) {
+				if !exported[name] {
+					t.Errorf("alert %s queries %s, which has no series when the tracer starts", r.Alert, name)
+				}
+			}
+		}
+	}
+	if n < 4 {
+		t.Errorf("%d alerts", n)
 	}
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,7 +10,9 @@ import (
 
 	flag "github.com/spf13/pflag"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/report"
 )
@@ -167,6 +167,11 @@ func summarize(stderr io.Writer, cmd string, s recording.Summary) {
 		cmd, s.Lines, s.Bad, s.Transitions, s.Connections, s.Lost)
 }
 
+// reportMode is the page's mode: it holds what the recording holds
+// (addresses, processes), which the tracer writes 0640, so it is no more
+// readable than that: not world-readable.
+const reportMode = 0o640
+
 // writeReport renders the HTML report; the file is written whole or not
 // at all (a temporary file renamed into place).
 func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.Writer) int {
@@ -175,11 +180,12 @@ func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.W
 		return 2
 	}
 	c := report.NewCollector(recording.Clock)
-	s, err := recording.Replay(c.ReadListeners(in, f), f, c, stderr)
+	s, err := recording.Replay(in, f, c, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf report: %s: %v\n", name, err)
 		return 1
 	}
+	c.Recorded(s) // lost records and bad lines, for the verdict
 	tmp, err := os.CreateTemp(filepath.Dir(out), ".report-*.html")
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf report: cannot write %s: %v\n", out, err)
@@ -192,7 +198,7 @@ func writeReport(in io.Reader, name, out string, f recording.Filter, stderr io.W
 		fmt.Fprintf(stderr, "tcptrace-bpf report: %v\n", err)
 		return 1
 	}
-	if err := tmp.Close(); err != nil || os.Chmod(tmp.Name(), 0o644) != nil || os.Rename(tmp.Name(), out) != nil {
+	if err := tmp.Close(); err != nil || os.Chmod(tmp.Name(), reportMode) != nil || os.Rename(tmp.Name(), out) != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf report: cannot write %s\n", out)
 		return 1
 	}

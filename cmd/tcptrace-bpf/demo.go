@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"os/signal"
@@ -15,35 +14,50 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/demo"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/top"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
-const demoUsage = `Usage: sudo tcptrace-bpf demo [--top] [flags]
+var demoUsage = fmt.Sprintf(`Usage: sudo tcptrace-bpf demo [--top] [flags]
 
 Reproduce the four classic TCP piles in a private network namespace and
 trace them: a connect whose SYNs are dropped (stuck in SYN_SENT), a
 handshake whose final ACK is lost for 5 s (half-open SYN_RECV), a server
 leaking CLOSE_WAIT, and clients closing first (TIME_WAIT). Ends after
---duration (default 30s) or at Ctrl-C, and removes the namespace (its
+--duration (default %[3]s) or at Ctrl-C, and removes the namespace (its
 nftables rules go with it) and every process it started. Needs root,
 ip (iproute2) and nft (nftables).
 
 Defaults differ from a plain run so something shows within seconds:
---stuck SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s,
---interval 5s, --duration 30s. --top shows it in the live view instead.
+--stuck %[1]s,
+--interval %[2]s (NDJSON only: text shows its tables once, at the end),
+--duration %[3]s. --top shows it in the live view instead; --incident only
+the trouble, grouped (--pile %[4]s, a line per group at most
+every %[2]s).
 
-Flags (--top, and the tracing flags but --netns):
-`
+Flags (--top or --incident, and the tracing flags but --netns):
+`, demoStuck, demoInterval, demoDuration, demoPile)
 
-const demoStuck = "SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s"
+// The demo's own defaults (a plain run's are config.Defaults), written
+// into its usage from here.
+const (
+	demoStuck    = "SYN_SENT=2s,SYN_RECV=2s,CLOSE_WAIT=2s,LAST_ACK=5s,FIN_WAIT2=5s"
+	demoInterval = 5 * time.Second
+	demoDuration = 30 * time.Second
+)
+
+// demoPile is the demo's TIME_WAIT pile for --incident: its clients close
+// two connections a second, so 20 is passed within seconds.
+const demoPile = "TIME_WAIT=20"
 
 // runDemo runs the demo subcommand; it returns the exit code.
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	cfg := config.Defaults()
 	fs, o := traceFlags(&cfg)
 	withTop := fs.Bool("top", false, "show the demo in the live view (top) instead of records")
+	withIncident := fs.Bool("incident", false, fmt.Sprintf("show only the trouble, grouped (the incident command, with --pile %s --every %s), instead of records", demoPile, demoInterval))
 	done, err := parseTraceFlagSet(fs, o, &cfg, args, demoUsage, stdout)
 	if done {
 		return 0
@@ -55,19 +69,23 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		cfg.Stuck, err = config.ParseStuck(demoStuck)
 	}
 	if !fs.Changed("duration") {
-		cfg.Duration = 30 * time.Second
+		cfg.Duration = demoDuration
 	}
-	if !fs.Changed("interval") {
-		cfg.Interval = 5 * time.Second
+	// Records every demoInterval, so a pipeline sees the piles grow;
+	// text is for a person, who gets the histograms once, at the end
+	// (cumulative tables repeated would say nothing new), and an --emit
+	// without the periodic records gets none.
+	if !fs.Changed("interval") && cfg.Format == config.FormatNDJSON && cfg.Emit&(config.EmitHistograms|config.EmitStates) != 0 {
+		cfg.Interval = demoInterval
+	}
+	if err == nil && *withTop && *withIncident {
+		err = fmt.Errorf("--top and --incident are two views: give one")
+	}
+	if err == nil && *withIncident {
+		err = refused(fs, incidentRefuses, "does not apply to --incident, which writes only incident lines")
 	}
 	if err == nil && *withTop {
-		for _, name := range []string{"emit", "format", "output", "interval", "flush"} {
-			if fs.Changed(name) {
-				err = fmt.Errorf("--%s does not apply to --top, which draws on the terminal", name)
-				break
-			}
-		}
-		if err == nil {
+		if err = notForTop(fs, "--top"); err == nil {
 			err = needTerminal(stdout)
 		}
 	}
@@ -76,7 +94,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal (demo --top in a window that is
+	// closed) must clean up as Ctrl-C does, not leave the namespace.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	// The demo ends the trace itself (its own timer, then cleanup).
 	d := cfg.Duration
@@ -90,6 +110,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		if *withTop {
 			return top.Run(ctx, cfg, os.Stdin, stdout, stderr, tap)
+		}
+		if *withIncident {
+			piles, err := config.ParsePiles(demoPile)
+			if err != nil {
+				return err
+			}
+			return traceIncidents(ctx, cfg, piles, demoInterval, stdout, &lineTap{w: stderr, tap: tap})
 		}
 		return tracer.Run(ctx, cfg, stdout, &lineTap{w: stderr, tap: tap})
 	}

@@ -228,3 +228,26 @@ func TestDocExamplesMatchTheSchema(t *testing.T) {
 		t.Fatal("no JSON examples found in the docs")
 	}
 }
+
+// The --emit table of docs/cli.md marks as default the value the flag
+// has (it once marked all).
+func TestCLIEmitDefault(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "cli.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marked []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := emitDefaultRow.FindStringSubmatch(line); m != nil {
+			marked = append(marked, m[1])
+		}
+	}
+	cfg := config.Defaults()
+	fs, _ := traceFlags(&cfg)
+	want := fs.Lookup("emit").DefValue
+	if len(marked) != 1 || marked[0] != want || config.EmitDefault.String() != want {
+		t.Errorf("docs/cli.md marks %q as the --emit default; the flag's default is %q", marked, want)
+	}
+}
+
+var emitDefaultRow = regexp.MustCompile("^\\| `([a-z,]+)` \\(default\\) \\|")

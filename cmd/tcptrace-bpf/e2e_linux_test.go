@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
@@ -353,7 +355,10 @@ func TestOutputDeviceFull(t *testing.T) {
 	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
 		// Losses elsewhere on the host are reported, not errors.
 		lost := strings.HasPrefix(l, "tcptrace-bpf: warning:") && strings.Contains(l, "transitions lost")
-		if !strings.HasPrefix(l, "tcptrace-bpf: tracing") && !strings.HasPrefix(l, "tcptrace-bpf: done") && !lost {
+		if strings.HasPrefix(l, "tcptrace-bpf: done") {
+			t.Errorf("a run that could not write its records says %q", l)
+		}
+		if !strings.HasPrefix(l, "tcptrace-bpf: tracing") && !lost {
 			errLines = append(errLines, l)
 		}
 	}
@@ -653,5 +658,94 @@ func TestTimeNamespace(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no transitions")
+	}
+}
+
+// The README says what per-transition records cost beside the default
+// connection records ("X to Y times the bytes"): two tracers on the same
+// traffic, one writing connections, one transitions, must land in that
+// range.
+func TestTransitionsCostAsTheREADMESays(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(\d+\.\d+) to (\d+\.\d+)\s+times the bytes`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal(`README.md does not say "X to Y times the bytes" of --emit transitions`)
+	}
+	lo, _ := strconv.ParseFloat(string(m[1]), 64)
+	hi, _ := strconv.ParseFloat(string(m[2]), 64)
+	ns := nettest.NewNetns(t)
+	var conns, trans lockedBuffer
+	a := start(t, &conns, "--netns", fmt.Sprint(ns.Inode), "--emit", "connections")
+	b := start(t, &trans, "--netns", fmt.Sprint(ns.Inode), "--emit", "transitions")
+	traffic(t, ns, 200)
+	time.Sleep(time.Second) // the closes' hold (TIME_WAIT inference) ends
+	a.stop(t, syscall.SIGINT)
+	b.stop(t, syscall.SIGINT)
+	if countTypes(t, []byte(conns.String()))["connection"] < 400 {
+		t.Fatalf("want 400 connection records, got %v", countTypes(t, []byte(conns.String())))
+	}
+	ratio := float64(len(trans.String())) / float64(len(conns.String()))
+	t.Logf("transitions %d bytes, connections %d bytes: %.2f times", len(trans.String()), len(conns.String()), ratio)
+	if ratio < lo || ratio > hi {
+		t.Errorf("transitions cost %.2f times the bytes of connections; README.md says %.1f to %.1f", ratio, lo, hi)
+	}
+}
+
+// --netns self gives the tally ss shows in the user's own namespace, and
+// the states record says which namespace that is; unfiltered, the tally
+// says how many namespaces it spans.
+func TestNetnsSelfMatchesSS(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	ns.LeakCloseWait(t, 3)
+	// The tracer run from a shell in that namespace, as a user would.
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, binary(t), "--netns", "self", "--emit", "states", "--duration", "1s").Output()
+	if err != nil {
+		t.Fatalf("--netns self: %v", err)
+	}
+	ssOut, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-tanH").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{}
+	for _, l := range strings.Split(strings.TrimSpace(string(ssOut)), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			want[strings.NewReplacer("FIN-WAIT-1", "FIN_WAIT1", "FIN-WAIT-2", "FIN_WAIT2", "-", "_", "ESTAB", "ESTABLISHED", "SYN_RECV", "NEW_SYN_RECV").Replace(f[0])]++
+		}
+	}
+	var last *record.States
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if v, err := record.DecodeStrict([]byte(l)); err == nil {
+			if s, ok := v.(*record.States); ok {
+				last = s
+			}
+		}
+	}
+	if last == nil {
+		t.Fatalf("no states record:\n%s", out)
+	}
+	got := map[string]uint64{}
+	for st, n := range last.Counts {
+		if n > 0 {
+			got[event.State(st).String()] = n
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || want["CLOSE_WAIT"] != 3 {
+		t.Errorf("--netns self counts %v, ss in that namespace %v", got, want)
+	}
+	if last.Namespaces == nil || *last.Namespaces != 1 || last.Netns == nil || *last.Netns != ns.Inode {
+		t.Errorf("the states record does not name the one namespace %d: %+v", ns.Inode, last)
+	}
+	// Unfiltered, from the host: at least the test's namespace and this one.
+	out, err = exec.Command(binary(t), "--emit", "states", "--duration", "1s").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`"namespaces":([2-9]|\d\d+)[,}]`).Match(out) {
+		t.Errorf("an unfiltered tally does not say it spans several namespaces:\n%s", out)
 	}
 }

@@ -5,16 +5,16 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/buildinfo"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	flag "github.com/spf13/pflag"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -24,6 +24,7 @@ const usage = `Usage: tcptrace-bpf [flags]
        tcptrace-bpf analyze [flags] [FILE|-]   (read a recording; see analyze --help)
        tcptrace-bpf report [flags] [FILE|-] -o report.html   (an HTML page of it)
        tcptrace-bpf top [flags]                (a live full-screen view; see top --help)
+       tcptrace-bpf incident [flags]           (only trouble, grouped; see incident --help)
        tcptrace-bpf demo [--top] [flags]       (the four classic piles, reproduced and traced)
 
 Trace every TCP state transition on this host with eBPF, and write
@@ -38,6 +39,7 @@ Flags:
 `
 
 func main() {
+	buildinfo.Version = version
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
 	os.Exit(code)
 }
@@ -53,6 +55,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "top" {
 		return runTop(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "incident" {
+		return runIncident(args[1:], stdout, stderr)
+	}
 	cfg, done, err := parseFlags(args, stdout)
 	if done {
 		return 0
@@ -66,9 +71,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // traceOpts are the tracing flags that need parsing beyond pflag's.
 type traceOpts struct {
-	ports, emit, format, attach, ringSize, states, stuck *string
-	v4, v6, help, showVer, verbose                       *bool
-	pid, netns                                           *uint32
+	ports, emit, format, attach, ringSize, states, stuck, netns *string
+	v4, v6, help, showVer, verbose                              *bool
+	pid                                                         *uint32
 }
 
 // traceFlags defines the tracing flags on cfg; docs/cli.md is rendered
@@ -82,13 +87,13 @@ func traceFlags(cfg *config.Config) (*flag.FlagSet, *traceOpts) {
 		v4:       fs.BoolP("ipv4", "4", false, "IPv4 only (v4-mapped IPv6 counts as IPv4)"),
 		v6:       fs.BoolP("ipv6", "6", false, "IPv6 only"),
 		pid:      fs.Uint32("pid", 0, "only sockets owned by this process (thread group) id"),
-		netns:    fs.Uint32("netns", 0, "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net)"),
+		netns:    fs.String("netns", "", "only sockets in the network namespace with this inode (ls -L -i /proc/PID/ns/net), or self: this shell's, whose tally is what ss shows here"),
 		states:   fs.String("state", "", "only what concerns these states: transitions into or out of them, connections that passed through them (STATE[,STATE...]; SYN_RCVD = SYN_RECV)"),
-		emit:     fs.String("emit", "connections,histograms,states,stuck", "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
-		format:   fs.String("format", string(config.FormatNDJSON), "ndjson or text"),
-		stuck:    fs.String("stuck", "SYN_SENT=3s,SYN_RECV=3s,CLOSE_WAIT=30s,LAST_ACK=30s,FIN_WAIT2=60s", "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
-		attach:   fs.String("attach", string(config.AttachBTF), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
-		ringSize: fs.String("ring-size", "16MiB", "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
+		emit:     fs.String("emit", cfg.Emit.String(), "records to write: transitions, connections, histograms, states, stuck (a comma-separated list), all or none; lost and stats records are always written"),
+		format:   fs.String("format", string(cfg.Format), "ndjson or text"),
+		stuck:    fs.String("stuck", config.StuckString(cfg.Stuck), "report a connection once when it stays in STATE longer than DURATION (STATE=DURATION,...; the list replaces the defaults; none: off)"),
+		attach:   fs.String("attach", string(cfg.Attach), "tp_btf, or tracepoint for kernels without tp_btf (mounts tracefs if needed)"),
+		ringSize: fs.String("ring-size", formatSize(cfg.RingSize), "BPF ring buffer size, a power of two (e.g. 8MiB, 64MiB)"),
 	}
 	fs.BoolVar(&cfg.UTC, "utc", false, "with --format text: show times in UTC, not local time (NDJSON is always UTC)")
 	fs.DurationVar(&cfg.Interval, "interval", 0, "write histograms and states records every DURATION as well as at exit (0: at exit only; at least 100ms)")
@@ -135,7 +140,7 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *config.Config, args 
 		return true, nil
 	}
 	if *o.showVer {
-		fmt.Fprintf(stdout, "tcptrace-bpf %s (%s, %s/%s)\n", version, buildInfo(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "tcptrace-bpf %s\n", buildinfo.Read())
 		if *o.verbose {
 			for _, f := range kernelFeatures() {
 				fmt.Fprintf(stdout, "  %s\n", f)
@@ -160,7 +165,10 @@ func parseTraceFlagSet(fs *flag.FlagSet, o *traceOpts, cfg *config.Config, args 
 	case *o.v6:
 		cfg.Family = 6
 	}
-	cfg.PID, cfg.Netns = *o.pid, *o.netns
+	cfg.PID = *o.pid
+	if cfg.Netns, err = parseNetns(*o.netns); err != nil {
+		return false, err
+	}
 	if cfg.Emit, err = config.ParseEmit(*o.emit); err != nil {
 		return false, err
 	}
@@ -201,6 +209,20 @@ func parsePorts(s string) ([]uint16, error) {
 	return ports, nil
 }
 
+// formatSize writes a byte count as parseSize reads it, in the largest
+// unit that divides it.
+func formatSize(n int) string {
+	for _, u := range []struct {
+		name string
+		size int
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.Itoa(n/u.size) + u.name
+		}
+	}
+	return strconv.Itoa(n)
+}
+
 // parseSize reads a byte count with an optional KiB/MiB/GiB (or K/M/G) suffix.
 func parseSize(s string) (int, error) {
 	num := strings.TrimRight(s, "KMGiBkmgb")
@@ -213,27 +235,22 @@ func parseSize(s string) (int, error) {
 	return n * mult, nil
 }
 
-func buildInfo() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown build"
-	}
-	rev, dirty := "", ""
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				dirty = "+dirty"
-			}
+// parseNetns reads --netns: an inode, or self (the namespace this
+// process runs in: the one ss shows from the same shell).
+func parseNetns(s string) (uint32, error) {
+	switch s {
+	case "", "0":
+		return 0, nil
+	case "self":
+		ino, err := selfNetns()
+		if err != nil {
+			return 0, fmt.Errorf("--netns self: %v", err)
 		}
+		return ino, nil
 	}
-	if len(rev) > 12 {
-		rev = rev[:12]
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --netns %q: an inode number (ls -L -i /proc/PID/ns/net) or self", s)
 	}
-	if rev == "" {
-		rev = "unknown revision"
-	}
-	return rev + dirty + ", " + bi.GoVersion
+	return uint32(n), nil
 }

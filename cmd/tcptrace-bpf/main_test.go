@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"os"
 	"regexp"
@@ -12,6 +11,8 @@ import (
 	"testing"
 	"time"
 	_ "time/tzdata" // America/New_York wherever the tests run
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 )
 
 // Every bad value gets one line naming the problem and exit code 2,
@@ -37,7 +38,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--ring-size", "lots"}, "invalid size"},
 		{[]string{"--max-conns", "0"}, "--max-conns"},
 		{[]string{"--pid", "-3"}, "invalid argument"},
-		{[]string{"--netns", "x"}, "invalid argument"},
+		{[]string{"--netns", "x"}, "invalid --netns \"x\": an inode number"},
 		{[]string{"--bogus"}, "unknown flag"},
 		{[]string{"--stuck", "CLOSE_WAIT"}, "STATE=DURATION"},
 		{[]string{"--state", "ESTABLISHED,OPEN"}, "unknown TCP state"},
@@ -246,6 +247,10 @@ func TestReport(t *testing.T) {
 	if err != nil || !bytes.Contains(page, []byte(`<svg class="chart waterfall"`)) {
 		t.Fatalf("report: %v, %d bytes", err, len(page))
 	}
+	// The page holds what the recording holds: not world-readable.
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm()&0o007 != 0 {
+		t.Errorf("report.html mode %v (%v): want no access for others", fi.Mode(), err)
+	}
 	// The listener records reach the page, though the replay skips them.
 	if !bytes.Contains(page, []byte(`<svg class="chart listener"`)) {
 		t.Error("report: no listener chart")
@@ -262,7 +267,9 @@ func TestReport(t *testing.T) {
 
 // analyze --format ndjson writes the selected records again: every
 // transition, connection, states and stuck record of the recording comes
-// back byte for byte, no field lost.
+// back byte for byte, no field lost, but for its key: the replay is a run
+// of its own, with its own run identity and records numbered from 1
+// (docs/ndjson.md).
 func TestAnalyzeNDJSONKeepsEveryField(t *testing.T) {
 	const golden = "../../internal/output/testdata/records.ndjson.golden"
 	rec, err := os.ReadFile(golden)
@@ -273,16 +280,33 @@ func TestAnalyzeNDJSONKeepsEveryField(t *testing.T) {
 	if code := run([]string{"analyze", "--format", "ndjson", golden}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
+	key := regexp.MustCompile(`^(\{"type":"[a-z]+"),"run":"([0-9a-f]{32})","seq":([0-9]+)`)
+	runs := map[string]bool{}
 	got := map[string]bool{}
-	for _, l := range strings.Split(out.String(), "\n") {
-		got[l] = true
+	for i, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
+		m := key.FindStringSubmatch(l)
+		if m == nil || m[3] != fmt.Sprint(i+1) {
+			t.Fatalf("written record %d has no run or not seq %d: %s", i+1, i+1, l)
+		}
+		runs[m[2]] = true
+		got[key.ReplaceAllString(l, "$1")] = true
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(string(rec), "\n"), "\n") {
+		m := key.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("recorded line without run and seq: %s", l)
+		}
+		if runs[m[2]] {
+			t.Errorf("analyze wrote the recording's run %s", m[2])
+		}
 		for _, typ := range []string{"transition", "connection", "states", "stuck"} {
-			if strings.HasPrefix(l, `{"type":"`+typ+`"`) && !got[l] {
+			if strings.HasPrefix(l, `{"type":"`+typ+`"`) && !got[key.ReplaceAllString(l, "$1")] {
 				t.Errorf("recorded line not written back as it was:\n%s", l)
 			}
 		}
+	}
+	if len(runs) != 1 {
+		t.Errorf("analyze wrote %d runs, want 1", len(runs))
 	}
 }
 
@@ -317,5 +341,67 @@ func TestTopRefuses(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"top", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "Usage: sudo tcptrace-bpf top") {
 		t.Errorf("top --help: exit %d, %q", code, out.String())
+	}
+	// --help lists only the flags top takes.
+	_, flags, _ := strings.Cut(out.String(), "\nFlags:\n")
+	for _, refused := range []string{"--emit", "--format", "--output", "--interval", "--flush", "--utc", "--cgroup-fields"} {
+		if regexp.MustCompile(`(?m)^\s+(-\w, )?` + refused + ` `).MatchString(flags) {
+			t.Errorf("top --help lists %s, which top refuses:\n%s", refused, flags)
+		}
+	}
+	for _, name := range []string{"--utc", "--cgroup-fields"} {
+		var errOut bytes.Buffer
+		if code := run([]string{"top", name, "--duration", "1s"}, io.Discard, &errOut); code != 2 || !strings.Contains(errOut.String(), name) {
+			t.Errorf("top %s: exit %d, %q: want it refused", name, code, errOut.String())
+		}
+	}
+}
+
+// incident refuses the flags about other records, before loading
+// anything, and --help does not list them.
+func TestIncidentRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"incident", "--emit", "all"}, "--emit does not apply to incident"},
+		{[]string{"incident", "-o", "x"}, "--output does not apply to incident"},
+		{[]string{"incident", "--pile", "CLOSE_WAIT=3"}, "only TIME_WAIT piles"},
+		{[]string{"incident", "--every", "0s"}, "--every must be positive"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(tc.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tc.want) || strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d, %q: want 2 and one line with %q", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"incident", "--help"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "--pile") ||
+		regexp.MustCompile(`(?m)^\s+--emit `).MatchString(out.String()) {
+		t.Errorf("incident --help: exit %d:\n%s", code, out.String())
+	}
+}
+
+// analyze and report read past what a crash leaves in an appended
+// recording (17 MiB of zero bytes, the next run's records after them):
+// skipped, counted, exit 0. (Both once exited 1 with nothing printed.)
+func TestOfflineDamagedRecording(t *testing.T) {
+	rec, err := os.ReadFile("../../internal/output/testdata/records.ndjson.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/rec.ndjson"
+	damaged := append(append(bytes.Repeat([]byte{0}, 17<<20), rec...), 0, 0, 0)
+	if err := os.WriteFile(path, damaged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"analyze", path}, {"report", "-o", path + ".html", path}} {
+		var out, errOut bytes.Buffer
+		if code := run(args, &out, &errOut); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut.String())
+		}
+		if !strings.Contains(errOut.String(), "line 1: 17825792 bytes ending in zero bytes") ||
+			!strings.Contains(errOut.String(), fmt.Sprintf("2 bad, %d transitions", bytes.Count(rec, []byte(`"type":"transition"`)))) {
+			t.Errorf("%v: stderr %q: want the zero bytes named and counted, every record read", args, errOut.String())
+		}
 	}
 }

@@ -5,7 +5,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -84,5 +86,65 @@ func TestTopShowsALeak(t *testing.T) {
 	}
 	if !strings.Contains(text(), "tcptrace-bpf: done:") {
 		t.Errorf("the tracer's status lines were not written after the view; output:\n%s", text())
+	}
+	if after := text()[strings.LastIndex(text(), "tcptrace-bpf: tracing"):]; strings.Contains(after, "emit ") || !strings.Contains(after, "records to the live view") {
+		t.Errorf("the tracing line left on the terminal claims an output top does not write:\n%s", after)
+	}
+}
+
+// TestTopAt80x24 runs top in tmux on an 80x24 terminal with a CLOSE_WAIT
+// leak, and reads the screen as tmux holds it: the stuck connections and
+// the process holding them are on it, the header names the namespace and
+// the filters, and on exit a short summary is left on the terminal.
+func TestTopAt80x24(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux not installed")
+	}
+	ns := nettest.NewNetns(t)
+	sock := filepath.Join(t.TempDir(), "tmux")
+	tmux := func(args ...string) string {
+		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	cmdline := fmt.Sprintf("%s top --netns %d --stuck CLOSE_WAIT=1s", binary(t), ns.Inode)
+	tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", "sh", "-c", cmdline+"; echo EXITED $?; sleep 60")
+	t.Cleanup(func() { exec.Command("tmux", "-S", sock, "kill-server").Run() })
+	screen := func() string { return tmux("capture-pane", "-p", "-t", "top") }
+	waitFor := func(what string, re *regexp.Regexp) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s := screen()
+			if re.MatchString(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s on the 80x24 screen within 20 s; it shows:\n%s", what, s)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("header", regexp.MustCompile(fmt.Sprintf(`netns %d; filters: netns %d`, ns.Inode, ns.Inode)))
+	leak := ns.LeakCloseWait(t, 3)
+	// One screen with both: the stuck rows, then the process ranked.
+	s := waitFor("stuck CLOSE_WAIT rows and the leaking process", regexp.MustCompile(fmt.Sprintf(
+		`(?s)STUCK .*CLOSE_WAIT +%d/\S+ +127\.0\.0\.1:%d.*PROCESS .*\n%d/\S+ +3 +- `, leak.PID, leak.Port, leak.PID)))
+	if lines := strings.Split(strings.TrimRight(s, "\n"), "\n"); len(lines) > 24 {
+		t.Errorf("%d lines on a 24-line screen", len(lines))
+	}
+	if os.Getenv("TCPTRACE_ARTIFACTS") != "" {
+		_ = os.WriteFile(filepath.Join(os.Getenv("TCPTRACE_ARTIFACTS"), "top-80x24.txt"), []byte(s), 0o644)
+	}
+	tmux("send-keys", "-t", "top", "q")
+	after := waitFor("exit", regexp.MustCompile(`EXITED \d+`))
+	for _, want := range []string{"EXITED 0", fmt.Sprintf("over netns %d", ns.Inode), "CLOSE_WAIT=3",
+		fmt.Sprintf("still stuck: 3 CLOSE_WAIT by %d/", leak.PID), "lost 0 transitions"} {
+		if !strings.Contains(after, want) {
+			t.Errorf("the terminal after top lacks %q:\n%s", want, after)
+		}
 	}
 }

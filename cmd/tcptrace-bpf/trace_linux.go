@@ -39,3 +39,12 @@ func runRole(args []string) {
 
 // kernelFeatures names what this kernel offers the tracer.
 func kernelFeatures() []string { return probe.Features() }
+
+// selfNetns is the inode of this process's network namespace.
+func selfNetns() (uint32, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
+		return 0, err
+	}
+	return uint32(st.Ino), nil
+}

@@ -22,8 +22,12 @@ func trace(_ config.Config, _, stderr io.Writer) int { return needsLinux("tracin
 
 func runTop(_ []string, _, stderr io.Writer) int { return needsLinux("top", stderr) }
 
+func runIncident(_ []string, _, stderr io.Writer) int { return needsLinux("incident", stderr) }
+
 func runDemo(_ []string, _, stderr io.Writer) int { return needsLinux("demo", stderr) }
 
 func runRole([]string) {}
 
 func kernelFeatures() []string { return []string{"tracing needs Linux"} }
+
+func selfNetns() (uint32, error) { return 0, fmt.Errorf("network namespaces are Linux's") }

@@ -10,21 +10,16 @@ import (
 	"os"
 	"path"
 	"strings"
-)
 
-// Identity is what a cgroup path says about its processes.
-type Identity struct {
-	Path        string // as /proc/PID/cgroup shows it: "/system.slice/nginx.service"
-	ContainerID string // 64 hex digits, or "" when the path is not a container's
-	Unit        string // the innermost systemd service or scope, or ""
-}
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+)
 
 // Parse reads a cgroup v2 path. Container IDs are recognised in the shapes
 // the runtimes create with the systemd cgroup driver
 // (".../cri-containerd-ID.scope", ".../crio-ID.scope", ".../docker-ID.scope")
 // and the cgroupfs one ("/docker/ID", "/kubepods/.../podUID/ID").
-func Parse(p string) Identity {
-	id := Identity{Path: p}
+func Parse(p string) event.Identity {
+	id := event.Identity{Path: p}
 	parts := strings.Split(strings.Trim(p, "/"), "/")
 	for i := len(parts) - 1; i >= 0; i-- {
 		c := parts[i]
@@ -91,7 +86,7 @@ func OfPID(procRoot string, pid uint32) (string, error) {
 type Cache struct {
 	procRoot string
 	max      int
-	m        map[procKey]*Identity // nil: could not be read
+	m        map[procKey]*event.Identity // nil: could not be read
 	order    []procKey
 	reads    uint64
 }
@@ -104,20 +99,20 @@ type procKey struct {
 // NewCache makes a cache of at most limit processes reading procRoot
 // (/proc).
 func NewCache(procRoot string, limit int) *Cache {
-	return &Cache{procRoot: procRoot, max: max(limit, 2), m: map[procKey]*Identity{}}
+	return &Cache{procRoot: procRoot, max: max(limit, 2), m: map[procKey]*event.Identity{}}
 }
 
 // Lookup returns the identity of process pid, whose command is comm; nil
 // when it cannot be read (the process has exited, or has no cgroup v2
 // path). The result is shared: do not modify it. A process seen before
 // costs a map lookup and no allocation.
-func (c *Cache) Lookup(pid uint32, comm [16]byte) *Identity {
+func (c *Cache) Lookup(pid uint32, comm [16]byte) *event.Identity {
 	k := procKey{pid, comm}
 	if id, ok := c.m[k]; ok {
 		return id
 	}
 	c.reads++
-	var id *Identity
+	var id *event.Identity
 	if p, err := OfPID(c.procRoot, pid); err == nil {
 		v := Parse(p)
 		id = &v

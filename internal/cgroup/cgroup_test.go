@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 )
 
 const hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -67,7 +69,7 @@ func TestRealCgroup(t *testing.T) {
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	// The shell moves itself, then becomes sleep: wait for the move.
 	want := filepath.Base(dir)
-	var id *Identity
+	var id *event.Identity
 	for i := 0; i < 50; i++ {
 		id = NewCache("/proc", 2).Lookup(uint32(cmd.Process.Pid), [16]byte{})
 		if id != nil && id.Unit == want {

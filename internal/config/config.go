@@ -31,7 +31,7 @@ const (
 	// EmitDefault is a bare tcptrace-bpf's output: one record per
 	// connection (its timeline: every state with its entry time and
 	// dwell), the histograms, states and stuck records. Per-transition
-	// records are opt-in: they cost ~5x the bytes for what the timeline
+	// records are opt-in: they cost 1.5-2.8x the bytes for what the timeline
 	// already says.
 	EmitDefault = EmitAll &^ EmitTransitions
 )
@@ -161,8 +161,7 @@ func Defaults() Config {
 	}
 }
 
-// DefaultStuck is the --stuck default: SYN_SENT=3s, SYN_RECV=3s,
-// CLOSE_WAIT=30s, LAST_ACK=30s, FIN_WAIT2=60s.
+// DefaultStuck is the --stuck default (its flag shows StuckString of it).
 func DefaultStuck() [event.NumStates]time.Duration {
 	var d [event.NumStates]time.Duration
 	d[event.SynSent] = 3 * time.Second
@@ -173,32 +172,87 @@ func DefaultStuck() [event.NumStates]time.Duration {
 	return d
 }
 
+// StuckString writes d as --stuck takes it: "STATE=DURATION,..." in the
+// order of the states, or "none".
+func StuckString(d [event.NumStates]time.Duration) string {
+	var out []string
+	for st, v := range d {
+		if v > 0 {
+			s := v.String()
+			if strings.HasSuffix(s, "m0s") {
+				s = strings.TrimSuffix(s, "0s") // 1m0s: 1m
+			}
+			out = append(out, fmt.Sprintf("%s=%s", event.State(st), s))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ",")
+}
+
 // ParseStuck reads "STATE=DURATION[,...]" or "none". The states given
 // replace the defaults.
 func ParseStuck(s string) ([event.NumStates]time.Duration, error) {
 	var d [event.NumStates]time.Duration
+	err := parseStateList(s, "--stuck", "STATE=DURATION, e.g. CLOSE_WAIT=30s", func(st event.State, val string) error {
+		if !st.Dwells() {
+			return fmt.Errorf("invalid --stuck: %s cannot be watched (no connection dwells there in view of the tracer)", st)
+		}
+		v, err := time.ParseDuration(val)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("invalid --stuck duration %q for %s: want a positive duration like 30s", val, st)
+		}
+		d[st] = v
+		return nil
+	})
+	return d, err
+}
+
+// DefaultPiles is the --pile default (the incident command): TIME_WAIT
+// past 1000 toward one destination (a client that closes first keeps a
+// local port per connection for 60 s; the default range has 28,232).
+const DefaultPiles = "TIME_WAIT=1000"
+
+// ParsePiles reads --pile: "STATE=N[,...]" or "none", the count past
+// which a group of sockets in STATE is trouble. TIME_WAIT only: the other
+// states are watched by age (--stuck).
+func ParsePiles(s string) ([event.NumStates]uint64, error) {
+	var p [event.NumStates]uint64
+	err := parseStateList(s, "--pile", "STATE=N, e.g. TIME_WAIT=1000", func(st event.State, val string) error {
+		if st != event.TimeWait {
+			return fmt.Errorf("invalid --pile: %s: only TIME_WAIT piles are counted (the other states are watched by --stuck)", st)
+		}
+		n, err := strconv.ParseUint(val, 10, 64)
+		if err != nil || n == 0 {
+			return fmt.Errorf("invalid --pile count %q for %s: want a positive number", val, st)
+		}
+		p[st] = n
+		return nil
+	})
+	return p, err
+}
+
+// parseStateList reads "STATE=VALUE[,...]" or "none" for flag, handing
+// each state and its trimmed value to each.
+func parseStateList(s, flag, want string, each func(event.State, string) error) error {
 	if strings.TrimSpace(strings.ToLower(s)) == "none" {
-		return d, nil
+		return nil
 	}
 	for _, part := range strings.Split(s, ",") {
-		name, dur, ok := strings.Cut(part, "=")
+		name, val, ok := strings.Cut(part, "=")
 		if !ok {
-			return d, fmt.Errorf("invalid --stuck %q: want STATE=DURATION, e.g. CLOSE_WAIT=30s", part)
+			return fmt.Errorf("invalid %s %q: want %s", flag, part, want)
 		}
 		st, err := event.ParseState(name)
 		if err != nil {
-			return d, fmt.Errorf("invalid --stuck: %w", err)
+			return fmt.Errorf("invalid %s: %w", flag, err)
 		}
-		if st == event.Close || st == event.TimeWait || st == event.NewSynRecv {
-			return d, fmt.Errorf("invalid --stuck: %s cannot be watched (no connection dwells there in view of the tracer)", st)
+		if err := each(st, strings.TrimSpace(val)); err != nil {
+			return err
 		}
-		v, err := time.ParseDuration(strings.TrimSpace(dur))
-		if err != nil || v <= 0 {
-			return d, fmt.Errorf("invalid --stuck duration %q for %s: want a positive duration like 30s", dur, st)
-		}
-		d[st] = v
 	}
-	return d, nil
+	return nil
 }
 
 // Validate reports the first invalid setting, worded for the command line.
@@ -252,7 +306,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// textZone is the zone of the text output's times.
+// TextZone is the zone of the text output's times.
 func (c *Config) TextZone() *time.Location {
 	if c.UTC {
 		return time.UTC
@@ -290,6 +344,25 @@ func checkListenAddr(addr string) error {
 // Describe is the "what, which filters" part of the start-up line: every
 // filter in force, what is written where, and the stuck watch.
 func (c *Config) Describe() string {
+	out := c.Output
+	if out == "" || out == "-" {
+		out = "stdout"
+	}
+	every := "at exit"
+	if c.Interval > 0 {
+		every = "every " + c.Interval.String() + " and at exit"
+	}
+	return fmt.Sprintf("filters: %s; emit %s as %s to %s; histograms and states %s; stuck %s", c.Filters(), c.Emit, c.Format, out, every, c.stuckWatch())
+}
+
+// DescribeView is Describe for a run whose records go to a live view
+// (top), not to an output: the filters and the stuck watch.
+func (c *Config) DescribeView() string {
+	return fmt.Sprintf("filters: %s; records to the live view; stuck %s", c.Filters(), c.stuckWatch())
+}
+
+// Filters names every filter in force ("none" without any).
+func (c *Config) Filters() string {
 	var f []string
 	if len(c.Ports) > 0 {
 		ps := make([]string, len(c.Ports))
@@ -322,31 +395,18 @@ func (c *Config) Describe() string {
 	if c.MinDwell > 0 {
 		f = append(f, "min-dwell "+c.MinDwell.String())
 	}
-	filters := "none"
-	if len(f) > 0 {
-		filters = strings.Join(f, ", ")
+	if len(f) == 0 {
+		return "none"
 	}
-	out := c.Output
-	if out == "" || out == "-" {
-		out = "stdout"
+	return strings.Join(f, ", ")
+}
+
+// stuckWatch names the stuck limits in force, or "off".
+func (c *Config) stuckWatch() string {
+	if stuck := StuckString(c.Stuck); stuck != "none" && (c.Emit&EmitStuck != 0 || c.Metrics != "") && !c.Aggregate() {
+		return stuck
 	}
-	var stuck []string
-	if c.Emit&EmitStuck != 0 || c.Metrics != "" {
-		for st, d := range c.Stuck {
-			if d > 0 {
-				stuck = append(stuck, fmt.Sprintf("%s=%s", event.State(st), d))
-			}
-		}
-	}
-	watch := "off"
-	if len(stuck) > 0 && !c.Aggregate() {
-		watch = strings.Join(stuck, ",")
-	}
-	every := "at exit"
-	if c.Interval > 0 {
-		every = "every " + c.Interval.String() + " and at exit"
-	}
-	return fmt.Sprintf("filters: %s; emit %s as %s to %s; histograms and states %s; stuck %s", filters, c.Emit, c.Format, out, every, watch)
+	return "off"
 }
 
 // aggregate reports whether nothing needs the records in user space:
@@ -374,6 +434,16 @@ func ParseStates(s string) ([event.NumStates]bool, error) {
 	return set, nil
 }
 
+// Filtered reports whether the run selects some sockets or transitions
+// (--port, -4/-6, --pid, --netns, --cgroup, --state, --min-dwell). The
+// kernel's recursion skips are counted for every TCP transition of the
+// host, before any filter: on a filtered run they may concern sockets the
+// run does not show, and are reported as the host's, not the run's.
+func (c *Config) Filtered() bool {
+	return len(c.Ports) > 0 || c.Family != 0 || c.PID != 0 || c.Netns != 0 || c.Cgroup != "" ||
+		c.StateFilter() || c.MinDwell > 0
+}
+
 // stateFilter reports whether --state was given.
 func (c *Config) StateFilter() bool {
 	for _, on := range c.States {
@@ -384,7 +454,7 @@ func (c *Config) StateFilter() bool {
 	return false
 }
 
-// minDwellInKernel: the kernel can drop short stays only when nothing
+// MinDwellInKernel: the kernel can drop short stays only when nothing
 // else needs every transition (timelines, histograms, stuck detection).
 func (c *Config) MinDwellInKernel() bool { return c.MinDwell > 0 && c.Emit == EmitTransitions }
 

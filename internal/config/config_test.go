@@ -58,3 +58,37 @@ func TestAggregateMode(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePiles(t *testing.T) {
+	if p, err := ParsePiles("TIME_WAIT=5"); err != nil || p[event.TimeWait] != 5 {
+		t.Errorf("%v %v", p, err)
+	}
+	if p, err := ParsePiles(DefaultPiles); err != nil || p[event.TimeWait] != 1000 {
+		t.Errorf("default: %v %v", p, err)
+	}
+	for _, bad := range []string{"CLOSE_WAIT=5", "TIME_WAIT=0", "TIME_WAIT", "FOO=1"} {
+		if _, err := ParsePiles(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// Every filter makes the run filtered (its recursion losses are the
+// host's); the defaults and options that select nothing do not.
+func TestFiltered(t *testing.T) {
+	if c := Defaults(); c.Filtered() {
+		t.Error("the defaults are filtered")
+	}
+	for name, set := range map[string]func(*Config){
+		"--port": func(c *Config) { c.Ports = []uint16{80} }, "-4": func(c *Config) { c.Family = 4 },
+		"--pid": func(c *Config) { c.PID = 1 }, "--netns": func(c *Config) { c.Netns = 1 },
+		"--cgroup": func(c *Config) { c.Cgroup = "/x" }, "--state": func(c *Config) { c.States[1] = true },
+		"--min-dwell": func(c *Config) { c.MinDwell = 1 },
+	} {
+		c := Defaults()
+		set(&c)
+		if !c.Filtered() {
+			t.Errorf("%s: not filtered", name)
+		}
+	}
+}

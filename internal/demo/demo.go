@@ -68,6 +68,9 @@ func Run(ctx context.Context, d time.Duration, trace Trace, stderr io.Writer) (e
 	if err != nil {
 		return err
 	}
+	if err := preflight(); err != nil {
+		return err
+	}
 	name := fmt.Sprintf("tcptrace-demo-%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("creating network namespace (needs root and iproute2): ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
@@ -176,4 +179,20 @@ func Run(ctx context.Context, d time.Duration, trace Trace, stderr io.Writer) (e
 	// The tracer writes its closing records while the sockets are still
 	// there; then the deferred cleanup.
 	return <-traced
+}
+
+// preflight says in one line what the demo lacks before it makes
+// anything: root (a network namespace and nftables rules need
+// CAP_SYS_ADMIN and CAP_NET_ADMIN, the tracer CAP_BPF and CAP_PERFMON),
+// ip and nft.
+func preflight() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the demo needs root: it makes a network namespace with nftables rules and loads the tracer (run it with sudo)")
+	}
+	for _, tool := range []struct{ name, pkg string }{{"ip", "iproute2"}, {"nft", "nftables"}} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			return fmt.Errorf("the demo needs %s (package %s), which is not on PATH", tool.name, tool.pkg)
+		}
+	}
+	return nil
 }

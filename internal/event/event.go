@@ -13,17 +13,21 @@ import (
 type Flags uint8
 
 const (
-	DwellKnown  Flags = 0x01 // Dwell is the time spent in Old
-	OwnerKnown  Flags = 0x02 // PID and Comm are the socket's owner
-	Birth       Flags = 0x04 // first transition of a socket born while tracing
-	Inherited   Flags = 0x08 // owner came from the listener (accepted child)
+	DwellKnown Flags = 0x01 // Dwell is the time spent in Old
+	OwnerKnown Flags = 0x02 // PID and Comm are the socket's owner
+	Birth      Flags = 0x04 // first transition of a socket born while tracing
+	Inherited  Flags = 0x08 // owner came from the listener (accepted child)
+	// Gap: the transition into Old was not seen (lost): Dwell runs from
+	// the last transition seen, across the unseen state(s), so it is no
+	// stay of Old's.
+	Gap         Flags = 0x10
 	CookieSynth Flags = 0x20 // tracepoint fallback: cookie assigned by the tracer
 	CloseInfo   Flags = 0x40 // the close fields (bytes, SRTT, Err, TW) are filled
 	// Handshake: SYN_RECV->ESTABLISHED of an accepted socket, whose
 	// SYN_RECV stay is the server-side handshake (HandshakeMicros; 0 =
 	// unknown), not the full socket's dwell.
 	Handshake    Flags = 0x80
-	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | CookieSynth | CloseInfo | Handshake
+	knownFlagSet       = DwellKnown | OwnerKnown | Birth | Inherited | Gap | CookieSynth | CloseInfo | Handshake
 )
 
 // Kind says what a record reports (struct event.kind).
@@ -100,6 +104,47 @@ type Event struct {
 	// HandshakeMicros, at an accepted socket's SYN_RECV->ESTABLISHED: the
 	// server-side handshake, first SYN-ACK sent to final ACK; 0: unknown.
 	HandshakeMicros uint32
+	// SynCookie, at that transition: the handshake was completed by a
+	// SYN cookie, and its time is unknown (HandshakeMicros 0).
+	SynCookie bool
+
+	// NetnsCookie is the namespace's identity for the host's uptime (the
+	// kernel's net_cookie; 0: unknown), where Netns, its inode, is reused:
+	// what groups by namespace.
+	NetnsCookie uint64
+	// IfIndex is the interface the socket is bound to, in its namespace
+	// (the scope of an IPv6 link-local address; 0: none).
+	IfIndex uint32
+}
+
+// UntimedReason says why a stay that ended has no time. The values are
+// bpf/tcptrace.h's enum untimed_reason (pinned by internal/probe's
+// layout test).
+type UntimedReason uint8
+
+const (
+	// UntimedNoStart: the socket's entry was missing when it left the
+	// state (older than the tracer, or evicted from a full table), or an
+	// accepted socket's first SYN-ACK time is unknown.
+	UntimedNoStart UntimedReason = 0
+	// UntimedGap: the stay's start or end was not seen (a transition the
+	// kernel skipped, or one filtered out): its time would span two
+	// states.
+	UntimedGap UntimedReason = 1
+	// UntimedSynCookie: a handshake completed by a SYN cookie.
+	UntimedSynCookie UntimedReason = 2
+	// NumUntimedReasons is the number of reasons.
+	NumUntimedReasons = 3
+)
+
+var untimedNames = [NumUntimedReasons]string{"no_start", "gap", "syncookie"}
+
+// String returns the reason's name as the records and metrics write it.
+func (r UntimedReason) String() string {
+	if int(r) < len(untimedNames) {
+		return untimedNames[r]
+	}
+	return "unknown"
 }
 
 // Stay is what a transition adds to the histogram of the state it leaves,
@@ -112,15 +157,56 @@ type Event struct {
 //   - a repeated set (FIN_WAIT1 -> FIN_WAIT1) ends no stay;
 //   - an accepted socket's birth (LISTEN -> SYN_RECV) ends no stay: the
 //     child never was in LISTEN;
+//   - a stay whose start was not seen (Gap) is not counted: its dwell
+//     spans the unseen state(s) before it;
 //   - otherwise the kernel's dwell, when known.
 func (e *Event) Stay() (time.Duration, bool) {
 	if e.Has(Handshake) {
 		return time.Duration(e.HandshakeMicros) * time.Microsecond, e.HandshakeMicros != 0
 	}
-	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) {
+	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) || e.Has(Gap) {
 		return 0, false
 	}
 	return e.Dwell, e.Has(DwellKnown)
+}
+
+// UntimedStays is one state's stays that ended untimed.
+type UntimedStays struct {
+	// ByReason: stays that ended untimed, by UntimedReason (the rule is
+	// Event.Untimed, and its kernel twin in bpf/hist.h).
+	ByReason [NumUntimedReasons]uint64
+	// Evicted (histogram-only mode): sockets evicted from the kernel's
+	// full slot table while in the state; each such stay ends untimed
+	// (no_start) when the socket leaves the state.
+	Evicted uint64
+}
+
+// Total is the number of stays that ended untimed.
+func (u *UntimedStays) Total() uint64 {
+	var n uint64
+	for _, c := range u.ByReason {
+		n += c
+	}
+	return n
+}
+
+// Untimed reports whether the transition ends a stay (by Stay's rule)
+// whose time is unknown, and why. The kernel's aggregation counts the
+// same (bpf/hist.h, aggregate_why).
+func (e *Event) Untimed() (UntimedReason, bool) {
+	if e.Has(Handshake) {
+		switch {
+		case e.HandshakeMicros != 0:
+			return 0, false
+		case e.SynCookie:
+			return UntimedSynCookie, true
+		}
+		return UntimedNoStart, true
+	}
+	if e.Old == Close || e.Old == e.New || (e.Old == Listen && e.New == SynRecv) || e.Has(DwellKnown) {
+		return 0, false
+	}
+	return UntimedNoStart, true
 }
 
 // Has reports whether all of f are set on e.
@@ -140,7 +226,7 @@ func CommBytes(c *[16]byte) []byte {
 }
 
 // Size is the size of struct event in bpf/tcptrace.h.
-const Size = 128
+const Size = 144
 
 // Offsets of struct event's fields.
 const (
@@ -169,6 +255,9 @@ const (
 	offTW     = 118
 	offKind   = 119
 	offHS     = 120
+	offIf     = 124
+	offNsCk   = 128
+	offSynCk  = 136
 )
 
 const (
@@ -205,6 +294,9 @@ func Decode(b []byte, e *Event) error {
 	e.TW = TW(b[offTW])
 	e.Kind = Kind(b[offKind])
 	e.HandshakeMicros = ne.Uint32(b[offHS:])
+	e.IfIndex = ne.Uint32(b[offIf:])
+	e.NetnsCookie = ne.Uint64(b[offNsCk:])
+	e.SynCookie = b[offSynCk] != 0
 
 	src, dst, fam, err := addrs(b[offFamily], b[offSaddr:offSaddr+16], b[offDaddr:offDaddr+16])
 	if err != nil {

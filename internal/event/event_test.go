@@ -143,6 +143,9 @@ func TestStay(t *testing.T) {
 		{"accepted handshake", Event{Old: SynRecv, New: Established, Dwell: 24 * us, Flags: DwellKnown | Handshake, HandshakeMicros: 2020000}, 2020 * time.Millisecond, true},
 		{"accepted, handshake unknown", Event{Old: SynRecv, New: Established, Dwell: 24 * us, Flags: DwellKnown | Handshake}, 0, false},
 		{"simultaneous open", Event{Old: SynRecv, New: Established, Dwell: 3 * us, Flags: DwellKnown}, 3 * us, true},
+		// ESTABLISHED->CLOSE_WAIT was not seen: the 22.8 ms run from the
+		// last one seen and are mostly ESTABLISHED's, not CLOSE_WAIT's.
+		{"start not seen", Event{Old: CloseWait, New: LastAck, Dwell: 22800 * us, Flags: DwellKnown | Gap}, 0, false},
 	} {
 		stay, ended := tc.e.Stay()
 		if stay != tc.stay || ended != tc.ended {

@@ -26,6 +26,15 @@ type Socket struct {
 	// Full sockets: the inode of the socket's file (0: none), to find the
 	// processes that hold it.
 	Inode uint64
+	// Listeners only: the kernel's drops on the socket (sk_drops: SYNs
+	// and final ACKs dropped at a full queue, since listen()), the
+	// connections it accepted through a SYN cookie since tracing began,
+	// and the kernel's stamp of its latest SYN cookie (jiffies, 0: none),
+	// which moves while it sends them.
+	Drops, SynCookies, SynCookieStamp uint32
+
+	NetnsCookie uint64 // as Event.NetnsCookie
+	IfIndex     uint32 // as Event.IfIndex
 	// StateAge: the kernel's lower bound of the time the socket has been
 	// in State (ns), from AgeSource (AgeFirstSeen: none, 0).
 	StateAge  uint64
@@ -36,7 +45,7 @@ type Socket struct {
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 144
+const SocketSize = 168
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -56,12 +65,17 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.SynAckRetrans = ne.Uint32(b[80:])
 	s.SynAck = Mono(ne.Uint64(b[88:]))
 	s.Inode = ne.Uint64(b[96:])
-	s.BytesAcked = ne.Uint64(b[104:])
-	s.BytesReceived = ne.Uint64(b[112:])
-	s.StateAge = ne.Uint64(b[120:])
-	s.SRTTMicros = ne.Uint32(b[128:])
-	s.TotalRetrans = ne.Uint32(b[132:])
-	s.AgeSource = AgeSource(b[136])
+	s.Drops = ne.Uint32(b[104:])
+	s.SynCookies = ne.Uint32(b[108:])
+	s.SynCookieStamp = ne.Uint32(b[112:])
+	s.IfIndex = ne.Uint32(b[84:])
+	s.NetnsCookie = ne.Uint64(b[120:])
+	s.BytesAcked = ne.Uint64(b[128:])
+	s.BytesReceived = ne.Uint64(b[136:])
+	s.StateAge = ne.Uint64(b[144:])
+	s.SRTTMicros = ne.Uint32(b[152:])
+	s.TotalRetrans = ne.Uint32(b[156:])
+	s.AgeSource = AgeSource(b[160])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

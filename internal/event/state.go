@@ -66,3 +66,9 @@ func ParseState(name string) (State, error) {
 	}
 	return 0, fmt.Errorf("unknown TCP state %q (valid: %s)", name, strings.Join(stateNames[1:], " "))
 }
+
+// Troubled are the states a leak or an unreachable peer piles sockets up
+// in, the ones netstat shows and someone has to explain: the live view
+// (top) ranks their holders and the report names their owners. A request
+// socket (NEW_SYN_RECV) counts as SYN_RECV.
+var Troubled = []State{CloseWait, SynSent, SynRecv, FinWait2, TimeWait}

@@ -28,8 +28,16 @@ type Metrics struct {
 	stuck       *prometheus.CounterVec
 	lost        *prometheus.CounterVec
 	evictions   prometheus.Counter
-	events      prometheus.Counter
 	ringFill    prometheus.Gauge
+	walk        walkGauges
+	bpfRuns     prometheus.Counter
+	bpfRunTime  prometheus.Counter
+	lastRuns    uint64
+	lastRunNs   uint64
+	untimed     *prometheus.CounterVec
+	listenDrops prometheus.Gauge
+	cookieLsn   prometheus.Gauge
+	cookieConns prometheus.Counter
 
 	// Children resolved once, so the per-event path does no label lookup.
 	dwellBy [event.NumStates]prometheus.Observer
@@ -73,52 +81,118 @@ func New() *Metrics {
 	}, []string{"state"})
 	m.lost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tcptrace_lost_events_total",
-		Help: "Transitions that never reached the tracer, by reason.",
-	}, []string{"reason"})
+		Help: "Transitions that never reached the tracer, by reason; scope \"host\": counted for the whole host's TCP transitions on a filtered run (kernel recursion skips), so they may concern sockets the run does not trace.",
+	}, []string{"reason", "scope"})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tcptrace_evictions_total",
 		Help: "Connections written early because the connection table was full.",
 	})
-	m.events = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tcptrace_events_total",
-		Help: "Transitions read from the kernel.",
+	// The transitions read are sum(tcptrace_transitions_total): no
+	// second counter of the same idea (stats records call it events).
+	m.bpfRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_bpf_runs_total",
+		Help: "Runs of the tracer's main BPF program (every TCP transition on the host), counted by the kernel only while kernel.bpf_stats_enabled=1.",
 	})
+	m.bpfRunTime = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_bpf_run_seconds_total",
+		Help: "Time the kernel spent in all of the tracer's BPF programs, counted only while kernel.bpf_stats_enabled=1: the tracer's kernel-side cost.",
+	})
+	m.walk = newWalkGauges()
 	m.ringFill = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tcptrace_ringbuf_fill_ratio",
 		Help: "Fraction of the BPF ring buffer waiting to be read, at the last poll.",
 	})
+	m.untimed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tcptrace_untimed_stays_total",
+		Help: "Stays that ended without a known time, so not in tcptrace_state_dwell_seconds, by state and reason (no_start, gap, syncookie).",
+	}, []string{"state", "reason"})
+	m.listenDrops = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tcptrace_listen_drops",
+		Help: "The kernel's drops on the listening sockets (sk_drops: SYNs and final ACKs dropped at a full queue), summed over the listeners, each since its listen(), from the last socket walk.",
+	})
+	m.cookieLsn = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tcptrace_listeners_sending_syncookies",
+		Help: "Listeners that answered SYNs with SYN cookies between the last two socket walks.",
+	})
+	m.cookieConns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_syncookie_handshakes_total",
+		Help: "Connections accepted through a SYN cookie (their handshake time is unknown).",
+	})
 	m.Registry.MustRegister(m.dwell, m.transitions, m.closed, m.sockets, m.stuck, m.lost,
-		m.evictions, m.events, m.ringFill,
+		m.evictions, m.ringFill, m.bpfRuns, m.bpfRunTime, buildInfo(),
+		m.untimed, m.listenDrops, m.cookieLsn, m.cookieConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for st := event.Established; st <= event.NewSynRecv; st++ {
-		m.dwellBy[st] = m.dwell.WithLabelValues(st.String())
-		for to := event.Established; to <= event.NewSynRecv; to++ {
-			m.trans[st][to] = m.transitions.WithLabelValues(st.String(), to.String())
-		}
-	}
+	m.walk.register(m.Registry)
 	// Present at 0 from the start, so that every dashboard query has a
 	// series (rate() of a series that appears later misses its first
-	// increase, and a panel without a series shows "No data").
-	for _, r := range []string{"ringbuf_full", "recursion", "decode", "unread"} {
-		m.lost.WithLabelValues(r)
-	}
+	// increase, and a panel without a series shows "No data"); but only
+	// series that can change: a state nobody stays in has no dwell, a
+	// pair the kernel never makes no transitions (those appear when
+	// first counted, should a kernel make them).
 	for st := event.Established; st <= event.NewSynRecv; st++ {
-		m.stuck.WithLabelValues(st.String())
-		m.closed.WithLabelValues(st.String(), "none", "none", "false")
+		if st.Dwells() { // the states --stuck may watch, and left with a stay
+			m.dwellBy[st] = m.dwell.WithLabelValues(st.String())
+			m.closed.WithLabelValues(st.String(), "none", "none", "false")
+			m.stuck.WithLabelValues(st.String())
+		}
 	}
+	for _, p := range LifeCycle {
+		m.trans[p[0]][p[1]] = m.transitions.WithLabelValues(p[0].String(), p[1].String())
+	}
+	for _, r := range LostReasons {
+		m.lost.WithLabelValues(r, "run")
+	}
+	m.lost.WithLabelValues("recursion", "host")
 	return m
+}
+
+// LostReasons are the reason labels of tcptrace_lost_events_total: the
+// field names of the NDJSON lost record (docs/ndjson.md), one name per
+// idea.
+var LostReasons = []string{"ringbuf_full", "recursion", "decode_errors", "unread", "inferred"}
+
+// LifeCycle are the transitions every TCP connection's life is made of on
+// Linux (docs: KERNEL-NOTES, one loopback connection and a refused
+// connect; a listener's start and end), which exist at 0 from the start.
+var LifeCycle = [][2]event.State{
+	{event.Close, event.Listen}, {event.Listen, event.Close},
+	{event.Close, event.SynSent}, {event.SynSent, event.Established}, {event.SynSent, event.Close},
+	{event.Listen, event.SynRecv}, {event.SynRecv, event.Established},
+	{event.Established, event.FinWait1}, {event.FinWait1, event.FinWait2}, {event.FinWait2, event.Close},
+	{event.Established, event.CloseWait}, {event.CloseWait, event.LastAck}, {event.LastAck, event.Close},
+	{event.Established, event.Close},
 }
 
 // Transition counts one transition and, when it ends a stay (stayEnded),
 // observes stay, the state's dwell (for SYN_RECV, the handshake).
 func (m *Metrics) Transition(e *event.Event, stay time.Duration, stayEnded bool) {
-	m.events.Inc()
 	if e.Old.Valid() && e.New.Valid() {
-		m.trans[e.Old][e.New].Inc()
+		c := m.trans[e.Old][e.New]
+		if c == nil { // a pair outside the life cycle: its series from now on
+			c = m.transitions.WithLabelValues(e.Old.String(), e.New.String())
+			m.trans[e.Old][e.New] = c
+		}
+		c.Inc()
 	}
 	if stayEnded {
-		m.dwellBy[e.Old].Observe(stay.Seconds())
+		o := m.dwellBy[e.Old]
+		if o == nil {
+			o = m.dwell.WithLabelValues(e.Old.String())
+			m.dwellBy[e.Old] = o
+		}
+		o.Observe(stay.Seconds())
+	} else if why, untimed := e.Untimed(); untimed && e.Old.Valid() {
+		m.untimed.WithLabelValues(e.Old.String(), why.String()).Inc()
 	}
+	if e.SynCookie {
+		m.cookieConns.Inc()
+	}
+}
+
+// Listeners sets the listener gauges from one walk.
+func (m *Metrics) Listeners(drops, cookieSenders uint64) {
+	m.listenDrops.Set(float64(drops))
+	m.cookieLsn.Set(float64(cookieSenders))
 }
 
 // Closed counts a connection that reached CLOSE from the state from, with
@@ -138,7 +212,9 @@ func (m *Metrics) Closed(from event.State, resetBits uint8, errno uint16, tw eve
 // Sockets sets the per-state gauges from one walk.
 func (m *Metrics) Sockets(counts *[event.NumStates]uint64) {
 	for st := event.Established; st <= event.NewSynRecv; st++ {
-		m.sockets.WithLabelValues(st.String()).Set(float64(counts[st]))
+		if st != event.Close || counts[st] != 0 { // the walk lists no CLOSE socket
+			m.sockets.WithLabelValues(st.String()).Set(float64(counts[st]))
+		}
 	}
 }
 
@@ -146,11 +222,27 @@ func (m *Metrics) Sockets(counts *[event.NumStates]uint64) {
 func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc() }
 
 // Lost adds losses by reason.
-func (m *Metrics) Lost(ringbufFull, recursion, decode, unread uint64) {
-	m.lost.WithLabelValues("ringbuf_full").Add(float64(ringbufFull))
-	m.lost.WithLabelValues("recursion").Add(float64(recursion))
-	m.lost.WithLabelValues("decode").Add(float64(decode))
-	m.lost.WithLabelValues("unread").Add(float64(unread))
+// parts are pipeline.LostParts, in LostReasons' order; recursionHostWide:
+// the run is filtered, and the recursion skips are the host's
+// (pipeline.Lost.RecursionHostWide): scope "host".
+func (m *Metrics) Lost(parts [5]uint64, recursionHostWide bool) {
+	for i, n := range parts {
+		scope := "run"
+		if i == 1 && recursionHostWide {
+			scope = "host"
+		}
+		m.lost.WithLabelValues(LostReasons[i], scope).Add(float64(n))
+	}
+}
+
+// BPFStats takes the kernel's cumulative run count and run time of the
+// programs (0 while kernel.bpf_stats_enabled=0).
+func (m *Metrics) BPFStats(runs, runTimeNs uint64) {
+	if runs >= m.lastRuns && runTimeNs >= m.lastRunNs {
+		m.bpfRuns.Add(float64(runs - m.lastRuns))
+		m.bpfRunTime.Add(float64(runTimeNs-m.lastRunNs) / 1e9)
+	}
+	m.lastRuns, m.lastRunNs = runs, runTimeNs
 }
 
 // Evicted adds evictions.

@@ -142,3 +142,18 @@ func (p *Peer) Wait() {
 		p.t.Fatalf("peer %v: %v", p.Cmd.Args, err)
 	}
 }
+
+// LeakCloseWait makes n sockets sit in CLOSE_WAIT in the namespace: a
+// server (role leak) accepts n connections and never closes them, and a
+// client closes its ends. It returns the server, once it has accepted.
+func (ns *Netns) LeakCloseWait(t testing.TB, n int) *Peer {
+	t.Helper()
+	leak := ns.Start(t, "leak", "127.0.0.1:0", fmt.Sprint(n))
+	c := ns.Start(t, "client", fmt.Sprintf("127.0.0.1:%d", leak.Port), fmt.Sprint(n))
+	c.Line()
+	c.Wait()
+	if l := leak.Line(); l != "accepted" {
+		t.Fatalf("leak: %q", l)
+	}
+	return leak
+}

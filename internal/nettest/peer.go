@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 const peerEnv = "TCPTRACE_TEST_PEER"
@@ -422,6 +423,24 @@ func peer(args []string) error {
 		wg.Wait()
 		fmt.Println("done")
 		return ln.Close()
+	case "netnscookie":
+		// The kernel's identity of this namespace (ADDR unused), as a socket reads
+		// it: getsockopt(SO_NETNS_COOKIE) (Linux 5.14+).
+		fmt.Printf("ready 0 %d\n", os.Getpid())
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		defer syscall.Close(fd)
+		const soNetnsCookie = 71
+		var cookie uint64
+		size := uint32(8)
+		if _, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, soNetnsCookie,
+			uintptr(unsafe.Pointer(&cookie)), uintptr(unsafe.Pointer(&size)), 0); e != 0 {
+			return fmt.Errorf("SO_NETNS_COOKIE: %v", e)
+		}
+		fmt.Printf("cookie %d\n", cookie)
+		return nil
 	case "connect":
 		timeout, err := time.ParseDuration(args[2])
 		if err != nil {

@@ -52,7 +52,7 @@ func (n *NDJSON) Progress(p *pipeline.Progress) {
 	b = appendTime(b, `,"ts":`, p.TS)
 	b = appendUint(b, `,"cookie":`, s.Cookie)
 	b = appendUint(b, `,"netns":`, uint64(s.Netns))
-	b = appendEndpoints(b, s.Family, s.Src, s.Dst)
+	b = appendEndpoints(b, s.Family, s.Src, s.Dst, s.IfIndex)
 	b = appendOwner(b, s.OwnerKnown, s.PID, &s.Comm)
 	b = appendStr(b, `,"state":`, s.State.String())
 	if p.Start != 0 {
@@ -87,7 +87,7 @@ func (n *NDJSON) Pile(p *pipeline.Pile) {
 	b = appendTime(b, `,"ts":`, p.TS)
 	b = appendStr(b, `,"state":`, p.State.String())
 	b = appendUint(b, `,"netns":`, uint64(p.Netns))
-	b = appendEndpoints(b, p.Family, unspecified(p.Family), p.Dst)
+	b = appendEndpoints(b, p.Family, unspecified(p.Family), p.Dst, p.IfIndex)
 	b = appendUint(b, `,"count":`, p.Count)
 	b = appendUint(b, `,"oldest_ns":`, p.Oldest)
 	if p.Source != event.AgeTraced {
@@ -106,7 +106,7 @@ func (n *NDJSON) Cleared(c *pipeline.Cleared) {
 	b = appendStr(b, `,"state":`, c.State.String())
 	b = appendUint(b, `,"cookie":`, k.Cookie)
 	b = appendUint(b, `,"netns":`, uint64(k.Netns))
-	b = appendEndpoints(b, k.Family, k.Src, k.Dst)
+	b = appendEndpoints(b, k.Family, k.Src, k.Dst, k.IfIndex)
 	b = appendOwner(b, k.OwnerKnown, k.PID, &k.Comm)
 	b = appendTime(b, `,"since":`, c.Since)
 	n.buf = append(b, '}')

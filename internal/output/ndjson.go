@@ -2,14 +2,13 @@ package output
 
 import (
 	"bufio"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -27,12 +26,25 @@ type NDJSON struct {
 	inPlace bool   // buf is the writer's free space
 	times   timeCache
 	err     error
+	// span: the namespaces the next states record spans (Span).
+	span      []uint32
+	spanKnown bool
+	// stream is `,"run":"RUN","seq":`, written after every record's type
+	// and followed by seq (record.Stream).
+	stream []byte
+	seq    uint64
 }
 
 // NewNDJSON returns an NDJSON writer on w that converts kernel timestamps
-// to wall time with clock.
+// to wall time with clock. Its records carry a run identity of their own,
+// drawn here (NewRun), and their sequence number (record.Stream).
 func NewNDJSON(w io.Writer, clock event.Clock) *NDJSON {
-	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096)}
+	return newNDJSON(w, clock, record.NewRun())
+}
+
+func newNDJSON(w io.Writer, clock event.Clock, run string) *NDJSON {
+	return &NDJSON{w: bufio.NewWriterSize(w, 1<<20), clock: clock, own: make([]byte, 0, 4096),
+		stream: []byte(`,"run":"` + run + `","seq":`)}
 }
 
 func (n *NDJSON) write() {
@@ -45,7 +57,8 @@ func (n *NDJSON) write() {
 	}
 }
 
-// start begins a record of the given type. Records are built in place in
+// start begins a record of the given type, with the run and the record's
+// sequence number (record.Stream). Records are built in place in
 // the bufio.Writer's free space when it has room for any transition or
 // connection record, so Write copies nothing.
 func (n *NDJSON) start(typ string) []byte {
@@ -60,10 +73,31 @@ func (n *NDJSON) start(typ string) []byte {
 	}
 	n.buf = append(n.buf, `{"type":"`...)
 	n.buf = append(n.buf, typ...)
-	return append(n.buf, '"')
+	n.buf = append(n.buf, '"')
+	n.buf = append(n.buf, n.stream...)
+	n.seq++
+	return appendUintRaw(n.buf, n.seq)
 }
 
-func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) []byte {
+// appendNetns writes a socket's namespace: its inode and, when known, its
+// cookie (record's Netns, NetnsCookie).
+func appendNetns(b []byte, inode uint32, cookie uint64) []byte {
+	b = appendUint(b, `,"netns":`, uint64(inode))
+	if cookie != 0 {
+		b = appendUint(b, `,"netns_cookie":`, cookie)
+	}
+	return b
+}
+
+// appendIfindex writes the interface a socket is bound to, if any.
+func appendIfindex(b []byte, ifindex uint32) []byte {
+	if ifindex != 0 {
+		b = appendUint(b, `,"ifindex":`, uint64(ifindex))
+	}
+	return b
+}
+
+func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort, ifindex uint32) []byte {
 	dst = appendStr(dst, `,"family":`, family.String())
 	dst = append(appendKey(dst, `,"saddr":`), '"')
 	dst = src.Addr().AppendTo(dst)
@@ -72,7 +106,8 @@ func appendEndpoints(dst []byte, family event.Family, src, dst_ netip.AddrPort) 
 	dst = append(appendKey(dst, `,"daddr":`), '"')
 	dst = dst_.Addr().AppendTo(dst)
 	dst = append(dst, '"')
-	return appendUint(dst, `,"dport":`, uint64(dst_.Port()))
+	dst = appendUint(dst, `,"dport":`, uint64(dst_.Port()))
+	return appendIfindex(dst, ifindex)
 }
 
 func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
@@ -85,7 +120,7 @@ func appendOwner(dst []byte, known bool, pid uint32, comm *[16]byte) []byte {
 
 // appendIdentity writes the owner's cgroup fields (record.Identity), each
 // only when known.
-func appendIdentity(dst []byte, id *cgroup.Identity) []byte {
+func appendIdentity(dst []byte, id *event.Identity) []byte {
 	if id == nil {
 		return dst
 	}
@@ -106,12 +141,15 @@ func (n *NDJSON) Transition(e *event.Event) {
 	b := n.start(record.TypeTransition)
 	b = n.times.appendTime(b, `,"ts":`, n.clock.WallNano(e.Mono))
 	b = appendUint(b, `,"cookie":`, e.Cookie)
-	b = appendUint(b, `,"netns":`, uint64(e.Netns))
-	b = appendEndpoints(b, e.Family, e.Src, e.Dst)
+	b = appendNetns(b, e.Netns, e.NetnsCookie)
+	b = appendEndpoints(b, e.Family, e.Src, e.Dst, e.IfIndex)
 	b = appendStr(b, `,"old":`, e.Old.String())
 	b = appendStr(b, `,"new":`, e.New.String())
 	if e.Has(event.DwellKnown) {
 		b = appendUint(b, `,"dwell_ns":`, uint64(e.Dwell))
+	}
+	if e.Has(event.Gap) {
+		b = appendBool(b, `,"gap":`, true)
 	}
 	b = appendOwner(b, e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	if e.Has(event.Inherited) {
@@ -125,6 +163,9 @@ func (n *NDJSON) Transition(e *event.Event) {
 		if e.HandshakeMicros != 0 {
 			b = appendUint(b, `,"handshake_ns":`, uint64(e.HandshakeMicros)*1000)
 		}
+		if e.SynCookie {
+			b = appendBool(b, `,"syncookie":`, true)
+		}
 	}
 	if e.Has(event.CloseInfo) {
 		b = appendEnding(b, e.TW, e.Reset, e.Err)
@@ -137,8 +178,8 @@ func (n *NDJSON) Transition(e *event.Event) {
 func (n *NDJSON) Connection(c *timeline.Conn) {
 	b := n.start(record.TypeConnection)
 	b = appendUint(b, `,"cookie":`, c.Cookie)
-	b = appendUint(b, `,"netns":`, uint64(c.Netns))
-	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
+	b = appendNetns(b, c.Netns, c.NetnsCookie)
+	b = appendEndpoints(b, c.Family, c.Src, c.Dst, c.IfIndex)
 	b = appendOwner(b, c.OwnerKnown, c.PID, &c.Comm)
 	b = appendIdentity(b, c.Identity)
 	if c.Start != 0 {
@@ -171,6 +212,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	if end.HandshakeKnown || end.SynAckRetrans != 0 {
 		b = appendUint(b, `,"synack_retransmits":`, uint64(end.SynAckRetrans))
 	}
+	if end.SynCookie {
+		b = appendBool(b, `,"syncookie":`, true)
+	}
 	b = append(appendKey(b, `,"states":`), '[')
 	for i := range c.States {
 		s := &c.States[i]
@@ -201,11 +245,13 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 	n.write()
 }
 
-// pipeline.Histograms writes one "histogram" record per state that has values.
-func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
+// Histograms writes one "histogram" record per state with a
+// stay that ended, timed or not.
+func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms, u *pipeline.Untimed) {
 	for st := range hs {
 		h := &hs[st]
-		if h.Count() == 0 {
+		untimed := u[st].Total()
+		if h.Count() == 0 && untimed == 0 {
 			continue
 		}
 		b := n.start(record.TypeHistogram)
@@ -219,6 +265,17 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 		b = appendUint(b, `,"p50_ns":`, h.Quantile(0.50))
 		b = appendUint(b, `,"p90_ns":`, h.Quantile(0.90))
 		b = appendUint(b, `,"p99_ns":`, h.Quantile(0.99))
+		b = appendUint(b, `,"untimed":`, untimed)
+		if untimed != 0 {
+			r := &u[st].ByReason
+			b = appendUint(b, `,"untimed_reasons":{"no_start":`, r[event.UntimedNoStart])
+			b = appendUint(b, `,"gap":`, r[event.UntimedGap])
+			b = appendUint(b, `,"syncookie":`, r[event.UntimedSynCookie])
+			b = append(b, '}')
+		}
+		if u[st].Evicted != 0 {
+			b = appendUint(b, `,"evictions":`, u[st].Evicted)
+		}
 		b = append(appendKey(b, `,"buckets":`), '[')
 		n.buckets = h.AppendBuckets(n.buckets[:0])
 		for i, bk := range n.buckets {
@@ -236,7 +293,7 @@ func (n *NDJSON) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
 	}
 }
 
-// pipeline.Lost writes a "lost" record.
+// Lost writes a "lost" record.
 func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b := n.start(record.TypeLost)
 	b = appendTime(b, `,"ts":`, l.TS)
@@ -245,12 +302,16 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b = appendUint(b, `,"recursion":`, l.Recursion)
 	b = appendUint(b, `,"decode_errors":`, l.Decode)
 	b = appendUint(b, `,"unread":`, l.Unread)
+	b = appendUint(b, `,"inferred":`, l.Gap)
 	b = appendUint(b, `,"total":`, l.Total())
+	if l.RecursionHostWide {
+		b = append(b, `,"recursion_host_wide":true`...)
+	}
 	n.buf = append(b, '}')
 	n.write()
 }
 
-// pipeline.Stats writes the closing "stats" record.
+// Stats writes the closing "stats" record.
 func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b := n.start(record.TypeStats)
 	b = appendTime(b, `,"ts":`, s.TS)
@@ -269,6 +330,11 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 	b = appendUint(b, `,"rescued":`, s.Rescued)
 	b = appendUint(b, `,"storage_fail":`, s.StorageFail)
 	b = appendUint(b, `,"lost":`, s.Lost)
+	b = appendUint(b, `,"untimed":`, s.Untimed.Total())
+	if s.HostWide {
+		b = appendUint(b, `,"lost_host_wide":`, s.LostHostWide)
+	}
+	b = appendUint(b, `,"lost_inferred":`, s.LostInferred)
 	b = appendUint(b, `,"walks":`, s.Walks)
 	b = appendUint(b, `,"walk_ns":`, s.WalkNs)
 	if s.Runs != 0 {
@@ -329,11 +395,23 @@ func (n *NDJSON) States(ts time.Time, counts *[event.NumStates]uint64) {
 		b = append(b, '"', ':')
 		b = appendUintRaw(b, c)
 	}
-	n.buf = append(b, '}', '}')
+	b = append(b, '}')
+	if n.spanKnown {
+		b = appendUint(b, `,"namespaces":`, uint64(len(n.span)))
+		if len(n.span) == 1 {
+			b = appendUint(b, `,"netns":`, uint64(n.span[0]))
+		}
+	}
+	n.buf = append(b, '}')
 	n.write()
 }
 
-// pipeline.Stuck writes a "stuck" record.
+// Span takes the namespaces the next States spans (pipeline.SpanSink).
+func (n *NDJSON) Span(namespaces []uint32) {
+	n.span, n.spanKnown = append(n.span[:0], namespaces...), true
+}
+
+// Stuck writes a "stuck" record.
 func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	c := s.Conn
 	b := n.start(record.TypeStuck)
@@ -345,8 +423,8 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 		b = appendStr(b, `,"age_source":`, s.AgeSource.String())
 	}
 	b = appendUint(b, `,"cookie":`, c.Cookie)
-	b = appendUint(b, `,"netns":`, uint64(c.Netns))
-	b = appendEndpoints(b, c.Family, c.Src, c.Dst)
+	b = appendNetns(b, c.Netns, c.NetnsCookie)
+	b = appendEndpoints(b, c.Family, c.Src, c.Dst, c.IfIndex)
 	pid, comm, known, creator := s.Owner()
 	b = appendOwner(b, known, pid, comm)
 	b = appendIdentity(b, s.Identity)
@@ -376,21 +454,27 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	n.write()
 }
 
-// pipeline.Listener writes a "listener" record.
+// Listener writes a "listener" record.
 func (n *NDJSON) Listener(ts time.Time, l *pipeline.Listener) {
 	b := n.start(record.TypeListener)
 	b = appendTime(b, `,"ts":`, ts)
-	b = appendUint(b, `,"netns":`, uint64(l.Netns))
+	b = appendNetns(b, l.Netns, l.NetnsCookie)
 	b = appendStr(b, `,"family":`, l.Family.String())
 	b = append(appendKey(b, `,"saddr":`), '"')
 	b = l.Addr.Addr().AppendTo(b)
 	b = append(b, '"')
 	b = appendUint(b, `,"sport":`, uint64(l.Addr.Port()))
+	b = appendIfindex(b, l.IfIndex)
 	b = appendOwner(b, l.OwnerKnown, l.PID, &l.Comm)
 	b = appendUint(b, `,"accept_queue":`, uint64(l.AcceptQueue))
 	b = appendUint(b, `,"accept_queue_max":`, uint64(l.AcceptQueueMax))
 	b = appendUint(b, `,"half_open":`, uint64(l.HalfOpen))
 	b = appendUint(b, `,"synack_retransmits":`, uint64(l.SynAckRetrans))
+	b = appendUint(b, `,"drops":`, uint64(l.Drops))
+	b = appendUint(b, `,"syncookies":`, uint64(l.SynCookies))
+	if l.SynCookiesKnown {
+		b = appendBool(b, `,"syncookies_sent":`, l.SynCookiesSent)
+	}
 	n.buf = append(b, '}')
 	n.write()
 }

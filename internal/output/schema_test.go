@@ -17,7 +17,7 @@ import (
 func goldenLines(t *testing.T) [][]byte {
 	t.Helper()
 	var buf bytes.Buffer
-	n := NewNDJSON(&buf, clock)
+	n := newNDJSON(&buf, clock, testRun)
 	writeAll(n)
 	if err := n.Flush(); err != nil {
 		t.Fatal(err)
@@ -82,6 +82,9 @@ func TestGoldenShowsEveryField(t *testing.T) {
 		}
 	}
 	for typ, mk := range record.Types {
+		if typ == record.TypeIncident {
+			continue // written by internal/incident, and held to its type there
+		}
 		if seen[typ] == nil {
 			t.Errorf("no %q record in the golden file", typ)
 			continue

@@ -3,15 +3,16 @@ package output
 import (
 	"bufio"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
+	"math"
 	"math/bits"
+	"net/netip"
 	"strings"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -28,6 +29,12 @@ type TextWriter struct {
 	zoned   bool // a ZONE line has been written
 	buckets []histogram.Bucket
 	err     error
+	// untouched: open connections not listed, older than the trace
+	// and unchanged by it.
+	untouched int
+	// span: the namespaces the last walk's tally spans (Span); with
+	// more than one, lines name the namespace of their socket.
+	span []uint32
 }
 
 // NewText returns a text writer on w that shows times in loc (time.Local,
@@ -91,15 +98,26 @@ func (t *TextWriter) Transition(e *event.Event) {
 	if e.Has(event.DwellKnown) {
 		dwell = FormatDuration(uint64(e.Dwell))
 	}
+	if e.Has(event.Gap) { // the entry into Old was not seen: no stay of Old's
+		dwell = "gap " + dwell
+	}
 	pid, comm := owner(e.Has(event.OwnerKnown), e.PID, &e.Comm)
 	t.printf(textRow, ts.Format("15:04:05.000000"), pid, comm,
-		e.Src.String(), e.Dst.String(), e.Old, e.New, dwell)
+		Local(e.Src, e.IfIndex), e.Dst.String(), e.Old, e.New, dwell+t.netns(e.Netns))
 }
 
 // Connection writes one line: who, where, the path through the states,
 // then what else is known of how it went (handshake, retransmits, reset,
 // error, a FIN_WAIT2 left behind) and its tags.
 func (t *TextWriter) Connection(c *timeline.Conn) {
+	if c.Open && c.Start == 0 && len(c.States) == 1 {
+		// A socket that was there before the trace and changed
+		// nothing: at exit every such socket of the traced namespaces
+		// would be a line. Counted, and said once (Stats); the STATES
+		// line counts them by state, NDJSON lists them.
+		t.untouched++
+		return
+	}
 	end := t.at(t.clock.Wall(c.End))
 	var path strings.Builder
 	for i := range c.States {
@@ -133,8 +151,8 @@ func (t *TextWriter) Connection(c *timeline.Conn) {
 		dur = FormatDuration(c.End.Since(c.Start))
 	}
 	pid, comm := owner(c.OwnerKnown, c.PID, &c.Comm)
-	t.printf("CONN %s %s/%s %s > %s %s: %s%s\n", end.Format("15:04:05.000000"),
-		pid, comm, c.Src, c.Dst, dur, path.String(), tag)
+	t.printf("CONN %s %s/%s %s > %s%s %s: %s%s\n", end.Format("15:04:05.000000"),
+		pid, comm, Local(c.Src, c.IfIndex), c.Dst, t.netns(c.Netns), dur, path.String(), tag)
 }
 
 // connNotes says, comma-separated, what a connection record adds to the
@@ -154,6 +172,9 @@ func connNotes(c *timeline.Conn) string {
 	}
 	if end.HandshakeKnown {
 		notes = append(notes, "handshake "+FormatDuration(uint64(end.HandshakeMicros)*1000))
+	}
+	if end.SynCookie {
+		notes = append(notes, "SYN cookie handshake")
 	}
 	count(uint64(end.SynAckRetrans), "SYN-ACK retransmit")
 	count(uint64(end.SynRetrans), "SYN retransmit")
@@ -180,7 +201,7 @@ func connNotes(c *timeline.Conn) string {
 // identityNote names where the owner runs (--cgroup-fields), the most
 // specific way known: "container 0123456789ab" (the short ID docker and
 // crictl print), "unit nginx.service", or "cgroup /path"; "" when unknown.
-func identityNote(id *cgroup.Identity) string {
+func identityNote(id *event.Identity) string {
 	switch {
 	case id == nil:
 		return ""
@@ -196,25 +217,48 @@ func identityNote(id *cgroup.Identity) string {
 	return ""
 }
 
-// pipeline.Histograms writes each non-empty state's summary and power-of-two bars.
-func (t *TextWriter) Histograms(ts, since time.Time, hs *pipeline.Histograms) {
+// Histograms writes each non-empty state's summary and power-of-two bars.
+func (t *TextWriter) Histograms(ts, since time.Time, hs *pipeline.Histograms, u *pipeline.Untimed) {
 	from, to := t.at(since), t.at(ts)
 	t.printf("\nDwell time per state, %s to %s (%s):\n", from.Format("15:04:05"), to.Format("15:04:05"), ts.Sub(since).Round(time.Millisecond))
 	any := false
 	for st := range hs {
 		h := &hs[st]
-		if h.Count() == 0 {
+		untimed := u[st].Total()
+		if h.Count() == 0 && untimed == 0 {
 			continue
 		}
 		any = true
 		t.printf("\n%s: count %d  min %s  p50 %s  p90 %s  p99 %s  max %s\n", event.State(st), h.Count(),
 			FormatDuration(h.Min()), FormatDuration(h.Quantile(.5)), FormatDuration(h.Quantile(.9)),
 			FormatDuration(h.Quantile(.99)), FormatDuration(h.Max()))
+		if untimed != 0 {
+			t.printf("  incomplete: %d more stays ended untimed (%s)\n", untimed, UntimedWhy(&u[st]))
+		}
 		t.bars(h)
 	}
 	if !any {
 		t.printf("  (no completed dwell times)\n")
 	}
+}
+
+// UntimedWhy says why stays went untimed, for the text output and the
+// exit line: "no start 3, gap 1", the non-zero reasons.
+func UntimedWhy(u *event.UntimedStays) string {
+	var b strings.Builder
+	for r, n := range u.ByReason {
+		if n == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %d", strings.ReplaceAll(event.UntimedReason(r).String(), "_", " "), n)
+	}
+	if u.Evicted != 0 {
+		fmt.Fprintf(&b, "; %d evicted from the full table", u.Evicted)
+	}
+	return b.String()
 }
 
 // bars folds the log-linear buckets into powers of two, as bcc prints.
@@ -231,28 +275,41 @@ func (t *TextWriter) bars(h *histogram.Histogram) {
 	for k := lo; k <= hi; k++ {
 		peak = max(peak, pow[k])
 	}
+	edge := func(k int) uint64 { // the lower edge of row k
+		if k == 0 {
+			return 0
+		}
+		return 1 << (k - 1)
+	}
 	for k := lo; k <= hi; k++ {
-		from, to := uint64(0), uint64(0)
-		if k > 0 {
-			from, to = 1<<(k-1), 1<<k
-		} else {
-			to = 1
+		// A run of empty rows is one row over their whole range: a
+		// state with stays of microseconds and of seconds would
+		// otherwise print a screen of zeros between them.
+		end := k
+		for pow[k] == 0 && end+1 <= hi && pow[end+1] == 0 {
+			end++
 		}
 		n := int(pow[k] * 40 / peak)
-		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(from), FormatDuration(to), pow[k], strings.Repeat("*", n))
+		t.printf("  %10s -> %-10s : %-9d |%-40s|\n", FormatDuration(edge(k)), FormatDuration(edge(end+1)), pow[k], strings.Repeat("*", n))
+		k = end
 	}
 }
 
-// pipeline.Lost writes a warning line.
+// Lost writes a warning line.
 func (t *TextWriter) Lost(l *pipeline.Lost) {
-	t.printf("LOST %d transitions (ring buffer full %d, kernel recursion %d, bad records %d); %d since start\n",
-		l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Total())
+	t.printf("LOST %d transitions (%s)%s; %d since start\n", l.Count(), l.Parts().Breakdown(), l.HostWideNote(), l.Total())
 }
 
-// pipeline.Stats writes the closing summary.
+// Stats writes the closing summary.
 func (t *TextWriter) Stats(s *pipeline.Stats) {
-	t.printf("\n%d transitions, %d connections (%d still open), %d lost, %d rescued from kernel recursion, %d evicted; attach %s\n",
-		s.Events, s.Connections, s.Open, s.Lost, s.Rescued, s.Evictions, s.Attach)
+	if t.untouched > 0 {
+		t.printf("\n%d sockets older than the trace, still open and with no transition traced, are not listed (the STATES line counts them)\n", t.untouched)
+	}
+	t.printf("\n%d transitions, %d connections (%d still open), %d lost%s, %d rescued from kernel recursion, %d evicted; attach %s\n",
+		s.Events, s.Connections, s.Open, s.Lost, s.HostWideNote(), s.Rescued, s.Evictions, s.Attach)
+	if n := s.Untimed.Total(); n != 0 {
+		t.printf("%d stays ended untimed and are missing from the histograms (%s)\n", n, UntimedWhy(&s.Untimed))
+	}
 }
 
 // Flush writes out the buffer.
@@ -275,6 +332,8 @@ func FormatDuration(ns uint64) string {
 		return trim(d/1e6) + "ms"
 	case ns < 60_000_000_000:
 		return trim(d/1e9) + "s"
+	case ns > math.MaxInt64: // beyond time.Duration
+		return fmt.Sprintf("%.0fh", d/3600e9)
 	}
 	return time.Duration(ns).Round(time.Second).String()
 }
@@ -289,6 +348,18 @@ func trim(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
+// Span takes the namespaces the next States spans (pipeline.SpanSink).
+func (t *TextWriter) Span(namespaces []uint32) { t.span = append(t.span[:0], namespaces...) }
+
+// netns is " netns N" on a line about a socket when the run's tally
+// spans several namespaces, else "".
+func (t *TextWriter) netns(ino uint32) string {
+	if len(t.span) < 2 {
+		return ""
+	}
+	return fmt.Sprintf(" netns %d", ino)
+}
+
 // States writes one line of counts, like netstat -nat | sort | uniq -c.
 func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	var parts []string
@@ -300,10 +371,16 @@ func (t *TextWriter) States(ts time.Time, counts *[event.NumStates]uint64) {
 	if len(parts) == 0 {
 		parts = append(parts, "(no sockets)")
 	}
+	switch {
+	case len(t.span) == 1:
+		parts = append(parts, fmt.Sprintf("in netns %d", t.span[0]))
+	case len(t.span) > 1:
+		parts = append(parts, fmt.Sprintf("in %d namespaces", len(t.span)))
+	}
 	t.printf("STATES %s %s\n", t.at(ts).Format("15:04:05"), strings.Join(parts, " "))
 }
 
-// pipeline.Stuck writes one warning line.
+// Stuck writes one warning line.
 func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	c := s.Conn
 	ts := t.at(s.TS)
@@ -311,11 +388,11 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	pid, comm := owner(known, p, cm)
 	more := ageNote(s.AtLeast, s.AgeSource)
 	if s.HalfOpen > 0 {
-		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s (%s/%s), the oldest for %s%s\n",
-			ts.Format("15:04:05"), s.HalfOpen, c.Src, pid, comm, FormatDuration(s.Age), limitsNote(s.Limits))
+		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s%s (%s/%s), the oldest for %s%s\n",
+			ts.Format("15:04:05"), s.HalfOpen, Local(c.Src, c.IfIndex), t.netns(c.Netns), pid, comm, FormatDuration(s.Age), limitsNote(s.Limits))
 		return
 	}
-	what := fmt.Sprintf("%s > %s", c.Src, c.Dst)
+	what := fmt.Sprintf("%s > %s%s", Local(c.Src, c.IfIndex), c.Dst, t.netns(c.Netns))
 	who := ""
 	if s.HoldersKnown && len(s.Holders) == 0 {
 		who = " (held by no process)"
@@ -332,7 +409,7 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	t.printf("STUCK %s %s for %s%s: %s/%s%s %s%s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what, limitsNote(s.Limits))
 }
 
-// pipeline.Listener writes one line per listener.
+// Listener writes one line per listener.
 func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 	ts = t.at(ts)
 	pid, comm := owner(l.OwnerKnown, l.PID, &l.Comm)
@@ -340,8 +417,13 @@ func (t *TextWriter) Listener(ts time.Time, l *pipeline.Listener) {
 	if l.AcceptQueue > l.AcceptQueueMax {
 		full = " FULL"
 	}
-	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d\n",
-		ts.Format("15:04:05"), pid, comm, l.Addr, l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans)
+	cookies := ""
+	if l.SynCookiesSent {
+		cookies = " SENDING SYN COOKIES"
+	}
+	t.printf("LISTENER %s %s/%s %s: accept queue %d/%d%s, half-open %d, SYN-ACK retransmits %d, drops %d, SYN cookie handshakes %d%s\n",
+		ts.Format("15:04:05"), pid, comm, Local(l.Addr, l.IfIndex), l.AcceptQueue, l.AcceptQueueMax, full, l.HalfOpen, l.SynAckRetrans,
+		l.Drops, l.SynCookies, cookies)
 }
 
 // Redirect flushes what is buffered, then writes to w.
@@ -351,4 +433,19 @@ func (t *TextWriter) Redirect(w io.Writer) error {
 	}
 	t.w.Reset(w)
 	return nil
+}
+
+// Local writes a socket's local end as ss does: with the interface it is
+// bound to (an IPv6 link-local address's scope) after the address,
+// "[fe80::1]%2:8080", but by index: ss shows the interface's name, which
+// only the socket's namespace knows (ip -n NS link maps one to the other).
+func Local(src netip.AddrPort, ifindex uint32) string {
+	if ifindex == 0 {
+		return src.String()
+	}
+	a := src.Addr().String()
+	if src.Addr().Is6() {
+		a = "[" + a + "]"
+	}
+	return fmt.Sprintf("%s%%%d:%d", a, ifindex, src.Port())
 }

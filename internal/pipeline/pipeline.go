@@ -9,7 +9,6 @@ package pipeline
 import (
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -27,6 +26,16 @@ type Source interface {
 	Holders(inodes map[uint64]bool) map[uint64][]Holder
 	// Now is the kernel's monotonic clock.
 	Now() event.Mono
+	// Identity is the cgroup identity of the process pid (comm tells a
+	// reused PID apart), nil when unknown: asked only with
+	// --cgroup-fields, first at a socket's birth while its owner surely
+	// runs, then as its records are written, so a source keeps what it
+	// read.
+	Identity(pid uint32, comm [16]byte) *event.Identity
+	// Recorded reports whether the source hands whole connection records
+	// (a replay of a recording, see Recorded*): then the pipeline keeps
+	// no connection table and rebuilds nothing from the transitions.
+	Recorded() bool
 	// Sysctls reads the settings of the network namespace with inode
 	// netns, in that namespace.
 	Sysctls(netns uint32) (Sysctls, error)
@@ -43,6 +52,30 @@ type Observer interface {
 	Sockets(counts *[event.NumStates]uint64)
 	// Stuck: one stuck report.
 	Stuck(s event.State)
+	// Listeners: from one socket walk, the kernel's drops summed over
+	// the listeners (since each listen()), and how many of them sent SYN
+	// cookies since the previous walk.
+	Listeners(drops, cookieSenders uint64)
+}
+
+// WalkObserver is an Observer that also takes what each socket walk
+// found beyond the tally (the metrics' listener, half-open and stuck
+// gauges).
+type WalkObserver interface {
+	Walked(w *Walk)
+}
+
+// Walk is what one socket walk found, for a WalkObserver.
+type Walk struct {
+	// Namespaces: network namespaces with a socket counted in the tally.
+	Namespaces int
+	Listeners  []Listener
+	// HalfOpen: request sockets (half-open handshakes).
+	HalfOpen uint64
+	// StuckNow: sockets past their --stuck limit now, by state: those
+	// reported stuck and still in that state, and as SYN_RECV the
+	// half-open handshakes older than its limit.
+	StuckNow [event.NumStates]uint64
 }
 
 // Pipeline is one run's state. Not safe for concurrent use.
@@ -61,11 +94,19 @@ type Pipeline struct {
 	// Hists: the dwell histograms built from records (the kernel's own
 	// in aggregate mode, see the tracer).
 	Hists Histograms
-	// Records: raw records handed in; Events: transitions among them;
-	// Conns: connection records written, Open of them still open;
-	// DecodeErrs: bad records; StuckCount: stuck records written.
-	Records, Events, Conns, Open, DecodeErrs, StuckCount uint64
-	seeded                                               bool
+	// spanHists, spanUntimed: the stays of recorded connections
+	// (RecordedConnection).
+	spanHists   Histograms
+	spanUntimed Untimed
+	// Untimed: the stays that ended without a time (the kernel's in
+	// aggregate mode).
+	Untimed Untimed
+	// Records: raw records handed in; Events: transitions among them
+	// (or replayed), Written of them written; Conns: connection records
+	// written, Open of them still open; DecodeErrs: bad records;
+	// StuckCount: stuck records written.
+	Records, Events, Written, Conns, Open, DecodeErrs, StuckCount uint64
+	seeded                                                        bool
 	// Walks of the kernel's sockets; progress records written and
 	// skipped by the cap.
 	Walks                          uint64
@@ -75,24 +116,25 @@ type Pipeline struct {
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck
 	halfOpen     halfOpenWatch
+	// stuckNow: sockets reported stuck, by cookie, with the state,
+	// until a walk finds them gone or elsewhere (for StuckNow).
+	stuckNow map[uint64]*stuckNow
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
-	// idents: the owners' cgroup identities (--cgroup-fields), nil
-	// without.
-	idents *cgroup.Cache
+	// cookieStamps: each listener's SYN-cookie stamp at the previous
+	// walk, by inode.
+	cookieStamps map[uint64]uint32
 }
 
 // New returns the pipeline of a run with cfg: records go to sink, counts
 // to every observer, warnings to warn. The connection table, which also
-// serves the stuck watch, exists unless the kernel aggregates.
+// serves the stuck watch, exists unless the kernel aggregates or the
+// source records connections itself.
 func New(cfg config.Config, src Source, sink Sink, observers []Observer, warn func(error)) *Pipeline {
 	r := &Pipeline{cfg: cfg, src: src, sink: sink, observers: observers, warn: warn, stateFilter: cfg.StateFilter()}
 	r.socketSink, _ = sink.(SocketSink)
-	if cfg.CgroupFields {
-		r.idents = cgroup.NewCache("/proc", identityCacheSize)
-	}
-	if !cfg.Aggregate() {
-		r.tracker = timeline.New(cfg.MaxConns, r.connection)
+	if !cfg.Aggregate() && !src.Recorded() {
+		r.tracker = timeline.New(cfg.MaxConns, r.Connection)
 		var after [event.NumStates]uint64
 		for st, d := range cfg.Stuck {
 			after[st] = uint64(d)
@@ -125,19 +167,29 @@ func (r *Pipeline) Handle(raw []byte) {
 		}
 		return
 	}
+	r.Observe(e)
+}
+
+// Observe processes one transition: a decoded record (Handle), or a
+// replayed one. Its stay goes to the histograms, the transition to the
+// sink if selected, and to the connection table.
+func (r *Pipeline) Observe(e *event.Event) {
 	r.Events++
 	stay, stayEnded := e.Stay()
 	stayEnded = stayEnded && r.keepState(e.Old)
 	if stayEnded {
 		r.Hists[e.Old].Record(uint64(stay))
+	} else if why, untimed := e.Untimed(); untimed && r.keepState(e.Old) {
+		r.Untimed[e.Old].ByReason[why]++
 	}
 	for _, o := range r.observers {
 		o.Transition(e, stay, stayEnded)
 	}
 	if r.cfg.Emit&config.EmitTransitions != 0 && r.keepTransition(e) {
+		r.Written++
 		r.sink.Transition(e)
 	}
-	if r.idents != nil && e.Has(event.Birth) {
+	if r.cfg.CgroupFields && e.Has(event.Birth) {
 		// Read the owner's cgroup while it surely runs: a short-lived
 		// client has exited by the time its connection is written.
 		r.identity(e.Has(event.OwnerKnown), e.PID, &e.Comm)
@@ -168,10 +220,31 @@ func (r *Pipeline) Drain(now time.Time) {
 	mono := r.src.Now()
 	r.tracker.CheckStuck(mono)
 	r.writeStuck(now)
+	r.learnLocalPorts()
 	r.tracker.Flush(mono)
 }
 
-func (r *Pipeline) connection(c *timeline.Conn) {
+// learnLocalPorts gives the connections still held without a local port
+// (connect() picked it after the last transition seen) the one the
+// kernel has now, from one socket walk: every record names the port ss
+// shows.
+func (r *Pipeline) learnLocalPorts() {
+	if !r.src.HasWalker() || !r.tracker.NoLocalPort() {
+		return
+	}
+	walk, err := r.src.Walk()
+	if err != nil {
+		r.warn(err)
+	}
+	if err := event.SplitSockets(walk, func(s *event.Socket) { r.tracker.LearnLocal(s.Cookie, s.Src) }); err != nil {
+		r.warn(err)
+	}
+}
+
+// Connection writes one connection if selected: one the connection table
+// ended, or a recorded one (RecordedConnection). An identity the record
+// already carries is kept.
+func (r *Pipeline) Connection(c *timeline.Conn) {
 	if !c.Open && c.Ending.CloseKnown {
 		// Counted here, not at the CLOSE transition: a reset the kernel
 		// sends right after it (an abortive close) is on the connection.
@@ -187,22 +260,19 @@ func (r *Pipeline) connection(c *timeline.Conn) {
 	if c.Open {
 		r.Open++
 	}
-	c.Identity = r.identity(c.OwnerKnown, c.PID, &c.Comm)
+	if c.Identity == nil {
+		c.Identity = r.identity(c.OwnerKnown, c.PID, &c.Comm)
+	}
 	r.sink.Connection(c)
 }
 
-// identityCacheSize bounds the processes whose cgroup identity is kept:
-// about 200 bytes each with a Kubernetes path, so at most ~2 MB.
-const identityCacheSize = 8192
-
 // identity is the cgroup identity of an owner, nil when unknown or not
-// asked for (--cgroup-fields): one /proc read per process (made at its
-// socket's birth, see Handle), then a map lookup that allocates nothing.
-func (r *Pipeline) identity(known bool, pid uint32, comm *[16]byte) *cgroup.Identity {
-	if r.idents == nil || !known || pid == 0 {
+// asked for (--cgroup-fields).
+func (r *Pipeline) identity(known bool, pid uint32, comm *[16]byte) *event.Identity {
+	if !r.cfg.CgroupFields || !known || pid == 0 {
 		return nil
 	}
-	return r.idents.Lookup(pid, *comm)
+	return r.src.Identity(pid, *comm)
 }
 
 // keepState applies --state (everything passes without it).
@@ -228,4 +298,12 @@ func (r *Pipeline) keepConnection(c *timeline.Conn) bool {
 		long = long || (sp.DwellKnown && time.Duration(sp.Dwell) >= r.cfg.MinDwell)
 	}
 	return through && long
+}
+
+// stuckNow is a socket reported stuck, in its namespace, and the walks in
+// a row that did not reach that namespace (WalkSaw.Left).
+type stuckNow struct {
+	state  event.State
+	netns  uint32
+	missed int
 }

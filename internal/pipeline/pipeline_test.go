@@ -3,8 +3,6 @@ package pipeline_test
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,9 +11,11 @@ import (
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 )
 
 // connectionRecords returns the 10 raw records of one loopback connection
@@ -82,11 +82,10 @@ func BenchmarkPipelinePerEvent(b *testing.B) {
 	}{{"all", config.EmitAll, false}, {"default", config.EmitDefault, false}, {"default-cgroup-fields", config.EmitDefault, true}, {"histograms", config.EmitHistograms, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			clock := event.NewClock(time.Now(), 0)
-			r := pipeline.New(config.Config{Emit: mode.emit, MaxConns: 1 << 16}, fakeSource{}, output.NewNDJSON(io.Discard, clock), nil, func(error) {})
+			// The kernel source's cache, over a /proc of the test's own.
 			idents := cgroup.NewCache(proc, 8192)
-			if mode.cgroups {
-				pipeline.SetIdentities(r, idents)
-			}
+			cfg := config.Config{Emit: mode.emit, MaxConns: 1 << 16, CgroupFields: mode.cgroups}
+			r := pipeline.New(cfg, cachedSource{c: idents}, output.NewNDJSON(io.Discard, clock), nil, func(error) {})
 			recs := connectionRecords(1, 2)
 			ne := binary.NativeEndian
 			b.ReportAllocs()
@@ -186,11 +185,26 @@ func closedCount(t *testing.T, m *metrics.Metrics, from, reset string) float64 {
 }
 
 // fakeSource is a kernel side with no walker whose clock is far past every
-// record's time (so Tick releases every held connection).
-type fakeSource struct{}
+// record's time (so Tick releases every held connection); idents are the
+// owners' cgroup identities by PID.
+type fakeSource struct{ idents map[uint32]*event.Identity }
+
+func (f fakeSource) Identity(pid uint32, _ [16]byte) *event.Identity { return f.idents[pid] }
+
+// cachedSource answers identities as the kernel source does, from /proc
+// through a cache.
+type cachedSource struct {
+	fakeSource
+	c *cgroup.Cache
+}
+
+func (s cachedSource) Identity(pid uint32, comm [16]byte) *event.Identity {
+	return s.c.Lookup(pid, comm)
+}
 
 func (fakeSource) HasWalker() bool                                      { return false }
 func (fakeSource) Walk() ([]byte, error)                                { return nil, nil }
 func (fakeSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (fakeSource) Now() event.Mono                                      { return 1 << 62 }
+func (fakeSource) Recorded() bool                                       { return false }
 func (fakeSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return pipeline.Sysctls{}, nil }

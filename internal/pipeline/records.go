@@ -1,11 +1,11 @@
 package pipeline
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
@@ -19,6 +19,23 @@ import (
 // Histograms holds one dwell-time histogram per state, indexed by State.
 type Histograms [event.NumStates]histogram.Histogram
 
+// Untimed counts, per state (indexed by State), the stays that ended
+// without a time, so that a reader of the histograms knows how much of
+// each distribution is missing and why.
+type Untimed [event.NumStates]event.UntimedStays
+
+// Sum adds up every state's untimed stays.
+func (u *Untimed) Sum() event.UntimedStays {
+	var t event.UntimedStays
+	for st := range u {
+		for r, c := range u[st].ByReason {
+			t.ByReason[r] += c
+		}
+		t.Evicted += u[st].Evicted
+	}
+	return t
+}
+
 // Lost reports transitions that never reached the tracer, since the
 // previous report (the deltas) and since start (the totals).
 type Lost struct {
@@ -26,17 +43,58 @@ type Lost struct {
 	RingbufFull, Recursion, Decode uint64
 	// Unread: records the kernel submitted that never reached the
 	// reader, known at the end of a run (the kernel counts every submit).
-	Unread                           uint64
+	Unread uint64
+	// Gap: transitions seen missing from sockets' states beyond the
+	// counted ones, for which the kernel counts nothing: at least this
+	// many (probe.Health.Inferred).
+	Gap                              uint64
 	TotalRingbufFull, TotalRecursion uint64
 	TotalDecode, TotalUnread         uint64
+	TotalGap                         uint64
+	// RecursionHostWide: the run is filtered (config.Filtered), and the
+	// recursion counts are the whole host's: they may concern sockets the
+	// filters drop.
+	RecursionHostWide bool
 }
 
-// Count is the number lost since the previous report.
-func (l *Lost) Count() uint64 { return l.RingbufFull + l.Recursion + l.Decode + l.Unread }
+// HostWideNote is what the text lines add to the recursion figure: on a
+// filtered run, that it is the host's.
+func (l *Lost) HostWideNote() string {
+	if !l.RecursionHostWide || l.Recursion == 0 {
+		return ""
+	}
+	return " (the whole host's: may concern sockets outside the filters)"
+}
+
+// LostParts are the counts of the five causes of loss, in the order
+// Breakdown names them.
+type LostParts [5]uint64
+
+// Parts are the causes of Count, since the previous report.
+func (l *Lost) Parts() LostParts {
+	return LostParts{l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.Gap}
+}
+
+// TotalParts are the causes of Total, since start.
+func (l *Lost) TotalParts() LostParts {
+	return LostParts{l.TotalRingbufFull, l.TotalRecursion, l.TotalDecode, l.TotalUnread, l.TotalGap}
+}
+
+// Count is the number lost since the previous report (at least, with Gap).
+func (l *Lost) Count() uint64 { return l.Parts().Sum() }
 
 // Total is the number lost since start.
-func (l *Lost) Total() uint64 {
-	return l.TotalRingbufFull + l.TotalRecursion + l.TotalDecode + l.TotalUnread
+func (l *Lost) Total() uint64 { return l.TotalParts().Sum() }
+
+// Sum is the number lost.
+func (p LostParts) Sum() uint64 { return p[0] + p[1] + p[2] + p[3] + p[4] }
+
+// Breakdown names every cause with its count, so that the parts a person
+// reads add up to the number lost: "ring buffer full 3, kernel recursion
+// 2, bad records 0, submitted but never read 1, at least 4 seen as gaps in
+// sockets' states".
+func (p LostParts) Breakdown() string {
+	return fmt.Sprintf("ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d, at least %d seen as gaps in sockets' states", p[0], p[1], p[2], p[3], p[4])
 }
 
 // Stats is the closing account of a run.
@@ -57,6 +115,17 @@ type Stats struct {
 	Rescued                       uint64 // recorded by the backup program
 	StorageFail                   uint64
 	Lost                          uint64
+	// Untimed: stays that ended without a time, summed over the states
+	// (the histogram records have them per state).
+	Untimed event.UntimedStays
+	// HostWide: the run is filtered, and LostHostWide of Lost are the
+	// kernel's recursion skips, counted for the whole host's TCP
+	// transitions: they may concern sockets outside the filters.
+	HostWide     bool
+	LostHostWide uint64
+	// LostInferred: the part of Lost seen only as gaps in sockets'
+	// states (Lost.Gap): Lost is then a lower bound.
+	LostInferred uint64
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64
@@ -77,6 +146,8 @@ type Stats struct {
 // retransmits since tracing began.
 type Listener struct {
 	Netns          uint32
+	NetnsCookie    uint64 // as event.Event's
+	IfIndex        uint32 // as event.Event's
 	Family         event.Family
 	Addr           netip.AddrPort
 	PID            uint32
@@ -87,6 +158,14 @@ type Listener struct {
 	HalfOpen       uint32
 	SynAckRetrans  uint32
 	Inode          uint64 // the socket file's inode (not written out)
+	// Drops: the kernel's drops on the listener since listen() (sk_drops,
+	// `ss -m`'s d: SYNs and final ACKs dropped at a full queue);
+	// SynCookies: connections it accepted through a SYN cookie since
+	// tracing began; SynCookiesSent: it sent SYN cookies since the
+	// previous walk (the kernel's stamp of its latest one moved);
+	// SynCookiesKnown: there was a previous walk to compare with.
+	Drops, SynCookies               uint32
+	SynCookiesSent, SynCookiesKnown bool
 }
 
 // Stuck is a connection that has stayed in a watched state longer than
@@ -111,7 +190,7 @@ type Stuck struct {
 	HalfOpen uint32
 	// Identity is the cgroup, container and unit of the process Owner
 	// names (with --cgroup-fields); nil when unknown.
-	Identity *cgroup.Identity
+	Identity *event.Identity
 	// Limits: the namespace's settings that bound this pile; nil when
 	// none bears on it or they could not be read.
 	Limits *record.Limits
@@ -139,7 +218,9 @@ type Pile struct {
 	Netns  uint32
 	Family event.Family
 	Dst    netip.AddrPort
-	Count  uint64
+	// IfIndex: the interface the first socket found is bound to (0: none).
+	IfIndex uint32
+	Count   uint64
 	// Oldest: the oldest socket's age, a lower bound from Source.
 	Oldest uint64
 	Source event.AgeSource
@@ -181,8 +262,9 @@ func (s *Stuck) Owner() (pid uint32, comm *[16]byte, known bool, creator *Holder
 type Sink interface {
 	Transition(e *event.Event)
 	Connection(c *timeline.Conn)
-	// Histograms writes the non-empty histograms, cumulative since since.
-	Histograms(ts, since time.Time, h *Histograms)
+	// Histograms writes the histograms of the states with a stay that
+	// ended (timed or not), cumulative since since; u: the untimed ones.
+	Histograms(ts, since time.Time, h *Histograms, u *Untimed)
 	Lost(l *Lost)
 	Stats(s *Stats)
 	// States writes the live count of sockets per state (the netstat -nat
@@ -207,10 +289,27 @@ type Sink interface {
 	Redirect(w io.Writer) error
 }
 
+// SpanSink is a Sink whose states records name the network namespaces
+// the tally spans: Span is called before each States with those that
+// hold a counted socket, in ascending order.
+type SpanSink interface {
+	Sink
+	Span(namespaces []uint32)
+}
+
 // SocketSink is a Sink that also takes every socket of each walk (those
 // of the states --state keeps), after States: what exists now, with its
 // owner, for a live view.
 type SocketSink interface {
 	Sink
 	Sockets(ts time.Time, socks []event.Socket)
+}
+
+// HostWideNote is what the closing lines add to the lost figure on a
+// filtered run: how much of it is the host's, not the run's.
+func (s *Stats) HostWideNote() string {
+	if !s.HostWide || s.LostHostWide == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them the whole host's kernel recursion skips: may concern sockets outside the filters)", s.LostHostWide)
 }

@@ -1,9 +1,9 @@
 package pipeline
 
 import (
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
@@ -73,6 +73,7 @@ func (r *Pipeline) writeStuck(now time.Time) {
 		if s, ok := socks[p.conn.Cookie]; ok {
 			if p.conn.Src.Port() == 0 && s.Src.Port() != 0 {
 				p.conn.Src = s.Src
+				r.tracker.LearnLocal(s.Cookie, s.Src) // the connection record names it too
 			}
 			st.HoldersKnown = true
 			st.Holders = holders[s.Inode]
@@ -87,20 +88,29 @@ func (r *Pipeline) writeOneStuck(st *Stuck) {
 	for _, o := range r.observers {
 		o.Stuck(st.State)
 	}
+	if st.HalfOpen == 0 && st.Conn.Cookie != 0 {
+		if r.stuckNow == nil {
+			r.stuckNow = map[uint64]*stuckNow{}
+		}
+		r.stuckNow[st.Conn.Cookie] = &stuckNow{state: st.State, netns: st.Conn.Netns}
+	}
 	if r.cfg.Emit&config.EmitStuck == 0 {
 		return // counted in the metrics only
 	}
 	r.StuckCount++
-	pid, comm, known, _ := st.Owner()
-	st.Identity = r.identity(known, pid, comm)
+	if st.Identity == nil { // a recorded one keeps its own
+		pid, comm, known, _ := st.Owner()
+		st.Identity = r.identity(known, pid, comm)
+	}
 	r.sink.Stuck(st)
 }
 
 // listenerKey names a listening port: request sockets carry the
 // listener's local port and namespace.
 type listenerKey struct {
-	netns uint32
-	port  uint16
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	port        uint16
 }
 
 // halfOpenWatch is the half-open watch's limit (walk.go checkHalfOpen).

@@ -97,19 +97,20 @@ func (r *Pipeline) walkEvery() time.Duration {
 // kernel's iterator and the read), else its wall time, never less.
 const walkBudget = 0.02
 
-// WalkAndWrite takes a fresh walk and writes the states records; a
-// namespace that cannot be walked is a warning, not the end of the run.
-func (r *Pipeline) WalkAndWrite(now time.Time) error { return r.walkNow(now, true) }
-
 func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
-	t0 := time.Now()
 	meter, metered := r.src.(walkMeter)
 	var cpu0 time.Duration
 	if metered {
 		cpu0 = meter.WalkCPU()
 	}
+	t0 := time.Now()
 	walk := r.timedWalk()
-	err := r.useWalk(walk, now, r.src.Now(), writeStates)
+	var err error
+	if writeStates {
+		err = r.WriteSockets(walk, now, r.src.Now())
+	} else {
+		err = r.CountSockets(walk, now, r.src.Now())
+	}
 	if metered {
 		r.walks.took = meter.WalkCPU() - cpu0
 	} else {
@@ -134,34 +135,16 @@ func (r *Pipeline) timedWalk() []byte {
 	return walk
 }
 
-// WriteSockets hands one walk taken elsewhere (the probe's first, at
-// start) to everything that uses it, and writes the states records.
-func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) error {
-	if !r.src.HasWalker() {
-		return nil
-	}
-	r.Walks++
-	return r.useWalk(walk, now, mono, true)
-}
-
-func (r *Pipeline) useWalk(walk []byte, now time.Time, mono event.Mono, writeStates bool) error {
+// afterWalk hands one walk to everything besides the tally that uses it.
+func (r *Pipeline) afterWalk(walk []byte, now time.Time, mono event.Mono) {
 	w := &r.walks
 	w.buf, w.mono, w.last = walk, mono, now
 	if w.firstMono == 0 {
 		w.firstMono = mono
 	}
-	t, err := r.take(walk, mono)
-	if err != nil {
-		return err
-	}
-	if writeStates {
-		w.statesAt = now
-		r.writeTally(t, now)
-	}
 	r.checkHalfOpen(now, walk, mono)
 	r.checkPiles(now, walk)
 	r.writeProgress(now, walk, mono)
-	return nil
 }
 
 // recentWalk is the last periodic walk unless a newer one is overdue
@@ -184,9 +167,10 @@ type episode struct {
 // is the listener's port) or TIME_WAIT sockets toward one destination
 // (addr).
 type pileKey struct {
-	state event.State
-	netns uint32
-	addr  netip.AddrPort
+	state       event.State
+	netns       uint32
+	netnsCookie uint64
+	addr        netip.AddrPort
 }
 
 func (r *Pipeline) startEpisode(k pileKey, now time.Time, c *timeline.Conn) {
@@ -223,7 +207,7 @@ func (r *Pipeline) checkHalfOpen(now time.Time, walk []byte, mono event.Mono) {
 	piles := map[listenerKey]*pile{}
 	listeners := map[listenerKey]event.Socket{}
 	if err := event.SplitSockets(walk, func(s *event.Socket) {
-		k := listenerKey{s.Netns, s.Src.Port()}
+		k := listenerKey{s.Netns, s.NetnsCookie, s.Src.Port()}
 		switch {
 		case s.State == event.Listen:
 			if _, dup := listeners[k]; !dup { // SO_REUSEPORT: the first
@@ -242,12 +226,12 @@ func (r *Pipeline) checkHalfOpen(now time.Time, walk []byte, mono event.Mono) {
 		r.warn(err)
 	}
 	for k, ep := range r.walks.piles {
-		if k.state == event.SynRecv && piles[listenerKey{k.netns, k.addr.Port()}] == nil {
+		if k.state == event.SynRecv && piles[listenerKey{k.netns, k.netnsCookie, k.addr.Port()}] == nil {
 			r.endEpisode(k, ep, event.SynRecv, now)
 		}
 	}
 	for k, p := range piles {
-		pk := pileKey{event.SynRecv, k.netns, netip.AddrPortFrom(netip.IPv4Unspecified(), k.port)}
+		pk := pileKey{event.SynRecv, k.netns, k.netnsCookie, netip.AddrPortFrom(netip.IPv4Unspecified(), k.port)}
 		if r.walks.piles[pk] != nil {
 			continue
 		}
@@ -286,20 +270,21 @@ func (r *Pipeline) checkPiles(now time.Time, walk []byte) {
 		return
 	}
 	type dest struct {
-		n      uint64
-		oldest uint64
-		src    event.AgeSource
-		family event.Family
+		n       uint64
+		oldest  uint64
+		src     event.AgeSource
+		family  event.Family
+		ifindex uint32
 	}
 	dests := map[pileKey]*dest{}
 	if err := event.SplitSockets(walk, func(s *event.Socket) {
 		if s.State != event.TimeWait {
 			return
 		}
-		k := pileKey{event.TimeWait, s.Netns, s.Dst}
+		k := pileKey{event.TimeWait, s.Netns, s.NetnsCookie, s.Dst}
 		d := dests[k]
 		if d == nil {
-			d = &dest{src: event.AgeFirstSeen, family: s.Family}
+			d = &dest{src: event.AgeFirstSeen, family: s.Family, ifindex: s.IfIndex}
 			dests[k] = d
 		}
 		d.n++
@@ -326,7 +311,7 @@ func (r *Pipeline) checkPiles(now time.Time, walk []byte) {
 		if !ok || d.n*2 < portsIn(sc) {
 			continue
 		}
-		p := &Pile{TS: now, State: event.TimeWait, Netns: k.netns, Family: d.family, Dst: k.addr, Count: d.n,
+		p := &Pile{TS: now, State: event.TimeWait, Netns: k.netns, Family: d.family, Dst: k.addr, IfIndex: d.ifindex, Count: d.n,
 			Oldest: d.oldest, Source: d.src,
 			Limits: &record.Limits{LocalPortRange: &[2]uint32{sc.PortLo, sc.PortHi}, TCPTwReuse: &sc.TCPTwReuse}}
 		c := timeline.Conn{Netns: k.netns, Family: d.family, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), Dst: k.addr}

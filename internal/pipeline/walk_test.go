@@ -26,6 +26,8 @@ func (w *walkerSource) Walk() ([]byte, error)                                { r
 func (w *walkerSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (w *walkerSource) Now() event.Mono                                      { return 1000e9 }
 func (w *walkerSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return w.sysctls, nil }
+func (w *walkerSource) Identity(uint32, [16]byte) *event.Identity            { return nil }
+func (w *walkerSource) Recorded() bool                                       { return false }
 
 // snap encodes IPv4 sockets as struct sock_snap records (bpf/tcptrace.h),
 // the layout event.DecodeSocket reads.
@@ -43,8 +45,8 @@ func snap(socks ...event.Socket) []byte {
 		ne.PutUint16(b[50:], s.Dst.Port())
 		b[52], b[53] = 2, byte(s.State) // AF_INET
 		ne.PutUint32(b[76:], s.AcceptQueueMax)
-		ne.PutUint64(b[120:], s.StateAge)
-		b[136] = byte(s.AgeSource)
+		ne.PutUint64(b[144:], s.StateAge)
+		b[160] = byte(s.AgeSource)
 		out = append(out, b...)
 	}
 	return out
@@ -76,9 +78,9 @@ func TestWalkPilesAndTheirEnd(t *testing.T) {
 	cfg.Emit = config.EmitStuck
 	cfg.MaxConns = 16
 	var buf bytes.Buffer
-	sink := output.NewNDJSON(&buf, event.NewClock(time.Unix(0, 0), 0))
+	sink := output.NewNDJSON(&buf, event.NewClock(time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC), 0))
 	p := pipeline.New(cfg, src, sink, nil, func(err error) { t.Error(err) })
-	t0 := time.Unix(2000, 0)
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	steps := []struct {
 		socks []event.Socket
 		want  []string // record types written by this walk

@@ -5,6 +5,7 @@ package probe
 import (
 	"fmt"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
 )
 
@@ -19,6 +20,19 @@ type Health struct {
 	Recursion uint64
 	// Rescued counts transitions the backup program recorded.
 	Rescued uint64
+	// Gap and Reused are transitions inferred lost from the sockets'
+	// states, for which the kernel counts nothing (docs/reliability.md:
+	// this host's kernel skips every tracing program, uncounted, while
+	// PID 1 is on the CPU). Gap: the fewest transitions a socket must have
+	// made between the state it was last seen entering and the old state
+	// of its next transition seen, or since its birth for a socket first
+	// seen mid-life. Reused: one unseen CLOSE for each entry found to be
+	// another socket's (the kernel reused the struct sock). Both may
+	// include transitions already counted in Recursion: see Inferred.
+	Gap, Reused uint64
+	// Gone: entries of sockets found gone by a socket walk (UnseenCloses):
+	// one unseen CLOSE each.
+	Gone uint64
 	// StorageFail counts transitions recorded without owner and dwell
 	// because no per-socket storage could be allocated.
 	StorageFail uint64
@@ -44,8 +58,20 @@ type Health struct {
 	RunTimeNs        uint64
 }
 
-// Lost is the number of transitions that never reached user space.
+// Lost is the number of transitions the kernel counted as never reaching
+// user space.
 func (h Health) Lost() uint64 { return h.RingbufFull + h.Recursion }
+
+// Inferred is how many transitions at least were lost beyond those the
+// kernel counted: the ones seen missing from sockets' states, less the
+// recursion skips, which may be the same ones. (Ring buffer drops leave
+// no gap in the kernel's entries: they happen after them.)
+func (h Health) Inferred() uint64 {
+	if n := h.Gap + h.Reused + h.Gone; n > h.Recursion {
+		return n - h.Recursion
+	}
+	return 0
+}
 
 // Health reads the counters.
 func (p *Probe) Health() (Health, error) {
@@ -62,7 +88,10 @@ func (p *Probe) Health() (Health, error) {
 		h.Aggregated += c.Aggregated
 		h.SynAckLate += c.SynackLate
 		h.Submitted += c.Submitted
+		h.Gap += c.GapLost
+		h.Reused += c.ReusedLost
 	}
+	h.Gone = p.gone
 	st, err := p.primary.Stats()
 	if err != nil {
 		return Health{}, fmt.Errorf("reading program stats: %w", err)
@@ -83,8 +112,9 @@ func (p *Probe) Health() (Health, error) {
 }
 
 // DwellHistograms adds the kernel's per-CPU dwell-time histograms
-// (aggregate mode) to dst, indexed by state.
-func (p *Probe) DwellHistograms(dst []histogram.Histogram) error {
+// (aggregate mode) to dst, and its untimed stays to untimed, both
+// indexed by state.
+func (p *Probe) DwellHistograms(dst []histogram.Histogram, untimed []event.UntimedStays) error {
 	m := p.coll.Maps[tcptraceMapDwellHists]
 	var per []tcptraceStateHist
 	for state := 1; state < len(dst); state++ {
@@ -95,6 +125,12 @@ func (p *Probe) DwellHistograms(dst []histogram.Histogram) error {
 			h := &per[i]
 			if err := dst[state].MergeRaw(h.Buckets[:histogram.NumBuckets], h.Count, h.Sum, h.Min, h.Max); err != nil {
 				return err
+			}
+			if state < len(untimed) {
+				for r, n := range h.Untimed {
+					untimed[state].ByReason[r] += n
+				}
+				untimed[state].Evicted += h.Evicted
 			}
 		}
 	}

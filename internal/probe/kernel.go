@@ -20,11 +20,9 @@ import (
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/privileges"
 )
 
-// checkKernel names the first missing kernel feature the attach mode needs.
+// checkKernel names the first missing kernel feature the attach mode
+// needs. The caller has checked the privileges (privileges.Check).
 func checkKernel(a config.Attach) error {
-	if err := privileges.Check(); err != nil {
-		return err
-	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return fmt.Errorf("kernel has no BTF (/sys/kernel/btf/vmlinux: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y, Linux 5.8 or later, is needed", errors.Unwrap(err))
 	}

@@ -24,7 +24,7 @@ func TestEventLayoutMatchesDecoder(t *testing.T) {
 	raw := tcptraceEvent{
 		TsNs: 123456789, Cookie: 42, DwellNs: 1_000_000_000, Netns: 4026531840, Pid: 4242,
 		Sport: 8080, Dport: 51000, Family: 10, Oldstate: 8, Newstate: 9,
-		Flags: uint8(event.DwellKnown | event.OwnerKnown),
+		Flags: uint8(event.DwellKnown | event.OwnerKnown), Syncookie: 1, Ifindex: 3, NetnsCookie: 1<<40 + 7,
 	}
 	copy(raw.Saddr[:], netip.MustParseAddr("2001:db8::1").AsSlice())
 	copy(raw.Daddr[:], netip.MustParseAddr("2001:db8::2").AsSlice())
@@ -43,6 +43,7 @@ func TestEventLayoutMatchesDecoder(t *testing.T) {
 		Mono: 123456789, Cookie: 42, Dwell: time.Second, Netns: 4026531840, PID: 4242,
 		Src: netip.MustParseAddrPort("[2001:db8::1]:8080"), Dst: netip.MustParseAddrPort("[2001:db8::2]:51000"),
 		Family: event.IPv6, Old: event.CloseWait, New: event.LastAck, Flags: event.DwellKnown | event.OwnerKnown,
+		SynCookie: true, IfIndex: 3, NetnsCookie: 1<<40 + 7,
 	}
 	copy(want.Comm[:], "nginx")
 	if e != want {
@@ -60,8 +61,8 @@ func TestSockInfoAndCountersLayout(t *testing.T) {
 	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 56 {
 		t.Errorf("struct sock_info is %d bytes, want 56", s)
 	}
-	if s := unsafe.Sizeof(tcptraceCounters{}); s != 64 {
-		t.Errorf("struct counters is %d bytes, want 64", s)
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 80 {
+		t.Errorf("struct counters is %d bytes, want 80", s)
 	}
 }
 
@@ -70,7 +71,8 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 		t.Fatalf("struct sock_snap is %d bytes, the decoder expects %d", got, event.SocketSize)
 	}
 	raw := tcptraceSockSnap{Cookie: 9, Netns: 77, Pid: 31, Sport: 22, Dport: 40000, Family: 2, State: 8, OwnerKnown: 1,
-		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3, SynackNs: 123456789, Ino: 4242,
+		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3, SynackNs: 123456789, Ino: 4242, Ifindex: 6, NetnsCookie: 1<<40 + 9,
+		Drops: 83, Syncookies: 7, SyncookieStamp: 4000123,
 		BytesAcked: 1001, BytesReceived: 2002, AgeNs: 600e9, SrttUs: 77, TotalRetrans: 4, AgeSrc: 2}
 	copy(raw.Saddr[:], []byte{10, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 0, 0, 2})
@@ -86,6 +88,8 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 	if s.Cookie != 9 || s.Netns != 77 || s.PID != 31 || s.State != event.CloseWait || !s.OwnerKnown ||
 		s.Src.String() != "10.0.0.1:22" || s.Dst.String() != "10.0.0.2:40000" || string(event.CommBytes(&s.Comm)) != "sshd" ||
 		s.AcceptQueue != 5 || s.AcceptQueueMax != 128 || s.SynAckRetrans != 3 || s.SynAck != 123456789 || s.Inode != 4242 ||
+		s.Drops != 83 || s.SynCookies != 7 || s.SynCookieStamp != 4000123 ||
+		s.IfIndex != 6 || s.NetnsCookie != 1<<40+9 ||
 		s.BytesAcked != 1001 || s.BytesReceived != 2002 || s.StateAge != 600e9 || s.SRTTMicros != 77 ||
 		s.TotalRetrans != 4 || s.AgeSource != event.AgeRcvTstamp {
 		t.Fatalf("decoded %+v", s)
@@ -117,6 +121,7 @@ func TestEventConstantsMatchTheC(t *testing.T) {
 		{"OwnerKnown", uint64(event.OwnerKnown), uint64(tcptraceEventFlagsEV_OWNER_KNOWN)},
 		{"Birth", uint64(event.Birth), uint64(tcptraceEventFlagsEV_BIRTH)},
 		{"Inherited", uint64(event.Inherited), uint64(tcptraceEventFlagsEV_INHERITED)},
+		{"Gap", uint64(event.Gap), uint64(tcptraceEventFlagsEV_GAP)},
 		{"CookieSynth", uint64(event.CookieSynth), uint64(tcptraceEventFlagsEV_COOKIE_SYNTH)},
 		{"CloseInfo", uint64(event.CloseInfo), uint64(tcptraceEventFlagsEV_CLOSE_INFO)},
 		{"Handshake", uint64(event.Handshake), uint64(tcptraceEventFlagsEV_HANDSHAKE)},
@@ -127,6 +132,10 @@ func TestEventConstantsMatchTheC(t *testing.T) {
 		{"TWNone", uint64(event.TWNone), uint64(tcptraceEventTwTW_NONE)},
 		{"TWTimeWait", uint64(event.TWTimeWait), uint64(tcptraceEventTwTW_TIME_WAIT)},
 		{"TWFinWait2", uint64(event.TWFinWait2), uint64(tcptraceEventTwTW_FIN_WAIT2)},
+		{"UntimedNoStart", uint64(event.UntimedNoStart), uint64(tcptraceUntimedReasonUNTIMED_NO_START)},
+		{"UntimedGap", uint64(event.UntimedGap), uint64(tcptraceUntimedReasonUNTIMED_GAP)},
+		{"UntimedSynCookie", uint64(event.UntimedSynCookie), uint64(tcptraceUntimedReasonUNTIMED_SYNCOOKIE)},
+		{"NumUntimedReasons", uint64(event.NumUntimedReasons), uint64(tcptraceUntimedReasonUNTIMED_REASONS)},
 		{"AgeTraced", uint64(event.AgeTraced), uint64(tcptraceAgeSourceAGE_TRACED)},
 		{"AgeFirstSeen", uint64(event.AgeFirstSeen), uint64(tcptraceAgeSourceAGE_FIRST_SEEN)},
 		{"AgeRcvTstamp", uint64(event.AgeRcvTstamp), uint64(tcptraceAgeSourceAGE_RCV_TSTAMP)},

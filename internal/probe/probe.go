@@ -2,10 +2,13 @@
 
 // Package probe loads the BPF programs of bpf/tcptrace.bpf.c, attaches them
 // to the inet_sock_set_state tracepoint, and reads their ring buffer and
-// health counters. It is the only package that talks to cilium/ebpf.
+// health counters, and walks the sockets that exist. With the bpf2go
+// output beside it, it is the only package of the binary that imports
+// cilium/ebpf (the benchmark command, cmd/tcptrace-bench, is the other).
 package probe
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -16,38 +19,35 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
 )
 
 // Options configure the programs before they are loaded. Filters given
 // here run in the kernel.
 type Options struct {
-	Attach      config.Attach
-	Ports       []uint16 // either end; empty: all
-	Family      int      // 0 any, 4, 6
-	PID         uint32   // owner tgid; 0 any
-	Netns       uint32   // netns inode; 0 any
-	RingSize    int      // bytes, a power of two multiple of the page size
-	WakeupBytes int      // wake the reader once this many bytes wait; 0: kernel default
-	MaxSockets  int      // tracepoint fallback: sockets tracked at once
-	// Aggregate keeps dwell-time histograms in the kernel and sends no
-	// records; read them with DwellHistograms.
-	Aggregate bool
-	// Cgroup and CgroupLevel select sockets created in that cgroup (v2
-	// id) or below it; CgroupLevel is its depth (0: the root).
-	Cgroup      uint64
+	// Config is the run's: the filters, sizes, attach mode and what the
+	// kernel aggregates are read from it (config.Defaults has the
+	// defaults).
+	config.Config
+	// CgroupID and CgroupLevel are --cgroup resolved: the cgroup v2 id
+	// whose sockets (and its descendants') pass, and its depth (0: the
+	// root).
+	CgroupID    uint64
 	CgroupLevel uint32
-	// MinDwell sends only transitions out of a state held at least this
-	// long (ns); it breaks timelines, so use it only for transitions.
-	MinDwell uint64
-	// SynRecvStuck is the --stuck SYN_RECV limit (ns; 0: not watched):
-	// the kernel counts SYN-ACKs retransmitted for older handshakes.
-	SynRecvStuck uint64
-
 	// Owners and NetnsPaths (from sockowner.Scan) seed the sockets that
 	// exist already with their owner; see Seed.
 	Owners     sockowner.Table
 	NetnsPaths []string
+}
+
+// minDwell is --min-dwell for the kernel (ns), where it may apply it: it
+// breaks timelines, so only when transitions alone are written.
+func (o *Options) minDwell() uint64 {
+	if o.MinDwellInKernel() {
+		return uint64(o.MinDwell)
+	}
+	return 0
 }
 
 // Probe is the loaded and attached set of programs.
@@ -64,7 +64,11 @@ type Probe struct {
 	initial  []byte // the first socket walk's records
 	// walkWarning: namespaces the first walk could not enter.
 	walkWarning error
-	walkCPU     time.Duration // the walks' CPU time (WalkCPU)
+	// walkGen: the last marking walk's walk_gen; gone: the entries of
+	// sockets found gone so far (UnseenCloses).
+	walkGen uint8
+	gone    uint64
+	walkCPU time.Duration // the walks' CPU time (WalkCPU)
 }
 
 // WalkWarning returns what the first socket walk could not do, if anything.
@@ -73,12 +77,6 @@ func (p *Probe) WalkWarning() error { return p.walkWarning }
 // Load checks the kernel, loads the programs with opts and attaches them.
 // The caller must Close the Probe.
 func Load(opts Options) (p *Probe, err error) {
-	if opts.RingSize == 0 {
-		opts.RingSize = 16 << 20
-	}
-	if opts.MaxSockets == 0 {
-		opts.MaxSockets = 262144
-	}
 	if err := checkKernel(opts.Attach); err != nil {
 		return nil, err
 	}
@@ -143,7 +141,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	if len(o.Ports) > 0 {
 		filterPorts = 1
 	}
-	if o.Aggregate {
+	if o.Aggregate() {
 		aggregate = 1
 	}
 	for name, v := range map[string]any{
@@ -151,13 +149,13 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		tcptraceVarFilterPorts:       filterPorts,
 		tcptraceVarFilterNetns:       o.Netns,
 		tcptraceVarFilterPid:         o.PID,
-		tcptraceVarWakeupBytes:       uint64(o.WakeupBytes),
+		tcptraceVarWakeupBytes:       uint64(cmp.Or(o.WakeupBytes, o.RingSize/8)),
 		tcptraceVarPortBitmap:        bitmap,
 		tcptraceVarAggregateOnly:     aggregate,
-		tcptraceVarFilterCgroup:      o.Cgroup,
+		tcptraceVarFilterCgroup:      o.CgroupID,
 		tcptraceVarFilterCgroupLevel: o.CgroupLevel,
-		tcptraceVarMinDwellNs:        o.MinDwell,
-		tcptraceVarSynRecvStuckNs:    o.SynRecvStuck,
+		tcptraceVarMinDwellNs:        o.minDwell(),
+		tcptraceVarSynRecvStuckNs:    uint64(o.Stuck[event.SynRecv]),
 		tcptraceVarKernelHz:          KernelHZ(),
 	} {
 		if err := set(name, v); err != nil {
@@ -166,6 +164,8 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	}
 	delete(spec.Programs, tcptraceProgHistIndexTest) // test hooks only
 	delete(spec.Programs, tcptraceProgRetransCountTest)
+	delete(spec.Programs, tcptraceProgHistStayTest)
+	delete(spec.Programs, tcptraceProgEntryRulesTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
@@ -176,6 +176,14 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	case config.AttachBTF:
 		for _, tp := range classicPrograms {
 			delete(spec.Programs, tp.prog)
+		}
+		if HistogramOnly(o) {
+			// No backup program: a transition the kernel skips loses
+			// one sample of a statistical profile, counted (recursion),
+			// and the next one of that socket times nothing (bpf/hist.h:
+			// a gap), so nothing is counted in the wrong state. A second
+			// dispatch on every transition (~36 ns) is not worth it.
+			delete(spec.Programs, tcptraceProgOnStateBackup)
 		}
 	case config.AttachTracepoint:
 		for _, name := range btfPrograms {
@@ -194,18 +202,23 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 // HistSlots) or
 // hist_socks on the tracepoint fallback; sock_table in the others.
 func sizeSocketTable(spec *ebpf.CollectionSpec, o Options, set func(string, any) error) error {
-	if !o.Aggregate || o.PID != 0 {
-		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxSockets)
+	if !HistogramOnly(o) {
+		spec.Maps[tcptraceMapSockTable].MaxEntries = uint32(o.MaxConns)
 		return nil
 	}
 	if o.Attach == config.AttachTracepoint {
-		spec.Maps[tcptraceMapHistSocks].MaxEntries = uint32(o.MaxSockets)
+		spec.Maps[tcptraceMapHistSocks].MaxEntries = uint32(o.MaxConns)
 		return nil
 	}
-	slots := HistSlots(o.MaxSockets)
+	slots := HistSlots(o.MaxConns)
 	spec.Maps[tcptraceMapHistSlots].MaxEntries = slots
 	return set(tcptraceVarHistSlotMask, slots-1)
 }
+
+// HistogramOnly reports whether o is the histogram-only mode (--emit
+// histograms without --pid): the kernel keeps each socket's entry time
+// and nothing else (HIST_ONLY in bpf/tcptrace.bpf.c).
+func HistogramOnly(o Options) bool { return o.Aggregate() && o.PID == 0 }
 
 // HistSlots is the size of the histogram-only mode's slot table for
 // --max-conns n: the smallest power of two >= 2n, so that the table is
@@ -224,7 +237,10 @@ func (p *Probe) attach() error {
 	case config.AttachBTF:
 		p.primary = p.coll.Programs[tcptraceProgOnState]
 		for _, name := range btfPrograms {
-			prog := p.coll.Programs[name]
+			prog, ok := p.coll.Programs[name]
+			if !ok {
+				continue // left out by configure
+			}
 			l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 			if err != nil {
 				return fmt.Errorf("attaching %s (tp_btf): %w", name, err)

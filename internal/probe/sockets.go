@@ -55,6 +55,59 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 	return recs, nil
 }
 
+// siClosed is SI_CLOSED of bpf/tcptrace.h: an entry kept past its CLOSE
+// for the reset an abortive close sends next.
+const siClosed = 0x02
+
+// UnseenCloses walks the sockets like Sockets (and returns the walk) and
+// finds the sockets that are gone while their entry stays: their CLOSE
+// (at least) was not seen. The walk marks the entries of the sockets it
+// finds; the entries left unmarked, not SI_CLOSED and with no transition
+// since the walk began, are removed and counted (Health.Gone). Nothing is
+// counted when a namespace could not be walked (the error is returned
+// with the others' records): its sockets' entries would look gone.
+// tp_btf only (the walker needs it).
+func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
+	if p.iter == nil {
+		return nil, nil
+	}
+	p.walkGen++
+	if p.walkGen == 0 { // 0: the entries no walk marked yet
+		p.walkGen = 1
+	}
+	if err := p.coll.Variables[tcptraceVarWalkGen].Set(p.walkGen); err != nil {
+		return nil, fmt.Errorf("marking walk: %w", err)
+	}
+	start := uint64(MonotonicNow())
+	walk, err := p.Sockets(netns)
+	if err != nil {
+		return walk, err
+	}
+	m := p.coll.Maps[tcptraceMapSockTable]
+	var (
+		key  uint64
+		v    tcptraceSockInfo
+		gone []uint64
+	)
+	it := m.Iterate()
+	for it.Next(&key, &v) {
+		if v.Flags&siClosed == 0 && v.Walked != p.walkGen && v.TsNs < start {
+			gone = append(gone, key)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return walk, fmt.Errorf("reading the socket table: %w", err)
+	}
+	var n uint64
+	for _, k := range gone {
+		if m.Delete(k) == nil {
+			n++
+		}
+	}
+	p.gone += n
+	return walk, nil
+}
+
 // HasWalker reports whether Sockets works (tp_btf mode).
 func (p *Probe) HasWalker() bool { return p.iter != nil }
 

@@ -34,6 +34,27 @@ type tcptraceCounters struct {
 	Aggregated   uint64
 	Submitted    uint64
 	SynackLate   uint64
+	GapLost      uint64
+	ReusedLost   uint64
+}
+
+type tcptraceEntryTestArgs struct {
+	_ structs.HostLayout
+	C [8]struct {
+		_       structs.HostLayout
+		Last    uint32
+		Old     uint32
+		IdSport uint16
+		IdDport uint16
+		Sport   uint16
+		Dport   uint16
+		Flags   uint32
+		Unseen  uint32
+		Same    uint32
+		Pad     uint32
+	}
+	N   uint32
+	Pad uint32
 }
 
 type tcptraceEvent struct {
@@ -63,7 +84,10 @@ type tcptraceEvent struct {
 	Tw            uint8
 	Kind          uint8
 	HandshakeUs   uint32
-	Pad2          uint32
+	Ifindex       uint32
+	NetnsCookie   uint64
+	Syncookie     uint8
+	Pad2          [7]uint8
 }
 
 type tcptraceEventFlags uint32
@@ -73,6 +97,7 @@ const (
 	tcptraceEventFlagsEV_OWNER_KNOWN  tcptraceEventFlags = 2
 	tcptraceEventFlagsEV_BIRTH        tcptraceEventFlags = 4
 	tcptraceEventFlagsEV_INHERITED    tcptraceEventFlags = 8
+	tcptraceEventFlagsEV_GAP          tcptraceEventFlags = 16
 	tcptraceEventFlagsEV_COOKIE_SYNTH tcptraceEventFlags = 32
 	tcptraceEventFlagsEV_CLOSE_INFO   tcptraceEventFlags = 64
 	tcptraceEventFlagsEV_HANDSHAKE    tcptraceEventFlags = 128
@@ -116,7 +141,17 @@ type tcptraceHistSock struct {
 	_     structs.HostLayout
 	TsNs  uint64
 	Flags uint32
-	Pad   uint32
+	Last  uint8
+	Pad   [3]uint8
+}
+
+type tcptraceHistStayTestArgs struct {
+	_   structs.HostLayout
+	Now [8]uint64
+	Old [8]int32
+	New [8]int32
+	N   uint32
+	Pad uint32
 }
 
 type tcptraceHsKey struct {
@@ -145,14 +180,21 @@ type tcptraceListenOwner struct {
 	Comm      [16]int8
 }
 
-type tcptraceRetransTestArgs struct {
+type tcptraceListenSock struct {
 	_          structs.HostLayout
-	State      [8]int32
-	Err        [8]int32
-	N          uint32
-	Retrans    uint32
-	SynRetrans uint32
-	Pad        uint32
+	Sk         uint64
+	Syncookies uint64
+}
+
+type tcptraceRetransTestArgs struct {
+	_            structs.HostLayout
+	State        [8]int32
+	Err          [8]int32
+	TotalRetrans [8]uint32
+	N            uint32
+	Retrans      uint32
+	SynRetrans   uint32
+	Pad          uint32
 }
 
 type tcptraceSockInfo struct {
@@ -164,38 +206,47 @@ type tcptraceSockInfo struct {
 	SynRetrans uint8
 	Rst        uint8
 	Flags      uint8
-	Pad        [7]uint8
+	Last       uint8
+	Pad        uint8
+	Walked     uint8
+	IdSport    uint16
+	IdDport    uint16
 	Comm       [16]int8
 	BirthTs    uint64
 }
 
 type tcptraceSockSnap struct {
-	_             structs.HostLayout
-	Cookie        uint64
-	Saddr         [16]uint8
-	Daddr         [16]uint8
-	Netns         uint32
-	Pid           uint32
-	Sport         uint16
-	Dport         uint16
-	Family        uint8
-	State         uint8
-	OwnerKnown    uint8
-	Pad           uint8
-	Comm          [16]int8
-	AckBacklog    uint32
-	MaxAckBacklog uint32
-	Retrans       uint32
-	Pad2          uint32
-	SynackNs      uint64
-	Ino           uint64
-	BytesAcked    uint64
-	BytesReceived uint64
-	AgeNs         uint64
-	SrttUs        uint32
-	TotalRetrans  uint32
-	AgeSrc        uint8
-	Pad3          [7]uint8
+	_              structs.HostLayout
+	Cookie         uint64
+	Saddr          [16]uint8
+	Daddr          [16]uint8
+	Netns          uint32
+	Pid            uint32
+	Sport          uint16
+	Dport          uint16
+	Family         uint8
+	State          uint8
+	OwnerKnown     uint8
+	Pad            uint8
+	Comm           [16]int8
+	AckBacklog     uint32
+	MaxAckBacklog  uint32
+	Retrans        uint32
+	Ifindex        uint32
+	SynackNs       uint64
+	Ino            uint64
+	Drops          uint32
+	Syncookies     uint32
+	SyncookieStamp uint32
+	Pad3           uint32
+	NetnsCookie    uint64
+	BytesAcked     uint64
+	BytesReceived  uint64
+	AgeNs          uint64
+	SrttUs         uint32
+	TotalRetrans   uint32
+	AgeSrc         uint8
+	Pad4           [7]uint8
 }
 
 type tcptraceStateHist struct {
@@ -204,8 +255,19 @@ type tcptraceStateHist struct {
 	Sum     uint64
 	Min     uint64
 	Max     uint64
+	Untimed [3]uint64
+	Evicted uint64
 	Buckets [2048]uint64
 }
+
+type tcptraceUntimedReason uint32
+
+const (
+	tcptraceUntimedReasonUNTIMED_NO_START  tcptraceUntimedReason = 0
+	tcptraceUntimedReasonUNTIMED_GAP       tcptraceUntimedReason = 1
+	tcptraceUntimedReasonUNTIMED_SYNCOOKIE tcptraceUntimedReason = 2
+	tcptraceUntimedReasonUNTIMED_REASONS   tcptraceUntimedReason = 3
+)
 
 // Names of all BPF objects in the ELF.
 //
@@ -216,12 +278,15 @@ const (
 	tcptraceMapHealth                = "health"
 	tcptraceMapHistSlots             = "hist_slots"
 	tcptraceMapHistSocks             = "hist_socks"
+	tcptraceMapListenSocks           = "listen_socks"
 	tcptraceMapListeners             = "listeners"
 	tcptraceMapSeedInodes            = "seed_inodes"
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
+	tcptraceProgEntryRulesTest       = "entry_rules_test"
 	tcptraceProgHistIndexTest        = "hist_index_test"
+	tcptraceProgHistStayTest         = "hist_stay_test"
 	tcptraceProgOnReceiveReset       = "on_receive_reset"
 	tcptraceProgOnReceiveResetTp     = "on_receive_reset_tp"
 	tcptraceProgOnRetransmit         = "on_retransmit"
@@ -256,7 +321,9 @@ const (
 	tcptraceVarUnusedRst             = "unused_rst"
 	tcptraceVarUnusedSnap            = "unused_snap"
 	tcptraceVarUnusedTw              = "unused_tw"
+	tcptraceVarUnusedUntimed         = "unused_untimed"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
+	tcptraceVarWalkGen               = "walk_gen"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -301,7 +368,9 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
+	EntryRulesTest       *ebpf.ProgramSpec `ebpf:"entry_rules_test"`
 	HistIndexTest        *ebpf.ProgramSpec `ebpf:"hist_index_test"`
+	HistStayTest         *ebpf.ProgramSpec `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.ProgramSpec `ebpf:"on_receive_reset_tp"`
 	OnRetransmit         *ebpf.ProgramSpec `ebpf:"on_retransmit"`
@@ -326,6 +395,7 @@ type tcptraceMapSpecs struct {
 	Health      *ebpf.MapSpec `ebpf:"health"`
 	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
 	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
+	ListenSocks *ebpf.MapSpec `ebpf:"listen_socks"`
 	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
 	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
@@ -358,7 +428,9 @@ type tcptraceVariableSpecs struct {
 	UnusedRst         *ebpf.VariableSpec `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
+	UnusedUntimed     *ebpf.VariableSpec `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WalkGen           *ebpf.VariableSpec `ebpf:"walk_gen"`
 }
 
 // tcptraceObjects contains all objects after they have been loaded into the kernel.
@@ -386,6 +458,7 @@ type tcptraceMaps struct {
 	Health      *ebpf.Map `ebpf:"health"`
 	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
 	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
+	ListenSocks *ebpf.Map `ebpf:"listen_socks"`
 	Listeners   *ebpf.Map `ebpf:"listeners"`
 	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
@@ -400,6 +473,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Health,
 		m.HistSlots,
 		m.HistSocks,
+		m.ListenSocks,
 		m.Listeners,
 		m.SeedInodes,
 		m.SockInfos,
@@ -433,14 +507,18 @@ type tcptraceVariables struct {
 	UnusedRst         *ebpf.Variable `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
+	UnusedUntimed     *ebpf.Variable `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WalkGen           *ebpf.Variable `ebpf:"walk_gen"`
 }
 
 // tcptracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
+	EntryRulesTest       *ebpf.Program `ebpf:"entry_rules_test"`
 	HistIndexTest        *ebpf.Program `ebpf:"hist_index_test"`
+	HistStayTest         *ebpf.Program `ebpf:"hist_stay_test"`
 	OnReceiveReset       *ebpf.Program `ebpf:"on_receive_reset"`
 	OnReceiveResetTp     *ebpf.Program `ebpf:"on_receive_reset_tp"`
 	OnRetransmit         *ebpf.Program `ebpf:"on_retransmit"`
@@ -458,7 +536,9 @@ type tcptracePrograms struct {
 
 func (p *tcptracePrograms) Close() error {
 	return _TcptraceClose(
+		p.EntryRulesTest,
 		p.HistIndexTest,
+		p.HistStayTest,
 		p.OnReceiveReset,
 		p.OnReceiveResetTp,
 		p.OnRetransmit,

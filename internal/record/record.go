@@ -15,6 +15,8 @@ package record
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -32,10 +34,31 @@ const (
 	TypeListener   = "listener"
 	TypeStuck      = "stuck"
 	TypeStats      = "stats"
+	TypeIncident   = "incident"
 	TypeProgress   = "progress"
 	TypeCleared    = "cleared"
 	TypePile       = "pile"
 )
+
+// Stream names a record among every record ever written: Run is the
+// writing run's identity (128 random bits in hex, drawn when it starts),
+// Seq counts the records that run wrote, from 1, across SIGHUP reopens.
+// A log pipeline that ships a record twice (an agent killed between
+// sending and saving its read offset) gives a backend (run, seq) to drop
+// the copy by; a gap in seq is a record lost on the way. Every record
+// type has it, right after "type".
+type Stream struct {
+	Run string `json:"run"`
+	Seq uint64 `json:"seq"`
+}
+
+// NewRun returns a new run identity for Stream.Run: 128 random bits as 32
+// hex digits.
+func NewRun() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
 
 // Endpoints are a socket's two ends, as the kernel reports them.
 type Endpoints struct {
@@ -44,6 +67,10 @@ type Endpoints struct {
 	Sport  uint16 `json:"sport"`
 	Daddr  string `json:"daddr"`
 	Dport  uint16 `json:"dport"`
+	// Ifindex: the interface the socket is bound to, in its namespace
+	// (an IPv6 link-local address's scope, SO_BINDTODEVICE); omitted
+	// when none. ss shows it as %ifname after the local address.
+	Ifindex uint32 `json:"ifindex,omitempty"`
 }
 
 // Owner is the process that owns a socket. Records hold a *Owner: nil
@@ -74,14 +101,21 @@ type Ending struct {
 
 // Transition is one state change.
 type Transition struct {
-	Type   string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time `json:"ts"`
 	Cookie uint64    `json:"cookie"`
 	Netns  uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	Old     string  `json:"old"`
 	New     string  `json:"new"`
 	DwellNs *uint64 `json:"dwell_ns,omitempty"`
+	// Gap: the transition into Old was not seen (lost); DwellNs runs from
+	// the last transition seen and is no stay of Old's.
+	Gap bool `json:"gap,omitempty"`
 	*Owner
 	OwnerFrom       string `json:"owner_from,omitempty"` // OwnerFromListener
 	CookieSynthetic bool   `json:"cookie_synthetic,omitempty"`
@@ -89,6 +123,9 @@ type Transition struct {
 	// SYN_RECV stay is the handshake (HandshakeNs, absent when unknown).
 	Accepted    bool    `json:"accepted,omitempty"`
 	HandshakeNs *uint64 `json:"handshake_ns,omitempty"`
+	// SynCookie: that handshake was completed by a SYN cookie (its time
+	// is unknown: HandshakeNs absent).
+	SynCookie bool `json:"syncookie,omitempty"`
 	Ending
 }
 
@@ -112,9 +149,13 @@ type Span struct {
 
 // Connection is one socket's timeline.
 type Connection struct {
-	Type   string `json:"type"`
+	Type string `json:"type"`
+	Stream
 	Cookie uint64 `json:"cookie"`
 	Netns  uint32 `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	*Owner
 	Identity
@@ -135,6 +176,7 @@ type Connection struct {
 	// Accepted sockets.
 	HandshakeNs       *uint64 `json:"handshake_ns,omitempty"`
 	SynAckRetransmits *uint64 `json:"synack_retransmits,omitempty"`
+	SynCookie         bool    `json:"syncookie,omitempty"`
 	States            []Span  `json:"states"`
 }
 
@@ -147,37 +189,64 @@ type Bucket struct {
 
 // Histogram is one state's dwell times, cumulative since Since.
 type Histogram struct {
-	Type    string    `json:"type"`
-	TS      time.Time `json:"ts"`
-	Since   time.Time `json:"since"`
-	State   string    `json:"state"`
-	Count   uint64    `json:"count"`
-	SumNs   uint64    `json:"sum_ns"`
-	MinNs   uint64    `json:"min_ns"`
-	MaxNs   uint64    `json:"max_ns"`
-	P50Ns   uint64    `json:"p50_ns"`
-	P90Ns   uint64    `json:"p90_ns"`
-	P99Ns   uint64    `json:"p99_ns"`
-	Buckets []Bucket  `json:"buckets"`
+	Type string `json:"type"`
+	Stream
+	TS    time.Time `json:"ts"`
+	Since time.Time `json:"since"`
+	State string    `json:"state"`
+	Count uint64    `json:"count"`
+	SumNs uint64    `json:"sum_ns"`
+	MinNs uint64    `json:"min_ns"`
+	MaxNs uint64    `json:"max_ns"`
+	P50Ns uint64    `json:"p50_ns"`
+	P90Ns uint64    `json:"p90_ns"`
+	P99Ns uint64    `json:"p99_ns"`
+	// Untimed: stays of the state that ended without a known time, not
+	// in the figures above; UntimedReasons says why, when there are any.
+	Untimed        uint64          `json:"untimed"`
+	UntimedReasons *UntimedReasons `json:"untimed_reasons,omitempty"`
+	// Evictions (histogram-only mode): sockets evicted from the
+	// kernel's full slot table while in the state.
+	Evictions uint64   `json:"evictions,omitempty"`
+	Buckets   []Bucket `json:"buckets"`
+}
+
+// UntimedReasons splits a histogram's untimed stays by reason
+// (event.UntimedReason).
+type UntimedReasons struct {
+	NoStart   uint64 `json:"no_start"`
+	Gap       uint64 `json:"gap"`
+	SynCookie uint64 `json:"syncookie"`
 }
 
 // Lost counts what never reached the tracer.
 type Lost struct {
-	Type         string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS           time.Time `json:"ts"`
 	Count        uint64    `json:"count"`
 	RingbufFull  uint64    `json:"ringbuf_full"`
 	Recursion    uint64    `json:"recursion"`
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
+	Inferred     uint64    `json:"inferred"`
 	Total        uint64    `json:"total"`
+	// RecursionHostWide: on a filtered run, recursion counts the whole
+	// host's skipped transitions, which may concern other sockets.
+	RecursionHostWide bool `json:"recursion_host_wide,omitempty"`
 }
 
 // States is the live tally of sockets per state.
 type States struct {
-	Type   string      `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time   `json:"ts"`
 	Counts StateCounts `json:"counts"`
+	// Namespaces: how many network namespaces the counts span (those
+	// with a counted socket); Netns: that namespace when it is one.
+	// Absent in recordings made before they were written.
+	Namespaces *uint32 `json:"namespaces,omitempty"`
+	Netns      *uint32 `json:"netns,omitempty"`
 }
 
 // StateCounts are sockets per state, indexed by event.State. In JSON an
@@ -219,22 +288,34 @@ func (c *StateCounts) UnmarshalJSON(b []byte) error {
 
 // Listener is one listening socket's queues.
 type Listener struct {
-	Type   string    `json:"type"`
-	TS     time.Time `json:"ts"`
-	Netns  uint32    `json:"netns"`
-	Family string    `json:"family"`
-	Saddr  string    `json:"saddr"`
-	Sport  uint16    `json:"sport"`
+	Type string `json:"type"`
+	Stream
+	TS    time.Time `json:"ts"`
+	Netns uint32    `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
+	Family      string `json:"family"`
+	Saddr       string `json:"saddr"`
+	Sport       uint16 `json:"sport"`
+	// Ifindex: as Endpoints.Ifindex.
+	Ifindex uint32 `json:"ifindex,omitempty"`
 	*Owner
 	AcceptQueue       uint64 `json:"accept_queue"`
 	AcceptQueueMax    uint64 `json:"accept_queue_max"`
 	HalfOpen          uint64 `json:"half_open"`
 	SynAckRetransmits uint64 `json:"synack_retransmits"`
+	Drops             uint64 `json:"drops"`
+	SynCookies        uint64 `json:"syncookies"`
+	// SynCookiesSent: whether it answered SYNs with cookies since the
+	// previous listener record; absent on a listener's first.
+	SynCookiesSent *bool `json:"syncookies_sent,omitempty"`
 }
 
 // Stuck is a connection held in a state past its limit.
 type Stuck struct {
-	Type       string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS         time.Time `json:"ts"`
 	State      string    `json:"state"`
 	AgeNs      uint64    `json:"age_ns"`
@@ -243,6 +324,9 @@ type Stuck struct {
 	AgeSource string `json:"age_source,omitempty"`
 	Cookie    uint64 `json:"cookie"`
 	Netns     uint32 `json:"netns"`
+	// NetnsCookie: the namespace's identity for the host's uptime (the
+	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
+	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
 	Endpoints
 	*Owner   // who holds the socket now when looked up (Held), else as traced
 	Identity // of that owner
@@ -281,7 +365,8 @@ type Limits struct {
 // Progress is an open connection's state now (--progress): written
 // every interval for each connection at least that old, idle or not.
 type Progress struct {
-	Type   string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time `json:"ts"`
 	Cookie uint64    `json:"cookie"`
 	Netns  uint32    `json:"netns"`
@@ -307,7 +392,8 @@ type Progress struct {
 // share of the namespace's local ports that threatens new connections
 // there (TIME_WAIT): the source address is unspecified.
 type Pile struct {
-	Type  string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS    time.Time `json:"ts"`
 	State string    `json:"state"`
 	Netns uint32    `json:"netns"`
@@ -323,7 +409,8 @@ type Pile struct {
 // pile record's sockets are gone: the same endpoints and state as the
 // record it ends.
 type Cleared struct {
-	Type   string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS     time.Time `json:"ts"`
 	State  string    `json:"state"`
 	Cookie uint64    `json:"cookie"`
@@ -332,6 +419,37 @@ type Cleared struct {
 	*Owner
 	// Since: when the record it ends was written.
 	Since time.Time `json:"since"`
+}
+
+// Incident is one group of troubled sockets (the incident command): a
+// pile that appeared, changed, or cleared. Which fields name the group
+// depends on the state: CLOSE_WAIT, FIN_WAIT2 and LAST_ACK by owner and
+// Local; SYN_RECV (half-open handshakes) by listener (Local, owner) and
+// RemotePrefix; SYN_SENT by Remote; TIME_WAIT by RemotePrefix, the
+// destination (no owner: a timewait socket has none).
+type Incident struct {
+	Type string `json:"type"`
+	Stream
+	TS    time.Time `json:"ts"`
+	State string    `json:"state"`
+	Netns uint32    `json:"netns"`
+	// Count: sockets in the group now (at Cleared, the last count).
+	Count uint64 `json:"count"`
+	// OldestNs: the oldest socket's time in State; absent when unknown
+	// (TIME_WAIT). OldestAtLeast: a lower bound (the socket was older
+	// than the trace).
+	OldestNs      *uint64 `json:"oldest_ns,omitempty"`
+	OldestAtLeast bool    `json:"oldest_at_least,omitempty"`
+	*Owner
+	Local        string `json:"local,omitempty"`         // ADDR:PORT
+	Remote       string `json:"remote,omitempty"`        // ADDR:PORT
+	RemotePrefix string `json:"remote_prefix,omitempty"` // ADDR/BITS
+	// LimitNs: the stuck limit the sockets outstayed; PileLimit: the
+	// count a pile passed (--pile). One of the two.
+	LimitNs   *uint64 `json:"limit_ns,omitempty"`
+	PileLimit *uint64 `json:"pile_limit,omitempty"`
+	// Cleared: the group is gone (no socket of it is left past its limit).
+	Cleared bool `json:"cleared"`
 }
 
 // BPFStats are the kernel's run counts of the programs (with
@@ -344,7 +462,8 @@ type BPFStats struct {
 
 // Stats is the closing account of a run.
 type Stats struct {
-	Type            string    `json:"type"`
+	Type string `json:"type"`
+	Stream
 	TS              time.Time `json:"ts"`
 	Attach          string    `json:"attach"`
 	Events          uint64    `json:"events"`
@@ -359,6 +478,11 @@ type Stats struct {
 	Rescued         uint64    `json:"rescued"`
 	StorageFail     uint64    `json:"storage_fail"`
 	Lost            uint64    `json:"lost"`
+	Untimed         uint64    `json:"untimed"`
+	// LostHostWide: on a filtered run, how many of Lost are the kernel's
+	// recursion skips of the whole host (they may concern other sockets).
+	LostHostWide *uint64 `json:"lost_host_wide,omitempty"`
+	LostInferred uint64  `json:"lost_inferred"`
 	// Walks of the kernel's sockets, and the CPU time of all walks.
 	Walks  uint64 `json:"walks"`
 	WalkNs uint64 `json:"walk_ns"`
@@ -383,6 +507,7 @@ var Types = map[string]func() any{
 	TypeListener:   func() any { return new(Listener) },
 	TypeStuck:      func() any { return new(Stuck) },
 	TypeStats:      func() any { return new(Stats) },
+	TypeIncident:   func() any { return new(Incident) },
 	TypeProgress:   func() any { return new(Progress) },
 	TypeCleared:    func() any { return new(Cleared) },
 	TypePile:       func() any { return new(Pile) },
@@ -390,7 +515,8 @@ var Types = map[string]func() any{
 
 // Decode parses one line into a pointer to its record type (*Transition,
 // *Connection, ...). Fields the type does not know are ignored: a newer
-// tracer may add them (docs/ndjson.md).
+// tracer may add them (docs/ndjson.md). A record with an implausible value
+// (Plausible) is an error.
 func Decode(line []byte) (any, error) { return decode(line, false) }
 
 // DecodeStrict is Decode failing on any field the record type does not
@@ -418,6 +544,12 @@ func decode(line []byte, strict bool) (any, error) {
 	}
 	if d.More() {
 		return nil, fmt.Errorf("%s record: data after the object", head.Type)
+	}
+	if err := Plausible(v); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
+	}
+	if err := zeroTimeWritten(line); err != nil {
+		return nil, fmt.Errorf("%s record: %w", head.Type, err)
 	}
 	return v, nil
 }

@@ -3,24 +3,31 @@
 package recording
 
 import (
-	"bufio"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
-// Filter selects records, as the live filters do.
+// Filter selects records: States as the live --state does (applied by
+// the pipeline, the one rule), Ports and the time range as only a replay
+// can.
 type Filter struct {
 	Ports        map[uint16]bool       // either end; empty: all
 	States       [event.NumStates]bool // any set: only what concerns them
 	Since, Until time.Time             // zero: open
+}
+
+// Config is the configuration of the pipeline a replay feeds: every
+// record type, and the states f selects.
+func (f *Filter) Config() config.Config {
+	return config.Config{Emit: config.EmitAll, States: f.States}
 }
 
 // Summary counts what a replay read.
@@ -29,151 +36,205 @@ type Summary struct {
 	First, Last                                time.Time
 }
 
-// Replay reads NDJSON from r and writes the selected transitions and
-// connections, then the dwell histograms rebuilt from the connections
-// (from the transitions when the recording has no connections), to sink.
-// A bad line is reported on warn with its number and skipped.
+// Source is the pipeline's Source in a replay: no socket walker, no
+// processes to ask, the clock at the latest record read, the owners'
+// identities from Idents (by PID; a recording carries them on its
+// records, so a replay needs none). It hands the recorded connections.
+type Source struct {
+	Idents map[uint32]*event.Identity
+	now    event.Mono
+}
+
+func (s *Source) HasWalker() bool                                      { return false }
+func (s *Source) Walk() ([]byte, error)                                { return nil, nil }
+func (s *Source) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
+func (s *Source) Now() event.Mono                                      { return s.now }
+func (s *Source) Recorded() bool                                       { return true }
+
+// Sysctls: a recording holds no namespace settings.
+func (s *Source) Sysctls(uint32) (pipeline.Sysctls, error) {
+	return pipeline.Sysctls{}, fmt.Errorf("a recording holds no namespace settings")
+}
+func (s *Source) Identity(pid uint32, _ [16]byte) *event.Identity { return s.Idents[pid] }
+
+// Replay reads NDJSON from r into a pipeline that writes to sink what a
+// live run would have written of it: the transitions and connections,
+// states, stuck and listener records f selects, then the dwell
+// histograms rebuilt from the transitions' stays (from the connections'
+// when the recording has no transitions). A bad line (not a record, a
+// record with an implausible value, a line longer than MaxLine, zero bytes
+// left by a crash) is reported on warn with its number, counted in
+// Summary.Bad and skipped; only an error reading r ends the replay early.
 func Replay(r io.Reader, f Filter, sink pipeline.Sink, warn io.Writer) (Summary, error) {
-	var s Summary
-	var hists, fromTransitions pipeline.Histograms
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		s.Lines++
-		rec, err := record.Decode(sc.Bytes())
-		if err != nil {
-			s.Bad++
-			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", s.Lines, err)
-			continue
-		}
-		if err := s.apply(rec, f, sink, &hists, &fromTransitions); err != nil {
-			s.Bad++
-			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", s.Lines, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
-	}
-	if s.Connections == 0 {
-		hists = fromTransitions
+	src := &Source{}
+	p := pipeline.New(f.Config(), src, sink, nil, func(err error) { fmt.Fprintf(warn, "tcptrace-bpf: %v\n", err) })
+	s, err := Feed(r, f, p, src, warn)
+	if err != nil {
+		return s, err
 	}
 	if !s.First.IsZero() {
-		sink.Histograms(s.Last, s.First, &hists)
+		h, u := p.Histograms()
+		sink.Histograms(s.Last, s.First, h, u)
 	}
 	return s, sink.Flush()
 }
 
-func (s *Summary) seen(t time.Time) {
+// Feed hands the records of r that f's time range and ports select to p,
+// whose Source is src (or wraps it), and ends p's connection table at the
+// last record's time. Replay is Feed into a pipeline of its own.
+func Feed(r io.Reader, f Filter, p *pipeline.Pipeline, src *Source, warn io.Writer) (Summary, error) {
+	var s Summary
+	lines := NewLines(r)
+	for {
+		line, ok, err := lines.Next()
+		if err != nil {
+			return s, fmt.Errorf("line %d: %w", s.Lines+1, err)
+		}
+		if !ok {
+			break
+		}
+		s.Lines++
+		damaged := line.Skipped != "" // counted once, whatever follows
+		if damaged {
+			s.Bad++
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %s; skipped\n", line.Number, line.Skipped)
+			if len(line.Text) == 0 {
+				continue
+			}
+		}
+		bad := func() {
+			if !damaged {
+				s.Bad++
+			}
+		}
+		rec, err := record.Decode(line.Text)
+		if err != nil {
+			bad()
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: not a record (%v); skipped\n", line.Number, err)
+			continue
+		}
+		if err := s.feed(rec, f, p, src); err != nil {
+			bad()
+			fmt.Fprintf(warn, "tcptrace-bpf: line %d: %v; skipped\n", line.Number, err)
+		}
+	}
+	p.Drain(s.Last)
+	s.Transitions, s.Connections = p.Written, p.Conns
+	return s, nil
+}
+
+// seen notes a selected record's time: the replay's range, and its clock.
+func (s *Summary) seen(t time.Time, src *Source) {
 	if s.First.IsZero() || t.Before(s.First) {
 		s.First = t
 	}
 	if t.After(s.Last) {
 		s.Last = t
+		src.now = Clock.Mono(t)
 	}
 }
 
-func (f *Filter) keepTime(t time.Time) bool {
-	return (f.Since.IsZero() || !t.Before(f.Since)) && (f.Until.IsZero() || !t.After(f.Until))
-}
-
-func (f *Filter) keepPorts(a, b uint16) bool { return len(f.Ports) == 0 || f.Ports[a] || f.Ports[b] }
-
-func (f *Filter) stateFilter() bool {
-	for _, on := range f.States {
-		if on {
+func (f *Filter) keep(t time.Time, ports ...uint16) bool {
+	if (!f.Since.IsZero() && t.Before(f.Since)) || (!f.Until.IsZero() && t.After(f.Until)) {
+		return false
+	}
+	for _, p := range ports {
+		if f.Ports[p] {
 			return true
 		}
 	}
-	return false
+	return len(f.Ports) == 0
 }
 
-func (s *Summary) apply(rec any, f Filter, sink pipeline.Sink, hists, fromTrans *pipeline.Histograms) error {
+func (s *Summary) feed(rec any, f Filter, p *pipeline.Pipeline, src *Source) error {
 	switch rec := rec.(type) {
 	case *record.Transition:
 		e, err := transition(rec)
-		if err != nil {
+		if err != nil || !f.keep(rec.TS, rec.Sport, rec.Dport) {
 			return err
 		}
-		if !f.keepTime(rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
-			(f.stateFilter() && !f.States[e.Old] && !f.States[e.New]) {
-			return nil
-		}
-		s.Transitions++
-		s.seen(rec.TS)
-		sink.Transition(&e)
-		if e.Has(event.DwellKnown) && e.Old != event.Close && e.Old != e.New && e.Old != event.SynRecv {
-			fromTrans[e.Old].Record(uint64(e.Dwell))
-		}
+		s.seen(rec.TS, src)
+		p.Observe(&e)
 	case *record.Connection:
 		c, err := connection(rec)
-		if err != nil {
+		if err != nil || !f.keep(rec.End, rec.Sport, rec.Dport) {
 			return err
 		}
-		if !f.keepTime(rec.End) || !f.keepPorts(rec.Sport, rec.Dport) {
-			return nil
-		}
-		through := !f.stateFilter()
-		for _, sp := range c.States {
-			through = through || f.States[sp.State]
-		}
-		if !through {
-			return nil
-		}
-		s.Connections++
-		s.seen(rec.End)
-		sink.Connection(c)
-		for i, sp := range c.States {
-			if sp.State == event.SynRecv && i+1 < len(c.States) && c.States[i+1].State == event.Established {
-				if c.Ending.HandshakeKnown && (!f.stateFilter() || f.States[event.SynRecv]) {
-					hists[event.SynRecv].Record(uint64(c.Ending.HandshakeMicros) * 1000)
-				}
-				continue
-			}
-			if sp.DwellKnown && !sp.Inferred && sp.State != event.Close && (i+1 < len(c.States) || !c.Open) &&
-				(!f.stateFilter() || f.States[sp.State]) {
-				hists[sp.State].Record(sp.Dwell)
-			}
-		}
+		s.seen(rec.End, src)
+		p.RecordedConnection(c)
 	case *record.Lost:
 		s.Lost += rec.Count // reported in the summary
 	case *record.States:
-		if rec.TS.IsZero() || !f.keepTime(rec.TS) {
+		if rec.TS.IsZero() || !f.keep(rec.TS) {
 			return nil
 		}
 		counts := [event.NumStates]uint64(rec.Counts)
-		for st := range counts {
-			if f.stateFilter() && !f.States[st] {
-				counts[st] = 0
+		var span []uint32
+		if rec.Namespaces != nil {
+			// The record counts the namespaces and names one only when
+			// it is one: the others' inodes are not known here.
+			span = make([]uint32, *rec.Namespaces)
+			if rec.Netns != nil && len(span) == 1 {
+				span[0] = *rec.Netns
 			}
 		}
-		s.seen(rec.TS)
-		sink.States(rec.TS, &counts)
+		s.seen(rec.TS, src)
+		p.RecordedStates(rec.TS, &counts, span)
 	case *record.Stuck:
 		st, err := event.ParseState(rec.State)
 		if err != nil {
 			return err
 		}
-		if rec.TS.IsZero() || !f.keepTime(rec.TS) || !f.keepPorts(rec.Sport, rec.Dport) ||
-			(f.stateFilter() && !f.States[st]) {
+		if rec.TS.IsZero() || !f.keep(rec.TS, rec.Sport, rec.Dport) {
 			return nil
 		}
-		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns}
+		c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex}
 		if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
 			return err
 		}
 		c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
-		st2, err := stuckOf(rec, c, st)
+		stuck, err := stuckOf(rec, c, st)
 		if err != nil {
 			return err
 		}
-		s.seen(rec.TS)
-		sink.Stuck(st2)
-	case *record.Progress, *record.Pile, *record.Cleared:
-		return s.applyWalk(rec, f, sink)
-	case *record.Histogram, *record.Stats, *record.Listener:
+		s.seen(rec.TS, src)
+		p.RecordedStuck(stuck)
+	case *record.Listener:
+		l, err := listener(rec)
+		if err != nil || !f.keep(rec.TS, rec.Sport) {
+			return err
+		}
+		s.seen(rec.TS, src)
+		p.RecordedListener(rec.TS, l)
+	case *record.Histogram, *record.Stats:
 		// Derived, or about the tracer: rebuilt or not needed offline.
 	}
 	return nil
+}
+
+// listener rebuilds a listener's queues.
+func listener(rec *record.Listener) (*pipeline.Listener, error) {
+	if rec.TS.IsZero() {
+		return nil, fmt.Errorf("listener without ts")
+	}
+	addr, err := netip.ParseAddr(rec.Saddr)
+	if err != nil {
+		return nil, fmt.Errorf("bad address %q", rec.Saddr)
+	}
+	fam, err := event.ParseFamily(rec.Family)
+	if err != nil {
+		return nil, err
+	}
+	l := &pipeline.Listener{Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex,
+		Family: fam, Addr: netip.AddrPortFrom(addr, rec.Sport),
+		AcceptQueue: uint32(rec.AcceptQueue), AcceptQueueMax: uint32(rec.AcceptQueueMax),
+		HalfOpen: uint32(rec.HalfOpen), SynAckRetrans: uint32(rec.SynAckRetransmits),
+		Drops: uint32(rec.Drops), SynCookies: uint32(rec.SynCookies)}
+	if rec.SynCookiesSent != nil {
+		l.SynCookiesSent, l.SynCookiesKnown = *rec.SynCookiesSent, true
+	}
+	l.PID, l.Comm, l.OwnerKnown = owner(rec.Owner)
+	return l, nil
 }
 
 func endpoints(ep *record.Endpoints) (src, dst netip.AddrPort, fam event.Family, err error) {
@@ -197,11 +258,11 @@ func owner(o *record.Owner) (pid uint32, comm [16]byte, known bool) {
 }
 
 // identity reads the cgroup fields; nil when there are none.
-func identity(r *record.Identity) *cgroup.Identity {
+func identity(r *record.Identity) *event.Identity {
 	if *r == (record.Identity{}) {
 		return nil
 	}
-	return &cgroup.Identity{Path: r.Cgroup, ContainerID: r.ContainerID, Unit: r.Unit}
+	return &event.Identity{Path: r.Cgroup, ContainerID: r.ContainerID, Unit: r.Unit}
 }
 
 // ending reads the ending fields; closeKnown: the kernel's close fields
@@ -266,8 +327,12 @@ func transition(rec *record.Transition) (event.Event, error) {
 		return e, err
 	}
 	e.Mono, e.Cookie, e.Netns = Clock.Mono(rec.TS), rec.Cookie, rec.Netns
+	e.NetnsCookie, e.IfIndex = rec.NetnsCookie, rec.Ifindex
 	if rec.DwellNs != nil {
 		e.Dwell, e.Flags = time.Duration(*rec.DwellNs), e.Flags|event.DwellKnown
+	}
+	if rec.Gap {
+		e.Flags |= event.Gap
 	}
 	var known bool
 	if e.PID, e.Comm, known = owner(rec.Owner); known {
@@ -284,6 +349,7 @@ func transition(rec *record.Transition) (event.Event, error) {
 		if rec.HandshakeNs != nil {
 			e.HandshakeMicros = uint32(*rec.HandshakeNs / 1000)
 		}
+		e.SynCookie = rec.SynCookie
 	}
 	var closeInfo bool
 	if e.TW, e.Reset, e.Err, closeInfo, err = ending(&rec.Ending); err != nil {
@@ -300,7 +366,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 	if rec.End.IsZero() {
 		return nil, fmt.Errorf("connection without end")
 	}
-	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, Open: rec.Open, Partial: rec.Partial,
+	c := &timeline.Conn{Cookie: rec.Cookie, Netns: rec.Netns, NetnsCookie: rec.NetnsCookie, IfIndex: rec.Ifindex, Open: rec.Open, Partial: rec.Partial,
 		Evicted: rec.Evicted, End: Clock.Mono(rec.End)}
 	var err error
 	if c.Src, c.Dst, c.Family, err = endpoints(&rec.Endpoints); err != nil {
@@ -322,6 +388,7 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 		end.HandshakeKnown, end.HandshakeMicros = true, uint32(*rec.HandshakeNs/1000)
 	}
 	end.SynAckRetrans = uint32(value(rec.SynAckRetransmits))
+	end.SynCookie = rec.SynCookie
 	for _, sp := range rec.States {
 		st, err := event.ParseState(sp.State)
 		if err != nil {
@@ -352,62 +419,6 @@ func value(p *uint64) uint64 {
 // Clock is the clock of replayed records. A recording holds wall times;
 // the pipeline keeps kernel monotonic ones (event.Mono), as in a live run.
 // Replay converts each wall time through this clock, which puts monotonic
-// time 1 at the start of 2000 (UTC), and the sinks convert back with it.
-// Times before 2000 are not replayed.
-var Clock = event.NewClock(time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), 1)
-
-// applyWalk replays the records of the periodic socket walk (progress,
-// pile, cleared) into the sink, filtered like stuck records.
-func (s *Summary) applyWalk(rec any, f Filter, sink pipeline.Sink) error {
-	var ts time.Time
-	var stName string
-	var ep *record.Endpoints
-	switch r := rec.(type) {
-	case *record.Progress:
-		ts, stName, ep = r.TS, r.State, &r.Endpoints
-	case *record.Pile:
-		ts, stName, ep = r.TS, r.State, &r.Endpoints
-	case *record.Cleared:
-		ts, stName, ep = r.TS, r.State, &r.Endpoints
-	}
-	st, err := event.ParseState(stName)
-	if err != nil {
-		return err
-	}
-	if ts.IsZero() || !f.keepTime(ts) || !f.keepPorts(ep.Sport, ep.Dport) || (f.stateFilter() && !f.States[st]) {
-		return nil
-	}
-	src, dst, fam, err := endpoints(ep)
-	if err != nil {
-		return err
-	}
-	s.seen(ts)
-	switch r := rec.(type) {
-	case *record.Progress:
-		as, err := event.ParseAgeSource(r.AgeSource)
-		if err != nil {
-			return err
-		}
-		sock := event.Socket{Cookie: r.Cookie, Netns: r.Netns, Family: fam, Src: src, Dst: dst, State: st,
-			BytesAcked: r.BytesAcked, BytesReceived: r.BytesReceived,
-			SRTTMicros: uint32(r.SRTTMicros), TotalRetrans: uint32(r.TotalRetrans)}
-		sock.PID, sock.Comm, sock.OwnerKnown = owner(r.Owner)
-		p := &pipeline.Progress{TS: ts, Sock: &sock, Age: r.AgeNs, StateAge: r.StateAgeNs, AtLeast: r.AgeAtLeast, Source: as}
-		if !r.Start.IsZero() {
-			p.Start = Clock.Mono(r.Start)
-		}
-		sink.Progress(p)
-	case *record.Pile:
-		as, err := event.ParseAgeSource(r.AgeSource)
-		if err != nil {
-			return err
-		}
-		sink.Pile(&pipeline.Pile{TS: ts, State: st, Netns: r.Netns, Family: fam, Dst: dst, Count: r.Count,
-			Oldest: r.OldestNs, Source: as, Limits: r.Limits})
-	case *record.Cleared:
-		c := &timeline.Conn{Cookie: r.Cookie, Netns: r.Netns, Family: fam, Src: src, Dst: dst}
-		c.PID, c.Comm, c.OwnerKnown = owner(r.Owner)
-		sink.Cleared(&pipeline.Cleared{TS: ts, State: st, Conn: c, Since: r.Since})
-	}
-	return nil
-}
+// time 1 at record.MinTime (2000, UTC), and the sinks convert back with
+// it. Earlier times are implausible (record.Plausible): not replayed.
+var Clock = event.NewClock(record.MinTime, 1)

@@ -32,7 +32,7 @@ func countTicks(top uint64, n int) []uint64 {
 	var out []uint64
 	for v := uint64(0); ; v += s {
 		out = append(out, v)
-		if v >= top {
+		if v >= top || v > math.MaxUint64-s { // the last tick, also when the next would wrap
 			return out
 		}
 	}

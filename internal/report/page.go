@@ -59,37 +59,18 @@ th{border-bottom:1px solid #ccc}
 .owners{display:grid;grid-template-columns:repeat(auto-fill,minmax(540px,1fr));gap:14px}
 .owners figure div{display:flex;gap:16px;flex-wrap:wrap}
 .stuckcell{color:#c62828;font-weight:600}
+ul.stuck li{color:#c62828}.open-stays{color:#8d6e63}
 </style></head><body>
 <h1>{{.Title}}</h1>
-<p id="summary">{{.Transitions}} transitions, {{.Connections}} connections, {{.Stuck}} stuck{{if .Since}}; {{.Since}} to {{.Until}}{{end}}. Hover any bar, step or row for its details.</p>
+<p id="summary">This recording holds {{.Holds}}{{if .Since}}, {{.Since}} to {{.Until}}{{end}}. Hover any bar, step or row for its details.</p>
 
-<h2>Dwell time per state</h2>
-<p class="note">How long sockets stayed in each state before leaving it. Bars are powers of two on a log time axis; the dashed lines are the median (p50) and p99.</p>
-<section id="histograms" class="grid">
-{{range .Hists}}<figure>
-<figcaption style="color:{{.Color}}">{{.State}}</figcaption>
-<div class="q">count {{.Count}} · min {{.Min}} · p50 {{.P50}} · p90 {{.P90}} · p99 {{.P99}} · max {{.Max}}</div>
-<svg class="chart histogram" data-state="{{.State}}" width="{{f .W}}" height="{{f .H}}" viewBox="0 0 {{f .W}} {{f .H}}" role="img" aria-label="{{.State}} dwell histogram">
-{{template "axes" .}}
-{{$c := .Color}}{{$a := .}}{{range .Bars}}<rect class="bar" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="{{f .H}}" fill="{{$c}}"><title>{{.Title}}</title></rect>{{if .ShowCount}}<text class="count" x="{{f (add .X (add .W 0))}}" y="{{f (add .Y -3)}}" text-anchor="end">{{.Count}}</text>{{end}}
-{{end}}{{range .Markers}}<line class="marker" x1="{{f .X}}" y1="{{f $a.T}}" x2="{{f .X}}" y2="{{f $a.B}}" stroke="#222" stroke-dasharray="3 3"/><text x="{{f .X}}" y="{{f (add $a.T -4)}}" text-anchor="middle">{{.Label}}</text>
-{{end}}</svg></figure>
-{{else}}<p>No completed dwell times in this recording.</p>
-{{end}}</section>
-
-<h2>Sockets per state over time</h2>
-<section id="states">
-{{if .Series}}<p class="note">{{.SeriesSamples}} samples of the live count (one per --interval). Each sample is held until the next one (a step); nothing is drawn between samples that was not measured. Each state has its own count axis.</p>
-<div class="grid">{{range .Series}}<figure>
-<figcaption style="color:{{.Color}}">{{.State}}</figcaption>
-<div class="q">peak {{.Peak}} · last {{.Last}}</div>
-<svg class="chart states-series" data-state="{{.State}}" width="{{f .W}}" height="{{f .H}}" viewBox="0 0 {{f .W}} {{f .H}}" role="img" aria-label="{{.State}} sockets over time">
-{{template "axes" .}}
-<path class="series" data-state="{{.State}}" d="{{.Path}}" fill="none" stroke="{{.Color}}" stroke-width="1.5"/>
-{{$c := .Color}}{{range .Points}}<circle class="sample" cx="{{f .X}}" cy="{{f .Y}}" r="2.2" fill="{{$c}}"><title>{{.Title}}</title></circle>{{end}}
-{{$a := .}}{{range .Bands}}<rect class="band" x="{{f .X}}" y="{{f $a.T}}" width="{{f .W}}" height="{{f $a.PlotH}}"><title>{{.Title}}</title></rect>{{end}}
-</svg></figure>
-{{end}}</div>{{else}}<p>No state counts in this recording (record with --interval).</p>{{end}}
+<h2>Verdict</h2>
+<section id="verdict">
+{{with .Verdict}}{{if .Stuck}}<p><b>Stuck</b> (held past the --stuck limit, grouped by holder):</p>
+<ul class="stuck">{{range .Stuck}}<li>{{.}}</li>{{end}}</ul>{{else}}<p>Nothing was reported stuck.</p>{{end}}
+{{if .Open}}<p><b>Still open when the recording ended</b> (by state and holder; the histograms below leave these stays out):</p>
+<ul class="open">{{range .Open}}<li>{{.}}</li>{{end}}</ul>{{end}}
+<p class="lost">{{.Lost}}</p>{{end}}
 </section>
 
 <h2>Who holds the troubled states</h2>
@@ -123,6 +104,37 @@ th{border-bottom:1px solid #ccc}
 {{end}}</svg>
 {{range .HalfOpen}}<p class="note">Half-open pile: {{.}}</p>{{end}}
 {{else}}<p>No complete connections in this recording.</p>{{end}}{{end}}
+</section>
+
+<h2>Dwell time per state</h2>
+<p class="note">How long sockets stayed in each state before leaving it. Bars are powers of two on a log time axis; the dashed lines are the median (p50) and p99.</p>
+<section id="histograms" class="grid">
+{{range .Hists}}<figure>
+<figcaption style="color:{{.Color}}">{{.State}}</figcaption>
+<div class="q">count {{.Count}} · min {{.Min}} · p50 {{.P50}} · p90 {{.P90}} · p99 {{.P99}} · max {{.Max}}</div>
+{{if .Open}}<div class="q open-stays">+ {{.Open}} stays still open at the end, not counted here (the longest so far {{.OpenLongest}})</div>{{end}}
+<svg class="chart histogram" data-state="{{.State}}" width="{{f .W}}" height="{{f .H}}" viewBox="0 0 {{f .W}} {{f .H}}" role="img" aria-label="{{.State}} dwell histogram">
+{{template "axes" .}}
+{{$c := .Color}}{{$a := .}}{{range .Bars}}<rect class="bar" x="{{f .X}}" y="{{f .Y}}" width="{{f .W}}" height="{{f .H}}" fill="{{$c}}"><title>{{.Title}}</title></rect>{{if .ShowCount}}<text class="count" x="{{f (add .X (add .W 0))}}" y="{{f (add .Y -3)}}" text-anchor="end">{{.Count}}</text>{{end}}
+{{end}}{{range .Markers}}<line class="marker" x1="{{f .X}}" y1="{{f $a.T}}" x2="{{f .X}}" y2="{{f $a.B}}" stroke="#222" stroke-dasharray="3 3"/><text x="{{f .X}}" y="{{f (add $a.T -4)}}" text-anchor="middle">{{.Label}}</text>
+{{end}}</svg></figure>
+{{else}}<p>No completed dwell times in this recording.</p>
+{{end}}</section>
+{{range .OpenOnly}}<p class="note open-stays">{{.}}</p>{{end}}
+
+<h2>Sockets per state over time</h2>
+<section id="states">
+{{if .Series}}<p class="note">{{.SeriesSamples}} samples of the live count (one per --interval). Each sample is held until the next one (a step); nothing is drawn between samples that was not measured. Each state has its own count axis.</p>
+<div class="grid">{{range .Series}}<figure>
+<figcaption style="color:{{.Color}}">{{.State}}</figcaption>
+<div class="q">peak {{.Peak}} · last {{.Last}}</div>
+<svg class="chart states-series" data-state="{{.State}}" width="{{f .W}}" height="{{f .H}}" viewBox="0 0 {{f .W}} {{f .H}}" role="img" aria-label="{{.State}} sockets over time">
+{{template "axes" .}}
+<path class="series" data-state="{{.State}}" d="{{.Path}}" fill="none" stroke="{{.Color}}" stroke-width="1.5"/>
+{{$c := .Color}}{{range .Points}}<circle class="sample" cx="{{f .X}}" cy="{{f .Y}}" r="2.2" fill="{{$c}}"><title>{{.Title}}</title></circle>{{end}}
+{{$a := .}}{{range .Bands}}<rect class="band" x="{{f .X}}" y="{{f $a.T}}" width="{{f .W}}" height="{{f $a.PlotH}}"><title>{{.Title}}</title></rect>{{end}}
+</svg></figure>
+{{end}}</div>{{else}}<p>No state counts in this recording (record with --interval).</p>{{end}}
 </section>
 
 <h2>Listener queues over time</h2>

@@ -11,10 +11,7 @@
 package report
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"slices"
@@ -22,7 +19,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/recording"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
@@ -35,13 +32,9 @@ const (
 	MaxStuckRows = 30
 )
 
-// Troubled are the states whose owners the page names: the ones a leak or
-// an unreachable peer piles sockets up in.
-var Troubled = []event.State{event.CloseWait, event.SynSent, event.SynRecv, event.FinWait2, event.TimeWait}
+func troubled(s event.State) bool { return slices.Contains(event.Troubled, s) }
 
-func troubled(s event.State) bool { return slices.Contains(Troubled, s) }
-
-// Collector is an pipeline.Sink that keeps what the page shows.
+// Collector is a pipeline.Sink that keeps what the page shows.
 type Collector struct {
 	clock event.Clock
 	hists pipeline.Histograms
@@ -70,7 +63,13 @@ type Collector struct {
 
 	listeners     map[listenerKey]*listenerSeries
 	listenerOrder []listenerKey
-	filter        recording.Filter
+
+	// The verdict (verdict.go): connections still open at the end by
+	// state and holder, the open stays per state, and what the replay
+	// counted of the recording.
+	open      map[openKey]uint64
+	openStays [event.NumStates]openStays
+	recorded  recording.Summary
 }
 
 type conn struct {
@@ -89,6 +88,10 @@ type stuckInfo struct {
 	Orphan   bool   // looked up, and no process holds it
 	Holders  int
 	HalfOpen uint32
+	// AtEnd: still in State when the recording ended (its connection
+	// record was written open, in that state); EndAge: its age then.
+	AtEnd  bool
+	EndAge uint64
 }
 
 type sample struct {
@@ -113,8 +116,9 @@ type tally struct {
 }
 
 type listenerKey struct {
-	netns uint32
-	addr  netip.AddrPort
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	addr        netip.AddrPort
 }
 
 type listenerSeries struct {
@@ -133,7 +137,7 @@ type listenerSample struct {
 func NewCollector(clock event.Clock) *Collector {
 	c := &Collector{clock: clock, stuck: map[uint64]stuckInfo{}, stays: map[stayKey]stayRows{},
 		listeners: map[listenerKey]*listenerSeries{}}
-	for _, st := range Troubled {
+	for _, st := range event.Troubled {
 		c.byOwner[st], c.byRemote[st] = map[string]*tally{}, map[string]*tally{}
 	}
 	return c
@@ -144,6 +148,7 @@ func (c *Collector) Transition(*event.Event) { c.stats.transitions++ }
 func (c *Collector) Connection(tc *timeline.Conn) {
 	c.stats.connections++
 	c.countStays(tc)
+	c.noteOpen(tc)
 	if tc.Start == 0 || tc.End < tc.Start || listenerOnly(tc) {
 		return
 	}
@@ -174,11 +179,12 @@ func (c *Collector) countStays(tc *timeline.Conn) {
 		if !troubled(sp.State) {
 			continue
 		}
+		// The stay as the histograms count it; one not ended (open, or
+		// inferred) or of unknown length: held from its start so far.
 		var held uint64
-		switch {
-		case sp.DwellKnown:
-			held = sp.Dwell
-		case sp.Enter != 0:
+		if d, ok := tc.Stay(j); ok {
+			held = uint64(d)
+		} else if sp.Enter != 0 {
 			held = spanEnd(tc, tc.States, j).Since(sp.Enter)
 		}
 		k := stayKey{tc.Cookie, sp.State}
@@ -248,7 +254,7 @@ func int64cmp(a, b int64) int {
 	return 0
 }
 
-func (c *Collector) Histograms(ts, since time.Time, h *pipeline.Histograms) {
+func (c *Collector) Histograms(ts, since time.Time, h *pipeline.Histograms, _ *pipeline.Untimed) {
 	c.hists, c.since, c.until = *h, since, ts
 }
 
@@ -279,10 +285,9 @@ func (c *Collector) Lost(*pipeline.Lost)   {}
 func (c *Collector) Stats(*pipeline.Stats) {}
 
 // Listener keeps a listener's queues. A sample at the time of the last
-// one kept is a repeat, and dropped: the same records may arrive both
-// from the replay and from ReadListeners.
+// one kept is a repeat, and dropped.
 func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
-	k := listenerKey{l.Netns, l.Addr}
+	k := listenerKey{l.Netns, l.NetnsCookie, l.Addr}
 	ls := c.listeners[k]
 	if ls == nil {
 		ls = &listenerSeries{key: k}
@@ -301,74 +306,6 @@ func (c *Collector) Listener(ts time.Time, l *pipeline.Listener) {
 
 func (c *Collector) Flush() error             { return nil }
 func (c *Collector) Redirect(io.Writer) error { return nil }
-
-// ReadListeners returns r, reading through which also hands the
-// recording's listener records, selected by f's time and ports, to
-// Collector.Listener: recording.Replay does not pass them to its sink.
-// Replay r's return value, not r.
-func (c *Collector) ReadListeners(r io.Reader, f recording.Filter) io.Reader {
-	c.filter = f
-	return io.TeeReader(r, &listenerLines{c: c})
-}
-
-// listenerLines is a writer that decodes the listener records among the
-// lines written to it.
-type listenerLines struct {
-	c    *Collector
-	part []byte // a line not yet ended
-}
-
-var listenerType = []byte(`"type":"listener"`)
-
-func (w *listenerLines) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			if len(w.part) < bufio.MaxScanTokenSize*256 { // as Replay's limit: longer lines are bad anyway
-				w.part = append(w.part, p...)
-			}
-			break
-		}
-		line := p[:i]
-		if len(w.part) > 0 {
-			line = append(w.part, line...)
-			w.part = w.part[:0]
-		}
-		w.line(line)
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (w *listenerLines) line(b []byte) {
-	if !bytes.Contains(b, listenerType) {
-		return
-	}
-	rec, err := record.Decode(b)
-	l, ok := rec.(*record.Listener)
-	if err != nil || !ok || l.TS.IsZero() {
-		return // Replay reports bad lines
-	}
-	f := &w.c.filter
-	if (!f.Since.IsZero() && l.TS.Before(f.Since)) || (!f.Until.IsZero() && l.TS.After(f.Until)) ||
-		(len(f.Ports) > 0 && !f.Ports[l.Sport]) {
-		return
-	}
-	addr, err := netip.ParseAddr(l.Saddr)
-	if err != nil {
-		return
-	}
-	fam, _ := event.ParseFamily(l.Family)
-	ol := pipeline.Listener{Netns: l.Netns, Family: fam, Addr: netip.AddrPortFrom(addr, l.Sport),
-		AcceptQueue: uint32(l.AcceptQueue), AcceptQueueMax: uint32(l.AcceptQueueMax),
-		HalfOpen: uint32(l.HalfOpen), SynAckRetrans: uint32(l.SynAckRetransmits)}
-	if l.Owner != nil {
-		ol.PID, ol.OwnerKnown = l.Owner.PID, true
-		copy(ol.Comm[:15], l.Owner.Comm)
-	}
-	w.c.Listener(l.TS, &ol)
-}
 
 func ownerName(known bool, pid uint32, comm *[16]byte) string {
 	if !known {

@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,8 +28,7 @@ func render(t testing.TB) string { return renderRecording(t, sampleRecording(t))
 
 func renderRecording(t testing.TB, rec []byte) string {
 	c := NewCollector(recording.Clock)
-	in := c.ReadListeners(bytes.NewReader(rec), recording.Filter{})
-	if _, err := recording.Replay(in, recording.Filter{}, c, &bytes.Buffer{}); err != nil {
+	if _, err := recording.Replay(bytes.NewReader(rec), recording.Filter{}, c, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
@@ -131,4 +131,55 @@ func loadMs(t *testing.T, dom string) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// The page leads with a verdict: what is stuck and by whom, what was
+// still open at the end, what was lost; then who holds what, the
+// waterfall, the histograms. A histogram of a state with open stays says
+// so and counts them, and the header counts what the recording holds (a
+// connections-only recording is not "0 transitions").
+func TestVerdictFirst(t *testing.T) {
+	var rec strings.Builder
+	for i := range 3 {
+		// A leak: three server sockets in CLOSE_WAIT, reported stuck, still
+		// open when the recording ends.
+		fmt.Fprintf(&rec, `{"type":"stuck","ts":"2026-12-01T10:00:40Z","state":"CLOSE_WAIT","age_ns":%d,"age_at_least":false,"cookie":%d,"netns":1,"family":"inet","saddr":"127.0.0.1","sport":9301,"daddr":"127.0.0.1","dport":%d,"pid":15120,"comm":"leakysrv","held":true}`+"\n",
+			30_000_000_000+i, 100+i, 40000+i)
+		fmt.Fprintf(&rec, `{"type":"connection","cookie":%d,"netns":1,"family":"inet","saddr":"127.0.0.1","sport":9301,"daddr":"127.0.0.1","dport":%d,"pid":15120,"comm":"leakysrv","start":"2026-12-01T10:00:00Z","end":"2026-12-01T10:05:00Z","open":true,"partial":false,"retransmits":0,"syn_retransmits":0,"states":[{"state":"SYN_RECV","ts":"2026-12-01T10:00:00Z","dwell_ns":20000,"inferred":true},{"state":"ESTABLISHED","ts":"2026-12-01T10:00:00.00002Z","dwell_ns":9999980000},{"state":"CLOSE_WAIT","ts":"2026-12-01T10:00:10Z","dwell_ns":290000000000}]}`+"\n",
+			100+i, 40000+i)
+	}
+	// A short CLOSE_WAIT that ended, and lost records.
+	rec.WriteString(`{"type":"connection","cookie":7,"netns":1,"family":"inet","saddr":"127.0.0.1","sport":9301,"daddr":"127.0.0.1","dport":41000,"pid":15120,"comm":"leakysrv","start":"2026-12-01T10:00:00Z","end":"2026-12-01T10:00:01Z","duration_ns":1000000000,"open":false,"partial":false,"retransmits":0,"syn_retransmits":0,"states":[{"state":"ESTABLISHED","ts":"2026-12-01T10:00:00Z","dwell_ns":500000000},{"state":"CLOSE_WAIT","ts":"2026-12-01T10:00:00.5Z","dwell_ns":8500000},{"state":"LAST_ACK","ts":"2026-12-01T10:00:00.5085Z","dwell_ns":40000},{"state":"CLOSE","ts":"2026-12-01T10:00:00.50854Z"}]}` + "\n")
+	rec.WriteString(`{"type":"lost","ts":"2026-12-01T10:01:00Z","count":31,"ringbuf_full":0,"recursion":31,"decode_errors":0,"unread":0,"total":31}` + "\n")
+	c := NewCollector(recording.Clock)
+	s, err := recording.Replay(strings.NewReader(rec.String()), recording.Filter{}, c, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Recorded(s)
+	var out bytes.Buffer
+	if err := c.Render(&out, "verdict"); err != nil {
+		t.Fatal(err)
+	}
+	page := out.String()
+	order := []string{`id="verdict"`, `id="owners"`, `id="waterfall"`, `id="histograms"`}
+	for i := 1; i < len(order); i++ {
+		if a, b := strings.Index(page, order[i-1]), strings.Index(page, order[i]); a < 0 || b < 0 || a > b {
+			t.Errorf("%s does not come before %s", order[i-1], order[i])
+		}
+	}
+	verdict := page[strings.Index(page, `id="verdict"`):strings.Index(page, `id="owners"`)]
+	for _, want := range []string{"15120/leakysrv: 3 in CLOSE_WAIT on 127.0.0.1:9301, all still there at the end, oldest 4m50s",
+		"3 in CLOSE_WAIT held by 15120/leakysrv", "lost 31 transitions"} {
+		if !strings.Contains(verdict, want) {
+			t.Errorf("the verdict lacks %q:\n%s", want, verdict)
+		}
+	}
+	if !strings.Contains(page, "+ 3 stays still open at the end, not counted here (the longest so far 4m50s)") {
+		t.Errorf("the CLOSE_WAIT histogram does not count its open stays")
+	}
+	if m := regexp.MustCompile(`This recording holds [^.<]*`).FindString(page); m == "" || strings.Contains(m, "0 transitions") ||
+		!strings.Contains(m, "4 connections") || !strings.Contains(m, "3 stuck reports") || !strings.Contains(m, "31 lost transitions") {
+		t.Errorf("header %q", m)
+	}
 }

@@ -74,6 +74,10 @@ type histView struct {
 	P50, P90, P99, Min, Max string
 	Bars                    []bar
 	Markers                 []marker
+	// Open: stays the recording ended in, which the histogram leaves
+	// out; OpenLongest: the longest of them so far.
+	Open        uint64
+	OpenLongest string
 }
 
 type segment struct {
@@ -167,6 +171,9 @@ type listenerView struct {
 
 type page struct {
 	Title          string
+	Holds          string
+	Verdict        verdictView
+	OpenOnly       []string // states with open stays and no completed one
 	Since, Until   string
 	Transitions    uint64
 	Connections    uint64
@@ -189,12 +196,22 @@ func (c *Collector) view(title string) page {
 	if !c.since.IsZero() {
 		p.Since, p.Until = c.since.UTC().Format(time.RFC3339), c.until.UTC().Format(time.RFC3339)
 	}
+	p.Holds, p.Verdict = c.holds(), c.verdict()
 	for st := range c.hists {
 		h := &c.hists[st]
+		o := c.openStays[st]
 		if h.Count() == 0 {
+			if o.n > 0 {
+				p.OpenOnly = append(p.OpenOnly, fmt.Sprintf("%s: %d stays, all still open at the end (the longest so far %s)",
+					event.State(st), o.n, output.FormatDuration(o.longest)))
+			}
 			continue
 		}
-		p.Hists = append(p.Hists, histogramView(event.State(st), h))
+		hv := histogramView(event.State(st), h)
+		if o.n > 0 {
+			hv.Open, hv.OpenLongest = o.n, output.FormatDuration(o.longest)
+		}
+		p.Hists = append(p.Hists, hv)
 	}
 	p.Series, p.SeriesSamples = c.seriesViews()
 	p.Owners = c.ownerTables()
@@ -224,16 +241,18 @@ func histogramView(st event.State, h *histogram.Histogram) histView {
 	v.axes = axes{W: 440, H: 210, L: 52, T: 22, R: 428, B: 160,
 		XLabel: "time in " + st.String() + " (log scale)", YLabel: "stays"}
 	// Widen narrow ranges so the axis shows a few powers of two.
-	for hi-lo < 5 {
+	for hi-lo < 5 && (lo > 1 || hi < 64) {
 		if lo > 1 {
 			lo--
 		}
-		hi++
+		if hi < 64 { // bar 64 holds [2^63, 2^64): the last
+			hi++
+		}
 	}
 	from := float64(lo - 1) // log2 of the axis's left edge
 	n := float64(hi - lo + 1)
 	xOf := func(log2 float64) float64 { return v.L + (v.R-v.L)*(log2-from)/n }
-	top := v.countAxis(peak + peak/6 + 1) // room for the counts above the bars
+	top := v.countAxis(max(peak, peak+peak/6+1)) // room for the counts above the bars (unless that wraps)
 	w := (v.R - v.L) / n
 	total := float64(h.Count())
 	for k := lo; k <= hi; k++ {
@@ -244,6 +263,9 @@ func histogramView(st event.State, h *histogram.Histogram) histView {
 		var a, b uint64 = 0, 1
 		if k > 0 {
 			a, b = 1<<(k-1), 1<<k
+		}
+		if k == 64 { // 1<<64 is 0
+			b = math.MaxUint64
 		}
 		v.Bars = append(v.Bars, bar{X: xOf(float64(k-1)) + 0.5, Y: v.B - bh, W: math.Max(w-1, 1), H: bh,
 			Count: pow[k], ShowCount: w >= 14 || pow[k] == peak,
@@ -349,7 +371,7 @@ func (c *Collector) ownerTables() []ownerTable {
 		t.Longest = max(t.Longest, si.Age)
 	}
 	var out []ownerTable
-	for _, st := range Troubled {
+	for _, st := range event.Troubled {
 		if len(c.byOwner[st]) == 0 && len(c.byRemote[st]) == 0 {
 			continue
 		}

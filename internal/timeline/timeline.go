@@ -5,8 +5,8 @@ package timeline
 
 import (
 	"net/netip"
+	"time"
 
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 )
 
@@ -50,6 +50,9 @@ type Ending struct {
 	HandshakeKnown  bool
 	HandshakeMicros uint32
 	SynAckRetrans   uint32
+	// SynCookie: the handshake was completed by a SYN cookie (its time
+	// is unknown).
+	SynCookie bool
 }
 
 // Conn is one socket's timeline.
@@ -64,7 +67,7 @@ type Conn struct {
 	// Identity is the owner's cgroup, container and unit: set by the
 	// tracer as the connection is written (with --cgroup-fields), nil
 	// when unknown. Shared with the tracer's cache: never modified.
-	Identity *cgroup.Identity
+	Identity *event.Identity
 	// Start is when the first state was entered (0 when unknown: the
 	// socket existed before tracing began). End is when CLOSE was entered,
 	// or for an open connection the time it was flushed.
@@ -79,6 +82,10 @@ type Conn struct {
 	Evicted bool
 	States  []Span
 	Ending  Ending
+
+	// NetnsCookie, IfIndex: as event.Event's.
+	NetnsCookie uint64
+	IfIndex     uint32
 
 	// stub: the timeline was evicted; only the stuck watch is kept.
 	stub bool
@@ -108,6 +115,88 @@ func (c *Conn) ClosedFrom() event.State {
 		}
 	}
 	return event.Close
+}
+
+// Stay is what span i adds to its state's dwell histogram, and whether it
+// adds anything: event.Event.Stay, the one rule, applied to the span read
+// as the transition that left it (to the next state seen, or CLOSE). An
+// accepted socket's SYN_RECV followed by ESTABLISHED is its handshake, as
+// the kernel flags it; a span not left yet (the last of an open
+// connection) or left by no transition (an inferred TIME_WAIT) adds
+// nothing.
+func (c *Conn) Stay(i int) (time.Duration, bool) {
+	e, ok := c.left(i)
+	if !ok {
+		return 0, false
+	}
+	return e.Stay()
+}
+
+// Untimed is Stay's other half: whether span i is a stay that ended
+// without a time, and why (event.Event.Untimed, the one rule). A span
+// entered by a transition that was not seen (Unseen) is a gap: its start
+// is not known, so a dwell measured from an earlier transition would
+// span two states, and it is never timed.
+func (c *Conn) Untimed(i int) (event.UntimedReason, bool) {
+	e, ok := c.left(i)
+	if !ok {
+		return 0, false
+	}
+	if c.States[i].Unseen && e.Old != event.Close && e.Old != e.New {
+		return event.UntimedGap, true
+	}
+	return e.Untimed()
+}
+
+// left reads span i as the transition that left it; false: no transition
+// left it (the last span of an open connection, an inferred TIME_WAIT).
+func (c *Conn) left(i int) (event.Event, bool) {
+	sp := &c.States[i]
+	e := event.Event{Old: sp.State, New: event.Close, Dwell: time.Duration(sp.Dwell)}
+	switch next := c.nextSeen(i); {
+	case next >= 0:
+		e.New = c.States[next].State
+	case c.Open:
+		return e, false
+	}
+	if sp.DwellKnown && !sp.Unseen {
+		e.Flags |= event.DwellKnown
+	}
+	switch {
+	case sp.State == event.SynRecv && e.New == event.Established:
+		e.Flags |= event.Handshake
+		if c.Ending.HandshakeKnown {
+			e.HandshakeMicros = c.Ending.HandshakeMicros
+		}
+		e.SynCookie = c.Ending.SynCookie
+	case sp.Inferred:
+		return e, false
+	}
+	return e, true
+}
+
+// nextSeen is the index of the first span after i that a transition
+// entered (not inferred), or -1.
+func (c *Conn) nextSeen(i int) int {
+	for j := i + 1; j < len(c.States); j++ {
+		if !c.States[j].Inferred {
+			return j
+		}
+	}
+	return -1
+}
+
+// Stays calls timed with each stay the connection's spans add to the
+// dwell histograms (Stay), and untimed with each that ended without a
+// time (Untimed), in order.
+func (c *Conn) Stays(timed func(st event.State, d time.Duration), untimed func(st event.State, why event.UntimedReason)) {
+	for i := range c.States {
+		if d, ok := c.Stay(i); ok {
+			timed(c.States[i].State, d)
+		} else if why, ok := c.Untimed(i); ok {
+			untimed(c.States[i].State, why)
+		}
+	}
 }
 
 // Last returns the current (last) span.
@@ -230,12 +319,14 @@ func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 		return
 	}
 	e := event.Event{Mono: seen, Cookie: s.Cookie, Src: s.Src, Dst: s.Dst, Netns: s.Netns,
+		NetnsCookie: s.NetnsCookie, IfIndex: s.IfIndex,
 		PID: s.PID, Comm: s.Comm, Family: s.Family, Old: s.State, New: s.State}
 	if s.OwnerKnown {
 		e.Flags |= event.OwnerKnown
 	}
 	c := t.insert(&e) // a partial connection whose only span is s.State
 	c.Netns, c.Family, c.Src, c.Dst = s.Netns, s.Family, s.Src, s.Dst
+	c.NetnsCookie, c.IfIndex = s.NetnsCookie, s.IfIndex
 	if s.OwnerKnown {
 		c.PID, c.Comm, c.OwnerKnown = s.PID, s.Comm, true
 	}
@@ -245,6 +336,32 @@ func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 		c.Last().Enter, c.Last().AgeSource = since, src
 	}
 	t.entered(c, s.State, since, src)
+}
+
+// LearnLocal gives the connection cookie its local end when the tracer
+// only saw it without a port (a connect() picks its port after
+// CLOSE->SYN_SENT, and nothing may fire until the handshake ends): the
+// port a socket walk found. A known port is kept.
+func (t *Tracker) LearnLocal(cookie uint64, src netip.AddrPort) {
+	if src.Port() == 0 {
+		return
+	}
+	for _, c := range []*Conn{t.conns[cookie], t.stubs[cookie], t.closingBy[cookie]} {
+		if c != nil && c.Src.Port() == 0 {
+			c.Src = src
+		}
+	}
+}
+
+// NoLocalPort reports whether a connection held has no local port yet
+// (see LearnLocal).
+func (t *Tracker) NoLocalPort() bool {
+	for c := t.head.next; c != &t.head; c = c.next {
+		if c.Src.Port() == 0 && c.Dst.Port() != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns the counters.
@@ -360,10 +477,13 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 		// Born before we looked: the old state's start is known only if
 		// the kernel knew its dwell.
 		c.startUnknown = true
-		s := Span{State: e.Old}
-		if e.Has(event.DwellKnown) {
+		s := Span{State: e.Old, Unseen: e.Has(event.Gap)}
+		if e.Has(event.DwellKnown) && !e.Has(event.Gap) {
 			s.Enter = e.Mono - event.Mono(e.Dwell)
 			c.Start = s.Enter
+		}
+		if s.Unseen {
+			c.unseen++
 		}
 		c.States = append(c.States, s)
 	}
@@ -376,6 +496,9 @@ func (t *Tracker) insert(e *event.Event) *Conn {
 // apply records e on c: the old state's dwell, then the new state.
 func (t *Tracker) apply(c *Conn, e *event.Event) {
 	c.Netns, c.Family, c.Dst = e.Netns, e.Family, e.Dst
+	if e.Kind == event.KindTransition {
+		c.NetnsCookie, c.IfIndex = e.NetnsCookie, e.IfIndex
+	}
 	// The local port reads 0 before connect() picks one and after a
 	// closing socket releases it: keep the one we know.
 	if e.Src.Port() != 0 || !c.Src.IsValid() {
@@ -389,6 +512,7 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 	if e.Old == event.SynRecv && e.New == event.Established {
 		end.HandshakeKnown = e.HandshakeMicros != 0
 		end.HandshakeMicros, end.SynAckRetrans = e.HandshakeMicros, e.TotalRetrans
+		end.SynCookie = e.SynCookie
 	}
 	if e.Has(event.CloseInfo) {
 		end.CloseKnown = true
@@ -407,12 +531,14 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 		t.stats.Gaps++
 		c.unseen++
 		s := Span{State: e.Old, Unseen: true}
-		if e.Has(event.DwellKnown) {
+		if e.Has(event.DwellKnown) && !e.Has(event.Gap) {
 			s.Enter = e.Mono - event.Mono(e.Dwell)
 		}
 		c.States = append(c.States, s)
 	}
-	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) {
+	// With Gap the kernel's dwell runs from the last transition it saw,
+	// across unseen states: no span's stay.
+	if n := len(c.States); n > 0 && e.Has(event.DwellKnown) && !e.Has(event.Gap) {
 		c.States[n-1].Dwell, c.States[n-1].DwellKnown = uint64(e.Dwell), true
 	}
 	if e.Has(event.Handshake) && e.HandshakeMicros != 0 {
@@ -520,6 +646,7 @@ func (t *Tracker) evict(c *Conn, now event.Mono) {
 	state, since, src := c.stuckState, c.since, c.sinceSource
 	stub := t.newConn()
 	stub.Cookie, stub.Netns, stub.Family, stub.Src, stub.Dst = c.Cookie, c.Netns, c.Family, c.Src, c.Dst
+	stub.NetnsCookie, stub.IfIndex = c.NetnsCookie, c.IfIndex
 	stub.PID, stub.Comm, stub.OwnerKnown = c.PID, c.Comm, c.OwnerKnown
 	stub.stub = true
 	t.finishOpen(c, now)

@@ -95,6 +95,23 @@ func TestTimelines(t *testing.T) {
 			wantPartial: []bool{true}, wantOpen: []bool{false},
 		},
 		{
+			name: "the kernel saw the gap: its dwell is no stay of the unseen state",
+			events: []event.Event{
+				ev(5, 1, event.Close, event.SynSent, -1, own|event.Birth),
+				ev(5, 2, event.SynSent, event.Established, 1, own),
+				// ESTABLISHED -> CLOSE_WAIT lost: the kernel's dwell runs
+				// from 2, across ESTABLISHED and CLOSE_WAIT
+				ev(5, 30, event.CloseWait, event.LastAck, 28, own|event.Gap),
+				ev(5, 31, event.LastAck, event.Close, 1, own),
+			},
+			want: [][]span{{
+				{event.SynSent, 1, 1, true}, {event.Established, 2, 0, false},
+				{event.CloseWait, 0, 0, false}, {event.LastAck, 30, 1, true}, {event.Close, 31, 0, false},
+			}},
+			wantPartial: []bool{true}, wantOpen: []bool{false},
+			wantStats: Stats{Gaps: 1},
+		},
+		{
 			name: "lost transition leaves a gap",
 			events: []event.Event{
 				ev(4, 1, event.Close, event.SynSent, -1, own|event.Birth),

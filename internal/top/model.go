@@ -9,7 +9,6 @@ package top
 import (
 	"cmp"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"net/netip"
 	"slices"
@@ -19,21 +18,17 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
-// Troubled are the states whose holders the view ranks: the piles
-// netstat shows and someone has to explain. A request socket
-// (NEW_SYN_RECV) counts as SYN_RECV.
-var Troubled = []event.State{event.CloseWait, event.SynSent, event.SynRecv, event.FinWait2, event.TimeWait}
-
-// troubledIndex maps a socket's state to its column in Troubled, -1 for
-// the others.
+// troubledIndex maps a socket's state to its column in event.Troubled,
+// -1 for the others.
 func troubledIndex(s event.State) int {
 	if s == event.NewSynRecv {
 		s = event.SynRecv
 	}
-	return slices.Index(Troubled, s)
+	return slices.Index(event.Troubled, s)
 }
 
 // historyLen is how many walks the sparklines remember (five minutes at
@@ -43,7 +38,7 @@ const historyLen = 300
 // maxStuck bounds the stuck rows kept.
 const maxStuck = 200
 
-// Model aggregates a run's records. It is an pipeline.SocketSink; the
+// Model aggregates a run's records. It is a pipeline.SocketSink; the
 // tracer calls it from its goroutine and the view takes Snapshots from
 // another, so every method locks.
 type Model struct {
@@ -75,6 +70,20 @@ type Model struct {
 	walks     uint64
 	lastWalk  time.Time
 	log       []string
+	// span: the namespaces the last walk's tally spans; Filters: the
+	// tracing filters in force (config.Filters), for the header.
+	span    []uint32
+	Filters string
+	// Netns: the one namespace traced (--netns), 0: all.
+	Netns uint32
+}
+
+// Span takes the namespaces the next walk's tally spans
+// (pipeline.SpanSink).
+func (m *Model) Span(namespaces []uint32) {
+	m.mu.Lock()
+	m.span = append(m.span[:0], namespaces...)
+	m.mu.Unlock()
 }
 
 type entry struct {
@@ -86,8 +95,9 @@ type entry struct {
 }
 
 type addrKey struct {
-	netns    uint32
-	src, dst netip.AddrPort
+	netns       uint32
+	netnsCookie uint64 // the namespace's identity: its inode is reused
+	src, dst    netip.AddrPort
 }
 
 type sockKey struct {
@@ -136,10 +146,10 @@ func (m *Model) Transition(e *event.Event) {
 	switch e.TW {
 	case event.TWTimeWait:
 		en.state = event.TimeWait
-		m.tw[addrKey{e.Netns, e.Src, e.Dst}] = en
+		m.tw[addrKey{e.Netns, e.NetnsCookie, e.Src, e.Dst}] = en
 	case event.TWFinWait2:
 		en.state = event.FinWait2
-		m.tw[addrKey{e.Netns, e.Src, e.Dst}] = en
+		m.tw[addrKey{e.Netns, e.NetnsCookie, e.Src, e.Dst}] = en
 	}
 }
 
@@ -155,7 +165,7 @@ func (m *Model) Connection(c *timeline.Conn) {
 }
 
 // Histograms keeps the tracer's cumulative dwell histograms.
-func (m *Model) Histograms(_, _ time.Time, h *pipeline.Histograms) {
+func (m *Model) Histograms(_, _ time.Time, h *pipeline.Histograms, _ *pipeline.Untimed) {
 	m.mu.Lock()
 	m.total = *h
 	m.mu.Unlock()
@@ -198,13 +208,14 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 	seen := map[sockKey]bool{}
 	live := map[addrKey]bool{}
 	type portKey struct {
-		netns uint32
-		port  uint16
+		netns       uint32
+		netnsCookie uint64
+		port        uint16
 	}
 	listeners := map[portKey]*event.Socket{}
 	for i := range socks {
 		if s := &socks[i]; s.State == event.Listen && s.OwnerKnown {
-			listeners[portKey{s.Netns, s.Src.Port()}] = s
+			listeners[portKey{s.Netns, s.NetnsCookie, s.Src.Port()}] = s
 		}
 	}
 	for i := range socks {
@@ -216,11 +227,11 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 		if ti < 0 {
 			continue
 		}
-		k := sockKey{addrKey{s.Netns, s.Src, s.Dst}, Troubled[ti]}
-		x := sock{state: Troubled[ti], dst: s.Dst, pid: s.PID, comm: s.Comm, ownerKnown: s.OwnerKnown}
+		k := sockKey{addrKey{s.Netns, s.NetnsCookie, s.Src, s.Dst}, event.Troubled[ti]}
+		x := sock{state: event.Troubled[ti], dst: s.Dst, pid: s.PID, comm: s.Comm, ownerKnown: s.OwnerKnown}
 		en, entered := m.entered[s.Cookie]
 		tw, isTW := m.tw[k.addrKey]
-		switch l := listeners[portKey{s.Netns, s.Src.Port()}]; {
+		switch l := listeners[portKey{s.Netns, s.NetnsCookie, s.Src.Port()}]; {
 		case x.ownerKnown:
 		case s.State == event.NewSynRecv && l != nil: // a handshake for the listener's owner
 			x.pid, x.comm, x.ownerKnown = l.PID, l.Comm, true
@@ -335,11 +346,11 @@ type Options struct {
 
 // NextFilter cycles the state filter: all, then each troubled state.
 func NextFilter(f event.State) event.State {
-	i := slices.Index(Troubled, f)
-	if i+1 == len(Troubled) {
+	i := slices.Index(event.Troubled, f)
+	if i+1 == len(event.Troubled) {
 		return 0
 	}
-	return Troubled[i+1]
+	return event.Troubled[i+1]
 }
 
 // View is a snapshot of the model, ready to render.
@@ -356,6 +367,9 @@ type View struct {
 	Listeners  []pipeline.Listener
 	Lost       pipeline.Lost
 	Log        []string
+	// Namespaces: those the tally spans; Filters: the tracing filters.
+	Namespaces []uint32
+	Filters    string
 }
 
 // DwellRow is one state's dwell percentiles over the last interval and
@@ -370,7 +384,7 @@ type DwellRow struct {
 // HolderRow is one owner or remote address and its troubled sockets.
 type HolderRow struct {
 	Name    string
-	Counts  [5]uint64 // indexed like Troubled
+	Counts  [5]uint64 // indexed like event.Troubled
 	Total   uint64
 	Oldest  time.Duration
 	AtLeast bool // the oldest is older than Oldest (seen before its entry)
@@ -397,7 +411,10 @@ func (m *Model) Snapshot(now time.Time, o Options) *View {
 	defer m.mu.Unlock()
 	v := &View{Now: now, Start: m.start, Options: o, Walks: m.walks, Counts: m.counts,
 		History: slices.Clone(m.history), Lost: m.lost, Listeners: slices.Clone(m.listeners),
-		Log: slices.Clone(m.log)}
+		Log: slices.Clone(m.log), Namespaces: slices.Clone(m.span), Filters: m.Filters}
+	if m.Netns != 0 {
+		v.Namespaces = []uint32{m.Netns} // the one traced, sockets or not
+	}
 	for s := event.State(1); s < event.NumStates; s++ {
 		r := DwellRow{State: s, Last: m.last[s].Count(), Total: m.total[s].Count()}
 		r.LastQ, r.LastOK = quantiles(&m.last[s])

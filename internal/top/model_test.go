@@ -3,13 +3,15 @@
 package top
 
 import (
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -224,16 +226,27 @@ func TestModel(t *testing.T) {
 	}, {
 		name: "lost events are kept as totals",
 		steps: []step{
-			{lost: &pipeline.Lost{RingbufFull: 3, TotalRingbufFull: 5, TotalRecursion: 1}},
+			{lost: &pipeline.Lost{RingbufFull: 3, TotalRingbufFull: 5, TotalRecursion: 1, TotalUnread: 2}},
 			{at: time.Second, walk: walkOnlyEmpty},
 		},
 		at: 2 * time.Second,
 		check: func(t *testing.T, v *View) {
-			if v.Lost.Total() != 6 {
-				t.Errorf("lost %d, want 6", v.Lost.Total())
+			if v.Lost.Total() != 8 {
+				t.Errorf("lost %d, want 8", v.Lost.Total())
 			}
-			if s := Render(v, 120, 40); !strings.Contains(s, "LOST 6 (ring full 5, recursion 1, bad 0") {
-				t.Errorf("lost not shown:\n%s", s)
+			// Every cause is named: the parts add up to the count.
+			s := Render(v, 160, 40)
+			m := regexp.MustCompile(`LOST (\d+) \(([^;]*);`).FindStringSubmatch(s)
+			if m == nil {
+				t.Fatalf("lost not shown:\n%s", s)
+			}
+			sum := 0
+			for _, n := range regexp.MustCompile(`\d+`).FindAllString(m[2], -1) {
+				k, _ := strconv.Atoi(n)
+				sum += k
+			}
+			if m[1] != "8" || sum != 8 {
+				t.Errorf("lost not shown with parts adding up to 8:\n%s", s)
 			}
 		},
 	}, {
@@ -261,7 +274,7 @@ func TestModel(t *testing.T) {
 func TestCycles(t *testing.T) {
 	var got []string
 	f := event.State(0)
-	for range len(Troubled) + 1 {
+	for range len(event.Troubled) + 1 {
 		f = NextFilter(f)
 		got = append(got, f.String())
 	}
@@ -317,5 +330,64 @@ func TestRenderFits(t *testing.T) {
 	}
 	if !strings.Contains(s, "CLOSE_WAIT") || !strings.Contains(s, "more") {
 		t.Errorf("screen:\n%s", s)
+	}
+}
+
+// At 80x24 the trouble comes first: the STUCK and PROCESS sections are on
+// screen whatever else there is, the header says what the view spans, and
+// a state filter narrows every section.
+func TestRenderLeadsWithTrouble(t *testing.T) {
+	m := New(event.NewClock(t0, 0), t0)
+	m.Filters = "port 8080"
+	var walk []event.Socket
+	for i := range 30 {
+		s := leak
+		s.Cookie, s.Dst = uint64(100+i), netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 9)
+		walk = append(walk, s)
+		e := event.Socket{Cookie: uint64(500 + i), State: event.Established, Netns: 1, Src: ap("10.0.0.1:22"), Dst: s.Dst}
+		walk = append(walk, e)
+	}
+	m.Span([]uint32{1, 2, 3})
+	play(m, []step{{at: time.Second, walk: walk}})
+	for i := range 4 {
+		c := &timeline.Conn{Cookie: uint64(100 + i), Src: leakSrc, Dst: walk[2*i].Dst, PID: 42, Comm: comm("leaky"), OwnerKnown: true}
+		m.Stuck(&pipeline.Stuck{TS: t0.Add(time.Second), Conn: c, State: event.CloseWait, Age: uint64(30 * time.Second)})
+	}
+	s := Render(m.Snapshot(t0.Add(2*time.Second), Options{}), 80, 24)
+	lines := strings.Split(s, "\n")
+	if len(lines) > 24 {
+		t.Errorf("%d lines", len(lines))
+	}
+	for _, l := range lines {
+		if n := len([]rune(l)); n > 80 {
+			t.Errorf("line of %d cells: %q", n, l)
+		}
+	}
+	stuck, proc := strings.Index(s, "STUCK"), strings.Index(s, "PROCESS")
+	if stuck < 0 || proc < 0 || stuck > proc || !strings.Contains(s, "CLOSE_WAIT 42/leaky") || !strings.Contains(s, "42/leaky                      30") {
+		t.Errorf("STUCK then PROCESS, with their rows, not first on the screen:\n%s", s)
+	}
+	if !strings.Contains(lines[1], "3 namespaces; filters: port 8080") {
+		t.Errorf("header %q does not say what the view spans", lines[1])
+	}
+	f := Render(m.Snapshot(t0.Add(2*time.Second), Options{Filter: event.CloseWait}), 80, 40)
+	if strings.Contains(f, "ESTABLISHED") || strings.Contains(f, "LISTENER") {
+		t.Errorf("the CLOSE_WAIT filter leaves other states on screen:\n%s", f)
+	}
+	// A half-open pile whose listener has none left at the last walk is
+	// not still stuck.
+	m.Stuck(&pipeline.Stuck{TS: t0.Add(time.Second), Conn: &timeline.Conn{Src: ap("10.0.0.1:443"), PID: 5, Comm: comm("srv"), OwnerKnown: true},
+		State: event.SynRecv, Age: uint64(3 * time.Second), HalfOpen: 2})
+	sum := Summary(m.Snapshot(t0.Add(2*time.Second), Options{}))
+	if strings.Contains(sum, "SYN_RECV") {
+		t.Errorf("a cleared half-open pile is said still stuck:\n%s", sum)
+	}
+	for _, want := range []string{"3 namespaces", "CLOSE_WAIT=30", "still stuck: 4 CLOSE_WAIT by 42/leaky", "most troubled sockets: 42/leaky, 30", "lost 0"} {
+		if !strings.Contains(sum, want) {
+			t.Errorf("summary lacks %q:\n%s", want, sum)
+		}
+	}
+	if n := strings.Count(sum, "\n"); n > 6 {
+		t.Errorf("summary of %d lines", n)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"io"
 	"strings"
 	"sync"
@@ -15,7 +13,9 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/tracer"
 )
 
@@ -32,12 +32,15 @@ func Run(ctx context.Context, cfg config.Config, in io.Reader, out io.Writer, st
 	defer cancel()
 
 	logs := &statusLines{tap: status}
+	var model *Model // set once the tracer starts; read after it returns
 	ui := &program{logs: logs}
 	p := tea.NewProgram(ui, tea.WithAltScreen(), tea.WithInput(in), tea.WithOutput(out), tea.WithContext(ctx))
 	traced := make(chan error, 1)
 	go func() {
 		err := tracer.RunWith(ctx, cfg, func(clock event.Clock) pipeline.Sink {
 			m := New(clock, time.Now())
+			m.Filters, m.Netns = cfg.Filters(), cfg.Netns
+			model = m
 			logs.attach(m)
 			p.Send(started{m})
 			return m
@@ -49,6 +52,10 @@ func Run(ctx context.Context, cfg config.Config, in io.Reader, out io.Writer, st
 	cancel()
 	err := <-traced // the tracer detaches and drains before it returns
 	logs.writeTo(stderr)
+	if model != nil {
+		// The screen is gone: leave what it said, in short.
+		io.WriteString(stderr, Summary(model.Snapshot(time.Now(), Options{})))
+	}
 	if uiErr != nil && !errors.Is(uiErr, tea.ErrProgramKilled) && !errors.Is(uiErr, tea.ErrInterrupted) && !errors.Is(uiErr, context.Canceled) {
 		return uiErr
 	}

@@ -7,12 +7,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	schema "github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
 
@@ -59,6 +59,7 @@ type record struct {
 	Error          string            `json:"error"`
 	Retransmits    uint64            `json:"retransmits"`
 	SynRetransmits uint64            `json:"syn_retransmits"`
+	TotalRetrans   *uint64           `json:"total_retrans"`
 	BytesAcked     uint64            `json:"bytes_acked"`
 	BytesReceived  uint64            `json:"bytes_received"`
 	HandshakeRTT   *uint64           `json:"handshake_ns"`
@@ -80,12 +81,33 @@ type record struct {
 		Le    uint64 `json:"le_ns"`
 		Count uint64 `json:"count"`
 	} `json:"buckets"`
-	Aggregated  uint64 `json:"aggregated"`
-	StorageFail uint64 `json:"storage_fail"`
-	Events      uint64 `json:"events"`
-	Lost        uint64 `json:"lost"`
-	Rescued     uint64 `json:"rescued"`
-	Attach      string `json:"attach"`
+	Untimed        uint64 `json:"untimed"`
+	UntimedReasons *struct {
+		NoStart   uint64 `json:"no_start"`
+		Gap       uint64 `json:"gap"`
+		SynCookie uint64 `json:"syncookie"`
+	} `json:"untimed_reasons"`
+	Evictions      uint64 `json:"evictions"`
+	SynCookie      bool   `json:"syncookie"`
+	Drops          uint64 `json:"drops"`
+	SynCookies     uint64 `json:"syncookies"`
+	SynCookiesSent *bool  `json:"syncookies_sent"`
+	Aggregated     uint64 `json:"aggregated"`
+	StorageFail    uint64 `json:"storage_fail"`
+	Events         uint64 `json:"events"`
+	Lost           uint64 `json:"lost"`
+	LostInferred   uint64 `json:"lost_inferred"`
+	Rescued        uint64 `json:"rescued"`
+	Attach         string `json:"attach"`
+
+	// The namespace's identity and the bound interface; on lost and stats
+	// records, the kernel's recursion skips and whether (on a filtered
+	// run) they are the whole host's.
+	NetnsCookie       uint64 `json:"netns_cookie"`
+	Ifindex           uint32 `json:"ifindex"`
+	Recursion         uint64 `json:"recursion"`
+	RecursionHostWide bool   `json:"recursion_host_wide"`
+	LostHostWide      uint64 `json:"lost_host_wide"`
 }
 
 // lockedBuffer is an io.Writer safe for the tracer and the test to share.

@@ -1,5 +1,11 @@
 //go:build linux
 
+// Package tracer is the Linux run loop: it loads the probe, reads the
+// ring buffer into the pipeline (internal/pipeline, which decides what
+// every record says), polls the kernel's health for losses, serves the
+// metrics endpoint, reopens the output on SIGHUP and writes the closing
+// records. Run writes to a file or stdout, RunWith to a sink of the
+// caller's (the live view).
 package tracer
 
 import (
@@ -7,12 +13,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -20,6 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/cgroup"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/metrics"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
@@ -30,11 +36,13 @@ import (
 )
 
 // Run traces until ctx ends or cfg.Duration passes, writing records to
-// cfg.Output (or stdout) and status lines to stderr. Everything captured
-// is written out before it returns, also on error where the output still
-// works. A closed stdout ends the run without error.
-func Run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) (err error) {
-	return start(ctx, cfg, stdout, nil, stderr)
+// cfg.Output (or stdout) and status lines to stderr. cfg has passed
+// config.Validate (the flags' parser runs it, so that a bad flag exits 2
+// before anything is touched). Everything captured is written out before
+// it returns, also on error where the output still works. A closed stdout
+// ends the run without error.
+func Run(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
+	return start(ctx, cfg, &toWriter{cfg: cfg, stdout: stdout}, stderr)
 }
 
 // NewSink builds the sink of a run once the clock that turns kernel
@@ -46,55 +54,33 @@ type NewSink func(clock event.Clock) pipeline.Sink
 // cfg.Format are not used. A sink that also implements
 // pipeline.SocketSink gets every socket of each walk.
 func RunWith(ctx context.Context, cfg config.Config, newSink NewSink, stderr io.Writer) error {
-	return start(ctx, cfg, nil, newSink, stderr)
+	cfg.Output, cfg.Format = "", config.FormatNDJSON // for the start-up line
+	return start(ctx, cfg, toSink{newSink}, stderr)
 }
 
-func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink NewSink, stderr io.Writer) (err error) {
-	if newSink != nil {
-		cfg.Output, cfg.Format = "", config.FormatNDJSON
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
+// start is one run, top to bottom: check, load, wire, drop privileges,
+// trace.
+func start(ctx context.Context, cfg config.Config, dest destination, stderr io.Writer) error {
+	// 1. Everything that can fail before the kernel is touched.
 	if err := privileges.Check(); err != nil {
 		return err
 	}
-	var cgID uint64
-	var cgLevel uint32
-	if cfg.Cgroup != "" {
-		if cgID, cgLevel, err = cgroupID(cfg.Cgroup); err != nil {
-			return err
-		}
+	cgID, cgLevel, err := cgroupFilter(cfg.Cgroup)
+	if err != nil {
+		return err
 	}
-	w, closeOut := io.Discard, func() {}
-	if newSink == nil {
-		if w, closeOut, err = openOutput(cfg.Output, stdout); err != nil {
-			return err
-		}
+	if err := dest.open(); err != nil {
+		return err
 	}
-	defer func() { closeOut() }()
+	defer dest.close()
 
+	// 2. Load and attach, seeding the sockets that exist with their owners.
 	owners, err := sockowner.Scan("/proc")
 	if err != nil {
 		fmt.Fprintf(stderr, "tcptrace-bpf: warning: cannot read /proc (%v): owners of sockets that exist now are unknown\n", err)
 	}
-	p, err := probe.Load(probe.Options{
-		Attach:       cfg.Attach,
-		Ports:        cfg.Ports,
-		Family:       cfg.Family,
-		PID:          cfg.PID,
-		Netns:        cfg.Netns,
-		RingSize:     cfg.RingSize,
-		WakeupBytes:  cmp.Or(cfg.WakeupBytes, cfg.RingSize/8),
-		MaxSockets:   cfg.MaxConns,
-		Aggregate:    cfg.Aggregate(),
-		Cgroup:       cgID,
-		CgroupLevel:  cgLevel,
-		MinDwell:     minDwellKernel(cfg),
-		SynRecvStuck: uint64(cfg.Stuck[event.SynRecv]),
-		Owners:       owners,
-		NetnsPaths:   sockowner.Netns("/proc", "/run/netns"),
-	})
+	p, err := probe.Load(probe.Options{Config: cfg, CgroupID: cgID, CgroupLevel: cgLevel,
+		Owners: owners, NetnsPaths: sockowner.Netns("/proc", "/run/netns")})
 	if err != nil {
 		return err
 	}
@@ -103,74 +89,35 @@ func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink New
 	// it back to the system rather than carry it for the whole run.
 	debug.FreeOSMemory()
 
-	start := time.Now()
-	clock := event.NewClock(start, probe.MonotonicNow())
-	var sink pipeline.Sink
-	switch {
-	case newSink != nil:
-		sink = newSink(clock)
-	case cfg.Format == config.FormatText:
-		sink = output.NewText(w, clock, cfg.TextZone())
-	default:
-		sink = output.NewNDJSON(w, clock)
+	// 3. Wire: the clock, the sink, the metrics endpoint, the pipeline.
+	r := &run{cfg: cfg, p: p, stderr: stderr, start: time.Now()}
+	r.sink = dest.sink(event.NewClock(r.start, probe.MonotonicNow()))
+	dest.watch(r)
+	stopMetrics, err := r.serveMetrics()
+	if err != nil {
+		return err
 	}
-	r := &run{cfg: cfg, p: p, sink: sink, stderr: stderr, start: start}
-	switch {
-	case newSink != nil:
-		// The sink is no writer: nothing to watch or reopen.
-	case cfg.Output == "" || cfg.Output == "-":
-		r.readerGone = readerGone(stdout)
-	default:
-		// logrotate: SIGHUP reopens the output file.
-		r.hup = make(chan os.Signal, 1)
-		signal.Notify(r.hup, syscall.SIGHUP)
-		defer signal.Stop(r.hup)
-		r.closeOut = &closeOut
-	}
-	if cfg.Metrics != "" {
-		stopMetrics, addr, err := r.serveMetrics(cfg.Metrics)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-		cfg.Metrics = addr
-		r.cfg.Metrics = addr
-	}
-	var observers []pipeline.Observer
-	if r.m != nil {
-		observers = append(observers, r.m)
-	}
-	r.pl = pipeline.New(r.cfg, kernelSource{p: p, netns: cfg.Netns}, sink, observers, r.warn)
-	where := "records to user space"
-	if cfg.Aggregate() {
-		where = "histograms aggregated in the kernel"
-	}
+	defer stopMetrics()
+	r.pl = pipeline.New(r.cfg, newKernelSource(p, cfg), r.sink, r.observers(), r.warn)
 
-	if cfg.Metrics != "" {
-		where += ", metrics at http://" + cfg.Metrics + "/metrics"
-	}
-	// Everything that needed full privileges is done: programs attached,
-	// maps, ring buffer, output and metrics socket open, sockets seeded.
-	if !cfg.KeepPrivileges {
-		if kept, err := privileges.Drop(); err != nil {
-			r.warn(fmt.Errorf("running with all capabilities: %w", err))
-		} else {
-			where += ", capabilities dropped but " + strings.Join(kept, " ")
-		}
-	}
+	// 4. Everything that needed full privileges is done: programs
+	// attached, maps, ring buffer, output and metrics socket open,
+	// sockets seeded.
+	kept := r.dropPrivileges()
 	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), where, p.RingSize()>>20, len(owners), cfg.Describe())
+		p.Attach(), r.where(kept), p.RingSize()>>20, len(owners), dest.describe(&r.cfg))
 
-	// What exists now: the netstat tally, and the sockets older than the
-	// tracer, which stuck detection must know (a CLOSE_WAIT leak predates
-	// the person looking for it).
+	// 5. What exists now: the netstat tally, and the sockets older than
+	// the tracer, which stuck detection must know (a CLOSE_WAIT leak
+	// predates the person looking for it).
 	if err := p.WalkWarning(); err != nil {
 		r.warn(err)
 	}
-	if err := r.pl.WriteSockets(p.InitialSockets(), start, probe.MonotonicNow()); err != nil {
+	if err := r.pl.WriteSockets(p.InitialSockets(), r.start, probe.MonotonicNow()); err != nil {
 		return err
 	}
 
+	// 6. Trace until ctx ends, --duration passes or the reader goes.
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
@@ -186,17 +133,49 @@ func start(ctx context.Context, cfg config.Config, stdout io.Writer, newSink New
 	return err
 }
 
-// openOutput opens the output file (created 0640, appended to), or
-// returns stdout.
-func openOutput(path string, stdout io.Writer) (io.Writer, func(), error) {
-	if path == "" || path == "-" {
-		return stdout, func() {}, nil
+// cgroupFilter resolves --cgroup ("": no filter).
+func cgroupFilter(path string) (id uint64, level uint32, err error) {
+	if path == "" {
+		return 0, 0, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	return cgroupID(path)
+}
+
+// observers are those told what the pipeline counts: the metrics, with
+// --metrics.
+func (r *run) observers() []pipeline.Observer {
+	if r.m == nil {
+		return nil
+	}
+	return []pipeline.Observer{r.m}
+}
+
+// dropPrivileges gives up every capability the run no longer needs
+// (unless the config keeps them, as the tests do); it returns those kept.
+func (r *run) dropPrivileges() []string {
+	if r.cfg.KeepPrivileges {
+		return nil
+	}
+	kept, err := privileges.Drop()
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot open output file: %w", err)
+		r.warn(fmt.Errorf("running with all capabilities: %w", err))
 	}
-	return f, func() { f.Close() }, nil
+	return kept
+}
+
+// where says, for the start-up line, where the transitions go.
+func (r *run) where(kept []string) string {
+	where := "records to user space"
+	if r.cfg.Aggregate() {
+		where = "histograms aggregated in the kernel"
+	}
+	if r.cfg.Metrics != "" {
+		where += ", metrics at http://" + r.cfg.Metrics + "/metrics"
+	}
+	if kept != nil {
+		where += ", capabilities dropped but " + strings.Join(kept, " ")
+	}
+	return where
 }
 
 // run is the Linux run loop: it reads the ring buffer and hands the
@@ -216,39 +195,67 @@ type run struct {
 	// unread: records the kernel submitted that the drain at the end
 	// did not find (known only then); lastUnread: reported so far.
 	unread, lastUnread uint64
-	lastLostAt         time.Time
-	lastHistsAt        time.Time
-	lastFlushAt        time.Time
-	lastGaugeAt        time.Time
-	lastEvictions      uint64
-	warned             map[string]bool
-	hup                chan os.Signal
-	closeOut           *func()
+	// inferred: transitions lost beyond the counted ones, seen as gaps in
+	// sockets' states (probe.Health.Inferred), as reported so far.
+	inferred      uint64
+	lastLostAt    time.Time
+	lastHistsAt   time.Time
+	lastFlushAt   time.Time
+	lastGaugeAt   time.Time
+	lastEvictions uint64
+	warned        map[string]bool
+	hup           chan os.Signal
+	closeOut      *func()
 	// readerGone reports a stdout pipe whose reader has closed; nil
 	// when writing to a file.
 	readerGone func() bool
 }
 
 // kernelSource is the pipeline's view of the kernel: the probe's socket
-// walker and /proc. With --netns only that namespace is walked: a TCP
-// iterator opened in any namespace visits the sockets of all that share
-// the host's hash table, so each namespace walked costs a pass over them
-// all (docs/performance.md).
+// walker and /proc, where it also keeps the owners' cgroup identities
+// (nil without --cgroup-fields).
 type kernelSource struct {
-	p     *probe.Probe
-	netns uint32 // 0: every namespace
+	p      *probe.Probe
+	idents *cgroup.Cache
+	netns  uint32 // --netns: only that namespace is walked (0: every one)
+}
+
+// newKernelSource is the kernel source of a run with cfg: the identity
+// cache exists with --cgroup-fields.
+func newKernelSource(p *probe.Probe, cfg config.Config) kernelSource {
+	k := kernelSource{p: p, netns: cfg.Netns}
+	if cfg.CgroupFields {
+		k.idents = cgroup.NewCache("/proc", identityCacheSize)
+	}
+	return k
+}
+
+// identityCacheSize bounds the processes whose cgroup identity is kept:
+// about 200 bytes each with a Kubernetes path, so at most ~2 MB.
+const identityCacheSize = 8192
+
+// Identity reads /proc once per process (at its socket's birth, see
+// pipeline.Source), then answers from the cache without allocating.
+func (k kernelSource) Identity(pid uint32, comm [16]byte) *event.Identity {
+	if k.idents == nil {
+		return nil
+	}
+	return k.idents.Lookup(pid, comm)
 }
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
-
-// WalkCPU is the CPU time of the walks so far (pipeline's walk budget).
-func (k kernelSource) WalkCPU() time.Duration { return k.p.WalkCPU() }
 func (k kernelSource) Walk() ([]byte, error) {
 	return k.p.Sockets(netnsPaths(k.netns))
 }
 
+// WalkCPU is the CPU time of the walks so far (pipeline's walk budget).
+func (k kernelSource) WalkCPU() time.Duration { return k.p.WalkCPU() }
+
 // netnsPaths names the network namespaces in use, one path each; only
-// the one with inode only when only is not 0.
+// the one with inode only when only is not 0. A TCP iterator opened in
+// any namespace visits the sockets of all that share the host's hash
+// table, so each namespace walked costs a pass over them all
+// (docs/performance.md).
 func netnsPaths(only uint32) []string {
 	all := sockowner.Netns("/proc", "/run/netns")
 	if only == 0 {
@@ -262,7 +269,6 @@ func netnsPaths(only uint32) []string {
 	}
 	return nil
 }
-func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
 
 // Sysctls reads a namespace's settings there, through the first path
 // that names it (/proc/PID/ns/net of a process in it, or /run/netns).
@@ -289,6 +295,8 @@ func (k kernelSource) Sysctls(netns uint32) (pipeline.Sysctls, error) {
 	sc.PortLo, sc.PortHi = one("ipv4/ip_local_port_range", 0), one("ipv4/ip_local_port_range", 1)
 	return sc, nil
 }
+func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
+func (k kernelSource) Recorded() bool  { return false }
 
 func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]pipeline.Holder {
 	out := map[uint64][]pipeline.Holder{}
@@ -300,22 +308,28 @@ func (k kernelSource) Holders(inodes map[uint64]bool) map[uint64][]pipeline.Hold
 	return out
 }
 
-// serveMetrics starts the Prometheus endpoint; it returns a function that
-// stops it and the address it listens on.
-func (r *run) serveMetrics(addr string) (func(), string, error) {
+// serveMetrics starts the Prometheus endpoint of --metrics (none
+// without), and sets the address it listens on into the run's config; it
+// returns a function that stops it.
+func (r *run) serveMetrics() (func(), error) {
+	addr := r.cfg.Metrics
+	if addr == "" {
+		return func() {}, nil
+	}
 	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
 		addr = net.JoinHostPort("127.0.0.1", port) // loopback unless told otherwise
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("--metrics %s: %w", addr, err)
+		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	r.m = metrics.New()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(r.m.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	return func() { srv.Close() }, ln.Addr().String(), nil
+	r.cfg.Metrics = ln.Addr().String()
+	return func() { srv.Close() }, nil
 }
 
 // reopen switches the output to a fresh open of the same path, after
@@ -334,14 +348,6 @@ func (r *run) reopen() error {
 	*r.closeOut = closeNew
 	fmt.Fprintf(r.stderr, "tcptrace-bpf: SIGHUP: reopened %s\n", r.cfg.Output)
 	return nil
-}
-
-// minDwellKernel is --min-dwell for the kernel, when it may apply it.
-func minDwellKernel(cfg config.Config) uint64 {
-	if cfg.MinDwellInKernel() {
-		return uint64(cfg.MinDwell)
-	}
-	return 0
 }
 
 // warn writes a warning line to stderr, the same one at most once.
@@ -449,12 +455,23 @@ func (r *run) writeHistograms(now time.Time) error {
 		for i := range r.pl.Hists {
 			r.pl.Hists[i].Reset()
 		}
-		if err := r.p.DwellHistograms(r.pl.Hists[:]); err != nil {
+		r.pl.Untimed = pipeline.Untimed{}
+		if err := r.p.DwellHistograms(r.pl.Hists[:], r.pl.Untimed[:]); err != nil {
 			return err
 		}
 	}
-	r.sink.Histograms(now, r.start, &r.pl.Hists)
+	r.sink.Histograms(now, r.start, &r.pl.Hists, &r.pl.Untimed)
 	return nil
+}
+
+// untimedNote is the exit line's account of the stays the histograms
+// could not time: empty when there were none.
+func untimedNote(u *event.UntimedStays) string {
+	n := u.Total()
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d stays untimed and missing from the histograms (%s)", n, output.UntimedWhy(u))
 }
 
 // reportLost writes a lost record when the kernel dropped or skipped
@@ -470,23 +487,29 @@ func (r *run) reportLost(now time.Time) error {
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
 		Decode:           r.pl.DecodeErrs - r.lastDecode,
 		Unread:           r.unread - r.lastUnread,
+		Gap:              max(h.Inferred(), r.inferred) - r.inferred,
 		TotalRingbufFull: h.RingbufFull,
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
 		TotalUnread:      r.unread,
+		// The kernel counts recursion skips for every TCP transition
+		// of the host, before any filter.
+		RecursionHostWide: r.cfg.Filtered(),
 	}
+	r.inferred += l.Gap // only grows: recursion skips may catch up with the gaps
+	l.TotalGap = r.inferred
 	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
-		r.m.Lost(l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		r.m.Lost(l.Parts(), l.RecursionHostWide)
 		ev := r.pl.TrackerStats().Evictions
 		r.m.Evicted(ev - r.lastEvictions)
 		r.lastEvictions = ev
 		r.m.RingFill(r.p.RingFill())
+		r.m.BPFStats(h.Runs, h.RunTimeNs)
 	}
 	if l.Count() > 0 {
 		r.sink.Lost(&l)
-		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d)\n",
-			l.Count(), l.RingbufFull, l.Recursion, l.Decode, l.Unread)
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: %d transitions lost (%s)%s\n", l.Count(), l.Parts().Breakdown(), l.HostWideNote())
 	}
 	return nil
 }
@@ -509,6 +532,18 @@ func (r *run) drain() {
 // writes the closing records. cause is returned, or the first error of
 // the closing work.
 func (r *run) finish(cause error) error {
+	// The closing walk, taken while the programs still run: it also finds
+	// the sockets gone with their CLOSE unseen (after the detach, closes
+	// would no longer be seen at all).
+	var (
+		walk     []byte
+		walkErr  error
+		walkMono event.Mono
+	)
+	if cause == nil {
+		walkMono = probe.MonotonicNow()
+		walk, walkErr = r.p.UnseenCloses(sockowner.Netns("/proc", "/run/netns"))
+	}
 	r.p.Detach()
 	if cause == nil {
 		r.drain()
@@ -523,21 +558,23 @@ func (r *run) finish(cause error) error {
 		}
 	}
 	now := time.Now()
-	var walkErr error
 	if cause == nil {
-		walkErr = r.pl.WalkAndWrite(now)
+		walkErr = r.pl.WriteWalk(walk, walkErr, now, walkMono)
 	}
 	r.pl.Drain(now)
 	lostErr := r.reportLost(now)
 	var histErr error
 	if r.cfg.Emit&config.EmitHistograms != 0 {
 		histErr = r.writeHistograms(now)
+	} else if r.cfg.Aggregate() {
+		histErr = r.p.DwellHistograms(r.pl.Hists[:], r.pl.Untimed[:])
 	}
 	h := r.lastHealth
 	st := pipeline.Stats{
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
-		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread,
+		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread + r.inferred, LostInferred: r.inferred,
+		LostHostWide: h.Recursion, HostWide: r.cfg.Filtered(),
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	ts := r.pl.TrackerStats()
@@ -545,23 +582,18 @@ func (r *run) finish(cause error) error {
 	st.Stuck = r.pl.StuckCount
 	st.Walks, st.WalkNs = r.pl.Walks, uint64(r.p.WalkCPU())
 	st.ProgressOn, st.Progress, st.ProgressSkipped = r.cfg.Progress > 0, r.pl.ProgressCount, r.pl.ProgressSkipped
+	st.Untimed = r.pl.Untimed.Sum()
+	st.Evictions += st.Untimed.Evicted // the histogram-only mode's, in the kernel
 	r.sink.Stats(&st)
 	flushErr := r.sink.Flush()
-	fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost\n", r.pl.Events, r.pl.Conns, st.Lost)
-	if cause != nil {
-		return cause
-	}
-	if lostErr != nil {
-		return lostErr
-	}
-	if histErr != nil {
-		return histErr
-	}
-	if walkErr != nil {
-		return walkErr
-	}
 	if flushErr != nil {
-		return fmt.Errorf("writing output: %w", flushErr)
+		flushErr = fmt.Errorf("writing output: %w", flushErr)
 	}
-	return nil
+	err := cmp.Or(cause, lostErr, histErr, walkErr, flushErr)
+	if err == nil || errors.Is(err, syscall.EPIPE) {
+		// "done" only when the records were written: a failed write
+		// is the run's last word, not a success line before it.
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: done: %d transitions, %d connections, %d lost%s%s\n", r.pl.Events, r.pl.Conns, st.Lost, st.HostWideNote(), untimedNote(&st.Untimed))
+	}
+	return err
 }

@@ -4,12 +4,13 @@ package tracer
 
 import (
 	"fmt"
-	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
 )
@@ -509,4 +510,64 @@ func TestResetFromFinWait2(t *testing.T) {
 			t.Fatal("no connection record for the client")
 		}
 	})
+}
+
+// A connect still in SYN_SENT when the tracer stops (its SYNs dropped):
+// connect() chose its port after the only transition seen, yet the
+// connection record and the text output's final CONN line name the port
+// ss shows, with and without a stuck watch (the stuck record had it; the
+// CONN line of the same run said port 0).
+func TestOpenSynSentConnectionHasItsPort(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	dropIn(t, ns, "tcp dport 9997 tcp flags syn drop")
+	watched := startTracer(t, stuckWatch(ns, map[event.State]time.Duration{event.SynSent: 500 * time.Millisecond}))
+	plain := startTracer(t, nsConfig(ns))
+	textCfg := nsConfig(ns)
+	textCfg.Format = config.FormatText
+	text := startTracer(t, textCfg)
+	ns.Start(t, "connect", "127.0.0.1:9997", "20s") // killed at the end
+	var port int
+	for deadline := time.Now().Add(5 * time.Second); port == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-Htn", "state", "syn-sent").Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		if f := strings.Fields(string(out)); len(f) >= 3 {
+			_, ps, _ := strings.Cut(f[len(f)-2], ":")
+			port, _ = strconv.Atoi(ps)
+		}
+	}
+	if port == 0 {
+		t.Fatal("ss shows no SYN-SENT socket")
+	}
+	time.Sleep(time.Second) // past the stuck limit
+	for name, tr := range map[string]*traced{"stuck watch": watched, "no stuck watch": plain} {
+		recs := tr.stop(t)
+		conns := ofType(recs, "connection")
+		if len(conns) != 1 || !conns[0].Open || conns[0].Sport != port {
+			t.Errorf("%s: connection records %+v: want one, open, local port %d (ss)", name, conns, port)
+		}
+		for _, s := range ofType(recs, "stuck") {
+			if s.Sport != port {
+				t.Errorf("%s: stuck record port %d, ss %d", name, s.Sport, port)
+			}
+		}
+	}
+	text.cancel()
+	if err := <-text.done; err != nil {
+		t.Fatal(err)
+	}
+	var connLines int
+	for _, l := range strings.Split(text.out.String(), "\n") {
+		if strings.HasPrefix(l, "CONN ") {
+			connLines++
+			if !strings.Contains(l, fmt.Sprintf("127.0.0.1:%d ", port)) {
+				t.Errorf("CONN line without the local port %d (ss): %s", port, l)
+			}
+		}
+	}
+	if connLines != 1 {
+		t.Errorf("%d CONN lines, want 1:\n%s", connLines, text.out.String())
+	}
 }

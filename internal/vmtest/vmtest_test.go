@@ -115,13 +115,18 @@ func TestOnOtherKernel(t *testing.T) {
 				return
 			}
 			paths := map[uint64][]string{}
+			netnsCookies := map[uint64]bool{} // one namespace: one cookie, read through CO-RE
 			for _, line := range strings.Split(section, "\n") {
 				if r, ok := decode(line).(*record.Transition); ok {
+					netnsCookies[r.NetnsCookie] = true
 					if len(paths[r.Cookie]) == 0 {
 						paths[r.Cookie] = []string{r.Old}
 					}
 					paths[r.Cookie] = append(paths[r.Cookie], r.New)
 				}
+			}
+			if len(netnsCookies) != 1 || netnsCookies[0] {
+				t.Errorf("netns_cookie of the transitions: %v, want the namespace's one, not 0", netnsCookies)
 			}
 			var got []string
 			for _, p := range paths {
