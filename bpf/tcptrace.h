@@ -51,6 +51,17 @@ enum event_tw {
 	TW_FIN_WAIT2 = 2, /* a timewait socket in its FIN_WAIT2 substate (orphan) */
 };
 
+/* struct sock_snap.age_src: where a socket's age in its state comes from
+ * when the tracer did not see it enter it (internal/event.AgeSource). */
+enum age_source {
+	AGE_TRACED        = 0, /* not from a walk: the transition was seen */
+	AGE_FIRST_SEEN    = 1, /* nothing better: from the walk that saw it */
+	AGE_RCV_TSTAMP    = 2, /* tcp_sock.rcv_tstamp: the last ACK received */
+	AGE_RETRANS_STAMP = 3, /* SYN_SENT: the first SYN (retrans_stamp) */
+	AGE_SNT_SYNACK    = 4, /* request socket: the first SYN-ACK */
+	AGE_TW_TIMER      = 5, /* timewait socket: TIME_WAIT's timer */
+};
+
 /*
  * One TCP state transition, as the kernel reported it. u64 fields first,
  * then the 16-byte address arrays, then the small fields; 144 bytes, no
@@ -237,6 +248,17 @@ struct sock_snap {
 	__u32 syncookie_stamp;
 	__u32 _pad3;
 	__u64 netns_cookie; /* as struct event */
+	/* Full sockets: the kernel's figures now, for progress records. */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	/* The kernel's lower bound of the time the socket has been in its
+	 * state (ns), from the field age_src names (enum age_source;
+	 * AGE_FIRST_SEEN: the kernel holds nothing, 0). */
+	__u64 age_ns;
+	__u32 srtt_us;
+	__u32 total_retrans;
+	__u8 age_src;
+	__u8 _pad4[7];
 };
 
 /* A listening address: namespace, family, port, address (zero: any). */

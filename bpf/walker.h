@@ -10,12 +10,91 @@
 #ifndef TCPTRACE_WALKER_H
 #define TCPTRACE_WALKER_H
 
+/* Keeps enum age_source in the object's BTF for bpf2go. */
+const enum age_source *unused_age_source __attribute__((unused));
+
 /* 1 on the first walk: create entries and seed owners; later walks only read. */
 volatile __u8 iter_seed = 1;
 /* Set by user space before a walk that marks the entries of the sockets it
  * finds (sock_info.walked): an entry left unmarked belongs to a socket
  * that is gone, whose CLOSE was not seen. */
 volatile __u8 walk_gen = 0;
+
+/* The kernel's HZ (jiffies per second), found by the loader from the
+ * kernel's config or measured (internal/probe KernelHZ): socket
+ * timestamps such as rcv_tstamp are in jiffies. 0: ages in jiffies are
+ * not given. */
+const volatile __u32 kernel_hz = 0;
+
+/*
+ * Nanoseconds since a 32-bit jiffies stamp (tcp_jiffies32, which is
+ * jiffies cut to 32 bits). The u32 difference is right across a wrap of
+ * the counter; a stamp older than 2^32 jiffies (49.7 days at HZ 1000,
+ * 198 days at HZ 250) gives the age modulo 2^32: smaller, so still a
+ * lower bound. One jiffy is taken off: both stamps are truncated to the
+ * tick, so the difference can exceed the true age by up to one.
+ */
+static __always_inline __u64 jiffies_age_ns(__u32 stamp)
+{
+	__u32 d = (__u32)bpf_jiffies64() - stamp;
+	if (!kernel_hz || d == 0 || d > 0x7fffffff)
+		return 0;
+	return (__u64)(d - 1) * 1000000000ULL / kernel_hz;
+}
+
+/*
+ * The kernel's lower bound of the time a full socket has been in its
+ * state, for sockets older than the tracer (issue 22 item 1). Only where
+ * the state began at or before the field's moment:
+ * - CLOSE_WAIT: rcv_tstamp, set by every ACK the socket takes (what
+ *   `ss -ti` shows as lastack): on an idle socket the peer's FIN, which
+ *   began the state; later ACKs only make the figure younger. Not
+ *   lastrcv (icsk_ack.lrcvtime), the last data, which came before.
+ * - FIN_WAIT2: rcv_tstamp, the ACK of our FIN, which began the state.
+ * - ESTABLISHED: rcv_tstamp, entered with the handshake's last ACK
+ *   (weak: any later ACK refreshes it).
+ * - SYN_SENT: retrans_stamp, the first SYN's time (tcp_time_stamp in
+ *   ms of the TCP clock, CLOCK_MONOTONIC; no usec stamps before the
+ *   peer's SYN-ACK). 0 until set: nothing.
+ * Not FIN_WAIT1, LAST_ACK, CLOSING: they begin at close() or on a FIN
+ * after the last ACK, so rcv_tstamp may predate them.
+ */
+static __always_inline void full_age(struct sock_snap *s, struct tcp_sock *tp)
+{
+	switch (s->state) {
+	case TCP_ESTABLISHED:
+	case TCP_CLOSE_WAIT:
+	case TCP_FIN_WAIT2:
+		s->age_ns = jiffies_age_ns(tp->rcv_tstamp);
+		s->age_src = AGE_RCV_TSTAMP;
+		return;
+	case TCP_SYN_SENT: {
+		__u32 first = tp->retrans_stamp;
+		__u32 now_ms = bpf_ktime_get_ns() / 1000000;
+		if (first && (__s32)(now_ms - first) >= 0) {
+			s->age_ns = (__u64)(now_ms - first) * 1000000;
+			s->age_src = AGE_RETRANS_STAMP;
+		}
+		return;
+	}
+	}
+}
+
+/* A timewait socket in TIME_WAIT: its timer was set TCP_TIMEWAIT_LEN
+ * (60 s) ahead when it began; a timer rearmed by a late FIN only makes
+ * the figure younger. */
+static __always_inline void timewait_age(struct sock_snap *s, struct sock_common *skc)
+{
+	struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+	if (!tw || s->state != TCP_TIME_WAIT || !kernel_hz)
+		return;
+	__u64 left = BPF_CORE_READ(tw, tw_sk.tw_timer.expires) - bpf_jiffies64();
+	__u64 len = 60ULL * kernel_hz;
+	if ((__s64)left < 0 || left > len)
+		return;
+	s->age_ns = (len - left) * 1000000000ULL / kernel_hz;
+	s->age_src = AGE_TW_TIMER;
+}
 
 /*
  * The socket's identity into s, and whether the filters keep it. A
@@ -57,11 +136,18 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 			*quiet = true;
 		}
 	}
-	if (s->state == TCP_NEW_SYN_RECV)
+	s->age_src = AGE_FIRST_SEEN;
+	if (s->state == TCP_NEW_SYN_RECV) {
 		/* A half-open handshake: when its first SYN-ACK left. (Not
 		 * bpf_skc_to_tcp_request_sock: it checks sk_prot, which a
 		 * request socket does not set.) */
 		s->synack_ns = BPF_CORE_READ((struct tcp_request_sock *)skc, snt_synack) * 1000;
+		__u64 now = bpf_ktime_get_ns();
+		if (s->synack_ns && now > s->synack_ns) {
+			s->age_ns = now - s->synack_ns;
+			s->age_src = AGE_SNT_SYNACK;
+		}
+	}
 	return true;
 }
 
@@ -134,8 +220,15 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 	if (filter_cgroup && (!tp || !cgroup_match((struct sock *)tp)))
 		return 0; /* mini sockets carry no cgroup */
+	if (!tp)
+		timewait_age(&s, skc);
 	if (tp) { /* a full socket: TIME_WAIT and request sockets have no entry */
 		struct sock *sk = (struct sock *)tp;
+		full_age(&s, tp);
+		s.bytes_acked = tp->bytes_acked;
+		s.bytes_received = tp->bytes_received;
+		s.srtt_us = tp->srtt_us >> 3;
+		s.total_retrans = tp->total_retrans;
 		s.cookie = bpf_get_socket_cookie(sk);
 		s.ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
 		/* The histogram-only mode keeps no entries: the owners of its

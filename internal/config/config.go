@@ -125,6 +125,15 @@ type Config struct {
 	// Metrics serves Prometheus metrics at http://Metrics/metrics; a
 	// bare ":PORT" binds to loopback.
 	Metrics string
+	// WalkInterval: how often the kernel's sockets are walked, for
+	// everything that needs live sockets rather than transitions (the
+	// socket gauges, half-open and TIME_WAIT piles, the holders of stuck
+	// sockets, progress records). 0: only at start, --interval and exit.
+	WalkInterval time.Duration
+	// Progress: every Progress, an open connection at least that old
+	// gets a progress record; 0: off. At most ProgressMax per interval.
+	Progress    time.Duration
+	ProgressMax int
 
 	// KeepPrivileges skips dropping capabilities after attach: tests run
 	// many tracers in one process, which must stay privileged.
@@ -146,6 +155,9 @@ func Defaults() Config {
 		RingSize: 16 << 20,
 		MaxConns: 262144,
 		Stuck:    DefaultStuck(),
+
+		WalkInterval: time.Second,
+		ProgressMax:  1000,
 	}
 }
 
@@ -274,6 +286,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--cgroup-fields adds fields to connection and stuck records, and --emit %s has neither: add one to --emit, or drop --cgroup-fields", c.Emit)
 	case c.UTC && c.Format != FormatText:
 		return fmt.Errorf("--utc sets the zone of --format text; NDJSON times are always UTC: add --format text, or drop --utc")
+	case c.WalkInterval < 0 || (c.WalkInterval > 0 && c.WalkInterval < MinInterval):
+		return fmt.Errorf("--walk-interval must be 0 or at least %s (got %s)", MinInterval, c.WalkInterval)
+	case c.Progress < 0 || (c.Progress > 0 && c.Progress < time.Second):
+		return fmt.Errorf("--progress must be 0 (off) or at least 1s (got %s)", c.Progress)
+	case c.Progress > 0 && c.ProgressMax < 1:
+		return fmt.Errorf("--progress-max must be at least 1 (got %d)", c.ProgressMax)
 	case c.MinDwell > 0 && c.Emit&(EmitTransitions|EmitConnections) == 0:
 		return fmt.Errorf("--min-dwell selects transitions and connections, and --emit %s has neither: add one to --emit, or drop --min-dwell", c.Emit)
 	}

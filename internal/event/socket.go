@@ -35,10 +35,17 @@ type Socket struct {
 
 	NetnsCookie uint64 // as Event.NetnsCookie
 	IfIndex     uint32 // as Event.IfIndex
+	// StateAge: the kernel's lower bound of the time the socket has been
+	// in State (ns), from AgeSource (AgeFirstSeen: none, 0).
+	StateAge  uint64
+	AgeSource AgeSource
+	// Full sockets: the kernel's figures now (tcp_sock).
+	BytesAcked, BytesReceived uint64
+	SRTTMicros, TotalRetrans  uint32
 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
-const SocketSize = 128
+const SocketSize = 168
 
 // DecodeSocket fills s from one struct sock_snap record.
 func DecodeSocket(b []byte, s *Socket) error {
@@ -63,6 +70,12 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.SynCookieStamp = ne.Uint32(b[112:])
 	s.IfIndex = ne.Uint32(b[84:])
 	s.NetnsCookie = ne.Uint64(b[120:])
+	s.BytesAcked = ne.Uint64(b[128:])
+	s.BytesReceived = ne.Uint64(b[136:])
+	s.StateAge = ne.Uint64(b[144:])
+	s.SRTTMicros = ne.Uint32(b[152:])
+	s.TotalRetrans = ne.Uint32(b[156:])
+	s.AgeSource = AgeSource(b[160])
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

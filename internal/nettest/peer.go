@@ -50,14 +50,24 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	                            "child PID"; the child holds it for HOLD
 //	tfoclient ADDR HOLD         connect with TCP Fast Open (data in the
 //	                            SYN), hold HOLD, close
-//	leak ADDR N                 listen, accept N connections, never close
-//	                            them (CLOSE_WAIT leaks); runs until killed
+//	leak ADDR N [nokeepalive]   listen, accept N connections, never close
+//	                            them (CLOSE_WAIT leaks); runs until killed.
+//	                            nokeepalive: without Go's default TCP
+//	                            keepalive (whose answered probes refresh
+//	                            the socket's last-ACK time)
 //	talker ADDR                 listen, accept one connection, write 100
 //	                            bytes, read until EOF or error, close a
 //	                            second later, exit
 //	halfclose ADDR              connect, shutdown(SHUT_WR), wait for the
 //	                            server's bytes, close() without reading
 //	                            them (a reset from FIN_WAIT2)
+//	idleclose ADDR N IDLE [shutdown]
+//	                            open N connections, write a byte on each,
+//	                            print "connected", stay idle IDLE, print
+//	                            "closing" and close them all (each peer
+//	                            gets data, then silence, then the FIN);
+//	                            shutdown: shutdown(SHUT_WR) instead, and
+//	                            hold them (FIN_WAIT2) until killed
 //	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
 //	                            connections, print "accepted RPORT" for
 //	                            each, read to EOF and close; then exit
@@ -146,13 +156,10 @@ func peer(args []string) error {
 		wg.Wait()
 		return nil
 	case "hold":
-		var n int
-		fmt.Sscan(args[2], &n)
-		hold, err := time.ParseDuration(args[3])
+		n, hold, err := countAndDuration(args)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ready 0 %d\n", os.Getpid())
 		conns := make([]net.Conn, 0, n)
 		// Rotating loopback source addresses: thousands of connections
 		// must not run out of one address's ephemeral ports.
@@ -174,6 +181,37 @@ func peer(args []string) error {
 		fmt.Println("connected")
 		time.Sleep(hold)
 		os.Exit(0) // every socket closed by the kernel at exit, at once
+		return nil
+	case "idleclose":
+		n, idle, err := countAndDuration(args)
+		if err != nil {
+			return err
+		}
+		var conns []net.Conn
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("tcp", args[1])
+			if err != nil {
+				return err
+			}
+			if _, err := c.Write([]byte{1}); err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		fmt.Println("connected")
+		time.Sleep(idle)
+		fmt.Println("closing")
+		shut := len(args) > 4 && args[4] == "shutdown"
+		for _, c := range conns {
+			if shut {
+				c.(*net.TCPConn).CloseWrite()
+			} else {
+				c.Close()
+			}
+		}
+		if shut {
+			select {}
+		}
 		return nil
 	case "noaccept":
 		// listen(BACKLOG) and never accept: the accept queue fills.
@@ -308,6 +346,11 @@ func peer(args []string) error {
 			if err != nil {
 				return err
 			}
+			if len(args) > 3 && args[3] == "nokeepalive" {
+				if err := c.(*net.TCPConn).SetKeepAlive(false); err != nil {
+					return err
+				}
+			}
 			conns = append(conns, c)
 		}
 		fmt.Println("accepted")
@@ -428,4 +471,20 @@ func Main(m interface{ Run() int }) {
 		PeerMain()
 	}
 	os.Exit(m.Run())
+}
+
+// countAndDuration reads a client role's N and DURATION (args[2], args[3])
+// and prints its ready line.
+func countAndDuration(args []string) (int, time.Duration, error) {
+	if len(args) < 4 {
+		return 0, 0, fmt.Errorf("want %s ADDR N DURATION", args[0])
+	}
+	var n int
+	fmt.Sscan(args[2], &n)
+	d, err := time.ParseDuration(args[3])
+	if err != nil {
+		return 0, 0, err
+	}
+	fmt.Printf("ready 0 %d\n", os.Getpid())
+	return n, d, nil
 }

@@ -236,6 +236,9 @@ func (n *NDJSON) Connection(c *timeline.Conn) {
 		if s.Inferred {
 			b = appendBool(b, `,"inferred":`, true)
 		}
+		if s.AgeSource != event.AgeTraced {
+			b = appendStr(b, `,"age_source":`, s.AgeSource.String())
+		}
 		b = append(b, '}')
 	}
 	n.buf = append(b, ']', '}')
@@ -332,10 +335,16 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 		b = appendUint(b, `,"lost_host_wide":`, s.LostHostWide)
 	}
 	b = appendUint(b, `,"lost_inferred":`, s.LostInferred)
+	b = appendUint(b, `,"walks":`, s.Walks)
+	b = appendUint(b, `,"walk_ns":`, s.WalkNs)
 	if s.Runs != 0 {
 		b = appendUint(b, `,"bpf_runs":`, s.Runs)
 		b = appendUint(b, `,"bpf_primary_run_time_ns":`, s.PrimaryRunTimeNs)
 		b = appendUint(b, `,"bpf_run_time_ns":`, s.RunTimeNs)
+	}
+	if s.ProgressOn {
+		b = appendUint(b, `,"progress":`, s.Progress)
+		b = appendUint(b, `,"progress_skipped":`, s.ProgressSkipped)
 	}
 	n.buf = append(b, '}')
 	n.write()
@@ -410,6 +419,9 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	b = appendStr(b, `,"state":`, s.State.String())
 	b = appendUint(b, `,"age_ns":`, s.Age)
 	b = appendBool(b, `,"age_at_least":`, s.AtLeast)
+	if s.AgeSource != event.AgeTraced {
+		b = appendStr(b, `,"age_source":`, s.AgeSource.String())
+	}
 	b = appendUint(b, `,"cookie":`, c.Cookie)
 	b = appendNetns(b, c.Netns, c.NetnsCookie)
 	b = appendEndpoints(b, c.Family, c.Src, c.Dst, c.IfIndex)
@@ -437,6 +449,7 @@ func (n *NDJSON) Stuck(s *pipeline.Stuck) {
 	if s.HalfOpen > 0 {
 		b = appendUint(b, `,"half_open":`, uint64(s.HalfOpen))
 	}
+	b = appendLimits(b, s.Limits)
 	n.buf = append(b, '}')
 	n.write()
 }

@@ -163,6 +163,7 @@ func writeRest(s pipeline.Sink) {
 		States: []timeline.Span{
 			{State: event.SynRecv, Enter: 2_000_000_000, Dwell: 5000, DwellKnown: true},
 			{State: event.Established, Unseen: true},
+			{State: event.FinWait2, Enter: 2_100_000_000, Dwell: 400_000_000, DwellKnown: true, AgeSource: event.AgeRcvTstamp},
 			{State: event.CloseWait, Enter: 2_500_000_000, Dwell: 500_000_000, DwellKnown: true},
 		},
 		Ending: timeline.Ending{Retrans: 1, Reset: event.ResetSent, SynAckRetrans: 3},
@@ -195,7 +196,27 @@ func writeRest(s pipeline.Sink) {
 	listener := &timeline.Conn{Cookie: 77, Netns: 1, Family: event.IPv4, PID: 812, OwnerKnown: true,
 		Src: netip.MustParseAddrPort("0.0.0.0:8080"), Dst: netip.MustParseAddrPort("0.0.0.0:0")}
 	copy(listener.Comm[:], "nginx")
-	s.Stuck(&pipeline.Stuck{TS: t0.Add(43 * time.Second), Conn: listener, State: event.SynRecv, Age: 3_100_000_000, HalfOpen: 250})
+	u := func(v uint32) *uint32 { return &v }
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(43 * time.Second), Conn: listener, State: event.SynRecv, Age: 3_100_000_000, HalfOpen: 250,
+		AtLeast: true, AgeSource: event.AgeSynAck,
+		Limits: &record.Limits{ListenBacklog: u(511), Somaxconn: u(4096), TCPMaxSynBacklog: u(256), TCPSyncookies: u(1)}})
+	s.Cleared(&pipeline.Cleared{TS: t0.Add(50 * time.Second), State: event.SynRecv, Conn: listener, Since: t0.Add(43 * time.Second)})
+	// A CLOSE_WAIT leak older than the tracer: its age from the kernel.
+	s.Stuck(&pipeline.Stuck{TS: t0.Add(44 * time.Second), Conn: sampleConns()[1], State: event.FinWait2, Age: 600_000_000_000,
+		AtLeast: true, AgeSource: event.AgeRcvTstamp, Limits: &record.Limits{TCPFinTimeout: u(60)}})
+	sock := event.Socket{Cookie: 4099, Netns: 1, Family: event.IPv4, State: event.Established, PID: 812, OwnerKnown: true,
+		Src: netip.MustParseAddrPort("10.0.0.5:8080"), Dst: netip.MustParseAddrPort("10.0.0.9:51544"),
+		BytesAcked: 1 << 20, BytesReceived: 4096, SRTTMicros: 52, TotalRetrans: 2, IfIndex: 3}
+	copy(sock.Comm[:], "nginx")
+	s.Progress(&pipeline.Progress{TS: t0.Add(45 * time.Second), Sock: &sock, Start: 1_000_000_000, Age: 44_000_000_000, StateAge: 43_000_000_000})
+	s.Progress(&pipeline.Progress{TS: t0.Add(45 * time.Second), Sock: &sock, Age: 90_000_000_000, StateAge: 90_000_000_000,
+		AtLeast: true, Source: event.AgeRcvTstamp})
+	pile := &pipeline.Pile{TS: t0.Add(46 * time.Second), State: event.TimeWait, Netns: 1, Family: event.IPv4,
+		Dst: netip.MustParseAddrPort("10.0.0.5:8080"), IfIndex: 3, Count: 45, Oldest: 31_000_000_000, Source: event.AgeTwTimer,
+		Limits: &record.Limits{LocalPortRange: &[2]uint32{40000, 40049}, TCPTwReuse: u(2)}}
+	s.Pile(pile)
+	s.Cleared(&pipeline.Cleared{TS: t0.Add(100 * time.Second), State: event.TimeWait, Since: t0.Add(46 * time.Second),
+		Conn: &timeline.Conn{Netns: 1, Family: event.IPv4, Src: netip.MustParseAddrPort("0.0.0.0:0"), Dst: pile.Dst, IfIndex: 3}})
 	hs := sampleEvent()
 	hs.Old, hs.New, hs.Flags, hs.HandshakeMicros = event.SynRecv, event.Established, event.DwellKnown|event.OwnerKnown|event.Handshake, 2_020_000
 	s.Transition(&hs)
@@ -213,7 +234,8 @@ func writeRest(s pipeline.Sink) {
 	s.Stats(&pipeline.Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
 		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Lost: 4, HostWide: true, LostHostWide: 3,
 		Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000,
-		Untimed: event.UntimedStays{ByReason: [event.NumUntimedReasons]uint64{4, 1, 0}}})
+		Untimed: event.UntimedStays{ByReason: [event.NumUntimedReasons]uint64{4, 1, 0}},
+		Walks:   120, WalkNs: 96_000_000, ProgressOn: true, Progress: 30, ProgressSkipped: 4})
 }
 
 func golden(t *testing.T, name string, got []byte) {

@@ -3,10 +3,12 @@ package output
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 )
@@ -63,6 +65,22 @@ func TestGoldenShowsEveryField(t *testing.T) {
 		}
 		keysOf(m, "", seen[typ])
 	}
+	// "limits" is one object shared by stuck and pile records, each of
+	// which holds only the settings that bear on it: its keys must each
+	// appear in some record.
+	limits := map[string]bool{}
+	for _, keys := range seen {
+		for k := range keys {
+			if strings.HasPrefix(k, "limits.") {
+				limits[k] = true
+			}
+		}
+	}
+	for _, keys := range seen {
+		if keys["limits"] {
+			maps.Copy(keys, limits)
+		}
+	}
 	for typ, mk := range record.Types {
 		if typ == record.TypeIncident {
 			continue // written by internal/incident, and held to its type there
@@ -86,6 +104,9 @@ func TestGoldenShowsEveryField(t *testing.T) {
 func keysOf(m map[string]any, prefix string, into map[string]bool) {
 	for k, v := range m {
 		into[prefix+k] = true
+		if o, ok := v.(map[string]any); ok && k != "counts" {
+			keysOf(o, prefix+k+".", into)
+		}
 		if a, ok := v.([]any); ok {
 			for _, x := range a {
 				if o, ok := x.(map[string]any); ok {
@@ -112,6 +133,9 @@ func fieldsOf(t reflect.Type, prefix string, into map[string]bool) {
 		into[prefix+name] = true
 		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
 			fieldsOf(ft.Elem(), prefix+name+".", into)
+		}
+		if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Time]() {
+			fieldsOf(ft, prefix+name+".", into) // a nested object (limits)
 		}
 	}
 }

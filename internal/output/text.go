@@ -386,13 +386,10 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	ts := t.at(s.TS)
 	p, cm, known, creator := s.Owner()
 	pid, comm := owner(known, p, cm)
-	more := ""
-	if s.AtLeast {
-		more = " (at least: it was already there when tracing began)"
-	}
+	more := ageNote(s.AtLeast, s.AgeSource)
 	if s.HalfOpen > 0 {
-		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s%s (%s/%s), the oldest for %s\n",
-			ts.Format("15:04:05"), s.HalfOpen, Local(c.Src, c.IfIndex), t.netns(c.Netns), pid, comm, FormatDuration(s.Age))
+		t.printf("STUCK %s SYN_RECV: %d half-open handshakes on listener %s%s (%s/%s), the oldest for %s%s\n",
+			ts.Format("15:04:05"), s.HalfOpen, Local(c.Src, c.IfIndex), t.netns(c.Netns), pid, comm, FormatDuration(s.Age), limitsNote(s.Limits))
 		return
 	}
 	what := fmt.Sprintf("%s > %s%s", Local(c.Src, c.IfIndex), c.Dst, t.netns(c.Netns))
@@ -409,7 +406,7 @@ func (t *TextWriter) Stuck(s *pipeline.Stuck) {
 	if in := identityNote(s.Identity); in != "" {
 		who += " (" + in + ")"
 	}
-	t.printf("STUCK %s %s for %s%s: %s/%s%s %s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what)
+	t.printf("STUCK %s %s for %s%s: %s/%s%s %s%s\n", ts.Format("15:04:05"), s.State, FormatDuration(s.Age), more, pid, comm, who, what, limitsNote(s.Limits))
 }
 
 // Listener writes one line per listener.

@@ -36,6 +36,9 @@ type Source interface {
 	// (a replay of a recording, see Recorded*): then the pipeline keeps
 	// no connection table and rebuilds nothing from the transitions.
 	Recorded() bool
+	// Sysctls reads the settings of the network namespace with inode
+	// netns, in that namespace.
+	Sysctls(netns uint32) (Sysctls, error)
 }
 
 // Observer is told what the pipeline counts, besides what it writes to
@@ -104,6 +107,11 @@ type Pipeline struct {
 	// StuckCount: stuck records written.
 	Records, Events, Written, Conns, Open, DecodeErrs, StuckCount uint64
 	seeded                                                        bool
+	// Walks of the kernel's sockets; progress records written and
+	// skipped by the cap.
+	Walks                          uint64
+	ProgressCount, ProgressSkipped uint64
+	walks                          walks
 
 	// pendingStuck: stuck reports waiting for their holders (stuck.go).
 	pendingStuck []pendingStuck

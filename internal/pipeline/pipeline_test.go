@@ -248,3 +248,4 @@ func (fakeSource) Walk() ([]byte, error)                                { return
 func (fakeSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (fakeSource) Now() event.Mono                                      { return 1 << 62 }
 func (fakeSource) Recorded() bool                                       { return false }
+func (fakeSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return pipeline.Sysctls{}, nil }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/histogram"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -130,6 +131,13 @@ type Stats struct {
 	Runs             uint64
 	PrimaryRunTimeNs uint64
 	RunTimeNs        uint64
+	// Walks of the kernel's sockets, and the CPU time (ns) of all the
+	// socket walks (the walking threads', the kernel iterator included).
+	Walks, WalkNs uint64
+	// With --progress (ProgressOn): progress records written, and those
+	// the per-interval cap skipped.
+	ProgressOn                bool
+	Progress, ProgressSkipped uint64
 }
 
 // Listener is one listening socket as a socket walk saw it: its accept
@@ -167,7 +175,10 @@ type Stuck struct {
 	Conn    *timeline.Conn // the socket: addresses, owner as traced
 	State   event.State
 	Age     uint64 // ns in State (for half-open handshakes: the oldest)
-	AtLeast bool   // in State when first seen: Age counts from then
+	AtLeast bool   // a lower bound: the state began before tracing
+	// AgeSource: where a lower bound comes from (the kernel field, or
+	// the walk that first saw the socket).
+	AgeSource event.AgeSource
 	// Holders are the processes that hold the socket open when the
 	// record is written, lowest PID first (HoldersKnown: a lookup was
 	// made; none found means no process holds it: an orphan, or a
@@ -180,6 +191,50 @@ type Stuck struct {
 	// Identity is the cgroup, container and unit of the process Owner
 	// names (with --cgroup-fields); nil when unknown.
 	Identity *event.Identity
+	// Limits: the namespace's settings that bound this pile; nil when
+	// none bears on it or they could not be read.
+	Limits *record.Limits
+}
+
+// Progress is an open connection's state now (--progress), from the
+// periodic socket walk.
+type Progress struct {
+	TS   time.Time
+	Sock *event.Socket // addresses, owner, state and the kernel's figures
+	// Start: when the connection began (0: before tracing).
+	Start event.Mono
+	// Age since Start, else the lower bound of StateAge; StateAge in
+	// the current state. AtLeast: both are lower bounds, from Source.
+	Age, StateAge uint64
+	AtLeast       bool
+	Source        event.AgeSource
+}
+
+// Pile is many sockets in one state toward one destination (Dst; the
+// source address unspecified): TIME_WAIT past a share of the local ports.
+type Pile struct {
+	TS     time.Time
+	State  event.State
+	Netns  uint32
+	Family event.Family
+	Dst    netip.AddrPort
+	// IfIndex: the interface the first socket found is bound to (0: none).
+	IfIndex uint32
+	Count   uint64
+	// Oldest: the oldest socket's age, a lower bound from Source.
+	Oldest uint64
+	Source event.AgeSource
+	Limits *record.Limits
+}
+
+// Cleared ends a pile: a listener's half-open handshakes (a stuck record
+// with HalfOpen) or a Pile, with the same state and ends (Conn), written
+// at Since.
+type Cleared struct {
+	TS    time.Time
+	State event.State
+	Conn  *timeline.Conn
+	Since time.Time
 }
 
 // Holder is a process holding a socket open.
@@ -220,6 +275,12 @@ type Sink interface {
 	Stuck(s *Stuck)
 	// Listener writes a listener's queues, after each States.
 	Listener(ts time.Time, l *Listener)
+	// Progress writes an open connection's state now (--progress).
+	Progress(p *Progress)
+	// Pile writes many sockets in one state toward one destination.
+	Pile(p *Pile)
+	// Cleared writes the end of a pile (half-open, or a Pile).
+	Cleared(c *Cleared)
 	// Flush writes out what is buffered; it returns the first error any
 	// write met.
 	Flush() error

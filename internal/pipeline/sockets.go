@@ -143,8 +143,13 @@ func (r *Pipeline) WriteSockets(walk []byte, now time.Time, mono event.Mono) err
 		return nil
 	}
 	t, err := r.take(walk, mono)
-	if err != nil || r.cfg.Emit&config.EmitStates == 0 {
+	if err != nil {
 		return err
+	}
+	r.walks.statesAt = now
+	r.afterWalk(walk, now, mono)
+	if r.cfg.Emit&config.EmitStates == 0 {
+		return nil
 	}
 	if ss, ok := r.sink.(SpanSink); ok {
 		ss.Span(t.namespaces)
@@ -167,13 +172,17 @@ func (r *Pipeline) keepListeners() bool {
 	return r.keepState(event.Listen) || r.keepState(event.SynRecv) || r.keepState(event.NewSynRecv)
 }
 
-// CountSockets only updates the metrics' socket gauges from one walk.
-func (r *Pipeline) CountSockets(walk []byte, mono event.Mono) error {
+// CountSockets updates the metrics' socket gauges from one walk, and
+// hands it to everything else that uses walks, without states records.
+func (r *Pipeline) CountSockets(walk []byte, now time.Time, mono event.Mono) error {
 	if !r.src.HasWalker() {
 		return nil
 	}
-	_, err := r.take(walk, mono)
-	return err
+	if _, err := r.take(walk, mono); err != nil {
+		return err
+	}
+	r.afterWalk(walk, now, mono)
+	return nil
 }
 
 // WalkAndWrite takes a fresh walk and writes it; a namespace that cannot
@@ -198,7 +207,7 @@ func (r *Pipeline) WalkAndCount() error {
 	if err != nil {
 		r.warn(err)
 	}
-	return r.CountSockets(walk, r.src.Now())
+	return r.CountSockets(walk, time.Now(), r.src.Now())
 }
 
 // listenerOwners fills in the owners the kernel side does not know (the

@@ -1,11 +1,11 @@
 package pipeline
 
 import (
-	"net/netip"
 	"time"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/timeline"
 )
 
@@ -19,18 +19,18 @@ import (
 // pendingStuck is a stuck report waiting for that lookup. The tracker's
 // Conn is reused after its callback, so the fields are copied.
 type pendingStuck struct {
-	conn    timeline.Conn // States not kept
-	state   event.State
-	age     uint64
-	atLeast bool
+	conn  timeline.Conn // States not kept
+	state event.State
+	age   uint64
+	src   event.AgeSource
 }
 
 // stuck is the tracker's callback: it queues the report for writeStuck.
-func (r *Pipeline) stuck(c *timeline.Conn, state event.State, age uint64, atLeast bool) {
+func (r *Pipeline) stuck(c *timeline.Conn, state event.State, age uint64, src event.AgeSource) {
 	if !r.keepState(state) {
 		return
 	}
-	p := pendingStuck{conn: *c, state: state, age: age, atLeast: atLeast}
+	p := pendingStuck{conn: *c, state: state, age: age, src: src}
 	p.conn.States = nil
 	r.pendingStuck = append(r.pendingStuck, p)
 }
@@ -42,10 +42,7 @@ func (r *Pipeline) writeStuck(now time.Time) {
 	}
 	socks := map[uint64]event.Socket{}
 	if r.src.HasWalker() && r.cfg.Emit&config.EmitStuck != 0 { // the metrics need no holders
-		walk, err := r.src.Walk()
-		if err != nil {
-			r.warn(err)
-		}
+		walk := r.recentWalk()
 		want := map[uint64]bool{}
 		for i := range r.pendingStuck {
 			want[r.pendingStuck[i].conn.Cookie] = true
@@ -67,7 +64,12 @@ func (r *Pipeline) writeStuck(now time.Time) {
 	holders := r.src.Holders(inodes)
 	for i := range r.pendingStuck {
 		p := &r.pendingStuck[i]
-		st := Stuck{TS: now, Conn: &p.conn, State: p.state, Age: p.age, AtLeast: p.atLeast}
+		st := Stuck{TS: now, Conn: &p.conn, State: p.state, Age: p.age, AtLeast: p.src != event.AgeTraced, AgeSource: p.src}
+		if p.state == event.FinWait2 {
+			if sc, ok := r.sysctlsOf(p.conn.Netns, now); ok {
+				st.Limits = &record.Limits{TCPFinTimeout: &sc.TCPFinTimeout}
+			}
+		}
 		if s, ok := socks[p.conn.Cookie]; ok {
 			if p.conn.Src.Port() == 0 && s.Src.Port() != 0 {
 				p.conn.Src = s.Src
@@ -111,79 +113,7 @@ type listenerKey struct {
 	port        uint16
 }
 
-// halfOpenWatch finds listeners whose half-open handshakes (request
-// sockets, which no tracepoint reports) outlive the SYN_RECV limit: a SYN
-// flood, or a lossy return path. The kernel counts SYN-ACKs retransmitted
-// for such handshakes; only when that count moves, or an episode is open,
-// does it walk the sockets. One stuck record per listener per episode: a
-// flood must not flood the output.
+// halfOpenWatch is the half-open watch's limit (walk.go checkHalfOpen).
 type halfOpenWatch struct {
-	limit    uint64 // ns; 0: SYN_RECV not watched
-	lastLate uint64 // the kernel's count at the last look
-	episodes map[listenerKey]bool
-}
-
-// CheckHalfOpen looks at the listeners' half-open handshakes if there is
-// reason to (see halfOpenWatch); late is the kernel's count now.
-func (r *Pipeline) CheckHalfOpen(now time.Time, late uint64) {
-	w := &r.halfOpen
-	if w.limit == 0 || !r.src.HasWalker() || !r.keepState(event.SynRecv) ||
-		(late == w.lastLate && len(w.episodes) == 0) {
-		return
-	}
-	w.lastLate = late
-	walk, err := r.src.Walk()
-	if err != nil {
-		r.warn(err)
-	}
-	mono := r.src.Now()
-	type pile struct {
-		n      uint32
-		oldest event.Mono
-	}
-	piles := map[listenerKey]*pile{}
-	listeners := map[listenerKey]event.Socket{}
-	if err := event.SplitSockets(walk, func(s *event.Socket) {
-		k := listenerKey{s.Netns, s.NetnsCookie, s.Src.Port()}
-		switch {
-		case s.State == event.Listen:
-			if _, dup := listeners[k]; !dup { // SO_REUSEPORT: the first
-				listeners[k] = *s
-			}
-		case s.State == event.NewSynRecv && s.SynAck != 0 && mono.Since(s.SynAck) >= w.limit:
-			p := piles[k]
-			if p == nil {
-				p = &pile{oldest: s.SynAck}
-				piles[k] = p
-			}
-			p.n++
-			p.oldest = min(p.oldest, s.SynAck)
-		}
-	}); err != nil {
-		r.warn(err)
-	}
-	for k := range w.episodes {
-		if piles[k] == nil {
-			delete(w.episodes, k) // the pile is gone: the episode ends
-		}
-	}
-	for k, p := range piles {
-		if w.episodes[k] {
-			continue
-		}
-		if w.episodes == nil {
-			w.episodes = map[listenerKey]bool{}
-		}
-		w.episodes[k] = true
-		l, ok := listeners[k]
-		if !ok { // the listener is gone or filtered: name the port
-			l = event.Socket{Netns: k.netns, NetnsCookie: k.netnsCookie, Src: netip.AddrPortFrom(netip.IPv4Unspecified(), k.port), Family: event.IPv4}
-		}
-		c := timeline.Conn{Cookie: l.Cookie, Netns: l.Netns, NetnsCookie: l.NetnsCookie, IfIndex: l.IfIndex, Family: l.Family, Src: l.Src,
-			Dst: netip.AddrPortFrom(netip.IPv4Unspecified(), 0), PID: l.PID, Comm: l.Comm, OwnerKnown: l.OwnerKnown}
-		if l.Family == event.IPv6 {
-			c.Dst = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
-		}
-		r.writeOneStuck(&Stuck{TS: now, Conn: &c, State: event.SynRecv, Age: mono.Since(p.oldest), HalfOpen: p.n})
-	}
+	limit uint64 // ns; 0: SYN_RECV not watched
 }

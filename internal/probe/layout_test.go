@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -71,7 +72,8 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 	}
 	raw := tcptraceSockSnap{Cookie: 9, Netns: 77, Pid: 31, Sport: 22, Dport: 40000, Family: 2, State: 8, OwnerKnown: 1,
 		AckBacklog: 5, MaxAckBacklog: 128, Retrans: 3, SynackNs: 123456789, Ino: 4242, Ifindex: 6, NetnsCookie: 1<<40 + 9,
-		Drops: 83, Syncookies: 7, SyncookieStamp: 4000123}
+		Drops: 83, Syncookies: 7, SyncookieStamp: 4000123,
+		BytesAcked: 1001, BytesReceived: 2002, AgeNs: 600e9, SrttUs: 77, TotalRetrans: 4, AgeSrc: 2}
 	copy(raw.Saddr[:], []byte{10, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 0, 0, 2})
 	for i, c := range []byte("sshd") {
@@ -87,7 +89,9 @@ func TestSockSnapLayoutMatchesDecoder(t *testing.T) {
 		s.Src.String() != "10.0.0.1:22" || s.Dst.String() != "10.0.0.2:40000" || string(event.CommBytes(&s.Comm)) != "sshd" ||
 		s.AcceptQueue != 5 || s.AcceptQueueMax != 128 || s.SynAckRetrans != 3 || s.SynAck != 123456789 || s.Inode != 4242 ||
 		s.Drops != 83 || s.SynCookies != 7 || s.SynCookieStamp != 4000123 ||
-		s.IfIndex != 6 || s.NetnsCookie != 1<<40+9 {
+		s.IfIndex != 6 || s.NetnsCookie != 1<<40+9 ||
+		s.BytesAcked != 1001 || s.BytesReceived != 2002 || s.StateAge != 600e9 || s.SRTTMicros != 77 ||
+		s.TotalRetrans != 4 || s.AgeSource != event.AgeRcvTstamp {
 		t.Fatalf("decoded %+v", s)
 	}
 }
@@ -132,9 +136,30 @@ func TestEventConstantsMatchTheC(t *testing.T) {
 		{"UntimedGap", uint64(event.UntimedGap), uint64(tcptraceUntimedReasonUNTIMED_GAP)},
 		{"UntimedSynCookie", uint64(event.UntimedSynCookie), uint64(tcptraceUntimedReasonUNTIMED_SYNCOOKIE)},
 		{"NumUntimedReasons", uint64(event.NumUntimedReasons), uint64(tcptraceUntimedReasonUNTIMED_REASONS)},
+		{"AgeTraced", uint64(event.AgeTraced), uint64(tcptraceAgeSourceAGE_TRACED)},
+		{"AgeFirstSeen", uint64(event.AgeFirstSeen), uint64(tcptraceAgeSourceAGE_FIRST_SEEN)},
+		{"AgeRcvTstamp", uint64(event.AgeRcvTstamp), uint64(tcptraceAgeSourceAGE_RCV_TSTAMP)},
+		{"AgeRetransStamp", uint64(event.AgeRetransStamp), uint64(tcptraceAgeSourceAGE_RETRANS_STAMP)},
+		{"AgeSynAck", uint64(event.AgeSynAck), uint64(tcptraceAgeSourceAGE_SNT_SYNACK)},
+		{"AgeTwTimer", uint64(event.AgeTwTimer), uint64(tcptraceAgeSourceAGE_TW_TIMER)},
 	} {
 		if c.goVal != c.cValue {
 			t.Errorf("event.%s = %#x, bpf/tcptrace.h says %#x", c.name, c.goVal, c.cValue)
+		}
+	}
+}
+
+func TestHZFromConfig(t *testing.T) {
+	hz, err := hzFromConfig(strings.NewReader("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"))
+	if err != nil || hz != 250 {
+		t.Fatalf("hzFromConfig = %d, %v; want 250", hz, err)
+	}
+	if _, err := hzFromConfig(strings.NewReader("CONFIG_NO_HZ=y\n")); err == nil {
+		t.Fatal("a config without CONFIG_HZ gave a rate")
+	}
+	for rate, want := range map[float64]uint32{96: 100, 247.5: 250, 310: 300, 990: 1000} {
+		if got := nearestHZ(rate); got != want {
+			t.Errorf("nearestHZ(%v) = %d, want %d", rate, got, want)
 		}
 	}
 }

@@ -66,6 +66,7 @@ type Probe struct {
 	// sockets found gone so far (UnseenCloses).
 	walkGen uint8
 	gone    uint64
+	walkCPU time.Duration // the walks' CPU time (WalkCPU)
 }
 
 // WalkWarning returns what the first socket walk could not do, if anything.
@@ -153,6 +154,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		tcptraceVarFilterCgroupLevel: o.CgroupLevel,
 		tcptraceVarMinDwellNs:        o.minDwell(),
 		tcptraceVarSynRecvStuckNs:    uint64(o.Stuck[event.SynRecv]),
+		tcptraceVarKernelHz:          KernelHZ(),
 	} {
 		if err := set(name, v); err != nil {
 			return err

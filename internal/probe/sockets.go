@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -123,7 +124,9 @@ func (p *Probe) Sockets(netns []string) ([]byte, error) {
 	var errs []error
 	for _, ns := range netns {
 		var one bytes.Buffer
-		if err := runIterIn(p.iter, ns, &one); err != nil {
+		cpu, err := runIterIn(p.iter, ns, &one)
+		p.walkCPU += cpu
+		if err != nil {
 			if os.IsNotExist(err) {
 				continue // the namespace's last process exited
 			}
@@ -137,15 +140,25 @@ func (p *Probe) Sockets(netns []string) ([]byte, error) {
 	return out.Bytes(), errors.Join(errs...)
 }
 
+// WalkCPU is the CPU time the socket walks took so far: the walking
+// threads' own, the kernel's iterator program and copies included.
+func (p *Probe) WalkCPU() time.Duration { return p.walkCPU }
+
 // runIterIn runs the iterator in the network namespace at nsPath: a TCP
 // iterator walks the namespace of the thread that opens it. The work runs
 // on a locked thread that is thrown away after, so no other goroutine
-// ever runs in that namespace.
-func runIterIn(it *link.Iter, nsPath string, out io.Writer) error {
-	errc := make(chan error, 1)
+// ever runs in that namespace. It returns the thread's CPU time.
+func runIterIn(it *link.Iter, nsPath string, out io.Writer) (time.Duration, error) {
+	type result struct {
+		cpu time.Duration
+		err error
+	}
+	errc := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		errc <- func() error {
+		var t0, t1 unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t0)
+		err := func() error {
 			f, err := os.Open(nsPath)
 			if err != nil {
 				return err
@@ -162,8 +175,11 @@ func runIterIn(it *link.Iter, nsPath string, out io.Writer) error {
 			_, err = io.Copy(out, r)
 			return err
 		}()
+		_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t1)
+		errc <- result{time.Duration(t1.Nano() - t0.Nano()), err}
 	}()
-	return <-errc
+	r := <-errc
+	return r.cpu, r.err
 }
 
 // seedSize is the size given to the seed map at load.

@@ -13,6 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcptraceAgeSource uint32
+
+const (
+	tcptraceAgeSourceAGE_TRACED        tcptraceAgeSource = 0
+	tcptraceAgeSourceAGE_FIRST_SEEN    tcptraceAgeSource = 1
+	tcptraceAgeSourceAGE_RCV_TSTAMP    tcptraceAgeSource = 2
+	tcptraceAgeSourceAGE_RETRANS_STAMP tcptraceAgeSource = 3
+	tcptraceAgeSourceAGE_SNT_SYNACK    tcptraceAgeSource = 4
+	tcptraceAgeSourceAGE_TW_TIMER      tcptraceAgeSource = 5
+)
+
 type tcptraceCounters struct {
 	_            structs.HostLayout
 	Busy         uint64
@@ -229,6 +240,13 @@ type tcptraceSockSnap struct {
 	SyncookieStamp uint32
 	Pad3           uint32
 	NetnsCookie    uint64
+	BytesAcked     uint64
+	BytesReceived  uint64
+	AgeNs          uint64
+	SrttUs         uint32
+	TotalRetrans   uint32
+	AgeSrc         uint8
+	Pad4           [7]uint8
 }
 
 type tcptraceStateHist struct {
@@ -291,10 +309,12 @@ const (
 	tcptraceVarFilterPorts           = "filter_ports"
 	tcptraceVarHistSlotMask          = "hist_slot_mask"
 	tcptraceVarIterSeed              = "iter_seed"
+	tcptraceVarKernelHz              = "kernel_hz"
 	tcptraceVarMinDwellNs            = "min_dwell_ns"
 	tcptraceVarNextSynthCookie       = "next_synth_cookie"
 	tcptraceVarPortBitmap            = "port_bitmap"
 	tcptraceVarSynRecvStuckNs        = "syn_recv_stuck_ns"
+	tcptraceVarUnusedAgeSource       = "unused_age_source"
 	tcptraceVarUnusedEvent           = "unused_event"
 	tcptraceVarUnusedFlags           = "unused_flags"
 	tcptraceVarUnusedKind            = "unused_kind"
@@ -396,10 +416,12 @@ type tcptraceVariableSpecs struct {
 	FilterPorts       *ebpf.VariableSpec `ebpf:"filter_ports"`
 	HistSlotMask      *ebpf.VariableSpec `ebpf:"hist_slot_mask"`
 	IterSeed          *ebpf.VariableSpec `ebpf:"iter_seed"`
+	KernelHz          *ebpf.VariableSpec `ebpf:"kernel_hz"`
 	MinDwellNs        *ebpf.VariableSpec `ebpf:"min_dwell_ns"`
 	NextSynthCookie   *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
 	PortBitmap        *ebpf.VariableSpec `ebpf:"port_bitmap"`
 	SynRecvStuckNs    *ebpf.VariableSpec `ebpf:"syn_recv_stuck_ns"`
+	UnusedAgeSource   *ebpf.VariableSpec `ebpf:"unused_age_source"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.VariableSpec `ebpf:"unused_flags"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
@@ -473,10 +495,12 @@ type tcptraceVariables struct {
 	FilterPorts       *ebpf.Variable `ebpf:"filter_ports"`
 	HistSlotMask      *ebpf.Variable `ebpf:"hist_slot_mask"`
 	IterSeed          *ebpf.Variable `ebpf:"iter_seed"`
+	KernelHz          *ebpf.Variable `ebpf:"kernel_hz"`
 	MinDwellNs        *ebpf.Variable `ebpf:"min_dwell_ns"`
 	NextSynthCookie   *ebpf.Variable `ebpf:"next_synth_cookie"`
 	PortBitmap        *ebpf.Variable `ebpf:"port_bitmap"`
 	SynRecvStuckNs    *ebpf.Variable `ebpf:"syn_recv_stuck_ns"`
+	UnusedAgeSource   *ebpf.Variable `ebpf:"unused_age_source"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.Variable `ebpf:"unused_flags"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`

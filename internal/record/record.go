@@ -35,6 +35,9 @@ const (
 	TypeStuck      = "stuck"
 	TypeStats      = "stats"
 	TypeIncident   = "incident"
+	TypeProgress   = "progress"
+	TypeCleared    = "cleared"
+	TypePile       = "pile"
 )
 
 // Stream names a record among every record ever written: Run is the
@@ -137,6 +140,11 @@ type Span struct {
 	DwellNs  *uint64   `json:"dwell_ns,omitempty"`
 	Unseen   bool      `json:"unseen,omitempty"`
 	Inferred bool      `json:"inferred,omitempty"`
+	// AgeSource: the state began before tracing; TS is the kernel's
+	// lower bound of its start (the state began at or before it) and
+	// DwellNs a lower bound, both from this kernel field
+	// (event.AgeSource.String).
+	AgeSource string `json:"age_source,omitempty"`
 }
 
 // Connection is one socket's timeline.
@@ -312,8 +320,10 @@ type Stuck struct {
 	State      string    `json:"state"`
 	AgeNs      uint64    `json:"age_ns"`
 	AgeAtLeast bool      `json:"age_at_least"`
-	Cookie     uint64    `json:"cookie"`
-	Netns      uint32    `json:"netns"`
+	// AgeSource: where a lower-bound age comes from (event.AgeSource).
+	AgeSource string `json:"age_source,omitempty"`
+	Cookie    uint64 `json:"cookie"`
+	Netns     uint32 `json:"netns"`
 	// NetnsCookie: the namespace's identity for the host's uptime (the
 	// kernel's net_cookie); omitted when unknown. Netns, its inode, is reused.
 	NetnsCookie uint64 `json:"netns_cookie,omitempty"`
@@ -331,6 +341,84 @@ type Stuck struct {
 	// HalfOpen > 0: a listener's half-open handshakes older than the
 	// limit; the endpoints and owner are the listener's.
 	HalfOpen uint32 `json:"half_open,omitempty"`
+	// Limits: the settings of the socket's namespace that bound this
+	// pile (the next question after "what is stuck").
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits are the kernel's settings that bound a pile, read in the
+// socket's own network namespace (/proc/sys/net there), each present
+// when it bears on the record: for half-open handshakes the listener's
+// backlog, somaxconn, tcp_max_syn_backlog and tcp_syncookies; for
+// FIN_WAIT2 tcp_fin_timeout (seconds); for TIME_WAIT toward one
+// destination ip_local_port_range and tcp_tw_reuse.
+type Limits struct {
+	ListenBacklog    *uint32    `json:"listen_backlog,omitempty"`
+	Somaxconn        *uint32    `json:"somaxconn,omitempty"`
+	TCPMaxSynBacklog *uint32    `json:"tcp_max_syn_backlog,omitempty"`
+	TCPSyncookies    *uint32    `json:"tcp_syncookies,omitempty"`
+	TCPFinTimeout    *uint32    `json:"tcp_fin_timeout,omitempty"`
+	LocalPortRange   *[2]uint32 `json:"ip_local_port_range,omitempty"`
+	TCPTwReuse       *uint32    `json:"tcp_tw_reuse,omitempty"`
+}
+
+// Progress is an open connection's state now (--progress): written
+// every interval for each connection at least that old, idle or not.
+type Progress struct {
+	Type string `json:"type"`
+	Stream
+	TS     time.Time `json:"ts"`
+	Cookie uint64    `json:"cookie"`
+	Netns  uint32    `json:"netns"`
+	Endpoints
+	*Owner
+	State string `json:"state"`
+	// Start: when the connection began, when the tracer saw it.
+	Start time.Time `json:"start,omitzero"`
+	// AgeNs: since Start, else the lower bound of StateAgeNs.
+	AgeNs      uint64 `json:"age_ns"`
+	StateAgeNs uint64 `json:"state_age_ns"`
+	// AgeAtLeast: both ages are lower bounds, from AgeSource.
+	AgeAtLeast bool   `json:"age_at_least"`
+	AgeSource  string `json:"age_source,omitempty"`
+	// The kernel's figures now (tcp_sock).
+	BytesAcked    uint64 `json:"bytes_acked"`
+	BytesReceived uint64 `json:"bytes_received"`
+	SRTTMicros    uint64 `json:"srtt_us"`
+	TotalRetrans  uint64 `json:"total_retrans"`
+}
+
+// Pile is many sockets in one state toward one destination, past the
+// share of the namespace's local ports that threatens new connections
+// there (TIME_WAIT): the source address is unspecified.
+type Pile struct {
+	Type string `json:"type"`
+	Stream
+	TS    time.Time `json:"ts"`
+	State string    `json:"state"`
+	Netns uint32    `json:"netns"`
+	Endpoints
+	Count uint64 `json:"count"`
+	// OldestNs: the oldest socket's age, a lower bound (AgeSource).
+	OldestNs  uint64  `json:"oldest_ns"`
+	AgeSource string  `json:"age_source,omitempty"`
+	Limits    *Limits `json:"limits,omitempty"`
+}
+
+// Cleared says a stuck pile (a listener's half-open handshakes) or a
+// pile record's sockets are gone: the same endpoints and state as the
+// record it ends.
+type Cleared struct {
+	Type string `json:"type"`
+	Stream
+	TS     time.Time `json:"ts"`
+	State  string    `json:"state"`
+	Cookie uint64    `json:"cookie"`
+	Netns  uint32    `json:"netns"`
+	Endpoints
+	*Owner
+	// Since: when the record it ends was written.
+	Since time.Time `json:"since"`
 }
 
 // Incident is one group of troubled sockets (the incident command): a
@@ -395,7 +483,18 @@ type Stats struct {
 	// recursion skips of the whole host (they may concern other sockets).
 	LostHostWide *uint64 `json:"lost_host_wide,omitempty"`
 	LostInferred uint64  `json:"lost_inferred"`
+	// Walks of the kernel's sockets, and the CPU time of all walks.
+	Walks  uint64 `json:"walks"`
+	WalkNs uint64 `json:"walk_ns"`
 	*BPFStats
+	*ProgressStats
+}
+
+// ProgressStats counts the progress records (with --progress) and those
+// the per-interval cap skipped.
+type ProgressStats struct {
+	Progress        uint64 `json:"progress"`
+	ProgressSkipped uint64 `json:"progress_skipped"`
 }
 
 // Types maps each record type to a new value of its Go type.
@@ -409,6 +508,9 @@ var Types = map[string]func() any{
 	TypeStuck:      func() any { return new(Stuck) },
 	TypeStats:      func() any { return new(Stats) },
 	TypeIncident:   func() any { return new(Incident) },
+	TypeProgress:   func() any { return new(Progress) },
+	TypeCleared:    func() any { return new(Cleared) },
+	TypePile:       func() any { return new(Pile) },
 }
 
 // Decode parses one line into a pointer to its record type (*Transition,

@@ -50,7 +50,12 @@ func (s *Source) Walk() ([]byte, error)                                { return 
 func (s *Source) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (s *Source) Now() event.Mono                                      { return s.now }
 func (s *Source) Recorded() bool                                       { return true }
-func (s *Source) Identity(pid uint32, _ [16]byte) *event.Identity      { return s.Idents[pid] }
+
+// Sysctls: a recording holds no namespace settings.
+func (s *Source) Sysctls(uint32) (pipeline.Sysctls, error) {
+	return pipeline.Sysctls{}, fmt.Errorf("a recording holds no namespace settings")
+}
+func (s *Source) Identity(pid uint32, _ [16]byte) *event.Identity { return s.Idents[pid] }
 
 // Replay reads NDJSON from r into a pipeline that writes to sink what a
 // live run would have written of it: the transitions and connections,
@@ -188,8 +193,12 @@ func (s *Summary) feed(rec any, f Filter, p *pipeline.Pipeline, src *Source) err
 			return err
 		}
 		c.PID, c.Comm, c.OwnerKnown = owner(rec.Owner)
+		stuck, err := stuckOf(rec, c, st)
+		if err != nil {
+			return err
+		}
 		s.seen(rec.TS, src)
-		p.RecordedStuck(stuckOf(rec, c, st))
+		p.RecordedStuck(stuck)
 	case *record.Listener:
 		l, err := listener(rec)
 		if err != nil || !f.keep(rec.TS, rec.Sport) {
@@ -274,9 +283,13 @@ func ending(r *record.Ending) (tw event.TW, reset uint8, errno uint16, closeKnow
 }
 
 // stuckOf rebuilds a stuck record around c, the socket as rec names it.
-func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *pipeline.Stuck {
-	s := &pipeline.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast,
-		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil, Identity: identity(&rec.Identity)}
+func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) (*pipeline.Stuck, error) {
+	src, err := event.ParseAgeSource(rec.AgeSource)
+	if err != nil {
+		return nil, err
+	}
+	s := &pipeline.Stuck{TS: rec.TS, Conn: c, State: st, Age: rec.AgeNs, AtLeast: rec.AgeAtLeast, AgeSource: src,
+		HalfOpen: rec.HalfOpen, HoldersKnown: rec.Held != nil, Identity: identity(&rec.Identity), Limits: rec.Limits}
 	if s.HoldersKnown && *rec.Held {
 		hs := rec.Holders
 		if len(hs) == 0 && rec.Owner != nil {
@@ -294,7 +307,7 @@ func stuckOf(rec *record.Stuck, c *timeline.Conn, st event.State) *pipeline.Stuc
 			copy(c.Comm[:15], rec.CreatorComm)
 		}
 	}
-	return s
+	return s, nil
 }
 
 // transition rebuilds a transition, its times through Clock.
@@ -382,6 +395,9 @@ func connection(rec *record.Connection) (*timeline.Conn, error) {
 			return nil, err
 		}
 		span := timeline.Span{State: st, Unseen: sp.Unseen, Inferred: sp.Inferred}
+		if span.AgeSource, err = event.ParseAgeSource(sp.AgeSource); err != nil {
+			return nil, err
+		}
 		if !sp.TS.IsZero() {
 			span.Enter = Clock.Mono(sp.TS)
 		}

@@ -313,3 +313,8 @@ func ownerName(known bool, pid uint32, comm *[16]byte) string {
 	}
 	return fmt.Sprintf("%d/%s", pid, event.CommBytes(comm))
 }
+
+// Progress, Pile and Cleared are not on the page yet.
+func (c *Collector) Progress(*pipeline.Progress) {}
+func (c *Collector) Pile(*pipeline.Pile)         {}
+func (c *Collector) Cleared(*pipeline.Cleared)   {}

@@ -25,6 +25,10 @@ type Span struct {
 	// SYN-ACK left (the kernel's handshake time), before the full socket
 	// existed.
 	Inferred bool
+	// AgeSource: the state began before tracing and Enter is the
+	// kernel's lower bound of its start, from this field (Dwell, too,
+	// is then a lower bound).
+	AgeSource event.AgeSource
 }
 
 // Ending is why and how a connection ended, and what the kernel counted.
@@ -95,9 +99,11 @@ type Conn struct {
 
 	// Stuck detection: the list of connections in one state, oldest
 	// first, that this one is on (0: none).
-	stuckState   event.State
-	since        event.Mono // when it entered that state, or was first seen in it
-	sinceAtLeast bool       // since is when it was first seen, not when it entered
+	stuckState event.State
+	since      event.Mono // when it entered that state, or was first seen in it
+	// sinceSource: AgeTraced when since is when it entered; else since
+	// is a lower bound: the kernel's figure, or when first seen.
+	sinceSource  event.AgeSource
 	sprev, snext *Conn
 }
 
@@ -229,7 +235,7 @@ type Tracker struct {
 
 	stuckAfter [event.NumStates]uint64 // ns; 0: not watched
 	stuck      [event.NumStates]Conn   // sentinels of the per-state lists
-	emitStuck  func(c *Conn, s event.State, age uint64, atLeast bool)
+	emitStuck  func(c *Conn, s event.State, age uint64, src event.AgeSource)
 	// stubs: evicted connections still on a stuck list, by cookie; at
 	// most capacity of them.
 	stubs map[uint64]*Conn
@@ -255,14 +261,15 @@ func New(capacity int, emit func(*Conn)) *Tracker {
 // WatchStuck reports, once per connection and stay, every connection that
 // stays in a state longer than after[state] (ns; 0: not watched): see
 // CheckStuck.
-func (t *Tracker) WatchStuck(after [event.NumStates]uint64, emit func(c *Conn, s event.State, age uint64, atLeast bool)) {
+func (t *Tracker) WatchStuck(after [event.NumStates]uint64, emit func(c *Conn, s event.State, age uint64, src event.AgeSource)) {
 	t.stuckAfter, t.emitStuck = after, emit
 }
 
 // CheckStuck emits the connections that have been in a watched state for
 // longer than its limit at now (kernel monotonic ns). age is how long;
-// atLeast means the connection was already in the state when first seen,
-// so age counts from then.
+// src other than AgeTraced means the connection was already in the state
+// when first seen, so age is a lower bound: from the kernel field src
+// names, or (AgeFirstSeen) from when it was first seen.
 func (t *Tracker) CheckStuck(now event.Mono) {
 	for st := range t.stuck {
 		limit := t.stuckAfter[st]
@@ -272,7 +279,7 @@ func (t *Tracker) CheckStuck(now event.Mono) {
 		head := &t.stuck[st]
 		for c := head.snext; c != head && now >= c.since && now.Since(c.since) >= limit; c = head.snext {
 			unlinkStuck(c)
-			t.emitStuck(c, event.State(st), now.Since(c.since), c.sinceAtLeast)
+			t.emitStuck(c, event.State(st), now.Since(c.since), c.sinceSource)
 			if c.stub {
 				t.dropStub(c)
 			}
@@ -281,13 +288,13 @@ func (t *Tracker) CheckStuck(now event.Mono) {
 }
 
 // entered puts c on the list of the state it just entered (at since).
-func (t *Tracker) entered(c *Conn, s event.State, since event.Mono, atLeast bool) {
+func (t *Tracker) entered(c *Conn, s event.State, since event.Mono, src event.AgeSource) {
 	unlinkStuck(c)
 	if t.stuckAfter[s] == 0 || since == 0 {
 		return
 	}
 	head := &t.stuck[s]
-	c.stuckState, c.since, c.sinceAtLeast = s, since, atLeast
+	c.stuckState, c.since, c.sinceSource = s, since, src
 	// Keep the list oldest first; arrivals are nearly in time order, so
 	// this walks back a step or none.
 	at := head.sprev
@@ -307,9 +314,11 @@ func unlinkStuck(c *Conn) {
 }
 
 // Seed adds a socket that existed before tracing began, in its current
-// state since an unknown time; seen is when it was found. Sockets already
-// held, and sockets without a cookie (request and timewait sockets), are
-// left alone.
+// state since the kernel's lower bound of its age there (s.StateAge from
+// s.AgeSource: the span's Enter, marked with its source), or since seen,
+// when it was found, if the kernel holds nothing. Its birth stays
+// unknown. Sockets already held, and sockets without a cookie (request
+// and timewait sockets), are left alone.
 func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 	if s.Cookie == 0 || t.conns[s.Cookie] != nil {
 		return
@@ -326,7 +335,12 @@ func (t *Tracker) Seed(s *event.Socket, seen event.Mono) {
 	if s.OwnerKnown {
 		c.PID, c.Comm, c.OwnerKnown = s.PID, s.Comm, true
 	}
-	t.entered(c, s.State, seen, true)
+	since, src := seen, event.AgeFirstSeen
+	if s.AgeSource > event.AgeFirstSeen && s.StateAge > 0 && uint64(seen) > s.StateAge {
+		since, src = seen-event.Mono(s.StateAge), s.AgeSource
+		c.Last().Enter, c.Last().AgeSource = since, src
+	}
+	t.entered(c, s.State, since, src)
 }
 
 // LearnLocal gives the connection cookie its local end when the tracer
@@ -562,7 +576,7 @@ func (t *Tracker) apply(c *Conn, e *event.Event) {
 		c.States = append(c.States, Span{State: event.TimeWait, Enter: e.Mono, Inferred: true})
 	}
 	c.States = append(c.States, Span{State: e.New, Enter: e.Mono})
-	t.entered(c, e.New, e.Mono, false)
+	t.entered(c, e.New, e.Mono, event.AgeTraced)
 }
 
 // handshakeSpan makes an accepted socket's SYN_RECV stay the server-side
@@ -652,7 +666,7 @@ func (t *Tracker) evict(c *Conn, now event.Mono) {
 		t.finishOpen(c, now)
 		return
 	}
-	state, since, atLeast := c.stuckState, c.since, c.sinceAtLeast
+	state, since, src := c.stuckState, c.since, c.sinceSource
 	stub := t.newConn()
 	stub.Cookie, stub.Netns, stub.Family, stub.Src, stub.Dst = c.Cookie, c.Netns, c.Family, c.Src, c.Dst
 	stub.NetnsCookie, stub.IfIndex = c.NetnsCookie, c.IfIndex
@@ -660,7 +674,7 @@ func (t *Tracker) evict(c *Conn, now event.Mono) {
 	stub.stub = true
 	t.finishOpen(c, now)
 	t.stubs[stub.Cookie] = stub
-	t.entered(stub, state, since, atLeast)
+	t.entered(stub, state, since, src)
 }
 
 func (t *Tracker) dropStub(c *Conn) {
@@ -701,4 +715,16 @@ func (t *Tracker) Flush(now event.Mono) {
 	for t.head.prev != &t.head {
 		t.finishOpen(t.head.prev, now)
 	}
+}
+
+// Known returns what the table holds of an open connection: its start
+// (0: before tracing), when its current state began (0: unknown) and
+// where that figure comes from (AgeTraced: the transition was seen).
+func (t *Tracker) Known(cookie uint64) (start, stateSince event.Mono, src event.AgeSource, ok bool) {
+	c := t.conns[cookie]
+	if c == nil || len(c.States) == 0 {
+		return 0, 0, 0, false
+	}
+	last := c.Last()
+	return c.Start, last.Enter, last.AgeSource, true
 }

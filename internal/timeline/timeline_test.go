@@ -358,7 +358,7 @@ func TestEvictedLeakStillReportedStuck(t *testing.T) {
 	tr := New(3, func(c *Conn) { records++ })
 	var after [event.NumStates]uint64
 	after[event.CloseWait] = 3_000e6
-	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, atLeast bool) {
+	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, src event.AgeSource) {
 		if s != event.CloseWait || c.PID != 42 || !c.Src.IsValid() {
 			t.Errorf("stuck %d in %v owner %d src %v", c.Cookie, s, c.PID, c.Src)
 		}
@@ -433,8 +433,8 @@ func TestStuckOncePerStay(t *testing.T) {
 	var after [event.NumStates]uint64
 	after[event.CloseWait] = 30_000e6
 	after[event.SynSent] = 3_000e6
-	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, atLeast bool) {
-		hits = append(hits, hit{c.Cookie, s, age / 1e6, atLeast})
+	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, src event.AgeSource) {
+		hits = append(hits, hit{c.Cookie, s, age / 1e6, src != event.AgeTraced})
 	})
 	for _, e := range []event.Event{
 		ev(1, 1000, event.Close, event.SynSent, -1, own|event.Birth),
@@ -492,5 +492,42 @@ func TestLateRecordJoinsTheHeldConnection(t *testing.T) {
 		{event.FinWait2, 5, 1, true}, {event.Close, 6, 0, false}}
 	if fmt.Sprint(got[0]) != fmt.Sprint(want) {
 		t.Fatalf("spans %+v, want %+v", got[0], want)
+	}
+}
+
+// A socket older than the tracer is watched from the kernel's figure of
+// its age in the state, not from when the tracer found it: a CLOSE_WAIT
+// leak 10 minutes old is stuck at the first check, its age a lower bound
+// from that field; the span's start is that bound, marked with it.
+func TestSeedWithKernelAge(t *testing.T) {
+	type hit struct {
+		cookie uint64
+		ageS   uint64
+		src    event.AgeSource
+	}
+	var hits []hit
+	var written []Span
+	tr := New(10, func(c *Conn) { written = append(written, c.States...) })
+	var after [event.NumStates]uint64
+	after[event.CloseWait] = 30_000e6
+	tr.WatchStuck(after, func(c *Conn, s event.State, age uint64, src event.AgeSource) {
+		hits = append(hits, hit{c.Cookie, age / 1e9, src})
+	})
+	const seen = 1000_000e6
+	tr.Seed(&event.Socket{Cookie: 5, State: event.CloseWait, StateAge: 600_000e6, AgeSource: event.AgeRcvTstamp}, seen)
+	tr.Seed(&event.Socket{Cookie: 6, State: event.CloseWait, AgeSource: event.AgeFirstSeen}, seen)
+	tr.CheckStuck(seen + 100e6)
+	if want := []hit{{5, 600, event.AgeRcvTstamp}}; fmt.Sprint(hits) != fmt.Sprint(want) {
+		t.Fatalf("right after the seed: %v, want %v", hits, want)
+	}
+	hits = nil
+	tr.CheckStuck(seen + 30_000e6)
+	if want := []hit{{6, 30, event.AgeFirstSeen}}; fmt.Sprint(hits) != fmt.Sprint(want) {
+		t.Fatalf("30 s later: %v, want %v", hits, want)
+	}
+	tr.Flush(seen + 31_000e6)
+	if len(written) != 2 || written[0].Enter != seen-600_000e6 || written[0].AgeSource != event.AgeRcvTstamp ||
+		written[1].Enter != 0 || written[1].AgeSource != event.AgeTraced {
+		t.Fatalf("spans written: %+v", written)
 	}
 }

@@ -253,7 +253,12 @@ func (m *Model) Sockets(ts time.Time, socks []event.Socket) {
 			first, ok := m.firstSeen[k]
 			if !ok {
 				first = ts
-				m.firstSeen[k] = ts
+				// Older than the tracer: the kernel's lower bound of its
+				// time in the state, when it holds one (event.AgeSource).
+				if s.AgeSource > event.AgeFirstSeen && s.StateAge > 0 {
+					first = ts.Add(-time.Duration(s.StateAge))
+				}
+				m.firstSeen[k] = first
 			}
 			seen[k] = true
 			x.since, x.atLeast = first, true
@@ -499,3 +504,9 @@ func sorted(rows map[string]*HolderRow, k SortKey) []HolderRow {
 	})
 	return out
 }
+
+// Progress, Pile and Cleared: the live view shows the sockets of each
+// walk itself (Sockets); these records add nothing to it yet.
+func (m *Model) Progress(*pipeline.Progress) {}
+func (m *Model) Pile(*pipeline.Pile)         {}
+func (m *Model) Cleared(*pipeline.Cleared)   {}

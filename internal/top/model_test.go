@@ -113,6 +113,22 @@ func TestModel(t *testing.T) {
 			}
 		},
 	}, {
+		name: "a socket older than the tracer with the kernel's figure of its age: that, marked at least",
+		steps: []step{
+			{at: 1 * time.Second, walk: []event.Socket{func() event.Socket {
+				s := leak
+				s.StateAge, s.AgeSource = uint64(600*time.Second), event.AgeRcvTstamp
+				return s
+			}()}},
+			{at: 2 * time.Second, walk: []event.Socket{leak}},
+		},
+		at: 4 * time.Second,
+		check: func(t *testing.T, v *View) {
+			if p := v.Processes[0]; p.Oldest != 603*time.Second || !p.AtLeast {
+				t.Errorf("oldest %v at least %v, want >=10m3s", p.Oldest, p.AtLeast)
+			}
+		},
+	}, {
 		name: "TIME_WAIT keeps the closer as owner and its close time",
 		steps: []step{
 			{at: 1 * time.Second, trans: &event.Event{Cookie: 9, Src: ap("10.0.0.1:5000"), Dst: ap("10.0.0.3:80"), Netns: 1, PID: 50,

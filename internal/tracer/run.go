@@ -217,12 +217,13 @@ type run struct {
 type kernelSource struct {
 	p      *probe.Probe
 	idents *cgroup.Cache
+	netns  uint32 // --netns: only that namespace is walked (0: every one)
 }
 
 // newKernelSource is the kernel source of a run with cfg: the identity
 // cache exists with --cgroup-fields.
 func newKernelSource(p *probe.Probe, cfg config.Config) kernelSource {
-	k := kernelSource{p: p}
+	k := kernelSource{p: p, netns: cfg.Netns}
 	if cfg.CgroupFields {
 		k.idents = cgroup.NewCache("/proc", identityCacheSize)
 	}
@@ -244,7 +245,55 @@ func (k kernelSource) Identity(pid uint32, comm [16]byte) *event.Identity {
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
 func (k kernelSource) Walk() ([]byte, error) {
-	return k.p.Sockets(sockowner.Netns("/proc", "/run/netns"))
+	return k.p.Sockets(netnsPaths(k.netns))
+}
+
+// WalkCPU is the CPU time of the walks so far (pipeline's walk budget).
+func (k kernelSource) WalkCPU() time.Duration { return k.p.WalkCPU() }
+
+// netnsPaths names the network namespaces in use, one path each; only
+// the one with inode only when only is not 0. A TCP iterator opened in
+// any namespace visits the sockets of all that share the host's hash
+// table, so each namespace walked costs a pass over them all
+// (docs/performance.md).
+func netnsPaths(only uint32) []string {
+	all := sockowner.Netns("/proc", "/run/netns")
+	if only == 0 {
+		return all
+	}
+	for _, p := range all {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil && st.Ino == uint64(only) {
+			return []string{p}
+		}
+	}
+	return nil
+}
+
+// Sysctls reads a namespace's settings there, through the first path
+// that names it (/proc/PID/ns/net of a process in it, or /run/netns).
+func (k kernelSource) Sysctls(netns uint32) (pipeline.Sysctls, error) {
+	var sc pipeline.Sysctls
+	paths := netnsPaths(netns)
+	if len(paths) == 0 {
+		return sc, fmt.Errorf("network namespace %d: no process or /run/netns name to read its settings through", netns)
+	}
+	v, err := probe.NetSysctls(paths[0], []string{"core/somaxconn", "ipv4/tcp_max_syn_backlog", "ipv4/tcp_syncookies",
+		"ipv4/tcp_fin_timeout", "ipv4/tcp_tw_reuse", "ipv4/ip_local_port_range"})
+	if err != nil {
+		return sc, fmt.Errorf("reading the settings of network namespace %d: %w", netns, err)
+	}
+	one := func(name string, i int) uint32 {
+		if f := v[name]; len(f) > i {
+			return uint32(f[i])
+		}
+		return 0
+	}
+	sc.Somaxconn, sc.TCPMaxSynBacklog = one("core/somaxconn", 0), one("ipv4/tcp_max_syn_backlog", 0)
+	sc.TCPSyncookies, sc.TCPFinTimeout = one("ipv4/tcp_syncookies", 0), one("ipv4/tcp_fin_timeout", 0)
+	sc.TCPTwReuse = one("ipv4/tcp_tw_reuse", 0)
+	sc.PortLo, sc.PortHi = one("ipv4/ip_local_port_range", 0), one("ipv4/ip_local_port_range", 1)
+	return sc, nil
 }
 func (k kernelSource) Now() event.Mono { return probe.MonotonicNow() }
 func (k kernelSource) Recorded() bool  { return false }
@@ -368,14 +417,12 @@ func (r *run) periodic(now time.Time) error {
 		if err := r.reportLost(now); err != nil {
 			return err
 		}
-		r.pl.CheckHalfOpen(now, r.lastHealth.SynAckLate)
 	}
 	// Each poll: closed connections past their hold, and a look at the
 	// oldest connection of each watched state.
 	r.pl.Tick(now)
-	if r.m != nil && r.cfg.Interval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
-		// No --interval: keep the socket gauges fresh without writing
-		// states records.
+	if r.m != nil && r.cfg.Interval == 0 && r.cfg.WalkInterval == 0 && now.Sub(r.lastGaugeAt) >= 10*time.Second {
+		// No periodic walk: keep the socket gauges fresh.
 		r.lastGaugeAt = now
 		if err := r.pl.WalkAndCount(); err != nil {
 			return err
@@ -388,9 +435,11 @@ func (r *run) periodic(now time.Time) error {
 				return err
 			}
 		}
-		if err := r.pl.WalkAndWrite(now); err != nil {
-			return err
-		}
+	}
+	// The periodic walk of the kernel's sockets (pipeline/walk.go), with
+	// the states records at --interval.
+	if err := r.pl.WalkDue(now); err != nil {
+		return err
 	}
 	if now.Sub(r.lastFlushAt) < r.cfg.Flush {
 		return nil
@@ -531,6 +580,8 @@ func (r *run) finish(cause error) error {
 	ts := r.pl.TrackerStats()
 	st.Evictions, st.Gaps, st.Reordered, st.StuckDropped = ts.Evictions, ts.Gaps, ts.Reordered, ts.StuckDropped
 	st.Stuck = r.pl.StuckCount
+	st.Walks, st.WalkNs = r.pl.Walks, uint64(r.p.WalkCPU())
+	st.ProgressOn, st.Progress, st.ProgressSkipped = r.cfg.Progress > 0, r.pl.ProgressCount, r.pl.ProgressSkipped
 	st.Untimed = r.pl.Untimed.Sum()
 	st.Evictions += st.Untimed.Evicted // the histogram-only mode's, in the kernel
 	r.sink.Stats(&st)

@@ -1,0 +1,158 @@
+package pipeline_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/output"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/pipeline"
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/record"
+)
+
+// walkerSource is a kernel side whose walk the test sets.
+type walkerSource struct {
+	walk    []byte
+	sysctls pipeline.Sysctls
+}
+
+func (w *walkerSource) HasWalker() bool                                      { return true }
+func (w *walkerSource) Walk() ([]byte, error)                                { return w.walk, nil }
+func (w *walkerSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
+func (w *walkerSource) Now() event.Mono                                      { return 1000e9 }
+func (w *walkerSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return w.sysctls, nil }
+func (w *walkerSource) Identity(uint32, [16]byte) *event.Identity            { return nil }
+func (w *walkerSource) Recorded() bool                                       { return false }
+
+// snap encodes IPv4 sockets as struct sock_snap records (bpf/tcptrace.h),
+// the layout event.DecodeSocket reads.
+func snap(socks ...event.Socket) []byte {
+	var out []byte
+	ne := binary.NativeEndian
+	for _, s := range socks {
+		b := make([]byte, event.SocketSize)
+		ne.PutUint64(b[0:], s.Cookie)
+		src, dst := s.Src.Addr().As4(), s.Dst.Addr().As4()
+		copy(b[8:], src[:])
+		copy(b[24:], dst[:])
+		ne.PutUint32(b[40:], s.Netns)
+		ne.PutUint16(b[48:], s.Src.Port())
+		ne.PutUint16(b[50:], s.Dst.Port())
+		b[52], b[53] = 2, byte(s.State) // AF_INET
+		ne.PutUint32(b[76:], s.AcceptQueueMax)
+		ne.PutUint64(b[144:], s.StateAge)
+		b[160] = byte(s.AgeSource)
+		out = append(out, b...)
+	}
+	return out
+}
+
+// The walk's pile watches: a listener's half-open handshakes past the
+// SYN_RECV limit are one stuck record with the namespace's settings, and
+// a cleared record when they are gone; TIME_WAIT toward one destination
+// past half the local port range is one pile record, cleared below a
+// quarter.
+func TestWalkPilesAndTheirEnd(t *testing.T) {
+	listener := event.Socket{Cookie: 1, Netns: 7, Src: netip.MustParseAddrPort("0.0.0.0:8080"),
+		Dst: netip.MustParseAddrPort("0.0.0.0:0"), State: event.Listen, AcceptQueueMax: 511}
+	halfOpen := func(age time.Duration) event.Socket {
+		return event.Socket{Netns: 7, Src: netip.MustParseAddrPort("10.0.0.1:8080"), Dst: netip.MustParseAddrPort("10.0.0.9:5000"),
+			State: event.NewSynRecv, StateAge: uint64(age), AgeSource: event.AgeSynAck}
+	}
+	tw := func(n int) []event.Socket {
+		var out []event.Socket
+		for i := range n {
+			out = append(out, event.Socket{Netns: 7, Src: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)),
+				Dst: netip.MustParseAddrPort("10.0.0.5:80"), State: event.TimeWait, StateAge: uint64(time.Second), AgeSource: event.AgeTwTimer})
+		}
+		return out
+	}
+	src := &walkerSource{sysctls: pipeline.Sysctls{Somaxconn: 4096, TCPMaxSynBacklog: 256, TCPSyncookies: 1,
+		PortLo: 40000, PortHi: 40039, TCPTwReuse: 2}}
+	cfg := config.Defaults()
+	cfg.Emit = config.EmitStuck
+	cfg.MaxConns = 16
+	var buf bytes.Buffer
+	sink := output.NewNDJSON(&buf, event.NewClock(time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC), 0))
+	p := pipeline.New(cfg, src, sink, nil, func(err error) { t.Error(err) })
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	steps := []struct {
+		socks []event.Socket
+		want  []string // record types written by this walk
+	}{
+		{append([]event.Socket{listener, halfOpen(4 * time.Second), halfOpen(5 * time.Second), halfOpen(time.Second)}, tw(30)...),
+			[]string{"stuck", "pile"}},
+		{append([]event.Socket{listener, halfOpen(5 * time.Second)}, tw(20)...), nil}, // still there: said once
+		{append([]event.Socket{listener, halfOpen(time.Second)}, tw(9)...), []string{"cleared", "cleared"}},
+		{[]event.Socket{listener, halfOpen(4 * time.Second)}, []string{"stuck"}}, // a new episode
+	}
+	var recs []any
+	for i, st := range steps {
+		buf.Reset()
+		src.walk = snap(st.socks...)
+		if err := p.WalkDue(t0.Add(time.Duration(i) * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if err := sink.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		sc := bufio.NewScanner(&buf)
+		for sc.Scan() {
+			v, err := record.DecodeStrict(sc.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var typ string
+			switch v.(type) {
+			case *record.Stuck:
+				typ = "stuck"
+			case *record.Pile:
+				typ = "pile"
+			case *record.Cleared:
+				typ = "cleared"
+			}
+			got = append(got, typ)
+			recs = append(recs, v)
+		}
+		if len(got) != len(st.want) || !sameSet(got, st.want) {
+			t.Fatalf("walk %d wrote %v, want %v", i, got, st.want)
+		}
+	}
+	for _, v := range recs[:2] {
+		switch r := v.(type) {
+		case *record.Stuck:
+			if r.State != "SYN_RECV" || r.HalfOpen != 2 || r.AgeNs != uint64(5*time.Second) || r.AgeSource != "snt_synack" ||
+				r.Sport != 8080 || r.Limits == nil || *r.Limits.ListenBacklog != 511 || *r.Limits.Somaxconn != 4096 ||
+				*r.Limits.TCPMaxSynBacklog != 256 || *r.Limits.TCPSyncookies != 1 {
+				t.Errorf("half-open stuck record %+v", r)
+			}
+		case *record.Pile:
+			if r.State != "TIME_WAIT" || r.Count != 30 || r.Daddr != "10.0.0.5" || r.Dport != 80 || r.Limits == nil ||
+				*r.Limits.LocalPortRange != [2]uint32{40000, 40039} || *r.Limits.TCPTwReuse != 2 {
+				t.Errorf("pile record %+v", r)
+			}
+		}
+	}
+}
+
+func sameSet(a, b []string) bool {
+	n := map[string]int{}
+	for _, x := range a {
+		n[x]++
+	}
+	for _, x := range b {
+		n[x]--
+	}
+	for _, c := range n {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
