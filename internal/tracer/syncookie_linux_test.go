@@ -105,13 +105,22 @@ func testSynCookieHandshake(t *testing.T, attach config.Attach) {
 		t.Errorf("the kernel sent %d SYN cookies, want %d: the test did not make cookie handshakes", sent, n)
 	}
 	var hist *record
-	for _, h := range ofType(agg.stop(t), "histogram") {
+	aggRecs := agg.stop(t)
+	for _, h := range ofType(aggRecs, "histogram") {
 		if h.State == "SYN_RECV" {
 			hist = &h
 		}
 	}
-	if hist == nil || hist.Count != 0 || hist.UntimedReasons == nil || hist.UntimedReasons.SynCookie != uint64(n) {
-		t.Errorf("histogram-only SYN_RECV %+v, want %d stays untimed for a SYN cookie and none timed", hist, n)
+	// The histogram-only mode has no backup program: a transition the
+	// kernel skipped (counted lost) leaves its handshake untimed for
+	// another reason (no start, or a gap), never timed.
+	var lost uint64
+	if st := ofType(aggRecs, "stats"); len(st) == 1 {
+		lost = st[0].Lost
+	}
+	if hist == nil || hist.Count != 0 || hist.UntimedReasons == nil || hist.Untimed != uint64(n) ||
+		hist.UntimedReasons.SynCookie+lost < uint64(n) {
+		t.Errorf("histogram-only SYN_RECV %+v (%d lost), want %d stays untimed for a SYN cookie and none timed", hist, lost, n)
 	}
 }
 
