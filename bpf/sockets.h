@@ -44,40 +44,46 @@ static __always_inline bool in_owner_syscall(int old, int new)
  * least this many transitions unseen. Through CLOSE only as the kernel
  * does it: a socket closed, then connect()ed or listen()ed again.
  */
-static const __u8 unseen_path[13][13] = {
-	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-	{0, 0, 2, 3, 1, 2, 0, 1, 1, 2, 2, 2, 0}, /* from ESTABLISHED */
-	{0, 1, 0, 1, 2, 3, 0, 1, 2, 3, 2, 3, 0}, /* SYN_SENT */
-	{0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 2, 2, 0}, /* SYN_RECV */
-	{0, 3, 2, 3, 0, 1, 0, 1, 4, 5, 2, 1, 0}, /* FIN_WAIT1 */
-	{0, 3, 2, 3, 4, 0, 0, 1, 4, 5, 2, 5, 0}, /* FIN_WAIT2 */
-	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, /* TIME_WAIT: never a full socket's */
-	{0, 2, 1, 2, 3, 4, 0, 0, 3, 4, 1, 4, 0}, /* CLOSE */
-	{0, 3, 2, 3, 4, 5, 0, 1, 0, 1, 2, 5, 0}, /* CLOSE_WAIT */
-	{0, 3, 2, 3, 4, 5, 0, 1, 4, 0, 2, 5, 0}, /* LAST_ACK */
-	{0, 3, 2, 3, 4, 5, 0, 1, 4, 5, 0, 5, 0}, /* LISTEN */
-	{0, 3, 2, 3, 4, 5, 0, 1, 4, 5, 2, 0, 0}, /* CLOSING */
-	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+const volatile __u8 unseen_path[16][16] = { /* a global: a static table lands in a mergeable section bpf2go cannot type */
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+	{0, 0, 2, 3, 1, 2, 0, 1, 1, 2, 2, 2, 0, 0, 0, 0}, /* from ESTABLISHED */
+	{0, 1, 0, 1, 2, 3, 0, 1, 2, 3, 2, 3, 0, 0, 0, 0}, /* SYN_SENT */
+	{0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 2, 2, 0, 0, 0, 0}, /* SYN_RECV */
+	{0, 3, 2, 3, 0, 1, 0, 1, 4, 5, 2, 1, 0, 0, 0, 0}, /* FIN_WAIT1 */
+	{0, 3, 2, 3, 4, 0, 0, 1, 4, 5, 2, 5, 0, 0, 0, 0}, /* FIN_WAIT2 */
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, /* TIME_WAIT: never a full socket's */
+	{0, 2, 1, 2, 3, 4, 0, 0, 3, 4, 1, 4, 0, 0, 0, 0}, /* CLOSE */
+	{0, 3, 2, 3, 4, 5, 0, 1, 0, 1, 2, 5, 0, 0, 0, 0}, /* CLOSE_WAIT */
+	{0, 3, 2, 3, 4, 5, 0, 1, 4, 0, 2, 5, 0, 0, 0, 0}, /* LAST_ACK */
+	{0, 3, 2, 3, 4, 5, 0, 1, 4, 5, 0, 5, 0, 0, 0, 0}, /* LISTEN */
+	{0, 3, 2, 3, 4, 5, 0, 1, 4, 5, 2, 0, 0, 0, 0, 0}, /* CLOSING */
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, /* 13-15: no state */
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 };
 
 /* The fewest transitions from a socket's birth (CLOSE->..., or an accepted
  * child's LISTEN->SYN_RECV) to being in state s. */
-static const __u8 unseen_birth[13] = { 0, 2, 1, 1, 2, 3, 0, 0, 3, 4, 1, 3, 0 };
+const volatile __u8 unseen_birth[16] = { 0, 2, 1, 1, 2, 3, 0, 0, 3, 4, 1, 3, 0, 1, 1, 1 };
 
 /* Transitions a socket last seen entering `last` made unseen before one
  * that leaves `old` (at least one when they differ). */
 static __always_inline __u32 unseen_between(__u32 last, __u32 old)
 {
-	if (last > 12 || old > 12 || !unseen_path[last][old])
-		return 1;
-	return unseen_path[last][old];
+	/* Indexed through a mask, not after a range check: 6.1's verifier
+	 * loses a range check's bound when the index is spilled to the
+	 * stack. The kernel's states are 0-12; rows and columns 13-15 are 0
+	 * (at least one). */
+	__u32 n = unseen_path[last & 15][old & 15];
+	return n ? n : 1;
 }
 
 /* Transitions a socket first seen leaving `old` made unseen since its
  * birth (0 when this transition is its birth). */
 static __always_inline __u32 unseen_since_birth(__u32 old)
 {
-	return old > 12 ? 1 : unseen_birth[old];
+	return unseen_birth[old & 15]; /* masked: see unseen_between */
 }
 
 /*

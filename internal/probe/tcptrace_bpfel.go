@@ -314,6 +314,8 @@ const (
 	tcptraceVarNextSynthCookie       = "next_synth_cookie"
 	tcptraceVarPortBitmap            = "port_bitmap"
 	tcptraceVarSynRecvStuckNs        = "syn_recv_stuck_ns"
+	tcptraceVarUnseenBirth           = "unseen_birth"
+	tcptraceVarUnseenPath            = "unseen_path"
 	tcptraceVarUnusedAgeSource       = "unused_age_source"
 	tcptraceVarUnusedEvent           = "unused_event"
 	tcptraceVarUnusedFlags           = "unused_flags"
@@ -421,6 +423,8 @@ type tcptraceVariableSpecs struct {
 	NextSynthCookie   *ebpf.VariableSpec `ebpf:"next_synth_cookie"`
 	PortBitmap        *ebpf.VariableSpec `ebpf:"port_bitmap"`
 	SynRecvStuckNs    *ebpf.VariableSpec `ebpf:"syn_recv_stuck_ns"`
+	UnseenBirth       *ebpf.VariableSpec `ebpf:"unseen_birth"`
+	UnseenPath        *ebpf.VariableSpec `ebpf:"unseen_path"`
 	UnusedAgeSource   *ebpf.VariableSpec `ebpf:"unused_age_source"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.VariableSpec `ebpf:"unused_flags"`
@@ -500,6 +504,8 @@ type tcptraceVariables struct {
 	NextSynthCookie   *ebpf.Variable `ebpf:"next_synth_cookie"`
 	PortBitmap        *ebpf.Variable `ebpf:"port_bitmap"`
 	SynRecvStuckNs    *ebpf.Variable `ebpf:"syn_recv_stuck_ns"`
+	UnseenBirth       *ebpf.Variable `ebpf:"unseen_birth"`
+	UnseenPath        *ebpf.Variable `ebpf:"unseen_path"`
 	UnusedAgeSource   *ebpf.Variable `ebpf:"unused_age_source"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.Variable `ebpf:"unused_flags"`
