@@ -144,6 +144,11 @@ func (c *Conn) Untimed(i int) (event.UntimedReason, bool) {
 	if !ok {
 		return 0, false
 	}
+	return c.untimed(i, &e)
+}
+
+// untimed is Untimed for span i read as e (left).
+func (c *Conn) untimed(i int, e *event.Event) (event.UntimedReason, bool) {
 	if c.States[i].Unseen && e.Old != event.Close && e.Old != e.New {
 		return event.UntimedGap, true
 	}
@@ -193,9 +198,13 @@ func (c *Conn) nextSeen(i int) int {
 // time (Untimed), in order.
 func (c *Conn) Stays(timed func(st event.State, d time.Duration), untimed func(st event.State, why event.UntimedReason)) {
 	for i := range c.States {
-		if d, ok := c.Stay(i); ok {
+		e, ok := c.left(i) // once per span, for both rules
+		if !ok {
+			continue
+		}
+		if d, ok := e.Stay(); ok {
 			timed(c.States[i].State, d)
-		} else if why, ok := c.Untimed(i); ok {
+		} else if why, ok := c.untimed(i, &e); ok {
 			untimed(c.States[i].State, why)
 		}
 	}
