@@ -57,12 +57,11 @@ func runCPU(builds []string, rounds, conns, concurrency int, profileDir string, 
 		bs = append(bs, build{name, path})
 	}
 	ctx := context.Background()
-	srv, tmp, cleanup, err := setUp(ctx, conns, concurrency)
+	srv, port, tmp, cleanup, err := setUp(ctx, conns, concurrency)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	port := fmt.Sprint(srv.Port())
 	modes := []mode{
 		{name: "default output, to a file", args: []string{"--port", port}},
 		{name: "--emit all, to a file", args: []string{"--port", port, "--emit", "all"}},

@@ -113,12 +113,11 @@ func run(tracer string, pairs, costRuns, conns, concurrency int, withBT bool, ou
 		return errors.New("needs root (loads BPF programs): run it with sudo")
 	}
 	ctx := context.Background()
-	srv, tmp, cleanup, err := setUp(ctx, conns, concurrency)
+	srv, port, tmp, cleanup, err := setUp(ctx, conns, concurrency)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	port := fmt.Sprint(srv.Port())
 
 	modes := []mode{
 		{name: "all records, NDJSON to a file", args: []string{"--port", port}},
@@ -488,23 +487,24 @@ func printTable(out io.Writer, modes []mode, results [][]sample, conns, concurre
 }
 
 // setUp starts the load's server and a scratch folder, and warms up:
-// first runs are slower (page cache, CPU frequency).
-func setUp(ctx context.Context, conns, concurrency int) (srv *churn.Server, tmp string, cleanup func(), err error) {
+// first runs are slower (page cache, CPU frequency). port is the server's,
+// as the tracer's --port value.
+func setUp(ctx context.Context, conns, concurrency int) (srv *churn.Server, port, tmp string, cleanup func(), err error) {
 	srv, err = churn.Listen("127.0.0.1:0")
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", "", nil, err
 	}
 	tmp, err = os.MkdirTemp("", "tcptrace-bench")
 	if err != nil {
 		srv.Close()
-		return nil, "", nil, err
+		return nil, "", "", nil, err
 	}
 	cleanup = func() { srv.Close(); os.RemoveAll(tmp) }
 	if _, err := churn.Run(ctx, srv.Port(), conns/2, concurrency); err != nil {
 		cleanup()
-		return nil, "", nil, err
+		return nil, "", "", nil, err
 	}
-	return srv, tmp, cleanup, nil
+	return srv, fmt.Sprint(srv.Port()), tmp, cleanup, nil
 }
 
 // machine names the kernel, the host and the day, for a table's heading.

@@ -54,12 +54,11 @@ func runShare(tracer string, rounds, conns, concurrency int, withBT bool, out io
 		return errors.New("perf not found (Debian: apt-get install linux-perf)")
 	}
 	ctx := context.Background()
-	srv, tmp, cleanup, err := setUp(ctx, conns, concurrency)
+	srv, port, tmp, cleanup, err := setUp(ctx, conns, concurrency)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	port := fmt.Sprint(srv.Port())
 
 	rows := []mode{
 		{name: "untraced (perf alone)", untraced: true},
