@@ -172,4 +172,19 @@ struct {
 	__type(value, struct listen_sock);
 } listen_socks SEC(".maps");
 
+/*
+ * walk_groups: the sockets a periodic walk counts instead of writing
+ * (struct walk_group_key, walker.h). Written only by walk_sockets, read
+ * by user space after each walk; an entry whose gen is not the current
+ * walk's is reset by the walk that finds its key again, or deleted by
+ * user space. Full: the socket is written one by one (nothing is lost).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct walk_group_key);
+	__type(value, struct walk_group);
+} walk_groups SEC(".maps");
+
 #endif /* TCPTRACE_MAPS_H */

@@ -64,6 +64,8 @@ const volatile __u32 hist_slot_mask = 0; /* hist_slots' size - 1 (a power of two
 /* Keeps these types in the object's BTF so bpf2go can generate Go twins. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_snap *unused_snap __attribute__((unused));
+const struct walk_group_key *unused_group_key __attribute__((unused));
+const struct walk_group *unused_group __attribute__((unused));
 const enum event_flags *unused_flags __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum event_rst *unused_rst __attribute__((unused));

@@ -246,7 +246,11 @@ struct sock_snap {
 	__u32 drops;
 	__u32 syncookies;
 	__u32 syncookie_stamp;
-	__u32 _pad3;
+	/* 0: this record is one socket. Else it stands for this many sockets
+	 * of a group the walk counted in the kernel instead of writing them
+	 * one by one (struct walk_group_key names what they share); user
+	 * space writes such records from walk_groups after the walk. */
+	__u32 count;
 	__u64 netns_cookie; /* as struct event */
 	/* Full sockets: the kernel's figures now, for progress records. */
 	__u64 bytes_acked;
@@ -259,6 +263,37 @@ struct sock_snap {
 	__u32 total_retrans;
 	__u8 age_src;
 	__u8 _pad4[7];
+};
+
+/*
+ * A group of sockets one periodic walk counts in the kernel instead of
+ * writing each (walk_detail leaves their state out): every socket of a
+ * namespace in one state; TIME_WAIT also by destination (addr, port,
+ * ifindex: the pile watch's key); request sockets (NEW_SYN_RECV) by
+ * their listener's port and whether they are past group_past_ns (the
+ * half-open watch's limit).
+ */
+struct walk_group_key {
+	__u64 netns_cookie;
+	__u32 netns;
+	__u32 ifindex;
+	__u8 addr[16];
+	__u16 port;
+	__u8 state;
+	__u8 family;
+	__u8 past;
+	__u8 _pad[3];
+};
+
+/* A group's count in the walk numbered gen (group_gen): an entry left
+ * from an older walk counts nothing. oldest/age_src: the largest age
+ * (struct sock_snap.age_ns) among its sockets. */
+struct walk_group {
+	__u32 gen;
+	__u32 count;
+	__u64 oldest;
+	__u8 age_src;
+	__u8 _pad[7];
 };
 
 /* A listening address: namespace, family, port, address (zero: any). */

@@ -20,6 +20,20 @@ volatile __u8 iter_seed = 1;
  * that is gone, whose CLOSE was not seen. */
 volatile __u8 walk_gen = 0;
 
+/*
+ * Set by user space before each walk (internal/event.WalkDetail): bit s
+ * set writes every socket in state s one by one; the sockets of the other
+ * states are counted in walk_groups under group_gen. A periodic walk
+ * writes only what its users read socket by socket (listeners, the states
+ * the stuck watch follows), so that a host's idle connections and its
+ * TIME_WAIT sockets cost a count each, not a record. group_past_ns: a
+ * request socket at least this old (since its first SYN-ACK) counts in
+ * its listener's group past the limit (0: no split).
+ */
+volatile __u32 walk_detail = 0xffffffff;
+volatile __u32 group_gen = 0;
+volatile __u64 group_past_ns = 0;
+
 /* The kernel's HZ (jiffies per second), found by the loader from the
  * kernel's config or measured (internal/probe KernelHZ): socket
  * timestamps such as rcv_tstamp are in jiffies. 0: ages in jiffies are
@@ -207,6 +221,52 @@ static __always_inline void listener_snap(struct sock_snap *s, struct sock *sk,
 		s->syncookies = ls->syncookies;
 }
 
+/* Whether this walk writes the sockets of s's state one by one. */
+static __always_inline bool walk_writes(const struct sock_snap *s)
+{
+	return walk_detail & (1U << (s->state & 31));
+}
+
+/*
+ * Count s in its group (struct walk_group_key) instead of writing it.
+ * False when the group cannot be had (the map is full): s is then
+ * written.
+ */
+static __always_inline bool count_in_group(const struct sock_snap *s)
+{
+	struct walk_group_key k = {};
+	k.netns_cookie = s->netns_cookie;
+	k.netns = s->netns;
+	k.state = s->state;
+	k.family = s->family;
+	if (s->state == TCP_TIME_WAIT) {
+		__builtin_memcpy(k.addr, s->daddr, sizeof(k.addr));
+		k.port = s->dport;
+		k.ifindex = s->ifindex;
+	} else if (s->state == TCP_NEW_SYN_RECV) {
+		k.port = s->sport;
+		k.past = group_past_ns && s->age_src == AGE_SNT_SYNACK && s->age_ns >= group_past_ns;
+	}
+	struct walk_group *g = bpf_map_lookup_elem(&walk_groups, &k);
+	if (!g) {
+		struct walk_group fresh = { .gen = group_gen };
+		bpf_map_update_elem(&walk_groups, &k, &fresh, BPF_NOEXIST);
+		g = bpf_map_lookup_elem(&walk_groups, &k);
+		if (!g)
+			return false;
+	}
+	if (g->gen != group_gen) {
+		g->gen = group_gen;
+		g->count = 0;
+	}
+	if (!g->count || s->age_ns > g->oldest) {
+		g->oldest = s->age_ns;
+		g->age_src = s->age_src;
+	}
+	g->count++;
+	return true;
+}
+
 SEC("iter/tcp")
 int walk_sockets(struct bpf_iter__tcp *ctx)
 {
@@ -222,6 +282,10 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		return 0; /* mini sockets carry no cgroup */
 	if (!tp)
 		timewait_age(&s, skc);
+	/* A socket this walk counts: nothing more to read (no owner: with
+	 * --pid, which needs it, every state is written). */
+	if (!quiet && !walk_writes(&s) && !filter_pid && count_in_group(&s))
+		return 0;
 	if (tp) { /* a full socket: TIME_WAIT and request sockets have no entry */
 		struct sock *sk = (struct sock *)tp;
 		full_age(&s, tp);

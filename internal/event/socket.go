@@ -42,7 +42,41 @@ type Socket struct {
 	// Full sockets: the kernel's figures now (tcp_sock).
 	BytesAcked, BytesReceived uint64
 	SRTTMicros, TotalRetrans  uint32
+	// Count: how many sockets this record stands for, 1 for a socket the
+	// walk wrote itself. More for a group the walk counted in the kernel
+	// (a state WalkDetail left out): its sockets share the namespace, the
+	// state and family, and for TIME_WAIT Dst and IfIndex, for request
+	// sockets Src's port; StateAge/AgeSource are the oldest's. A group
+	// has no Cookie, owner, Inode or figures.
+	Count uint32
 }
+
+// WalkDetail says which sockets a walk writes one by one; it counts the
+// others in groups (Socket.Count), so that a host's idle connections and
+// its TIME_WAIT sockets cost the periodic walk a count each, not a
+// record. The zero value groups every state.
+type WalkDetail struct {
+	States uint32 // bit 1<<s: every socket in state s is written
+	// HalfOpenPast: request sockets at least this old (since their first
+	// SYN-ACK, ns) are grouped apart from their listener's younger ones
+	// (the half-open watch's limit; 0: not split).
+	HalfOpenPast uint64
+}
+
+// WalkAll writes every socket: the first walk (it seeds the connection
+// table), and any walk whose user reads every socket.
+var WalkAll = WalkDetail{States: ^uint32(0)}
+
+// With returns d that also writes the sockets in st.
+func (d WalkDetail) With(st ...State) WalkDetail {
+	for _, s := range st {
+		d.States |= 1 << s
+	}
+	return d
+}
+
+// Writes tells whether d writes each socket in st.
+func (d WalkDetail) Writes(st State) bool { return d.States&(1<<st) != 0 }
 
 // SocketSize is the size of struct sock_snap in bpf/tcptrace.h.
 const SocketSize = 168
@@ -76,6 +110,7 @@ func DecodeSocket(b []byte, s *Socket) error {
 	s.SRTTMicros = ne.Uint32(b[152:])
 	s.TotalRetrans = ne.Uint32(b[156:])
 	s.AgeSource = AgeSource(b[160])
+	s.Count = max(1, ne.Uint32(b[116:]))
 	src, dst, fam, err := addrs(b[52], b[8:24], b[24:40])
 	if err != nil {
 		return err

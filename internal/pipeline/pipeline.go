@@ -20,8 +20,9 @@ type Source interface {
 	// HasWalker reports whether Walk works (not in the tracepoint mode).
 	HasWalker() bool
 	// Walk returns the sockets that exist now, as struct sock_snap
-	// records; an error names namespaces it could not walk (a warning).
-	Walk() ([]byte, error)
+	// records, those of the states detail leaves out counted in groups;
+	// an error names namespaces it could not walk (a warning).
+	Walk(detail event.WalkDetail) ([]byte, error)
 	// Holders names the processes that hold each socket inode now.
 	Holders(inodes map[uint64]bool) map[uint64][]Holder
 	// Now is the kernel's monotonic clock.
@@ -232,7 +233,7 @@ func (r *Pipeline) learnLocalPorts() {
 	if !r.src.HasWalker() || !r.tracker.NoLocalPort() {
 		return
 	}
-	walk, err := r.src.Walk()
+	walk, err := r.src.Walk(event.WalkAll)
 	if err != nil {
 		r.warn(err)
 	}

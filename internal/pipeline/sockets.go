@@ -33,7 +33,7 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 	saw := NewWalkSaw(nil)
 	err := event.SplitSockets(walk, func(s *event.Socket) {
 		if r.keepState(s.State) {
-			t.counts[s.State]++
+			t.counts[s.State] += uint64(s.Count)
 			namespaces[s.Netns] = true
 			if r.socketSink != nil {
 				t.socks = append(t.socks, *s)
@@ -43,9 +43,9 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 			saw.add(s)
 		}
 		if s.State == event.NewSynRecv {
-			t.walk.HalfOpen++
-			if lim := r.halfOpen.limit; lim > 0 && s.SynAck != 0 && mono.Since(s.SynAck) >= lim && r.keepState(event.SynRecv) {
-				t.walk.StuckNow[event.SynRecv]++
+			t.walk.HalfOpen += uint64(s.Count)
+			if r.pastHalfOpen(s) && r.keepState(event.SynRecv) {
+				t.walk.StuckNow[event.SynRecv] += uint64(s.Count)
 			}
 		}
 		k := listenerKey{s.Netns, s.NetnsCookie, s.Src.Port()}
@@ -58,7 +58,7 @@ func (r *Pipeline) take(walk []byte, mono event.Mono) (*tally, error) {
 				Drops: s.Drops, SynCookies: s.SynCookies})
 			r.cookiesSent(&t.listeners[len(t.listeners)-1], s.SynCookieStamp)
 		case event.NewSynRecv:
-			halfOpen[k]++
+			halfOpen[k] += s.Count
 		}
 		if r.tracker != nil {
 			if !r.seeded {
@@ -188,7 +188,7 @@ func (r *Pipeline) CountSockets(walk []byte, now time.Time, mono event.Mono) err
 // WalkAndWrite takes a fresh walk and writes it; a namespace that cannot
 // be walked is a warning, not the end of the run.
 func (r *Pipeline) WalkAndWrite(now time.Time) error {
-	walk, err := r.src.Walk()
+	walk, err := r.src.Walk(r.walkDetail(now))
 	return r.WriteWalk(walk, err, now, r.src.Now())
 }
 
@@ -203,7 +203,7 @@ func (r *Pipeline) WriteWalk(walk []byte, walkErr error, now time.Time, mono eve
 
 // WalkAndCount takes a fresh walk for the metrics alone.
 func (r *Pipeline) WalkAndCount() error {
-	walk, err := r.src.Walk()
+	walk, err := r.src.Walk(r.walkDetail(time.Now()))
 	if err != nil {
 		r.warn(err)
 	}

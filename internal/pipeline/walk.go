@@ -70,9 +70,10 @@ func (r *Pipeline) sysctlsOf(netns uint32, now time.Time) (Sysctls, bool) {
 }
 
 // WalkDue is the run loop's hook, called every poll: it takes a walk when
-// one is due and hands it to everything that uses it.
+// one is due and hands it to everything that uses it; none when nothing
+// does (--emit histograms alone).
 func (r *Pipeline) WalkDue(now time.Time) error {
-	if !r.src.HasWalker() {
+	if !r.src.HasWalker() || !r.walkUsed() {
 		return nil
 	}
 	states := r.cfg.Interval > 0 && now.Sub(r.walks.statesAt) >= r.cfg.Interval
@@ -80,6 +81,48 @@ func (r *Pipeline) WalkDue(now time.Time) error {
 		return nil
 	}
 	return r.walkNow(now, states)
+}
+
+// walkUsed tells whether anything reads the periodic walk: states and
+// stuck records (the half-open and pile watches, the holders), progress
+// records, a sink of sockets, or an observer (the metrics' gauges).
+func (r *Pipeline) walkUsed() bool {
+	return r.cfg.Emit&(config.EmitStates|config.EmitStuck) != 0 || r.cfg.Progress > 0 ||
+		r.socketSink != nil || len(r.observers) > 0
+}
+
+// walkDetail is which sockets a walk taken at now writes one by one
+// (event.WalkDetail). Every one for the first walk (it seeds the
+// connection table), for a sink that takes every socket (top), and for
+// the walk whose progress records are due; else the listeners, the
+// states the stuck watch follows (its holders, and WalkSaw's check of
+// the sockets reported stuck) and SYN_SENT (the local port connect()
+// picked), with request sockets grouped by listener and the half-open
+// limit; the other sockets (idle connections, TIME_WAIT by destination)
+// are counted in the kernel.
+func (r *Pipeline) walkDetail(now time.Time) event.WalkDetail {
+	pw := &r.walks.progress
+	progressDue := r.cfg.Progress > 0 && !pw.last.IsZero() && now.Sub(pw.last) >= r.cfg.Progress
+	if !r.seeded || r.socketSink != nil || progressDue {
+		return event.WalkAll
+	}
+	d := event.WalkDetail{HalfOpenPast: r.halfOpen.limit}.With(event.Listen, event.SynSent)
+	for st, limit := range r.cfg.Stuck {
+		if limit > 0 {
+			d = d.With(event.State(st))
+		}
+	}
+	for _, sn := range r.stuckNow {
+		d = d.With(sn.state)
+	}
+	return d
+}
+
+// pastHalfOpen tells whether request socket s (or each of its group) has
+// waited for its final ACK longer than the half-open limit.
+func (r *Pipeline) pastHalfOpen(s *event.Socket) bool {
+	limit := r.halfOpen.limit
+	return limit > 0 && s.AgeSource == event.AgeSynAck && s.StateAge >= limit
 }
 
 // walkEvery is the time between periodic walks: --walk-interval, or
@@ -94,7 +137,8 @@ func (r *Pipeline) walkEvery() time.Duration {
 // (docs/performance.md): up to a few thousand it runs every
 // --walk-interval, on a host with 200,000 it is spaced out. The cost is
 // the walk's CPU time where the Source counts it (walkMeter: the
-// kernel's iterator and the read), else its wall time, never less.
+// kernel's iterator and the read) plus the time its users here took,
+// else the whole wall time, never less.
 const walkBudget = 0.02
 
 func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
@@ -105,14 +149,15 @@ func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
 	}
 	t0 := time.Now()
 	walk := r.timedWalk()
+	walked := time.Now()
 	var err error
 	if writeStates {
 		err = r.WriteSockets(walk, now, r.src.Now())
 	} else {
 		err = r.CountSockets(walk, now, r.src.Now())
 	}
-	if metered {
-		r.walks.took = meter.WalkCPU() - cpu0
+	if metered { // the kernel's part, then the reading of it here
+		r.walks.took = meter.WalkCPU() - cpu0 + time.Since(walked)
 	} else {
 		r.walks.took = time.Since(t0)
 	}
@@ -127,7 +172,7 @@ type walkMeter interface {
 
 // timedWalk walks the kernel's sockets, counting the walk.
 func (r *Pipeline) timedWalk() []byte {
-	walk, err := r.src.Walk()
+	walk, err := r.src.Walk(r.walkDetail(time.Now()))
 	r.Walks++
 	if err != nil {
 		r.warn(err)
@@ -213,13 +258,13 @@ func (r *Pipeline) checkHalfOpen(now time.Time, walk []byte, mono event.Mono) {
 			if _, dup := listeners[k]; !dup { // SO_REUSEPORT: the first
 				listeners[k] = *s
 			}
-		case s.State == event.NewSynRecv && s.AgeSource == event.AgeSynAck && s.StateAge >= limit:
+		case s.State == event.NewSynRecv && r.pastHalfOpen(s):
 			p := piles[k]
 			if p == nil {
 				p = &pile{}
 				piles[k] = p
 			}
-			p.n++
+			p.n += s.Count
 			p.oldest = max(p.oldest, s.StateAge)
 		}
 	}); err != nil {
@@ -287,7 +332,7 @@ func (r *Pipeline) checkPiles(now time.Time, walk []byte) {
 			d = &dest{src: event.AgeFirstSeen, family: s.Family, ifindex: s.IfIndex}
 			dests[k] = d
 		}
-		d.n++
+		d.n += uint64(s.Count)
 		if s.StateAge > d.oldest {
 			d.oldest, d.src = s.StateAge, s.AgeSource
 		}

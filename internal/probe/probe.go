@@ -64,9 +64,10 @@ type Probe struct {
 	walkWarning error
 	// walkGen: the last marking walk's walk_gen; gone: the entries of
 	// sockets found gone so far (UnseenCloses).
-	walkGen uint8
-	gone    uint64
-	walkCPU time.Duration // the walks' CPU time (WalkCPU)
+	walkGen  uint8
+	gone     uint64
+	walkCPU  time.Duration // the walks' CPU time (WalkCPU)
+	groupGen uint32        // the last walk's group_gen (setDetail)
 }
 
 // WalkWarning returns what the first socket walk could not do, if anything.

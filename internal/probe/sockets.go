@@ -4,6 +4,7 @@ package probe
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace-bpf/tcptrace-bpf/internal/event"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/sockowner"
 )
 
@@ -45,7 +47,7 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 		return nil, fmt.Errorf("attaching TCP socket iterator: %w", err)
 	}
 	p.iter = it
-	recs, err := p.Sockets(netns)
+	recs, err := p.Sockets(netns, event.WalkAll)
 	if err != nil {
 		p.walkWarning = err // seeding of those namespaces failed; go on
 	}
@@ -79,7 +81,7 @@ func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 		return nil, fmt.Errorf("marking walk: %w", err)
 	}
 	start := uint64(MonotonicNow())
-	walk, err := p.Sockets(netns)
+	walk, err := p.Sockets(netns, event.WalkAll)
 	if err != nil {
 		return walk, err
 	}
@@ -113,12 +115,17 @@ func (p *Probe) HasWalker() bool { return p.iter != nil }
 
 // Sockets walks the TCP sockets of each network namespace in netns (one
 // /proc/PID/ns/net path each) and returns their struct sock_snap records,
-// filtered like the transitions. Decode them with event.DecodeSocket.
+// filtered like the transitions: the sockets of the states detail writes
+// one by one, then a record for each group the kernel counted the others
+// in (event.Socket.Count). Decode them with event.DecodeSocket.
 // Namespaces that fail are skipped and their errors returned with the
 // records of the others.
-func (p *Probe) Sockets(netns []string) ([]byte, error) {
+func (p *Probe) Sockets(netns []string, detail event.WalkDetail) ([]byte, error) {
 	if p.iter == nil {
 		return nil, nil
+	}
+	if err := p.setDetail(detail); err != nil {
+		return nil, err
 	}
 	var out bytes.Buffer
 	var errs []error
@@ -137,7 +144,69 @@ func (p *Probe) Sockets(netns []string) ([]byte, error) {
 		}
 		out.Write(one.Bytes())
 	}
+	if detail.States != event.WalkAll.States {
+		if err := p.readGroups(&out); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return out.Bytes(), errors.Join(errs...)
+}
+
+// setDetail tells the walker which sockets the next walk writes, and
+// starts its groups' count afresh (group_gen).
+func (p *Probe) setDetail(d event.WalkDetail) error {
+	p.groupGen++
+	if p.groupGen == 0 { // 0: a group no walk counted yet
+		p.groupGen = 1
+	}
+	vars := p.coll.Variables
+	if err := vars[tcptraceVarWalkDetail].Set(d.States); err != nil {
+		return fmt.Errorf("setting the walk's detail: %w", err)
+	}
+	if err := vars[tcptraceVarGroupPastNs].Set(d.HalfOpenPast); err != nil {
+		return fmt.Errorf("setting the walk's detail: %w", err)
+	}
+	if err := vars[tcptraceVarGroupGen].Set(p.groupGen); err != nil {
+		return fmt.Errorf("setting the walk's detail: %w", err)
+	}
+	return nil
+}
+
+// readGroups appends a struct sock_snap record for each group this walk
+// counted (walk_groups entries of its group_gen), and deletes the groups
+// it found no socket of (an older gen): the map holds only the groups
+// that exist, and each is read once per walk.
+func (p *Probe) readGroups(out *bytes.Buffer) error {
+	m := p.coll.Maps[tcptraceMapWalkGroups]
+	var (
+		k     tcptraceWalkGroupKey
+		g     tcptraceWalkGroup
+		stale []tcptraceWalkGroupKey
+	)
+	it := m.Iterate()
+	for it.Next(&k, &g) {
+		if g.Gen != p.groupGen || g.Count == 0 {
+			stale = append(stale, k)
+			continue
+		}
+		snap := tcptraceSockSnap{Netns: k.Netns, NetnsCookie: k.NetnsCookie, Family: k.Family,
+			State: k.State, Ifindex: k.Ifindex, Count: g.Count, AgeNs: g.Oldest, AgeSrc: g.AgeSrc}
+		if event.State(k.State) == event.TimeWait {
+			snap.Daddr, snap.Dport = k.Addr, k.Port
+		} else {
+			snap.Sport = k.Port
+		}
+		if err := binary.Write(out, binary.NativeEndian, &snap); err != nil {
+			return fmt.Errorf("writing a socket group: %w", err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading the walk's socket groups: %w", err)
+	}
+	for i := range stale {
+		_ = m.Delete(&stale[i]) // a walk may have taken it meanwhile: no matter
+	}
+	return nil
 }
 
 // WalkCPU is the CPU time the socket walks took so far: the walking

@@ -238,7 +238,7 @@ type tcptraceSockSnap struct {
 	Drops          uint32
 	Syncookies     uint32
 	SyncookieStamp uint32
-	Pad3           uint32
+	Count          uint32
 	NetnsCookie    uint64
 	BytesAcked     uint64
 	BytesReceived  uint64
@@ -269,6 +269,28 @@ const (
 	tcptraceUntimedReasonUNTIMED_REASONS   tcptraceUntimedReason = 3
 )
 
+type tcptraceWalkGroup struct {
+	_      structs.HostLayout
+	Gen    uint32
+	Count  uint32
+	Oldest uint64
+	AgeSrc uint8
+	Pad    [7]uint8
+}
+
+type tcptraceWalkGroupKey struct {
+	_           structs.HostLayout
+	NetnsCookie uint64
+	Netns       uint32
+	Ifindex     uint32
+	Addr        [16]uint8
+	Port        uint16
+	State       uint8
+	Family      uint8
+	Past        uint8
+	Pad         [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -284,6 +306,7 @@ const (
 	tcptraceMapSockInfos             = "sock_infos"
 	tcptraceMapSockTable             = "sock_table"
 	tcptraceMapSynackFirst           = "synack_first"
+	tcptraceMapWalkGroups            = "walk_groups"
 	tcptraceProgEntryRulesTest       = "entry_rules_test"
 	tcptraceProgHistIndexTest        = "hist_index_test"
 	tcptraceProgHistStayTest         = "hist_stay_test"
@@ -307,6 +330,8 @@ const (
 	tcptraceVarFilterNetns           = "filter_netns"
 	tcptraceVarFilterPid             = "filter_pid"
 	tcptraceVarFilterPorts           = "filter_ports"
+	tcptraceVarGroupGen              = "group_gen"
+	tcptraceVarGroupPastNs           = "group_past_ns"
 	tcptraceVarHistSlotMask          = "hist_slot_mask"
 	tcptraceVarIterSeed              = "iter_seed"
 	tcptraceVarKernelHz              = "kernel_hz"
@@ -319,12 +344,15 @@ const (
 	tcptraceVarUnusedAgeSource       = "unused_age_source"
 	tcptraceVarUnusedEvent           = "unused_event"
 	tcptraceVarUnusedFlags           = "unused_flags"
+	tcptraceVarUnusedGroup           = "unused_group"
+	tcptraceVarUnusedGroupKey        = "unused_group_key"
 	tcptraceVarUnusedKind            = "unused_kind"
 	tcptraceVarUnusedRst             = "unused_rst"
 	tcptraceVarUnusedSnap            = "unused_snap"
 	tcptraceVarUnusedTw              = "unused_tw"
 	tcptraceVarUnusedUntimed         = "unused_untimed"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
+	tcptraceVarWalkDetail            = "walk_detail"
 	tcptraceVarWalkGen               = "walk_gen"
 )
 
@@ -403,6 +431,7 @@ type tcptraceMapSpecs struct {
 	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
 	SockTable   *ebpf.MapSpec `ebpf:"sock_table"`
 	SynackFirst *ebpf.MapSpec `ebpf:"synack_first"`
+	WalkGroups  *ebpf.MapSpec `ebpf:"walk_groups"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -416,6 +445,8 @@ type tcptraceVariableSpecs struct {
 	FilterNetns       *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterPid         *ebpf.VariableSpec `ebpf:"filter_pid"`
 	FilterPorts       *ebpf.VariableSpec `ebpf:"filter_ports"`
+	GroupGen          *ebpf.VariableSpec `ebpf:"group_gen"`
+	GroupPastNs       *ebpf.VariableSpec `ebpf:"group_past_ns"`
 	HistSlotMask      *ebpf.VariableSpec `ebpf:"hist_slot_mask"`
 	IterSeed          *ebpf.VariableSpec `ebpf:"iter_seed"`
 	KernelHz          *ebpf.VariableSpec `ebpf:"kernel_hz"`
@@ -428,12 +459,15 @@ type tcptraceVariableSpecs struct {
 	UnusedAgeSource   *ebpf.VariableSpec `ebpf:"unused_age_source"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.VariableSpec `ebpf:"unused_flags"`
+	UnusedGroup       *ebpf.VariableSpec `ebpf:"unused_group"`
+	UnusedGroupKey    *ebpf.VariableSpec `ebpf:"unused_group_key"`
 	UnusedKind        *ebpf.VariableSpec `ebpf:"unused_kind"`
 	UnusedRst         *ebpf.VariableSpec `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.VariableSpec `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.VariableSpec `ebpf:"unused_tw"`
 	UnusedUntimed     *ebpf.VariableSpec `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WalkDetail        *ebpf.VariableSpec `ebpf:"walk_detail"`
 	WalkGen           *ebpf.VariableSpec `ebpf:"walk_gen"`
 }
 
@@ -468,6 +502,7 @@ type tcptraceMaps struct {
 	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
 	SockTable   *ebpf.Map `ebpf:"sock_table"`
 	SynackFirst *ebpf.Map `ebpf:"synack_first"`
+	WalkGroups  *ebpf.Map `ebpf:"walk_groups"`
 }
 
 func (m *tcptraceMaps) Close() error {
@@ -483,6 +518,7 @@ func (m *tcptraceMaps) Close() error {
 		m.SockInfos,
 		m.SockTable,
 		m.SynackFirst,
+		m.WalkGroups,
 	)
 }
 
@@ -497,6 +533,8 @@ type tcptraceVariables struct {
 	FilterNetns       *ebpf.Variable `ebpf:"filter_netns"`
 	FilterPid         *ebpf.Variable `ebpf:"filter_pid"`
 	FilterPorts       *ebpf.Variable `ebpf:"filter_ports"`
+	GroupGen          *ebpf.Variable `ebpf:"group_gen"`
+	GroupPastNs       *ebpf.Variable `ebpf:"group_past_ns"`
 	HistSlotMask      *ebpf.Variable `ebpf:"hist_slot_mask"`
 	IterSeed          *ebpf.Variable `ebpf:"iter_seed"`
 	KernelHz          *ebpf.Variable `ebpf:"kernel_hz"`
@@ -509,12 +547,15 @@ type tcptraceVariables struct {
 	UnusedAgeSource   *ebpf.Variable `ebpf:"unused_age_source"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.Variable `ebpf:"unused_flags"`
+	UnusedGroup       *ebpf.Variable `ebpf:"unused_group"`
+	UnusedGroupKey    *ebpf.Variable `ebpf:"unused_group_key"`
 	UnusedKind        *ebpf.Variable `ebpf:"unused_kind"`
 	UnusedRst         *ebpf.Variable `ebpf:"unused_rst"`
 	UnusedSnap        *ebpf.Variable `ebpf:"unused_snap"`
 	UnusedTw          *ebpf.Variable `ebpf:"unused_tw"`
 	UnusedUntimed     *ebpf.Variable `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WalkDetail        *ebpf.Variable `ebpf:"walk_detail"`
 	WalkGen           *ebpf.Variable `ebpf:"walk_gen"`
 }
 

@@ -244,8 +244,8 @@ func (k kernelSource) Identity(pid uint32, comm [16]byte) *event.Identity {
 }
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
-func (k kernelSource) Walk() ([]byte, error) {
-	return k.p.Sockets(netnsPaths(k.netns))
+func (k kernelSource) Walk(detail event.WalkDetail) ([]byte, error) {
+	return k.p.Sockets(netnsPaths(k.netns), detail)
 }
 
 // WalkCPU is the CPU time of the walks so far (pipeline's walk budget).
