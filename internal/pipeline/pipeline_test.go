@@ -244,7 +244,7 @@ func (s cachedSource) Identity(pid uint32, comm [16]byte) *event.Identity {
 }
 
 func (fakeSource) HasWalker() bool                                      { return false }
-func (fakeSource) Walk(event.WalkDetail) ([]byte, error)                                { return nil, nil }
+func (fakeSource) Walk(event.WalkDetail) ([]byte, error)                { return nil, nil }
 func (fakeSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (fakeSource) Now() event.Mono                                      { return 1 << 62 }
 func (fakeSource) Recorded() bool                                       { return false }

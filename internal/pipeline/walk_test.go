@@ -22,7 +22,7 @@ type walkerSource struct {
 }
 
 func (w *walkerSource) HasWalker() bool                                      { return true }
-func (w *walkerSource) Walk(event.WalkDetail) ([]byte, error)                                { return w.walk, nil }
+func (w *walkerSource) Walk(event.WalkDetail) ([]byte, error)                { return w.walk, nil }
 func (w *walkerSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (w *walkerSource) Now() event.Mono                                      { return 1000e9 }
 func (w *walkerSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return w.sysctls, nil }

@@ -46,7 +46,7 @@ type Source struct {
 }
 
 func (s *Source) HasWalker() bool                                      { return false }
-func (s *Source) Walk(event.WalkDetail) ([]byte, error)                                { return nil, nil }
+func (s *Source) Walk(event.WalkDetail) ([]byte, error)                { return nil, nil }
 func (s *Source) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (s *Source) Now() event.Mono                                      { return s.now }
 func (s *Source) Recorded() bool                                       { return true }
