@@ -87,16 +87,18 @@ clean:
 
 # Micro-benchmarks of the user-side pipeline, then the end-to-end churn
 # benchmark (root, perf): the share of busy CPU that tracing takes, from
-# perf samples of every CPU, every row twice, and the tracer's memory with
+# perf samples of every CPU, every row twice (one row with 100,000 idle
+# connections watched besides the churn), and the tracer's memory with
 # 100,000 connections open. bench-ratio is the older throughput-ratio
 # table. Method and figures: docs/performance.md.
 BENCH_ROUNDS ?= 2
 BENCH_PAIRS ?= 9
 BENCH_CONNS ?= 40000
+BENCH_IDLE ?= 100000
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	$(GO) build -o tcptrace-bench ./cmd/tcptrace-bench
-	./tcptrace-bench --tracer ./tcptrace-bpf --share --rounds $(BENCH_ROUNDS) --conns $(BENCH_CONNS)
+	./tcptrace-bench --tracer ./tcptrace-bpf --share --rounds $(BENCH_ROUNDS) --conns $(BENCH_CONNS) --idle $(BENCH_IDLE)
 	./tcptrace-bench --tracer ./tcptrace-bpf --rss 100000
 
 bench-ratio: build

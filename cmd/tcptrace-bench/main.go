@@ -70,6 +70,7 @@ func main() {
 		soakFor     = flag.Duration("soak", 0, "instead: run churn for this long and sample the tracer's RSS and goroutines")
 		share       = flag.Bool("share", false, "instead: the share of busy CPU that tracing takes, from perf samples of every CPU (docs/performance.md, Method)")
 		rounds      = flag.Int("rounds", 2, "with --share or --cpu: rounds of all rows, interleaved")
+		idle        = flag.Int("idle", 0, "with --share: hold this many idle connections open through every row, and add a row of the default output watching them too (the periodic walk's cost; its start-up time)")
 		cpu         = flag.String("cpu", "", "instead: the tracer process's CPU per 1,000 transitions of each build of this comma-separated list of name=path, interleaved")
 		profileDir  = flag.String("profile", "", "with --cpu: perf record the tracer of every run into this directory")
 	)
@@ -82,7 +83,7 @@ func main() {
 		return
 	}
 	if *share {
-		if err := runShare(*tracer, *rounds, *conns, *concurrency, *withBT, os.Stdout); err != nil {
+		if err := runShare(*tracer, *rounds, *conns, *concurrency, *idle, *withBT, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
 			os.Exit(1)
 		}
@@ -234,6 +235,7 @@ func traced(ctx context.Context, tracer string, m mode, srv *churn.Server, conns
 // tracerProc is a running tracer: tcptrace-bpf or bpftrace.
 type tracerProc struct {
 	cmd      *exec.Cmd
+	ready    time.Duration // from its start to its ready line
 	bpftrace bool
 	errTail  tailBuffer
 	waited   bool
@@ -261,10 +263,12 @@ func startTracer(tracer string, m mode, outFile string) (*tracerProc, error) {
 	if p.bpftrace {
 		btOut = outFile
 	}
+	t0 := time.Now()
 	if err := waitReady(stderrTee, btOut); err != nil {
 		p.kill()
 		return nil, fmt.Errorf("%w: %s", err, p.errTail.String())
 	}
+	p.ready = time.Since(t0)
 	return p, nil
 }
 

@@ -69,17 +69,18 @@ func TestShareBrief(t *testing.T) {
 		t.Fatalf("building the tracer: %v: %s", err, out)
 	}
 	var out bytes.Buffer
-	if err := runShare(tracer, 1, 500, 8, false, &out); err != nil {
+	if err := runShare(tracer, 1, 500, 8, 300, false, &out); err != nil {
 		t.Fatal(err)
 	}
 	table := out.String()
-	for _, want := range []string{"| untraced (perf alone) |", "| empty BPF program on tp_btf (floor) |", "| tcptrace-bpf --emit histograms |"} {
+	for _, want := range []string{"| untraced (perf alone) |", "| empty BPF program on tp_btf (floor) |", "| tcptrace-bpf --emit histograms |",
+		"| tcptrace-bpf, default output, to a file, 300 idle connections watched too |"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
 	}
-	// The three tracer rows captured every transition.
-	if n := strings.Count(table, "| 5000 / 5000 | 0 |"); n != 3 {
-		t.Errorf("%d tracer rows captured everything without loss, want 3:\n%s", n, table)
+	// The four tracer rows captured every transition.
+	if n := strings.Count(table, "| 5000 / 5000 | 0 |"); n != 4 {
+		t.Errorf("%d tracer rows captured everything without loss, want 4:\n%s", n, table)
 	}
 }

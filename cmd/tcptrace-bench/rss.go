@@ -27,7 +27,7 @@ func measureRSS(tracer string, n int, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	cmd := exec.Command(tracer, "-o", tmp+"/out.ndjson", "--port", portList(30000, (n+perProcess-1)/perProcess))
+	cmd := exec.Command(tracer, "-o", tmp+"/out.ndjson", "--port", portList(idleFirstPort, idleProcesses(n)))
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		return err
@@ -37,18 +37,43 @@ func measureRSS(tracer string, n int, out io.Writer) error {
 		return err
 	}
 	before, _ := vm(cmd.Process.Pid, "VmRSS")
-
-	self, err := os.Executable()
+	idle, err := holdIdle(n)
 	if err != nil {
 		return err
 	}
-	var peers []*exec.Cmd
-	defer func() {
-		for _, p := range peers {
-			p.Process.Kill()
-			p.Wait()
-		}
-	}()
+	defer idle.stop()
+	time.Sleep(2 * time.Second) // let the tracer read everything
+	rss, _ := vm(cmd.Process.Pid, "VmRSS")
+	hwm, _ := vm(cmd.Process.Pid, "VmHWM")
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	fmt.Fprintf(out, "\n%d connections held open (%d sockets, %d client and %d server processes): tracer RSS %d MiB before, %d MiB with them open, peak %d MiB\n",
+		n, 2*n, idle.processes, idle.processes, before>>10, rss>>10, hwm>>10)
+	return nil
+}
+
+// idleFirstPort is the first server port of the idle connections; each
+// pair of processes holds perProcess of them on the next port.
+const idleFirstPort = 30000
+
+func idleProcesses(n int) int { return (n + perProcess - 1) / perProcess }
+
+// idleConns are loopback connections held open by peer processes (this
+// binary, as internal/nettest's sink and hold peers).
+type idleConns struct {
+	peers     []*exec.Cmd
+	processes int    // client processes (as many servers)
+	ports     string // their servers' ports, as --port takes them
+}
+
+// holdIdle opens n loopback connections and returns once every one is
+// open; stop closes them.
+func holdIdle(n int) (*idleConns, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	ic := &idleConns{processes: idleProcesses(n), ports: portList(idleFirstPort, idleProcesses(n))}
 	start := func(args ...string) (*bufio.Scanner, error) {
 		p := exec.Command(self, args...)
 		p.Env = append(os.Environ(), "TCPTRACE_TEST_PEER=1")
@@ -57,39 +82,41 @@ func measureRSS(tracer string, n int, out io.Writer) error {
 		if err := p.Start(); err != nil {
 			return nil, err
 		}
-		peers = append(peers, p)
+		ic.peers = append(ic.peers, p)
 		sc := bufio.NewScanner(o)
 		sc.Scan()
 		return sc, nil
 	}
-	opened := 0
 	var holds []*bufio.Scanner
-	for i := 0; opened < n; i++ {
+	for i, opened := 0, 0; opened < n; i++ {
 		k := min(perProcess, n-opened)
-		port := 30000 + i
-		if _, err := start("sink", fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprint(k)); err != nil {
-			return err
+		addr := fmt.Sprintf("127.0.0.1:%d", idleFirstPort+i)
+		if _, err := start("sink", addr, fmt.Sprint(k)); err != nil {
+			ic.stop()
+			return nil, err
 		}
-		sc, err := start("hold", fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprint(k), "1h")
+		sc, err := start("hold", addr, fmt.Sprint(k), "1h")
 		if err != nil {
-			return err
+			ic.stop()
+			return nil, err
 		}
 		holds = append(holds, sc)
 		opened += k
 	}
 	for _, sc := range holds {
 		if !sc.Scan() || sc.Text() != "connected" {
-			return fmt.Errorf("a client process failed to open its connections")
+			ic.stop()
+			return nil, fmt.Errorf("a client process failed to open its connections")
 		}
 	}
-	time.Sleep(2 * time.Second) // let the tracer read everything
-	rss, _ := vm(cmd.Process.Pid, "VmRSS")
-	hwm, _ := vm(cmd.Process.Pid, "VmHWM")
-	cmd.Process.Signal(syscall.SIGINT)
-	cmd.Wait()
-	fmt.Fprintf(out, "\n%d connections held open (%d sockets, %d client and %d server processes): tracer RSS %d MiB before, %d MiB with them open, peak %d MiB\n",
-		n, 2*n, len(holds), len(holds), before>>10, rss>>10, hwm>>10)
-	return nil
+	return ic, nil
+}
+
+func (ic *idleConns) stop() {
+	for _, p := range ic.peers {
+		p.Process.Kill()
+		p.Wait()
+	}
 }
 
 func portList(first, count int) string {

@@ -36,6 +36,7 @@ const (
 // shareSample is one run of a row under perf.
 type shareSample struct {
 	counts   perfscript.Counts
+	ready    time.Duration // the tracer's start-up, to its ready line
 	ratio    float64 // connections/s against the untraced run right before
 	captured uint64
 	expected uint64
@@ -46,7 +47,7 @@ type shareSample struct {
 // (every row once, then again), an untraced run without perf, then the
 // row's run with perf sampling every CPU; the share of the busy samples
 // that tracing took (docs/performance.md, Method).
-func runShare(tracer string, rounds, conns, concurrency int, withBT bool, out io.Writer) error {
+func runShare(tracer string, rounds, conns, concurrency, idle int, withBT bool, out io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (loads BPF programs, samples every CPU): run it with sudo")
 	}
@@ -81,6 +82,17 @@ func runShare(tracer string, rounds, conns, concurrency int, withBT bool, out io
 		mode{name: "tcptrace-bpf, default output, to a file", args: []string{"--port", port}},
 		mode{name: "tcptrace-bpf --emit all, to a file", args: []string{"--port", port, "--emit", "all"}},
 	)
+	if idle > 0 {
+		// Held through every row, so that each row's host has the same
+		// sockets; only this row's tracer watches them (their ports).
+		ic, err := holdIdle(idle)
+		if err != nil {
+			return fmt.Errorf("idle connections: %w", err)
+		}
+		defer ic.stop()
+		rows = append(rows, mode{name: fmt.Sprintf("tcptrace-bpf, default output, to a file, %d idle connections watched too", idle),
+			args: []string{"--port", port + "," + ic.ports}})
+	}
 
 	results := make([][]shareSample, len(rows))
 	for round := 1; round <= rounds; round++ {
@@ -95,8 +107,8 @@ func runShare(tracer string, rounds, conns, concurrency int, withBT bool, out io
 			}
 			s.ratio /= base.Rate()
 			results[i] = append(results[i], s)
-			fmt.Fprintf(os.Stderr, "round %d %-45s share %5.2f %% of %d busy samples, ratio %.3f, captured %d/%d, lost %d\n",
-				round, m.name, 100*s.counts.Share(), s.counts.Busy(), s.ratio, s.captured, s.expected, s.lost)
+			fmt.Fprintf(os.Stderr, "round %d %-45s share %5.2f %% of %d busy samples, ratio %.3f, captured %d/%d, lost %d, ready in %v\n",
+				round, m.name, 100*s.counts.Share(), s.counts.Busy(), s.ratio, s.captured, s.expected, s.lost, s.ready.Round(time.Millisecond))
 		}
 	}
 	printShareTable(out, rows, results, conns, concurrency)
@@ -146,6 +158,7 @@ func shareRun(ctx context.Context, tracer string, m mode, srv *churn.Server, con
 	cl := perfscript.Classifier{MeasurerPID: rec.cmd.Process.Pid}
 	if p != nil {
 		cl.TracerPID = p.cmd.Process.Pid
+		s.ready = p.ready
 		if err := p.stop(); err != nil {
 			return s, err
 		}
@@ -303,12 +316,12 @@ func printShareTable(out io.Writer, rows []mode, results [][]shareSample, conns,
 		conns, conns*10, concurrency, len(results[0]), machine())
 	fmt.Fprintln(out, "share: samples of BPF programs, socket storage outside them, ring-buffer wakeups and the tracer's process, over busy samples (every CPU, perf record -a -g -e cpu-clock -F 999, idle task and perf itself left out); breakdown over all rounds.")
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| row | share of busy CPU, per round | programs | storage outside | wakeup | tracer process | busy samples per round | captured / expected (worst round) | lost (all rounds) | throughput ratio per round |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| row | share of busy CPU, per round | programs | storage outside | wakeup | tracer process | busy samples per round | captured / expected (worst round) | lost (all rounds) | throughput ratio per round | ready (start to ready line) per round |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|")
 	pct := func(f float64) string { return fmt.Sprintf("%.2f %%", 100*f) }
 	for i, m := range rows {
 		var total perfscript.Counts
-		var shares, busy, ratios []string
+		var shares, busy, ratios, ready []string
 		var lost uint64
 		worst := results[i][0]
 		for _, s := range results[i] {
@@ -316,19 +329,20 @@ func printShareTable(out io.Writer, rows []mode, results [][]shareSample, conns,
 			shares = append(shares, pct(s.counts.Share()))
 			busy = append(busy, fmt.Sprint(s.counts.Busy()))
 			ratios = append(ratios, fmt.Sprintf("%.2f", s.ratio))
+			ready = append(ready, fmt.Sprintf("%.2f s", s.ready.Seconds()))
 			lost += s.lost
 			if float64(s.captured)/float64(max(s.expected, 1)) < float64(worst.captured)/float64(max(worst.expected, 1)) {
 				worst = s
 			}
 		}
-		capCol, lostCol := fmt.Sprintf("%d / %d", worst.captured, worst.expected), fmt.Sprint(lost)
+		capCol, lostCol, readyCol := fmt.Sprintf("%d / %d", worst.captured, worst.expected), fmt.Sprint(lost), strings.Join(ready, " / ")
 		if m.untraced || m.floor || m.bpftrace() {
-			capCol, lostCol = "n/a", "n/a"
+			capCol, lostCol, readyCol = "n/a", "n/a", "n/a"
 		}
-		fmt.Fprintf(out, "| %s | **%s** | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name,
+		fmt.Fprintf(out, "| %s | **%s** | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name,
 			strings.Join(shares, " / "),
 			pct(total.Of(total[perfscript.Programs])), pct(total.Of(total[perfscript.StorageOutside])),
 			pct(total.Of(total[perfscript.Wakeup])), pct(total.Of(total[perfscript.Tracer])),
-			strings.Join(busy, " / "), capCol, lostCol, strings.Join(ratios, " / "))
+			strings.Join(busy, " / "), capCol, lostCol, strings.Join(ratios, " / "), readyCol)
 	}
 }
