@@ -210,6 +210,14 @@ func (r *Pipeline) WalkAndCount() error {
 	return r.CountSockets(walk, time.Now(), r.src.Now())
 }
 
+// startOwners is a Source that knows who owned the sockets that existed
+// when it started (the tracer's scan of /proc before it loaded): the
+// listeners the first walk finds are named from it, not from a second
+// scan of every process's descriptors.
+type startOwners interface {
+	StartOwner(ino uint64) (Holder, bool)
+}
+
 // listenerOwners fills in the owners the kernel side does not know (the
 // histogram-only mode keeps no per-socket owners) from the processes that
 // hold the listener's inode; listeners are few and long-lived, so the
@@ -225,12 +233,29 @@ func (r *Pipeline) listenerOwners(ls []Listener) {
 		if r.listenerOwner == nil || len(r.listenerOwner) > 4096 {
 			r.listenerOwner = map[uint64]Holder{} // bounded: listeners come and go
 		}
-		for ino, hs := range r.src.Holders(want) {
-			r.listenerOwner[ino] = hs[0]
+		if so, ok := r.src.(startOwners); ok {
+			for ino := range want {
+				if o, found := so.StartOwner(ino); found {
+					r.listenerOwner[ino] = o
+					delete(want, ino)
+				}
+			}
+		}
+		if len(want) > 0 {
+			found := r.src.Holders(want)
+			for ino := range want {
+				// One that no process holds (PID 0) is not asked about
+				// again at every walk: each asking reads all of /proc.
+				if hs := found[ino]; len(hs) > 0 {
+					r.listenerOwner[ino] = hs[0]
+				} else {
+					r.listenerOwner[ino] = Holder{}
+				}
+			}
 		}
 	}
 	for i := range ls {
-		if o, known := r.listenerOwner[ls[i].Inode]; !ls[i].OwnerKnown && ls[i].Inode != 0 && known {
+		if o, known := r.listenerOwner[ls[i].Inode]; !ls[i].OwnerKnown && ls[i].Inode != 0 && known && o.PID != 0 {
 			ls[i].PID, ls[i].Comm, ls[i].OwnerKnown = o.PID, o.Comm, true
 		}
 	}

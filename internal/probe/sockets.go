@@ -33,6 +33,9 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 	}
 	m := p.coll.Maps[tcptraceMapSeedInodes]
 	defer clearMap(m)
+	if p.opts.Aggregate() && p.opts.PID == 0 {
+		owners = nil // HIST_ONLY keeps no entries: nothing reads the seed
+	}
 	for ino, o := range owners {
 		v := tcptraceSockInfo{Pid: o.PID}
 		for i, b := range o.Comm {

@@ -98,7 +98,8 @@ func start(ctx context.Context, cfg config.Config, dest destination, stderr io.W
 		return err
 	}
 	defer stopMetrics()
-	r.pl = pipeline.New(r.cfg, newKernelSource(p, cfg), r.sink, r.observers(), r.warn)
+	src := newKernelSource(p, cfg, owners)
+	r.pl = pipeline.New(r.cfg, src, r.sink, r.observers(), r.warn)
 
 	// 4. Everything that needed full privileges is done: programs
 	// attached, maps, ring buffer, output and metrics socket open,
@@ -116,6 +117,7 @@ func start(ctx context.Context, cfg config.Config, dest destination, stderr io.W
 	if err := r.pl.WriteSockets(p.InitialSockets(), r.start, probe.MonotonicNow()); err != nil {
 		return err
 	}
+	src.forgetStart()
 
 	// 6. Trace until ctx ends, --duration passes or the reader goes.
 	if cfg.Duration > 0 {
@@ -218,12 +220,15 @@ type kernelSource struct {
 	p      *probe.Probe
 	idents *cgroup.Cache
 	netns  uint32 // --netns: only that namespace is walked (0: every one)
+	// started: the owners of the sockets that existed at the start (the
+	// scan that seeded them), until the first walk has been read.
+	started *sockowner.Table
 }
 
 // newKernelSource is the kernel source of a run with cfg: the identity
 // cache exists with --cgroup-fields.
-func newKernelSource(p *probe.Probe, cfg config.Config) kernelSource {
-	k := kernelSource{p: p, netns: cfg.Netns}
+func newKernelSource(p *probe.Probe, cfg config.Config, started sockowner.Table) kernelSource {
+	k := kernelSource{p: p, netns: cfg.Netns, started: &started}
 	if cfg.CgroupFields {
 		k.idents = cgroup.NewCache("/proc", identityCacheSize)
 	}
@@ -242,6 +247,16 @@ func (k kernelSource) Identity(pid uint32, comm [16]byte) *event.Identity {
 	}
 	return k.idents.Lookup(pid, comm)
 }
+
+// StartOwner is who owned socket inode ino at the start (pipeline's
+// startOwners).
+func (k kernelSource) StartOwner(ino uint64) (pipeline.Holder, bool) {
+	o, ok := (*k.started)[ino]
+	return pipeline.Holder{PID: o.PID, Comm: o.Comm}, ok
+}
+
+// forgetStart drops the start's owners once the first walk is read.
+func (k kernelSource) forgetStart() { *k.started = nil }
 
 func (k kernelSource) HasWalker() bool { return k.p.HasWalker() }
 func (k kernelSource) Walk(detail event.WalkDetail) ([]byte, error) {
