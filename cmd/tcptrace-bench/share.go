@@ -37,7 +37,7 @@ const (
 type shareSample struct {
 	counts   perfscript.Counts
 	ready    time.Duration // the tracer's start-up, to its ready line
-	ratio    float64 // connections/s against the untraced run right before
+	ratio    float64       // connections/s against the untraced run right before
 	captured uint64
 	expected uint64
 	lost     uint64
