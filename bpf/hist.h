@@ -54,7 +54,7 @@ static __always_inline void aggregate_why(struct counters *c, int old, int new,
 					  __u64 dwell, __u8 flags, __u64 handshake, __u32 why)
 {
 	c->aggregated++;
-	if (old == TCP_CLOSE || old == new || (old == TCP_LISTEN && new == TCP_SYN_RECV))
+	if (old == TCP_CLOSE || old == new || is_child_birth(old, new))
 		return; /* no stay ended */
 	if (flags & EV_HANDSHAKE) {
 		if (handshake == HS_SYNCOOKIE) {
@@ -148,7 +148,7 @@ static __always_inline void hist_find(const struct transition *t, bool typed, st
 		r->slot = own->cookie && !other->cookie ? other : own;
 		return;
 	}
-	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV) {
+	if (is_child_birth(t->old, t->new)) {
 		/* A live socket holds the child's cookie: the child still
 		 * carries its listener's (6.1), and the slot is the
 		 * listener's. Leave it; the child gets its own cookie later. */
@@ -217,7 +217,7 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 	__u32 why = UNTIMED_NO_START;
 	struct hist_ref r;
 	hist_find(t, typed, &r);
-	__u32 si_flags = old == TCP_LISTEN && new == TCP_SYN_RECV ? SI_ACCEPTED : 0;
+	__u32 si_flags = is_child_birth(old, new) ? SI_ACCEPTED : 0;
 	__u32 last = 0;
 	if (r.h) {
 		si_flags = r.h->flags;
@@ -246,7 +246,7 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 		flags |= EV_GAP;
 		__sync_fetch_and_add(&c->gap_lost, unseen_between(last, old));
 	}
-	if (!r.h && old == TCP_SYN_RECV && new == TCP_ESTABLISHED && typed &&
+	if (!r.h && is_handshake_end(old, new) && typed &&
 	    !t->sk->sk_socket) {
 		/* A child whose birth left no state (born before the tracer,
 		 * or with its listener's cookie on 6.1): not yet accepted, so
@@ -267,7 +267,7 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 		}
 	}
 	__u64 hs = 0;
-	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED && (si_flags & SI_ACCEPTED)) {
+	if (is_handshake_end(old, new) && (si_flags & SI_ACCEPTED)) {
 		flags |= EV_HANDSHAKE;
 		hs = handshake_ns(t, tp, typed);
 	}

@@ -40,8 +40,8 @@ static __always_inline void note_listener(const struct transition *t, bool typed
 {
 	if (t->new != TCP_LISTEN && t->old != TCP_LISTEN)
 		return;
-	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV)
-		return; /* a child's birth */
+	if (is_child_birth(t->old, t->new))
+		return;
 	struct listen_key k;
 	listen_key_of(&k, netns_of(t), t->family, t->sport, t->sk, typed, false);
 	if (t->new == TCP_LISTEN) {
@@ -137,13 +137,7 @@ static __always_inline __u64 handshake_ns(const struct transition *t, struct tcp
 	k.netns = netns_of(t);
 	k.sport = t->sport;
 	k.dport = t->dport;
-	if (t->family == AF_INET) {
-		*(__u32 *)k.saddr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
-		*(__u32 *)k.daddr = KREAD(typed, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO(&k.saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&k.daddr, sk, __sk_common.skc_v6_daddr);
-	}
+	read_addrs(k.saddr, k.daddr, sk, typed, t->family);
 	__u64 *first = bpf_map_lookup_elem(&synack_first, &k);
 	if (!first)
 		return 0;
@@ -195,7 +189,7 @@ static __always_inline void fill_ending(struct event *e, int old, int new,
 	e->syncookie = 0;
 	__builtin_memset(e->_pad2, 0, sizeof(e->_pad2));
 	bool closing = new == TCP_CLOSE;
-	if (!tp || (!closing && !(old == TCP_SYN_RECV && new == TCP_ESTABLISHED)))
+	if (!tp || !reads_tcp_sock(old, new))
 		return;
 	struct sock *sk = (struct sock *)tp;
 	e->srtt_us = KREAD(typed, tp, srtt_us) >> 3;
@@ -225,18 +219,14 @@ static __always_inline void fill_owner(struct event *e, const struct sock_info *
 	}
 }
 
-/* The socket's two ends into a record. */
+/* The socket's two ends into a record (a reserved one: zeroed first). */
 static __always_inline void fill_addrs(struct event *e, struct sock *sk, bool typed, __u16 family)
 {
 	if (family == AF_INET) {
 		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
 		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		*(__u32 *)e->saddr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
-		*(__u32 *)e->daddr = KREAD(typed, sk, __sk_common.skc_daddr);
-	} else {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr);
 	}
+	read_addrs(e->saddr, e->daddr, sk, typed, family);
 }
 
 /*
@@ -260,20 +250,36 @@ static __always_inline __u64 netns_cookie_of(struct sock *sk, bool typed)
 	return v;
 }
 
-/* Reserve, fill and submit one transition record. */
+/* What one record says of its transition, besides the socket's own
+ * fields: emit's argument. */
+struct emitted {
+	__u64 ts;     /* when */
+	__u64 cookie;
+	__u64 dwell;  /* time in old, with EV_DWELL_KNOWN */
+	__u64 hs;     /* handshake_ns: 0 (unknown, or none), or HS_SYNCOOKIE */
+	int old;
+	int new;
+	__u8 flags;   /* EV_* */
+};
+
+/* Reserve, fill and submit one transition record: the socket's fields
+ * read from t (its tcp_sock tp at the transitions that read one) and its
+ * entry si (0: none), the transition's from x. */
 static __always_inline void emit(struct counters *c, const struct transition *t,
 				 struct tcp_sock *tp, bool typed, const struct sock_info *si,
-				 __u64 ts, __u64 cookie, __u64 dwell, int old, int new,
-				 __u8 flags, __u64 hs)
+				 const struct emitted *x)
 {
+	__u64 hs = x->hs;
+	int old = x->old, new = x->new;
+	__u8 flags = x->flags;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		__sync_fetch_and_add(&c->ringbuf_drops, 1);
 		return;
 	}
-	e->ts_ns = ts;
-	e->cookie = cookie;
-	e->dwell_ns = dwell;
+	e->ts_ns = x->ts;
+	e->cookie = x->cookie;
+	e->dwell_ns = x->dwell;
 	fill_addrs(e, t->sk, typed, t->family);
 	e->netns = t->netns;
 	e->sport = t->sport;

@@ -18,10 +18,52 @@
  */
 #define KREAD(typed, p, field) ((typed) ? (p)->field : BPF_CORE_READ(p, field))
 
+/* An accepted child's birth: the kernel reports its first transition as
+ * LISTEN -> SYN_RECV (it never was in LISTEN; its listener is). */
+static __always_inline bool is_child_birth(int old, int new)
+{
+	return old == TCP_LISTEN && new == TCP_SYN_RECV;
+}
+
 /* A socket's birth: a new socket leaves CLOSE, an accepted child LISTEN. */
 static __always_inline bool is_birth(int old, int new)
 {
-	return old == TCP_CLOSE || (old == TCP_LISTEN && new == TCP_SYN_RECV);
+	return old == TCP_CLOSE || is_child_birth(old, new);
+}
+
+/* A handshake's end: SYN_RECV -> ESTABLISHED (an accepted child's, where
+ * SI_ACCEPTED says so, or a simultaneous open's). */
+static __always_inline bool is_handshake_end(int old, int new)
+{
+	return old == TCP_SYN_RECV && new == TCP_ESTABLISHED;
+}
+
+/* The transitions whose record reads tcp_sock fields: ->CLOSE (how it
+ * ended) and a handshake's end (its round trip and SYN-ACK retransmits). */
+static __always_inline bool reads_tcp_sock(int old, int new)
+{
+	return new == TCP_CLOSE || is_handshake_end(old, new);
+}
+
+/* The socket's local address into a (16 bytes: IPv4 in the first 4, the
+ * rest not written). */
+static __always_inline void read_local_addr(__u8 *a, struct sock *sk, bool typed, __u16 family)
+{
+	if (family == AF_INET)
+		*(__u32 *)a = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
+	else
+		BPF_CORE_READ_INTO((struct in6_addr *)a, sk, __sk_common.skc_v6_rcv_saddr);
+}
+
+/* Both of the socket's ends (as read_local_addr). */
+static __always_inline void read_addrs(__u8 *saddr, __u8 *daddr, struct sock *sk, bool typed,
+				       __u16 family)
+{
+	read_local_addr(saddr, sk, typed, family);
+	if (family == AF_INET)
+		*(__u32 *)daddr = KREAD(typed, sk, __sk_common.skc_daddr);
+	else
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, sk, __sk_common.skc_v6_daddr);
 }
 
 /*
@@ -112,12 +154,8 @@ static __always_inline void listen_key_of(struct listen_key *k, __u32 netns, __u
 	k->netns = netns;
 	k->port = port;
 	k->family = family;
-	if (any)
-		return;
-	if (family == AF_INET)
-		*(__u32 *)k->addr = KREAD(typed, sk, __sk_common.skc_rcv_saddr);
-	else
-		BPF_CORE_READ_INTO(&k->addr, sk, __sk_common.skc_v6_rcv_saddr);
+	if (!any)
+		read_local_addr(k->addr, sk, typed, family);
 }
 
 /* The owner of the listener an accepted socket came from (0: unknown). */
@@ -259,7 +297,7 @@ static __always_inline struct sock_info *child_entry(const struct transition *t,
 static __always_inline struct sock_info *sock_entry(const struct transition *t, bool typed,
 						    __u8 *flags, bool *missing, struct counters *c)
 {
-	if (t->old == TCP_LISTEN && t->new == TCP_SYN_RECV)
+	if (is_child_birth(t->old, t->new))
 		return child_entry(t, typed, flags, c);
 	__u64 key = (__u64)t->sk;
 	if (typed) {
@@ -408,7 +446,7 @@ static __always_inline __u8 advance(struct sock_info *si, int old, int new, __u6
 	}
 	if (si->pid)
 		flags |= EV_OWNER_KNOWN;
-	if (old == TCP_SYN_RECV && new == TCP_ESTABLISHED && (si->flags & SI_ACCEPTED))
+	if (is_handshake_end(old, new) && (si->flags & SI_ACCEPTED))
 		flags |= EV_HANDSHAKE;
 	return flags;
 }

@@ -4,11 +4,14 @@
  * time it spent in the state it leaves, pushed into one BPF ring buffer.
  * This file holds the entry points; the logic is in the headers beside it:
  *
+ *   settings.h the filters and tuning set from Go before load
  *   maps.h     every map, with its key, value, insert and delete
  *   filters.h  the user's filters, one function
- *   sockets.h  each socket's entry: owner, cookie, entry time
+ *   sockets.h  each socket's entry: owner, cookie, entry time; the
+ *              predicates of a transition (a birth, a handshake's end)
  *   record.h   the one record-fill path (tp_btf and the fallback)
  *   hist.h     aggregate mode: histograms in the kernel
+ *   state.h    one transition: filters, entry, histogram or record
  *   trouble.h  retransmits and resets
  *   walker.h   the socket walker (iter/tcp)
  *
@@ -43,24 +46,6 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
-
-/* Filters and tuning, set from Go before load (frozen .rodata). */
-const volatile __u8 filter_family = 0;   /* 0: any, 4: IPv4 (and v4-mapped), 6: IPv6 */
-const volatile __u8 filter_ports = 0;    /* 1: only sockets with a port in port_bitmap */
-const volatile __u32 filter_netns = 0;   /* 0: any, else this netns inode */
-const volatile __u32 filter_pid = 0;     /* 0: any, else this owner tgid */
-const volatile __u64 wakeup_bytes = 0;   /* 0: kernel default wakeups; else wake the
-					  * reader only once this many bytes wait */
-const volatile __u8 port_bitmap[8192] = {}; /* bit p set: port p selected */
-const volatile __u8 aggregate_only = 0;  /* 1: fill dwell_hists, send no records */
-const volatile __u64 filter_cgroup = 0;  /* 0: any, else this cgroup v2 id or below it */
-const volatile __u32 filter_cgroup_level = 0; /* that cgroup's depth in the hierarchy */
-const volatile __u64 min_dwell_ns = 0;   /* send only transitions out of a state held this long */
-const volatile __u64 syn_recv_stuck_ns = 0; /* --stuck SYN_RECV limit; 0: not watched */
-const volatile __u32 hist_slot_mask = 0; /* hist_slots' size - 1 (a power of two) */
-
 /* Keeps these types in the object's BTF so bpf2go can generate Go twins. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_snap *unused_snap __attribute__((unused));
@@ -72,134 +57,15 @@ const enum event_rst *unused_rst __attribute__((unused));
 const enum event_tw *unused_tw __attribute__((unused));
 const enum untimed_reason *unused_untimed __attribute__((unused));
 
-/* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
- * stay exact in any JSON reader that uses doubles (below 2^53) and clear
- * of the kernel's cookies, a counter from 1 that never gets near 2^52. */
-#define SYNTH_COOKIE_BASE (1ULL << 52)
-__u64 next_synth_cookie = 0;
-
-/* The histogram-only mode needs no owners (without --pid). */
-#define HIST_ONLY (aggregate_only && !filter_pid)
-
+#include "settings.h"
 #include "maps.h"
 #include "filters.h"
 #include "sockets.h"
 #include "record.h"
 #include "hist.h"
+#include "state.h"
 #include "trouble.h"
 #include "walker.h"
-
-/*
- * After the socket's entry is advanced: --pid, the histogram of aggregate
- * mode, --min-dwell, and the record (with a held birth record first).
- */
-static __always_inline void deliver(struct counters *c, const struct transition *t,
-				 struct tcp_sock *tp, bool typed, struct sock_info *si,
-				 __u64 dwell, __u8 flags)
-{
-	__u64 hs = flags & EV_HANDSHAKE ? handshake_ns(t, tp, typed) : 0;
-	if (aggregate_only) {
-		aggregate(c, t->old, t->new, dwell, flags, hs);
-		return;
-	}
-	if (!si) {
-		emit(c, t, tp, typed, si, t->now, 0, dwell, t->old, t->new, flags, hs);
-		return;
-	}
-	if (!si->cookie && si->birth_ts)
-		return; /* an accepted child without its own cookie yet (6.1) */
-	if (si->birth_ts) {
-		if (!min_dwell_ns) /* a birth has no dwell to pass --min-dwell */
-			emit(c, t, tp, typed, si, si->birth_ts, si->cookie, 0, TCP_LISTEN,
-			     TCP_SYN_RECV, EV_BIRTH | EV_INHERITED | (si->pid ? EV_OWNER_KNOWN : 0), 0);
-		si->birth_ts = 0;
-	}
-	if (min_dwell_ns && (!(flags & EV_DWELL_KNOWN) || (flags & EV_GAP) || dwell < min_dwell_ns)) {
-		c->filtered++;
-		return;
-	}
-	__u8 synth = !typed && (si->cookie & SYNTH_COOKIE_BASE) ? EV_COOKIE_SYNTH : 0;
-	emit(c, t, tp, typed, si, t->now, si->cookie, dwell, t->old, t->new, flags | synth, hs);
-}
-
-/*
- * One transition, on either path. tp: the socket as a tcp_sock, for the
- * transitions that read its fields (->CLOSE, handshake end), else 0.
- */
-static __always_inline void handle_state(struct counters *c, const struct transition *t,
-					 struct tcp_sock *tp, bool typed)
-{
-	bool quiet;
-	if (!passes_filters(t, &quiet)) {
-		c->filtered++;
-		return;
-	}
-	note_listener(t, typed); /* record.h: listen_socks */
-	if (HIST_ONLY) {
-		if (quiet)
-			c->filtered++;
-		else
-			handle_hist(t, tp, typed, c);
-		return;
-	}
-	__u64 dwell = 0;
-	__u8 flags = 0;
-	bool missing = false;
-	struct sock_info *si = sock_entry(t, typed, &flags, &missing, c);
-	if (missing || !si)
-		__sync_fetch_and_add(&c->storage_fail, 1);
-	if (missing) /* the transitions since its birth were not seen */
-		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
-	if (si) {
-		/* A child's cookie is settled at its birth (child_entry); one
-		 * still 0 after it is taken now (6.1: see adopt_child). */
-		if (!si->cookie && !aggregate_only && !(t->old == TCP_LISTEN && t->new == TCP_SYN_RECV))
-			si->cookie = sock_cookie(t->sk, typed);
-		if (!typed) { /* the fallback's identity (same_socket) */
-			if (!si->id_sport)
-				si->id_sport = t->sport;
-			if (!si->id_dport)
-				si->id_dport = t->dport;
-		}
-		flags |= check_continuity(si, t->old, c);
-		flags |= advance(si, t->old, t->new, t->now, &dwell);
-	}
-	if (quiet || (filter_pid && (!si || si->pid != filter_pid)))
-		c->filtered++;
-	else
-		deliver(c, t, tp, typed, si, dwell, flags);
-	settle_entry(t, typed, si);
-}
-
-/* The tp_btf path: plain loads from the typed socket. */
-static __always_inline void handle_btf(struct sock *sk, int old, int new,
-				       struct counters *c)
-{
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return;
-	struct transition t = { .sk = sk, .old = old, .new = new };
-	t.family = sk->__sk_common.skc_family;
-	/* The local port as the tracepoint itself reports it, inet_sport. It
-	 * equals skc_num (a plain load) while the socket holds its port; when
-	 * a closing socket has given its port back, skc_num is already 0 and
-	 * only inet_sport, past struct sock, still has it: that read needs the
-	 * socket typed as a tcp_sock (a helper call), done only then and for
-	 * the transitions that read tcp_sock fields anyway. */
-	t.sport = sk->__sk_common.skc_num;
-	struct tcp_sock *tp = 0;
-	if (!t.sport || new == TCP_CLOSE || (old == TCP_SYN_RECV && new == TCP_ESTABLISHED)) {
-		tp = bpf_skc_to_tcp_sock(sk);
-		if (tp)
-			t.sport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
-	}
-	t.dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	/* The histogram-only mode reads it only to filter (and handshake_ns
-	 * when a SYN-ACK was retransmitted): a pointer chase saved. */
-	if (!HIST_ONLY || filter_netns)
-		t.netns = sk->__sk_common.skc_net.net->ns.inum;
-	t.now = bpf_ktime_get_ns();
-	handle_state(c, &t, tp, true);
-}
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
@@ -244,8 +110,7 @@ int on_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	t.dport = ctx->dport;
 	t.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	t.now = bpf_ktime_get_ns();
-	bool reads_tcp = t.new == TCP_CLOSE || (t.old == TCP_SYN_RECV && t.new == TCP_ESTABLISHED);
-	handle_state(c, &t, reads_tcp ? (struct tcp_sock *)t.sk : 0, false);
+	handle_state(c, &t, reads_tcp_sock(t.old, t.new) ? (struct tcp_sock *)t.sk : 0, false);
 	return 0;
 }
 

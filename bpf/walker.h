@@ -133,13 +133,7 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 	s->dport = bpf_ntohs(skc->skc_dport);
 	if (!ports_match(s->sport, s->dport) || (filter_netns && s->netns != filter_netns))
 		return false;
-	if (s->family == AF_INET) {
-		*(__u32 *)s->saddr = skc->skc_rcv_saddr;
-		*(__u32 *)s->daddr = skc->skc_daddr;
-	} else {
-		BPF_CORE_READ_INTO(&s->saddr, skc, skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&s->daddr, skc, skc_v6_daddr);
-	}
+	read_addrs(s->saddr, s->daddr, (struct sock *)skc, true, s->family);
 	*quiet = false;
 	if (filter_family) {
 		bool v4 = s->family == AF_INET ||
