@@ -128,7 +128,14 @@ func (r *Pipeline) pastHalfOpen(s *event.Socket) bool {
 // walkEvery is the time between periodic walks: --walk-interval, or
 // longer when a walk costs more than walkBudget of it.
 func (r *Pipeline) walkEvery() time.Duration {
-	return max(r.cfg.WalkInterval, time.Duration(float64(r.walks.took)/walkBudget))
+	took := r.walks.took
+	if meter, ok := r.src.(walkMeter); ok && took == 0 {
+		// No periodic walk yet: the start's walk (a pass over the same
+		// sockets, and seeding) sets the pace, so that a host with
+		// 200,000 sockets is not walked again one interval after start.
+		took = meter.WalkCPU()
+	}
+	return max(r.cfg.WalkInterval, time.Duration(float64(took)/walkBudget))
 }
 
 // walkBudget bounds the periodic walk's cost: the next walk waits at
