@@ -161,6 +161,17 @@ func Defaults() Config {
 	}
 }
 
+// The kernel memory the maps hold at the defaults (the sum of their
+// memlock, the ring buffer and the preallocated socket table included), in
+// MiB rounded up, as --help states it: with records (the default output,
+// --emit all) and with --emit histograms alone (no socket table of
+// owners, no ring). Measured and pinned by internal/tracer's
+// TestKernelMemoryAtDefaults; --max-conns and --ring-size scale it.
+const (
+	KernelMiBRecords    = 52
+	KernelMiBHistograms = 16
+)
+
 // DefaultStuck is the --stuck default (its flag shows StuckString of it).
 func DefaultStuck() [event.NumStates]time.Duration {
 	var d [event.NumStates]time.Duration

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -39,6 +41,14 @@ type Options struct {
 	Owners     sockowner.Table
 	NetnsPaths []string
 }
+
+// histOnly is the program's HIST_ONLY (bpf/settings.h): histograms in
+// the kernel, no records and no socket entries.
+func (o *Options) histOnly() bool { return o.Aggregate() && o.PID == 0 }
+
+// histOnlyRing is the ring's size when nothing is written to it: one
+// page, the kernel's smallest.
+const histOnlyRing = 4096
 
 // minDwell is --min-dwell for the kernel (ns), where it may apply it: it
 // breaks timelines, so only when transitions alone are written.
@@ -166,6 +176,10 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	delete(spec.Programs, tcptraceProgHistStayTest)
 	delete(spec.Programs, tcptraceProgEntryRulesTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
+	if o.histOnly() {
+		// Its programs write no record: the ring is the smallest one.
+		spec.Maps[tcptraceMapEvents].MaxEntries = histOnlyRing
+	}
 	spec.Maps[tcptraceMapSeedInodes].MaxEntries = seedSize(len(o.Owners))
 
 	if err := sizeSocketTable(spec, o, set); err != nil {
@@ -336,3 +350,34 @@ func IsFlushed(err error) bool { return errors.Is(err, errRingFlushed) }
 // deadline passes. The slice is the ring's memory, valid until the
 // following call (which may hand that space back to the kernel).
 func (p *Probe) Next() ([]byte, error) { return p.ring.next() }
+
+// KernelMemory is the kernel memory the maps hold: the sum of each map's
+// memlock as the kernel reports it (/proc/self/fdinfo), the ring buffer
+// and the preallocated socket tables included. Socket storage (on
+// SO_REUSEPORT listeners and their children, freed with the socket) and
+// the programs are not maps and are not in it.
+func (p *Probe) KernelMemory() (uint64, error) {
+	var sum uint64
+	for name, m := range p.coll.Maps {
+		n, err := memlock(m.FD())
+		if err != nil {
+			return 0, fmt.Errorf("map %s: %w", name, err)
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
+// memlock reads the memlock line of a map's fdinfo.
+func memlock(fd int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "memlock:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, errors.New("no memlock in its fdinfo")
+}

@@ -33,8 +33,8 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 	}
 	m := p.coll.Maps[tcptraceMapSeedInodes]
 	defer clearMap(m)
-	if p.opts.Aggregate() && p.opts.PID == 0 {
-		owners = nil // HIST_ONLY keeps no entries: nothing reads the seed
+	if p.opts.histOnly() {
+		owners = nil // it keeps no entries: nothing reads the seed
 	}
 	for ino, o := range owners {
 		v := tcptraceSockInfo{Pid: o.PID}

@@ -105,8 +105,16 @@ func start(ctx context.Context, cfg config.Config, dest destination, stderr io.W
 	// attached, maps, ring buffer, output and metrics socket open,
 	// sockets seeded.
 	kept := r.dropPrivileges()
-	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, ring buffer %d MiB, %d existing sockets seeded); %s\n",
-		p.Attach(), r.where(kept), p.RingSize()>>20, len(owners), dest.describe(&r.cfg))
+	kmem, err := p.KernelMemory()
+	if err != nil {
+		r.warn(fmt.Errorf("kernel memory of the maps: %w", err))
+	}
+	ring := fmt.Sprintf("ring buffer %d MiB", p.RingSize()>>20)
+	if p.RingSize() < 1<<20 {
+		ring = "no records sent"
+	}
+	fmt.Fprintf(stderr, "tcptrace-bpf: tracing TCP state transitions (attach %s, %s, %s, kernel maps %.1f MiB, %d existing sockets seeded); %s\n",
+		p.Attach(), r.where(kept), ring, float64(kmem)/(1<<20), len(owners), dest.describe(&r.cfg))
 
 	// 5. What exists now: the netstat tally, and the sockets older than
 	// the tracer, which stuck detection must know (a CLOSE_WAIT leak
