@@ -73,8 +73,21 @@ func main() {
 		idle        = flag.Int("idle", 0, "with --share: hold this many idle connections open through every row, and add a row of the default output watching them too (the periodic walk's cost; its start-up time)")
 		cpu         = flag.String("cpu", "", "instead: the tracer process's CPU per 1,000 transitions of each build of this comma-separated list of name=path, interleaved")
 		profileDir  = flag.String("profile", "", "with --cpu: perf record the tracer of every run into this directory")
+		coreShare   = flag.String("core-share", "", "instead: the share of one core each mode takes at these connection rates (a comma-separated list of connections/s, e.g. 1000,10000)")
+		coreFor     = flag.Duration("core-seconds", 10*time.Second, "with --core-share: how long each paced load runs")
 	)
 	flag.Parse()
+	if *coreShare != "" {
+		rates, err := parseRates(*coreShare)
+		if err == nil {
+			err = runCoreShare(*tracer, rates, *coreFor, *concurrency, os.Stdout)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *cpu != "" {
 		if err := runCPU(strings.Split(*cpu, ","), *rounds, *conns, *concurrency, *profileDir, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "tcptrace-bench: %v\n", err)

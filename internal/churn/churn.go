@@ -79,6 +79,22 @@ func (r Result) Rate() float64 { return float64(r.Conns) / r.Duration.Seconds() 
 // Client sockets are bound to rotating 127.0.0.0/8 source addresses, so
 // the ephemeral ports of one address are not exhausted by TIME_WAIT.
 func Run(ctx context.Context, port, n, concurrency int) (Result, error) {
+	return run(ctx, port, n, concurrency, 0)
+}
+
+// RunAt makes rate connections a second for d, as Run does, each started
+// no sooner than its turn (a load of a known rate, not as fast as the
+// host can).
+func RunAt(ctx context.Context, port, rate int, d time.Duration, concurrency int) (Result, error) {
+	if rate <= 0 {
+		return Result{}, errors.New("churn: the rate must be positive")
+	}
+	return run(ctx, port, int(float64(rate)*d.Seconds()), concurrency, time.Second/time.Duration(rate))
+}
+
+// run makes n connections; with every > 0, connection i starts no sooner
+// than i*every after the start.
+func run(ctx context.Context, port, n, concurrency int, every time.Duration) (Result, error) {
 	if n <= 0 || concurrency <= 0 {
 		return Result{}, errors.New("churn: connections and concurrency must be positive")
 	}
@@ -92,6 +108,11 @@ func Run(ctx context.Context, port, n, concurrency int) (Result, error) {
 			defer wg.Done()
 			var b [1]byte
 			for i := next.Add(1); i <= int64(n) && ctx.Err() == nil; i = next.Add(1) {
+				if every > 0 {
+					if wait := time.Until(start.Add(time.Duration(i) * every)); wait > 0 {
+						time.Sleep(wait)
+					}
+				}
 				src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(i>>8), byte(i))}
 				c, err := net.DialTCP("tcp", src, target)
 				if err != nil {
