@@ -42,10 +42,6 @@ type Options struct {
 	NetnsPaths []string
 }
 
-// histOnly is the program's HIST_ONLY (bpf/settings.h): histograms in
-// the kernel, no records and no socket entries.
-func (o *Options) histOnly() bool { return o.Aggregate() && o.PID == 0 }
-
 // histOnlyRing is the ring's size when nothing is written to it: one
 // page, the kernel's smallest.
 const histOnlyRing = 4096
@@ -176,7 +172,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	delete(spec.Programs, tcptraceProgHistStayTest)
 	delete(spec.Programs, tcptraceProgEntryRulesTest)
 	spec.Maps[tcptraceMapEvents].MaxEntries = uint32(o.RingSize)
-	if o.histOnly() {
+	if HistogramOnly(o) {
 		// Its programs write no record: the ring is the smallest one.
 		spec.Maps[tcptraceMapEvents].MaxEntries = histOnlyRing
 	}

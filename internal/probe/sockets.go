@@ -33,7 +33,7 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 	}
 	m := p.coll.Maps[tcptraceMapSeedInodes]
 	defer clearMap(m)
-	if p.opts.histOnly() {
+	if HistogramOnly(p.opts) {
 		owners = nil // it keeps no entries: nothing reads the seed
 	}
 	for ino, o := range owners {
