@@ -53,7 +53,6 @@ static __always_inline void count_untimed(int state, __u32 why)
 static __always_inline void aggregate_why(struct counters *c, int old, int new,
 					  __u64 dwell, __u8 flags, __u64 handshake, __u32 why)
 {
-	c->aggregated++;
 	if (old == TCP_CLOSE || old == new || is_child_birth(old, new))
 		return; /* no stay ended */
 	if (flags & EV_HANDSHAKE) {
@@ -271,6 +270,7 @@ static __always_inline void handle_hist(const struct transition *t, struct tcp_s
 		flags |= EV_HANDSHAKE;
 		hs = handshake_ns(t, tp, typed);
 	}
+	c->aggregated++;
 	aggregate_why(c, old, new, dwell, flags, hs, why);
 }
 

@@ -29,7 +29,12 @@ struct {
  * again to clone into every accepted child and to free). Full: the least
  * recently active entry goes, and that socket's next transitions have no
  * owner and dwell (counted in storage_fail). Size set from Go
- * (--max-conns).
+ * (--max-conns). An entry is 256 bytes with the hash's own (184 of
+ * sock_info, 128 of them the transitions conn_records holds): 67 MB at
+ * the default 262,144. With conn_records an entry the LRU reclaims takes
+ * the transitions it held with it: the socket's next transition finds no
+ * entry and counts them inferred-lost from its state (gap_lost), "at
+ * least".
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -104,6 +109,20 @@ struct {
 	__type(key, __u64);
 	__type(value, struct hist_sock);
 } hist_socks SEC(".maps");
+
+/*
+ * fresh_entries: a struct sock_info being made, per CPU (too large for
+ * the stack since it holds the transitions of conn_records): slot 0 for
+ * the primary program and the fallback, 1 for the backup (which runs
+ * nested in the primary on its CPU), 2 for the socket walker (which
+ * softirq programs may interrupt).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, struct sock_info);
+} fresh_entries SEC(".maps");
 
 /*
  * health: per-CPU health counters and the primary's busy flag (key 0).

@@ -262,21 +262,16 @@ struct emitted {
 	__u8 flags;   /* EV_* */
 };
 
-/* Reserve, fill and submit one transition record: the socket's fields
- * read from t (its tcp_sock tp at the transitions that read one) and its
- * entry si (0: none), the transition's from x. */
-static __always_inline void emit(struct counters *c, const struct transition *t,
-				 struct tcp_sock *tp, bool typed, const struct sock_info *si,
-				 const struct emitted *x)
+/* Fill one transition record: the socket's fields read from t (its
+ * tcp_sock tp at the transitions that read one) and its entry si (0:
+ * none), the transition's from x. emit reserves, fills and submits one. */
+static __always_inline void fill_event(struct event *e, const struct transition *t,
+				       struct tcp_sock *tp, bool typed, const struct sock_info *si,
+				       const struct emitted *x)
 {
 	__u64 hs = x->hs;
 	int old = x->old, new = x->new;
 	__u8 flags = x->flags;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__sync_fetch_and_add(&c->ringbuf_drops, 1);
-		return;
-	}
 	e->ts_ns = x->ts;
 	e->cookie = x->cookie;
 	e->dwell_ns = x->dwell;
@@ -295,6 +290,18 @@ static __always_inline void emit(struct counters *c, const struct transition *t,
 	e->ifindex = KREAD(typed, sk, __sk_common.skc_bound_dev_if);
 	e->netns_cookie = netns_cookie_of(sk, typed);
 	e->flags = flags;
+}
+
+static __always_inline void emit(struct counters *c, const struct transition *t,
+				 struct tcp_sock *tp, bool typed, const struct sock_info *si,
+				 const struct emitted *x)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&c->ringbuf_drops, 1);
+		return;
+	}
+	fill_event(e, t, tp, typed, si, x);
 	bpf_ringbuf_submit(e, submit_flags(c));
 }
 

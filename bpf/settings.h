@@ -25,6 +25,9 @@ const volatile __u32 filter_cgroup_level = 0; /* that cgroup's depth in the hier
 const volatile __u64 min_dwell_ns = 0;   /* send only transitions out of a state held this long */
 const volatile __u64 syn_recv_stuck_ns = 0; /* --stuck SYN_RECV limit; 0: not watched */
 const volatile __u32 hist_slot_mask = 0; /* hist_slots' size - 1 (a power of two) */
+const volatile __u8 conn_records = 0;    /* 1: a connection's transitions are held in its
+					  * entry and sent together (KIND_CONN), histograms
+					  * in the kernel (conn.h) */
 
 /* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
  * stay exact in any JSON reader that uses doubles (below 2^53) and clear

@@ -208,6 +208,7 @@ static __always_inline void adopt_child(struct sock_info *si, struct sock *sk, b
 	si->last = 0;
 	si->cookie = 0;
 	si->birth_ts = 0;
+	__builtin_memset(&si->held, 0, sizeof(si->held)); /* cloned storage has its listener's */
 	if (aggregate_only)
 		return;
 	__u64 cookie = typed ? bpf_get_socket_cookie(sk) : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
@@ -217,6 +218,15 @@ static __always_inline void adopt_child(struct sock_info *si, struct sock *sk, b
 		si->birth_ts = now;
 	else /* the fallback assigns its own id */
 		si->cookie = SYNTH_COOKIE_BASE | __sync_fetch_and_add(&next_synth_cookie, 1);
+}
+
+/* An empty entry to fill, in this program's slot (0: none to be had). */
+static __always_inline struct sock_info *fresh_entry(__u32 slot)
+{
+	struct sock_info *f = bpf_map_lookup_elem(&fresh_entries, &slot);
+	if (f)
+		__builtin_memset(f, 0, sizeof(*f));
+	return f;
 }
 
 /*
@@ -271,18 +281,20 @@ static __always_inline struct sock_info *child_entry(const struct transition *t,
 			return st;
 		}
 	}
-	struct sock_info fresh = {};
+	struct sock_info *fresh = fresh_entry(t->slot);
+	if (!fresh)
+		return 0;
 	__u64 listener_cookie = 0;
 	struct listen_owner *o = listener_of(t, typed);
 	if (o) {
-		fresh.pid = o->pid;
-		__builtin_memcpy(fresh.comm, o->comm, sizeof(fresh.comm));
+		fresh->pid = o->pid;
+		__builtin_memcpy(fresh->comm, o->comm, sizeof(fresh->comm));
 		listener_cookie = o->cookie;
 	} else {
 		*flags &= ~EV_INHERITED;
 	}
-	adopt_child(&fresh, t->sk, typed, listener_cookie, t->now);
-	return new_entry(t, &fresh, c);
+	adopt_child(fresh, t->sk, typed, listener_cookie, t->now);
+	return new_entry(t, fresh, c);
 }
 
 /*
@@ -317,14 +329,16 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 	struct sock_info *si = t->old == TCP_CLOSE ? 0 : bpf_map_lookup_elem(&sock_table, &key);
 	if (si && !(si->flags & SI_CLOSED) && same_socket(si, t, typed))
 		return si;
-	struct sock_info fresh = {};
 	if (t->old == TCP_CLOSE)
 		*flags |= EV_BIRTH;
 	else
 		*missing = true; /* evicted from a full table, never seen, or reused */
+	struct sock_info *fresh = fresh_entry(t->slot);
+	if (!fresh)
+		return 0;
 	if (!aggregate_only)
-		fresh.cookie = sock_cookie(t->sk, typed);
-	return new_entry(t, &fresh, c);
+		fresh->cookie = sock_cookie(t->sk, typed);
+	return new_entry(t, fresh, c);
 }
 
 /* A flag of sk_flags (enum sock_flags), read the way typed allows. */

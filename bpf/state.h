@@ -18,8 +18,20 @@ static __always_inline void deliver(struct counters *c, const struct transition 
 {
 	__u64 hs = flags & EV_HANDSHAKE ? handshake_ns(t, tp, typed) : 0;
 	if (aggregate_only) {
+		c->aggregated++;
 		aggregate(c, t->old, t->new, dwell, flags, hs);
 		return;
+	}
+	if (conn_records) {
+		aggregate(c, t->old, t->new, dwell, flags, hs); /* the histograms */
+		if (si) {
+			/* A child's birth is held like any transition: its
+			 * cookie, if not its own yet (6.1), is taken when the
+			 * record goes. */
+			si->birth_ts = 0;
+			hold_transition(c, t, tp, typed, si, dwell, flags, hs);
+			return;
+		}
 	}
 	if (!si) {
 		struct emitted x = { .ts = t->now, .dwell = dwell, .hs = hs, .old = t->old,
@@ -100,11 +112,11 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 
 /* The tp_btf path: plain loads from the typed socket. */
 static __always_inline void handle_btf(struct sock *sk, int old, int new,
-				       struct counters *c)
+				       struct counters *c, __u8 slot)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
-	struct transition t = { .sk = sk, .old = old, .new = new };
+	struct transition t = { .sk = sk, .old = old, .new = new, .slot = slot };
 	t.family = sk->__sk_common.skc_family;
 	/* The local port as the tracepoint itself reports it, inet_sport. It
 	 * equals skc_num (a plain load) while the socket holds its port; when

@@ -11,6 +11,7 @@
  *              predicates of a transition (a birth, a handshake's end)
  *   record.h   the one record-fill path (tp_btf and the fallback)
  *   hist.h     aggregate mode: histograms in the kernel
+ *   conn.h     a connection's transitions held and sent together
  *   state.h    one transition: filters, entry, histogram or record
  *   trouble.h  retransmits and resets
  *   walker.h   the socket walker (iter/tcp)
@@ -49,6 +50,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Keeps these types in the object's BTF so bpf2go can generate Go twins. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_snap *unused_snap __attribute__((unused));
+const struct conn_record *unused_conn __attribute__((unused));
 const struct walk_group_key *unused_group_key __attribute__((unused));
 const struct walk_group *unused_group __attribute__((unused));
 const enum event_flags *unused_flags __attribute__((unused));
@@ -63,6 +65,7 @@ const enum untimed_reason *unused_untimed __attribute__((unused));
 #include "sockets.h"
 #include "record.h"
 #include "hist.h"
+#include "conn.h"
 #include "state.h"
 #include "trouble.h"
 #include "walker.h"
@@ -75,7 +78,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	if (!c)
 		return 0;
 	c->busy = 1;
-	handle_btf(sk, oldstate, newstate, c);
+	handle_btf(sk, oldstate, newstate, c, 0);
 	c->busy = 0;
 	return 0;
 }
@@ -88,7 +91,7 @@ int BPF_PROG(on_state_backup, struct sock *sk, int oldstate, int newstate)
 	if (!c || !c->busy)
 		return 0; /* the primary ran, or will run, for this event */
 	__sync_fetch_and_add(&c->rescued, 1);
-	handle_btf(sk, oldstate, newstate, c);
+	handle_btf(sk, oldstate, newstate, c, 1);
 	return 0;
 }
 

@@ -33,6 +33,10 @@ enum event_flags {
 /* struct event.kind */
 enum event_kind {
 	KIND_TRANSITION  = 0, /* a state transition */
+	KIND_CONN        = 2, /* a connection's transitions, held in the kernel and sent
+			       * together (struct conn_record: the record modes without
+			       * transitions): at its CLOSE, when its entry's are full,
+			       * and when a walk flushes them */
 	KIND_RESET_AFTER = 1, /* the socket sent a reset right after its ->CLOSE (abortive
 			       * close: SO_LINGER 0, close() with unread data); cookie,
 			       * ts, netns, family and rst only */
@@ -181,6 +185,28 @@ struct state_hist {
 #define SI_ACCEPTED 0x01 /* an accepted child (born LISTEN->SYN_RECV) */
 #define SI_CLOSED   0x02 /* reached CLOSE; kept only for the reset an abortive close sends next */
 
+/*
+ * A socket's transitions not sent yet (conn_records: the record modes
+ * without transitions keep them in the socket's entry and send them in
+ * one struct conn_record). Six: a whole connection's five (client:
+ * CLOSE->SYN_SENT->ESTABLISHED->FIN_WAIT1->FIN_WAIT2->CLOSE; server:
+ * LISTEN->SYN_RECV->...->LAST_ACK->CLOSE) and a repeated set.
+ */
+#define CONN_SPANS 6
+
+struct held {
+	__u64 ts[CONN_SPANS];    /* when */
+	__u64 dwell[CONN_SPANS]; /* time in old, with EV_DWELL_KNOWN in flags */
+	__u8 old[CONN_SPANS];
+	__u8 new[CONN_SPANS];
+	__u8 flags[CONN_SPANS];  /* EV_* of each transition */
+	__u8 n;                  /* transitions held */
+	__u8 hs_syncookie;       /* the handshake's (EV_HANDSHAKE), as struct event's */
+	__u32 hs_us;
+	__u32 hs_retrans;
+	__u32 _pad;
+};
+
 /* Owner of a socket, when it entered its current state, and what went
  * wrong so far. */
 struct sock_info {
@@ -203,6 +229,15 @@ struct sock_info {
 	 * child's cookie is not its own until after that transition on some
 	 * kernels, so the record goes out with the child's next one. */
 	__u64 birth_ts;
+	struct held held; /* conn_records only */
+};
+
+/* One connection's held transitions (KIND_CONN): the socket's fields as
+ * at its last one (addresses, owner, how it ended at a CLOSE), then the
+ * transitions, oldest first. */
+struct conn_record {
+	struct event e;
+	struct held held;
 };
 
 /*
@@ -329,7 +364,8 @@ struct transition {
 	__u16 family;
 	__u16 sport;
 	__u16 dport;
-	__u16 _pad;
+	__u8 slot; /* this program's slot of fresh_entries (maps.h) */
+	__u8 _pad;
 	int old;
 	int new;
 };

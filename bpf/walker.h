@@ -31,6 +31,11 @@ volatile __u8 walk_gen = 0;
  * its listener's group past the limit (0: no split).
  */
 volatile __u32 walk_detail = 0xffffffff;
+/* conn_records: bit s set sends the transitions held for each socket in
+ * state s that this walk writes (the stuck watch's states, so that it
+ * sees them now; every state in the last walk, for the connections still
+ * open). */
+volatile __u32 walk_flush = 0;
 volatile __u32 group_gen = 0;
 volatile __u64 group_past_ns = 0;
 
@@ -162,25 +167,29 @@ static __always_inline bool snap_of(struct sock_snap *s, struct sock_common *skc
 /* First walk: an entry with the owner /proc gave for the socket's inode. */
 static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *s)
 {
-	struct sock_info fresh = { .cookie = s->cookie, .last = s->state };
+	struct sock_info *fresh = fresh_entry(2); /* the walker's slot (maps.h) */
+	if (!fresh)
+		return;
+	fresh->cookie = s->cookie;
+	fresh->last = s->state;
 	__u64 ino = s->ino;
 	struct sock_info *o = bpf_map_lookup_elem(&seed_inodes, &ino);
 	if (o) {
-		fresh.pid = o->pid;
-		__builtin_memcpy(fresh.comm, o->comm, sizeof(fresh.comm));
+		fresh->pid = o->pid;
+		__builtin_memcpy(fresh->comm, o->comm, sizeof(fresh->comm));
 	}
 	if (s->state == TCP_LISTEN && BPF_CORE_READ_BITFIELD(&sk->__sk_common, skc_reuseport)) {
 		struct sock_info *st = bpf_sk_storage_get(&sock_infos, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (st && !st->pid)
-			*st = fresh;
+			__builtin_memcpy(st, fresh, sizeof(*st));
 		return;
 	}
 	__u64 key = (__u64)sk;
-	bpf_map_update_elem(&sock_table, &key, &fresh, BPF_NOEXIST); /* a transition may have made one */
-	if (s->state == TCP_LISTEN && fresh.pid) {
+	bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST); /* a transition may have made one */
+	if (s->state == TCP_LISTEN && fresh->pid) {
 		struct listen_key k;
 		listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);
-		register_listener(&k, &fresh, false);
+		register_listener(&k, fresh, false);
 	}
 }
 
@@ -213,6 +222,20 @@ static __always_inline void listener_snap(struct sock_snap *s, struct sock *sk,
 	}
 	if (ls && ls->sk == (__u64)sk)
 		s->syncookies = ls->syncookies;
+}
+
+/* Send the transitions held for a socket the walk found (conn.h). The
+ * iterator holds the socket's lock: its transitions wait meanwhile. */
+static __always_inline void flush_held(struct sock *sk, const struct sock_snap *s,
+				       struct sock_info *si)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (!c)
+		return;
+	struct transition t = { .sk = sk, .now = bpf_ktime_get_ns(), .netns = s->netns,
+				.family = s->family, .sport = s->sport, .dport = s->dport };
+	send_held(c, &t, 0, true, si);
 }
 
 /* Whether this walk writes the sockets of s's state one by one. */
@@ -296,6 +319,8 @@ int walk_sockets(struct bpf_iter__tcp *ctx)
 		struct sock_info *si = HIST_ONLY ? 0 : find_entry(sk, true);
 		if (si)
 			si->walked = walk_gen;
+		if (si && conn_records && si->held.n && (walk_flush & (1U << (s.state & 31))))
+			flush_held(sk, &s, si);
 		if (si && si->pid) {
 			s.pid = si->pid;
 			s.owner_known = 1;

@@ -168,7 +168,7 @@ func Defaults() Config {
 // owners, no ring). Measured and pinned by internal/tracer's
 // TestKernelMemoryAtDefaults; --max-conns and --ring-size scale it.
 const (
-	KernelMiBRecords    = 52
+	KernelMiBRecords    = 84
 	KernelMiBHistograms = 16
 )
 
@@ -426,6 +426,17 @@ func (c *Config) stuckWatch() string {
 // and stuck records need the records; so does --metrics (it counts them).
 func (c *Config) Aggregate() bool {
 	return c.Emit&(EmitTransitions|EmitConnections|EmitStuck) == 0 && c.Metrics == ""
+}
+
+// ConnRecords reports whether the kernel holds each connection's
+// transitions and sends them together (bpf/conn.h): the record modes
+// that write no transition record, on tp_btf (the walk that flushes what
+// the stuck watch needs is tp_btf's), without --metrics (its transition
+// counters are live) and without --min-dwell (it selects by stay). The
+// histograms then come from the kernel's aggregation.
+func (c *Config) ConnRecords() bool {
+	return !c.Aggregate() && c.Emit&EmitTransitions == 0 && c.Metrics == "" && c.MinDwell == 0 &&
+		c.Attach == AttachBTF
 }
 
 // ParseStates reads --state: a comma-separated list of state names

@@ -40,6 +40,9 @@ const (
 	// transition into CLOSE (an abortive close); only Mono, Cookie,
 	// Netns, Family and Reset are filled.
 	KindResetAfterClose Kind = 1
+	// KindConn: a connection's transitions, held in the kernel and sent
+	// together (DecodeConn).
+	KindConn Kind = 2
 )
 
 // Reset bits (Event.Reset).
@@ -314,7 +317,7 @@ func Decode(b []byte, e *Event) error {
 	if e.TW > TWFinWait2 || e.Reset > ResetSent|ResetReceived {
 		return fmt.Errorf("unknown close values tw=%d rst=%d", e.TW, e.Reset)
 	}
-	if e.Kind > KindResetAfterClose {
+	if e.Kind > KindConn {
 		return fmt.Errorf("unknown record kind %d", e.Kind)
 	}
 	return nil

@@ -55,7 +55,7 @@ func TestDecode(t *testing.T) {
 		{"bad state", rawEvent(afInet, a("1.1.1.1"), a("1.1.1.1"), 1, 1, 0, 13, 0), true, 0, "", ""},
 		{"bad kind", func() []byte {
 			b := rawEvent(afInet, a("1.1.1.1"), a("1.1.1.1"), 1, 1, SynSent, Close, 0)
-			b[offKind] = 2
+			b[offKind] = 3
 			return b
 		}(), true, 0, "", ""},
 	}

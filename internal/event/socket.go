@@ -57,6 +57,10 @@ type Socket struct {
 // record. The zero value groups every state.
 type WalkDetail struct {
 	States uint32 // bit 1<<s: every socket in state s is written
+	// Flush: bit 1<<s sends the transitions the kernel holds for each
+	// socket written in state s (config.ConnRecords: what the stuck watch
+	// must see now).
+	Flush uint32
 	// HalfOpenPast: request sockets at least this old (since their first
 	// SYN-ACK, ns) are grouped apart from their listener's younger ones
 	// (the half-open watch's limit; 0: not split).

@@ -120,6 +120,10 @@ type Pipeline struct {
 	// stuckNow: sockets reported stuck, by cookie, with the state,
 	// until a walk finds them gone or elsewhere (for StuckNow).
 	stuckNow map[uint64]*stuckNow
+	// observe is r.Observe (Handle's, for connection records).
+	observe func(*event.Event)
+	// kernelHists: the histograms are the kernel's (KernelHistograms).
+	kernelHists bool
 	// listenerOwner: listeners' owners found by inode, kept.
 	listenerOwner map[uint64]Holder
 	// cookieStamps: each listener's SYN-cookie stamp at the previous
@@ -134,6 +138,7 @@ type Pipeline struct {
 func New(cfg config.Config, src Source, sink Sink, observers []Observer, warn func(error)) *Pipeline {
 	r := &Pipeline{cfg: cfg, src: src, sink: sink, observers: observers, warn: warn, stateFilter: cfg.StateFilter()}
 	r.socketSink, _ = sink.(SocketSink)
+	r.observe = r.Observe // bound once: no closure per connection record
 	if !cfg.Aggregate() && !src.Recorded() {
 		r.tracker = timeline.New(cfg.MaxConns, r.Connection)
 		var after [event.NumStates]uint64
@@ -146,6 +151,12 @@ func New(cfg config.Config, src Source, sink Sink, observers []Observer, warn fu
 	return r
 }
 
+// KernelHistograms tells the pipeline that the kernel keeps the
+// histograms (config.ConnRecords: the transitions of a connection come
+// when its record is sent, the stays were counted as they ended): the
+// transitions it observes are not counted again.
+func (r *Pipeline) KernelHistograms() { r.kernelHists = true }
+
 // TrackerStats returns the connection table's counters (zero without one).
 func (r *Pipeline) TrackerStats() timeline.Stats {
 	if r.tracker == nil {
@@ -157,6 +168,12 @@ func (r *Pipeline) TrackerStats() timeline.Stats {
 // Handle processes one raw record from the ring buffer.
 func (r *Pipeline) Handle(raw []byte) {
 	r.Records++
+	if len(raw) == event.ConnSize {
+		if err := event.DecodeConn(raw, &r.ev, r.observe); err != nil {
+			r.DecodeErrs++
+		}
+		return
+	}
 	if err := event.Decode(raw, &r.ev); err != nil {
 		r.DecodeErrs++
 		return
@@ -178,10 +195,14 @@ func (r *Pipeline) Observe(e *event.Event) {
 	r.Events++
 	stay, stayEnded := e.Stay()
 	stayEnded = stayEnded && r.keepState(e.Old)
-	if stayEnded {
+	switch {
+	case r.kernelHists: // counted when the stay ended, not when its record came
+	case stayEnded:
 		r.Hists[e.Old].Record(uint64(stay))
-	} else if why, untimed := e.Untimed(); untimed && r.keepState(e.Old) {
-		r.Untimed[e.Old].ByReason[why]++
+	default:
+		if why, untimed := e.Untimed(); untimed && r.keepState(e.Old) {
+			r.Untimed[e.Old].ByReason[why]++
+		}
 	}
 	for _, o := range r.observers {
 		o.Transition(e, stay, stayEnded)

@@ -103,15 +103,19 @@ func (r *Pipeline) walkUsed() bool {
 func (r *Pipeline) walkDetail(now time.Time) event.WalkDetail {
 	pw := &r.walks.progress
 	progressDue := r.cfg.Progress > 0 && !pw.last.IsZero() && now.Sub(pw.last) >= r.cfg.Progress
-	if !r.seeded || r.socketSink != nil || progressDue {
-		return event.WalkAll
-	}
-	d := event.WalkDetail{HalfOpenPast: r.halfOpen.limit}.With(event.Listen, event.SynSent)
+	var watched uint32 // the stuck watch's states: it sees what the kernel holds of them
 	for st, limit := range r.cfg.Stuck {
 		if limit > 0 {
-			d = d.With(event.State(st))
+			watched |= 1 << st
 		}
 	}
+	if !r.seeded || r.socketSink != nil || progressDue {
+		d := event.WalkAll
+		d.Flush = watched
+		return d
+	}
+	d := event.WalkDetail{HalfOpenPast: r.halfOpen.limit, Flush: watched}.With(event.Listen, event.SynSent)
+	d.States |= watched
 	for _, sn := range r.stuckNow {
 		d = d.With(sn.state)
 	}

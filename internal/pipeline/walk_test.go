@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net/netip"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 type walkerSource struct {
 	walk    []byte
 	sysctls pipeline.Sysctls
+	details []event.WalkDetail // what each walk was asked for
 }
 
 // ownersSource is a walkerSource that knows the owners of the sockets
@@ -47,7 +49,10 @@ func (o *ownersSource) Holders(want map[uint64]bool) map[uint64][]pipeline.Holde
 }
 
 func (w *walkerSource) HasWalker() bool                                      { return true }
-func (w *walkerSource) Walk(event.WalkDetail) ([]byte, error)                { return w.walk, nil }
+func (w *walkerSource) Walk(d event.WalkDetail) ([]byte, error) {
+	w.details = append(w.details, d)
+	return w.walk, nil
+}
 func (w *walkerSource) Holders(map[uint64]bool) map[uint64][]pipeline.Holder { return nil }
 func (w *walkerSource) Now() event.Mono                                      { return 1000e9 }
 func (w *walkerSource) Sysctls(uint32) (pipeline.Sysctls, error)             { return w.sysctls, nil }
@@ -298,5 +303,47 @@ func TestListenerOwnersWithoutRescans(t *testing.T) {
 	}
 	if named != 3 {
 		t.Errorf("%d listener records of 8080, want 3", named)
+	}
+}
+
+// socketsSink is an NDJSON sink that also takes every socket (as top's
+// and incident's do).
+type socketsSink struct{ *output.NDJSON }
+
+func (socketsSink) Sockets(time.Time, []event.Socket) {}
+
+// Every periodic walk sends what the kernel holds for the sockets in the
+// states the stuck watch follows (config.ConnRecords), also a walk that
+// writes every socket (a sink that takes them all, the first walk): the
+// incident view, whose sink takes every socket, saw no CLOSE_WAIT leak
+// when the walk that wrote everything flushed nothing.
+func TestEveryWalkFlushesTheStuckWatchsStates(t *testing.T) {
+	for _, takesSockets := range []bool{false, true} {
+		src := &walkerSource{}
+		cfg := config.Defaults()
+		cfg.Emit = config.EmitStuck
+		var sink pipeline.Sink = output.NewNDJSON(io.Discard, event.NewClock(time.Now(), 0))
+		if takesSockets {
+			sink = socketsSink{sink.(*output.NDJSON)}
+		}
+		p := pipeline.New(cfg, src, sink, nil, func(err error) { t.Error(err) })
+		t0 := time.Now()
+		for i := range 3 {
+			if err := p.WalkDue(t0.Add(time.Duration(i) * 2 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(src.details) != 3 {
+			t.Fatalf("%d walks, want 3", len(src.details))
+		}
+		for i, d := range src.details {
+			for st, limit := range cfg.Stuck {
+				watched := d.Flush&(1<<st) != 0
+				if watched != (limit > 0) || (limit > 0 && !d.Writes(event.State(st))) {
+					t.Errorf("sink takes sockets %v, walk %d: %v (limit %v) flushed %v, written %v",
+						takesSockets, i, event.State(st), limit, watched, d.Writes(event.State(st)))
+				}
+			}
+		}
 	}
 }

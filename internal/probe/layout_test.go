@@ -58,8 +58,8 @@ func TestKernelHistogramLayout(t *testing.T) {
 }
 
 func TestSockInfoAndCountersLayout(t *testing.T) {
-	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 56 {
-		t.Errorf("struct sock_info is %d bytes, want 56", s)
+	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 184 {
+		t.Errorf("struct sock_info is %d bytes, want 184 (56, and struct held)", s)
 	}
 	if s := unsafe.Sizeof(tcptraceCounters{}); s != 80 {
 		t.Errorf("struct counters is %d bytes, want 80", s)
@@ -161,5 +161,64 @@ func TestHZFromConfig(t *testing.T) {
 		if got := nearestHZ(rate); got != want {
 			t.Errorf("nearestHZ(%v) = %d, want %d", rate, got, want)
 		}
+	}
+}
+
+// A connection record (struct conn_record) decodes into its transitions
+// as the kernel would have sent each: the pinned layout, the socket's
+// fields on each, the close figures on the CLOSE only, the handshake's
+// on its end only.
+func TestConnRecordLayoutMatchesDecoder(t *testing.T) {
+	if got := unsafe.Sizeof(tcptraceConnRecord{}); got != event.ConnSize {
+		t.Fatalf("struct conn_record is %d bytes, the decoder expects %d", got, event.ConnSize)
+	}
+	var raw tcptraceConnRecord
+	raw.E = tcptraceEvent{TsNs: 900, Cookie: 42, Netns: 7, Pid: 4242, Sport: 8080, Dport: 51000, Family: 2,
+		Oldstate: 9, Newstate: 7, Kind: uint8(event.KindConn), Flags: uint8(event.OwnerKnown | event.CloseInfo),
+		BytesAcked: 146, SrttUs: 61, TotalRetrans: 2, Tw: 1, HandshakeUs: 23}
+	copy(raw.E.Saddr[:], []byte{127, 0, 0, 1})
+	copy(raw.E.Daddr[:], []byte{127, 0, 0, 2})
+	h := &raw.Held
+	h.N, h.HsRetrans = 5, 1
+	for i, tr := range [][2]uint8{{10, 3}, {3, 1}, {1, 8}, {8, 9}, {9, 7}} { // LISTEN>SYN_RECV ... LAST_ACK>CLOSE
+		h.Ts[i], h.Dwell[i], h.Old[i], h.New[i] = uint64(100*(i+1)), uint64(10*i), tr[0], tr[1]
+		h.Flags[i] = uint8(event.DwellKnown | event.OwnerKnown)
+	}
+	h.Flags[0] = uint8(event.Birth | event.Inherited)
+	h.Flags[1] |= uint8(event.Handshake)
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, &raw); err != nil {
+		t.Fatal(err)
+	}
+	var got []event.Event
+	var e event.Event
+	if err := event.DecodeConn(buf.Bytes(), &e, func(e *event.Event) { got = append(got, *e) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d transitions, want 5", len(got))
+	}
+	for i, e := range got {
+		if e.Kind != event.KindTransition || e.Cookie != 42 || e.PID != 4242 || e.Mono != event.Mono(100*(i+1)) ||
+			e.Dwell != time.Duration(10*i) || e.Src != netip.MustParseAddrPort("127.0.0.1:8080") {
+			t.Errorf("transition %d: %+v", i, e)
+		}
+		closing := i == 4
+		if closing != e.Has(event.CloseInfo) || closing != (e.BytesAcked == 146) || closing != (e.TW == event.TWTimeWait) {
+			t.Errorf("transition %d: close figures %v %d %d", i, e.Has(event.CloseInfo), e.BytesAcked, e.TW)
+		}
+		hs := i == 1
+		if hs != (e.HandshakeMicros == 23) || hs != (e.TotalRetrans == 1) {
+			t.Errorf("transition %d: handshake %d us, total_retrans %d", i, e.HandshakeMicros, e.TotalRetrans)
+		}
+	}
+	if got[0].Old != event.Listen || got[0].New != event.SynRecv || !got[0].Has(event.Birth) || got[4].New != event.Close {
+		t.Errorf("states: %v -> %v ... %v", got[0].Old, got[0].New, got[4].New)
+	}
+	h.N = 7
+	buf.Reset()
+	_ = binary.Write(&buf, binary.NativeEndian, &raw)
+	if err := event.DecodeConn(buf.Bytes(), &e, func(*event.Event) {}); err == nil {
+		t.Error("a record holding 7 transitions decoded")
 	}
 }

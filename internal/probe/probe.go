@@ -149,6 +149,10 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 	if o.Aggregate() {
 		aggregate = 1
 	}
+	conn := uint8(0)
+	if o.ConnRecords() {
+		conn = 1
+	}
 	for name, v := range map[string]any{
 		tcptraceVarFilterFamily:      uint8(o.Family),
 		tcptraceVarFilterPorts:       filterPorts,
@@ -157,6 +161,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		tcptraceVarWakeupBytes:       uint64(cmp.Or(o.WakeupBytes, o.RingSize/8)),
 		tcptraceVarPortBitmap:        bitmap,
 		tcptraceVarAggregateOnly:     aggregate,
+		tcptraceVarConnRecords:       conn,
 		tcptraceVarFilterCgroup:      o.CgroupID,
 		tcptraceVarFilterCgroupLevel: o.CgroupLevel,
 		tcptraceVarMinDwellNs:        o.minDwell(),
@@ -297,6 +302,11 @@ func (p *Probe) Attach() config.Attach { return p.opts.Attach }
 func (p *Probe) RingFill() float64 {
 	return float64(p.ring.available()) / float64(p.ring.size)
 }
+
+// ConnRecords reports whether the kernel sends each connection's
+// transitions together (config.ConnRecords): the records are then
+// event.ConnSize, and the histograms the kernel's (DwellHistograms).
+func (p *Probe) ConnRecords() bool { return p.opts.ConnRecords() }
 
 // RingSize returns the ring buffer's size in bytes.
 func (p *Probe) RingSize() int { return p.ring.size }

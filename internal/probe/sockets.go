@@ -68,7 +68,10 @@ const siClosed = 0x02
 // finds the sockets that are gone while their entry stays: their CLOSE
 // (at least) was not seen. The walk marks the entries of the sockets it
 // finds; the entries left unmarked, not SI_CLOSED and with no transition
-// since the walk began, are removed and counted (Health.Gone). Nothing is
+// since the walk began, are removed and counted (Health.Gone: its CLOSE,
+// and with conn_records each transition it held, never sent). The walk
+// also sends the transitions held for the sockets that exist (they are
+// then written as open connections). Nothing is
 // counted when a namespace could not be walked (the error is returned
 // with the others' records): its sockets' entries would look gone.
 // tp_btf only (the walker needs it).
@@ -84,7 +87,9 @@ func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 		return nil, fmt.Errorf("marking walk: %w", err)
 	}
 	start := uint64(MonotonicNow())
-	walk, err := p.Sockets(netns, event.WalkAll)
+	// conn_records: the transitions held for the sockets still open go
+	// out now, so that they are written as open.
+	walk, err := p.Sockets(netns, event.WalkDetail{States: event.WalkAll.States, Flush: event.WalkAll.States})
 	if err != nil {
 		return walk, err
 	}
@@ -93,20 +98,22 @@ func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 		key  uint64
 		v    tcptraceSockInfo
 		gone []uint64
+		held []uint64 // the transitions each gone entry held (conn_records), never sent
 	)
 	it := m.Iterate()
 	for it.Next(&key, &v) {
 		if v.Flags&siClosed == 0 && v.Walked != p.walkGen && v.TsNs < start {
 			gone = append(gone, key)
+			held = append(held, uint64(v.Held.N))
 		}
 	}
 	if err := it.Err(); err != nil {
 		return walk, fmt.Errorf("reading the socket table: %w", err)
 	}
 	var n uint64
-	for _, k := range gone {
+	for i, k := range gone {
 		if m.Delete(k) == nil {
-			n++
+			n += 1 + held[i] // its unseen CLOSE, and what it held
 		}
 	}
 	p.gone += n
@@ -170,6 +177,9 @@ func (p *Probe) setDetail(d event.WalkDetail) error {
 		return fmt.Errorf("setting the walk's detail: %w", err)
 	}
 	if err := vars[tcptraceVarGroupGen].Set(p.groupGen); err != nil {
+		return fmt.Errorf("setting the walk's detail: %w", err)
+	}
+	if err := vars[tcptraceVarWalkFlush].Set(d.Flush); err != nil {
 		return fmt.Errorf("setting the walk's detail: %w", err)
 	}
 	return nil

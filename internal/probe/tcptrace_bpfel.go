@@ -24,6 +24,24 @@ const (
 	tcptraceAgeSourceAGE_TW_TIMER      tcptraceAgeSource = 5
 )
 
+type tcptraceConnRecord struct {
+	_    structs.HostLayout
+	E    tcptraceEvent
+	Held struct {
+		_           structs.HostLayout
+		Ts          [6]uint64
+		Dwell       [6]uint64
+		Old         [6]uint8
+		New         [6]uint8
+		Flags       [6]uint8
+		N           uint8
+		HsSyncookie uint8
+		HsUs        uint32
+		HsRetrans   uint32
+		Pad         uint32
+	}
+}
+
 type tcptraceCounters struct {
 	_            structs.HostLayout
 	Busy         uint64
@@ -107,6 +125,7 @@ type tcptraceEventKind uint32
 
 const (
 	tcptraceEventKindKIND_TRANSITION  tcptraceEventKind = 0
+	tcptraceEventKindKIND_CONN        tcptraceEventKind = 2
 	tcptraceEventKindKIND_RESET_AFTER tcptraceEventKind = 1
 )
 
@@ -213,6 +232,19 @@ type tcptraceSockInfo struct {
 	IdDport    uint16
 	Comm       [16]int8
 	BirthTs    uint64
+	Held       struct {
+		_           structs.HostLayout
+		Ts          [6]uint64
+		Dwell       [6]uint64
+		Old         [6]uint8
+		New         [6]uint8
+		Flags       [6]uint8
+		N           uint8
+		HsSyncookie uint8
+		HsUs        uint32
+		HsRetrans   uint32
+		Pad         uint32
+	}
 }
 
 type tcptraceSockSnap struct {
@@ -297,6 +329,7 @@ type tcptraceWalkGroupKey struct {
 const (
 	tcptraceMapDwellHists            = "dwell_hists"
 	tcptraceMapEvents                = "events"
+	tcptraceMapFreshEntries          = "fresh_entries"
 	tcptraceMapHealth                = "health"
 	tcptraceMapHistSlots             = "hist_slots"
 	tcptraceMapHistSocks             = "hist_socks"
@@ -324,6 +357,7 @@ const (
 	tcptraceProgRetransCountTest     = "retrans_count_test"
 	tcptraceProgWalkSockets          = "walk_sockets"
 	tcptraceVarAggregateOnly         = "aggregate_only"
+	tcptraceVarConnRecords           = "conn_records"
 	tcptraceVarFilterCgroup          = "filter_cgroup"
 	tcptraceVarFilterCgroupLevel     = "filter_cgroup_level"
 	tcptraceVarFilterFamily          = "filter_family"
@@ -342,6 +376,7 @@ const (
 	tcptraceVarUnseenBirth           = "unseen_birth"
 	tcptraceVarUnseenPath            = "unseen_path"
 	tcptraceVarUnusedAgeSource       = "unused_age_source"
+	tcptraceVarUnusedConn            = "unused_conn"
 	tcptraceVarUnusedEvent           = "unused_event"
 	tcptraceVarUnusedFlags           = "unused_flags"
 	tcptraceVarUnusedGroup           = "unused_group"
@@ -353,6 +388,7 @@ const (
 	tcptraceVarUnusedUntimed         = "unused_untimed"
 	tcptraceVarWakeupBytes           = "wakeup_bytes"
 	tcptraceVarWalkDetail            = "walk_detail"
+	tcptraceVarWalkFlush             = "walk_flush"
 	tcptraceVarWalkGen               = "walk_gen"
 )
 
@@ -420,18 +456,19 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
-	DwellHists  *ebpf.MapSpec `ebpf:"dwell_hists"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Health      *ebpf.MapSpec `ebpf:"health"`
-	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
-	HistSocks   *ebpf.MapSpec `ebpf:"hist_socks"`
-	ListenSocks *ebpf.MapSpec `ebpf:"listen_socks"`
-	Listeners   *ebpf.MapSpec `ebpf:"listeners"`
-	SeedInodes  *ebpf.MapSpec `ebpf:"seed_inodes"`
-	SockInfos   *ebpf.MapSpec `ebpf:"sock_infos"`
-	SockTable   *ebpf.MapSpec `ebpf:"sock_table"`
-	SynackFirst *ebpf.MapSpec `ebpf:"synack_first"`
-	WalkGroups  *ebpf.MapSpec `ebpf:"walk_groups"`
+	DwellHists   *ebpf.MapSpec `ebpf:"dwell_hists"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	FreshEntries *ebpf.MapSpec `ebpf:"fresh_entries"`
+	Health       *ebpf.MapSpec `ebpf:"health"`
+	HistSlots    *ebpf.MapSpec `ebpf:"hist_slots"`
+	HistSocks    *ebpf.MapSpec `ebpf:"hist_socks"`
+	ListenSocks  *ebpf.MapSpec `ebpf:"listen_socks"`
+	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
+	SeedInodes   *ebpf.MapSpec `ebpf:"seed_inodes"`
+	SockInfos    *ebpf.MapSpec `ebpf:"sock_infos"`
+	SockTable    *ebpf.MapSpec `ebpf:"sock_table"`
+	SynackFirst  *ebpf.MapSpec `ebpf:"synack_first"`
+	WalkGroups   *ebpf.MapSpec `ebpf:"walk_groups"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -439,6 +476,7 @@ type tcptraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
 	AggregateOnly     *ebpf.VariableSpec `ebpf:"aggregate_only"`
+	ConnRecords       *ebpf.VariableSpec `ebpf:"conn_records"`
 	FilterCgroup      *ebpf.VariableSpec `ebpf:"filter_cgroup"`
 	FilterCgroupLevel *ebpf.VariableSpec `ebpf:"filter_cgroup_level"`
 	FilterFamily      *ebpf.VariableSpec `ebpf:"filter_family"`
@@ -457,6 +495,7 @@ type tcptraceVariableSpecs struct {
 	UnseenBirth       *ebpf.VariableSpec `ebpf:"unseen_birth"`
 	UnseenPath        *ebpf.VariableSpec `ebpf:"unseen_path"`
 	UnusedAgeSource   *ebpf.VariableSpec `ebpf:"unused_age_source"`
+	UnusedConn        *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.VariableSpec `ebpf:"unused_flags"`
 	UnusedGroup       *ebpf.VariableSpec `ebpf:"unused_group"`
@@ -468,6 +507,7 @@ type tcptraceVariableSpecs struct {
 	UnusedUntimed     *ebpf.VariableSpec `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WalkDetail        *ebpf.VariableSpec `ebpf:"walk_detail"`
+	WalkFlush         *ebpf.VariableSpec `ebpf:"walk_flush"`
 	WalkGen           *ebpf.VariableSpec `ebpf:"walk_gen"`
 }
 
@@ -491,24 +531,26 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
-	DwellHists  *ebpf.Map `ebpf:"dwell_hists"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Health      *ebpf.Map `ebpf:"health"`
-	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
-	HistSocks   *ebpf.Map `ebpf:"hist_socks"`
-	ListenSocks *ebpf.Map `ebpf:"listen_socks"`
-	Listeners   *ebpf.Map `ebpf:"listeners"`
-	SeedInodes  *ebpf.Map `ebpf:"seed_inodes"`
-	SockInfos   *ebpf.Map `ebpf:"sock_infos"`
-	SockTable   *ebpf.Map `ebpf:"sock_table"`
-	SynackFirst *ebpf.Map `ebpf:"synack_first"`
-	WalkGroups  *ebpf.Map `ebpf:"walk_groups"`
+	DwellHists   *ebpf.Map `ebpf:"dwell_hists"`
+	Events       *ebpf.Map `ebpf:"events"`
+	FreshEntries *ebpf.Map `ebpf:"fresh_entries"`
+	Health       *ebpf.Map `ebpf:"health"`
+	HistSlots    *ebpf.Map `ebpf:"hist_slots"`
+	HistSocks    *ebpf.Map `ebpf:"hist_socks"`
+	ListenSocks  *ebpf.Map `ebpf:"listen_socks"`
+	Listeners    *ebpf.Map `ebpf:"listeners"`
+	SeedInodes   *ebpf.Map `ebpf:"seed_inodes"`
+	SockInfos    *ebpf.Map `ebpf:"sock_infos"`
+	SockTable    *ebpf.Map `ebpf:"sock_table"`
+	SynackFirst  *ebpf.Map `ebpf:"synack_first"`
+	WalkGroups   *ebpf.Map `ebpf:"walk_groups"`
 }
 
 func (m *tcptraceMaps) Close() error {
 	return _TcptraceClose(
 		m.DwellHists,
 		m.Events,
+		m.FreshEntries,
 		m.Health,
 		m.HistSlots,
 		m.HistSocks,
@@ -527,6 +569,7 @@ func (m *tcptraceMaps) Close() error {
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
 	AggregateOnly     *ebpf.Variable `ebpf:"aggregate_only"`
+	ConnRecords       *ebpf.Variable `ebpf:"conn_records"`
 	FilterCgroup      *ebpf.Variable `ebpf:"filter_cgroup"`
 	FilterCgroupLevel *ebpf.Variable `ebpf:"filter_cgroup_level"`
 	FilterFamily      *ebpf.Variable `ebpf:"filter_family"`
@@ -545,6 +588,7 @@ type tcptraceVariables struct {
 	UnseenBirth       *ebpf.Variable `ebpf:"unseen_birth"`
 	UnseenPath        *ebpf.Variable `ebpf:"unseen_path"`
 	UnusedAgeSource   *ebpf.Variable `ebpf:"unused_age_source"`
+	UnusedConn        *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlags       *ebpf.Variable `ebpf:"unused_flags"`
 	UnusedGroup       *ebpf.Variable `ebpf:"unused_group"`
@@ -556,6 +600,7 @@ type tcptraceVariables struct {
 	UnusedUntimed     *ebpf.Variable `ebpf:"unused_untimed"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WalkDetail        *ebpf.Variable `ebpf:"walk_detail"`
+	WalkFlush         *ebpf.Variable `ebpf:"walk_flush"`
 	WalkGen           *ebpf.Variable `ebpf:"walk_gen"`
 }
 

@@ -100,6 +100,9 @@ func start(ctx context.Context, cfg config.Config, dest destination, stderr io.W
 	defer stopMetrics()
 	src := newKernelSource(p, cfg, owners)
 	r.pl = pipeline.New(r.cfg, src, r.sink, r.observers(), r.warn)
+	if p.ConnRecords() {
+		r.pl.KernelHistograms()
+	}
 
 	// 4. Everything that needed full privileges is done: programs
 	// attached, maps, ring buffer, output and metrics socket open,
@@ -176,8 +179,11 @@ func (r *run) dropPrivileges() []string {
 // where says, for the start-up line, where the transitions go.
 func (r *run) where(kept []string) string {
 	where := "records to user space"
-	if r.cfg.Aggregate() {
+	switch {
+	case r.cfg.Aggregate():
 		where = "histograms aggregated in the kernel"
+	case r.p.ConnRecords():
+		where = "one record per connection, histograms aggregated in the kernel"
 	}
 	if r.cfg.Metrics != "" {
 		where += ", metrics at http://" + r.cfg.Metrics + "/metrics"
@@ -474,7 +480,7 @@ func (r *run) periodic(now time.Time) error {
 // writeHistograms writes the cumulative histograms: the ones built from
 // records, or in aggregate mode the kernel's.
 func (r *run) writeHistograms(now time.Time) error {
-	if r.cfg.Aggregate() {
+	if r.kernelHists() {
 		for i := range r.pl.Hists {
 			r.pl.Hists[i].Reset()
 		}
@@ -486,6 +492,10 @@ func (r *run) writeHistograms(now time.Time) error {
 	r.sink.Histograms(now, r.start, &r.pl.Hists, &r.pl.Untimed)
 	return nil
 }
+
+// kernelHists reports whether the histograms are the kernel's: the
+// aggregate mode's, and the connection records' (config.ConnRecords).
+func (r *run) kernelHists() bool { return r.cfg.Aggregate() || r.p.ConnRecords() }
 
 // untimedNote is the exit line's account of the stays the histograms
 // could not time: empty when there were none.
@@ -589,7 +599,7 @@ func (r *run) finish(cause error) error {
 	var histErr error
 	if r.cfg.Emit&config.EmitHistograms != 0 {
 		histErr = r.writeHistograms(now)
-	} else if r.cfg.Aggregate() {
+	} else if r.kernelHists() {
 		histErr = r.p.DwellHistograms(r.pl.Hists[:], r.pl.Untimed[:])
 	}
 	h := r.lastHealth

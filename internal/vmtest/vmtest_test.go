@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,10 +34,12 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 ip link set lo up
 echo "VMTEST-KERNEL $(/bin/busybox uname -r)"
-for run in tp_btf:all tracepoint:all tp_btf:histograms; do
+for run in tp_btf:all tracepoint:all tp_btf:histograms tp_btf:default; do
   attach=${run%%:*}
   mode=$attach-${run##*:}
-  /tcptrace-bpf --attach $attach --emit ${run##*:} --port 8080 --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
+  emit=${run##*:}
+  [ "$emit" = default ] && emit=connections,histograms,states,stuck
+  /tcptrace-bpf --attach $attach --emit $emit --port 8080 --flush 20ms -o /tmp/$mode.ndjson 2>/tmp/$mode.err &
   tracer=$!
   # Traffic only once the tracer says it is attached: under emulation the
   # load takes seconds, and a fixed sleep raced it (the listener's
@@ -104,14 +107,26 @@ func TestOnOtherKernel(t *testing.T) {
 	}
 	console := string(out)
 	t.Logf("VM run took %s; %s", time.Since(began).Round(time.Second), firstLine(console, "VMTEST-KERNEL"))
-	for _, mode := range []string{"tp_btf-all", "tracepoint-all", "tp_btf-histograms"} {
+	for _, mode := range []string{"tp_btf-all", "tracepoint-all", "tp_btf-histograms", "tp_btf-default"} {
 		t.Run(mode, func(t *testing.T) {
 			section := between(console, "VMTEST-BEGIN "+mode, "VMTEST-END "+mode)
 			if !strings.Contains(section, "tcptrace-bpf: tracing") {
 				t.Fatalf("the tracer did not start:\n%s\nconsole tail:\n%s", section, tail(out))
 			}
-			if strings.HasSuffix(mode, "-histograms") {
+			switch {
+			case strings.HasSuffix(mode, "-histograms"):
 				checkHistograms(t, section)
+				return
+			case strings.HasSuffix(mode, "-default"):
+				// The connection records (the kernel holds each
+				// connection's transitions, and on 6.1 an accepted
+				// child's cookie is its listener's at its birth): the
+				// timelines the transitions of tp_btf-all make.
+				checkHistograms(t, section)
+				want := timelines(between(console, "VMTEST-BEGIN tp_btf-all", "VMTEST-END tp_btf-all"))
+				if got := timelines(section); !slices.Equal(got, want) || len(got) != 3 {
+					t.Errorf("connections %v, want those of the transitions %v", got, want)
+				}
 				return
 			}
 			paths := map[uint64][]string{}
@@ -143,6 +158,22 @@ func TestOnOtherKernel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// timelines lists the states of each connection record, sorted.
+func timelines(section string) []string {
+	var out []string
+	for _, line := range strings.Split(section, "\n") {
+		if c, ok := decode(line).(*record.Connection); ok {
+			var sts []string
+			for _, sp := range c.States {
+				sts = append(sts, sp.State)
+			}
+			out = append(out, strings.Join(sts, ">"))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // checkHistograms: one exchange gives one stay in each state the two
