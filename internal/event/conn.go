@@ -16,13 +16,13 @@ const (
 	ConnSpans = 6
 	ConnSize  = Size + 128
 
-	offHeldTS      = Size
-	offHeldDwell   = offHeldTS + 8*ConnSpans
-	offHeldOld     = offHeldDwell + 8*ConnSpans
-	offHeldNew     = offHeldOld + ConnSpans
-	offHeldFlags   = offHeldNew + ConnSpans
-	offHeldN       = offHeldFlags + ConnSpans
-	offHeldHSRetx  = offHeldN + 2 + 4 // after n, hs_syncookie and hs_us
+	offHeldTS     = Size
+	offHeldDwell  = offHeldTS + 8*ConnSpans
+	offHeldOld    = offHeldDwell + 8*ConnSpans
+	offHeldNew    = offHeldOld + ConnSpans
+	offHeldFlags  = offHeldNew + ConnSpans
+	offHeldN      = offHeldFlags + ConnSpans
+	offHeldHSRetx = offHeldN + 2 + 4 // after n, hs_syncookie and hs_us
 )
 
 // DecodeConn reads a connection record and calls each with every

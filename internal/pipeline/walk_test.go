@@ -48,7 +48,7 @@ func (o *ownersSource) Holders(want map[uint64]bool) map[uint64][]pipeline.Holde
 	return out
 }
 
-func (w *walkerSource) HasWalker() bool                                      { return true }
+func (w *walkerSource) HasWalker() bool { return true }
 func (w *walkerSource) Walk(d event.WalkDetail) ([]byte, error) {
 	w.details = append(w.details, d)
 	return w.walk, nil

@@ -23,7 +23,11 @@ func TestBurstCloseAccountsForEveryTransition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	t.Run("batched wakeups", func(t *testing.T) { burstClose(t, 0, true) })
+	t.Run("batched wakeups", func(t *testing.T) { burstClose(t, 0, true, false) })
+	// The default output: each connection's transitions held in the
+	// kernel and sent in one record (config.ConnRecords); every
+	// transition of the burst is in the connection records.
+	t.Run("connection records", func(t *testing.T) { burstClose(t, 0, true, true) })
 	// A wakeup per record, as the peer tools do, queues an irq_work per
 	// event whose exit runs softirq work inside the program: the kernel
 	// then skips the primary for nested transitions, and the backup
@@ -38,20 +42,28 @@ func TestBurstCloseAccountsForEveryTransition(t *testing.T) {
 	// one more burst in a fresh namespace before it fails: a systematic
 	// loss still fails, and the first run's figures are in the log.
 	t.Run("wakeup per record", func(t *testing.T) {
-		if missing := burstClose(t, 1, false); missing > 0 {
+		if missing := burstClose(t, 1, false, false); missing > 0 {
 			t.Logf("%d transitions unaccounted for; one more burst", missing)
-			burstClose(t, 1, true)
+			burstClose(t, 1, true, false)
 		}
 	})
 }
 
 // burstClose runs one burst and checks its accounting; strict false only
 // returns how many transitions were neither delivered nor counted lost.
-func burstClose(t *testing.T, WakeupBytes int, strict bool) (missing uint64) {
+// conn: the default output, whose transitions come in connection records
+// (counted as the tracer expands them: stats' events).
+func burstClose(t *testing.T, WakeupBytes int, strict, conn bool) (missing uint64) {
 	const n = 4000
 	ns := nettest.NewNetns(t)
 	cfg := nsConfig(ns)
 	cfg.Emit = config.EmitTransitions
+	if conn {
+		cfg.Emit = config.Defaults().Emit
+		if !cfg.ConnRecords() {
+			t.Fatal("the default output does not use connection records")
+		}
+	}
 	cfg.WakeupBytes = WakeupBytes
 	tr := startTracer(t, cfg)
 	sink := ns.Start(t, "sink", "127.0.0.1:0", fmt.Sprint(n))
@@ -74,6 +86,12 @@ func burstClose(t *testing.T, WakeupBytes int, strict bool) (missing uint64) {
 	var rescued, events uint64
 	if st := ofType(recs, "stats"); len(st) == 1 {
 		rescued, events = st[0].Rescued, st[0].Events
+	}
+	if conn {
+		transitions = int(events)
+		if c := len(ofType(recs, "connection")); lost == 0 && c != 2*n+1 {
+			t.Errorf("%d connection records and nothing lost, want %d", c, 2*n+1)
+		}
 	}
 	t.Logf("%d connections closed at once: %d transitions delivered (%d of them rescued by the backup program; %d received by the tracer), %d reported lost, want %d in all",
 		n, transitions, rescued, events, lost, want)
