@@ -32,16 +32,23 @@ func (p *Probe) startWalker(owners sockowner.Table, netns []string) ([]byte, err
 		return nil, nil
 	}
 	m := p.coll.Maps[tcptraceMapSeedInodes]
-	defer clearMap(m)
 	if HistogramOnly(p.opts) {
 		owners = nil // it keeps no entries: nothing reads the seed
 	}
+	// In batches: one system call for all, not one an owner (a host with
+	// 200,000 sockets spent most of its start-up here).
+	keys := make([]uint64, 0, len(owners))
+	vals := make([]tcptraceSockInfo, 0, len(owners))
 	for ino, o := range owners {
 		v := tcptraceSockInfo{Pid: o.PID}
 		for i, b := range o.Comm {
 			v.Comm[i] = int8(b)
 		}
-		if err := m.Update(ino, &v, ebpf.UpdateAny); err != nil {
+		keys, vals = append(keys, ino), append(vals, v)
+	}
+	defer clearMap(m, keys)
+	if len(keys) > 0 {
+		if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
 			return nil, fmt.Errorf("filling seed map: %w", err)
 		}
 	}
@@ -272,15 +279,10 @@ func seedSize(n int) uint32 {
 	return uint32(n)
 }
 
-func clearMap(m *ebpf.Map) {
-	var k uint64
-	var keys []uint64
-	iter := m.Iterate()
-	var v tcptraceSockInfo
-	for iter.Next(&k, &v) {
-		keys = append(keys, k)
-	}
-	for _, k := range keys {
-		_ = m.Delete(k)
+// clearMap deletes keys from m: the seed map, emptied once the first walk
+// has read it.
+func clearMap(m *ebpf.Map, keys []uint64) {
+	if len(keys) > 0 {
+		_, _ = m.BatchDelete(keys, nil)
 	}
 }
