@@ -112,6 +112,12 @@ func (r *Pipeline) walkDetail(now time.Time) event.WalkDetail {
 	if !r.seeded || r.socketSink != nil || progressDue {
 		d := event.WalkAll
 		d.Flush = watched
+		if progressDue {
+			// What the kernel holds of the connections that get one:
+			// their start and state's start for the next ones (this
+			// walk's records reach the table after it).
+			d.Flush = event.WalkAll.States
+		}
 		return d
 	}
 	d := event.WalkDetail{HalfOpenPast: r.halfOpen.limit, Flush: watched}.With(event.Listen, event.SynSent)
@@ -159,7 +165,7 @@ func (r *Pipeline) walkNow(now time.Time, writeStates bool) error {
 		cpu0 = meter.WalkCPU()
 	}
 	t0 := time.Now()
-	walk := r.timedWalk()
+	walk := r.timedWalk(now)
 	walked := time.Now()
 	var err error
 	if writeStates {
@@ -181,9 +187,9 @@ type walkMeter interface {
 	WalkCPU() time.Duration
 }
 
-// timedWalk walks the kernel's sockets, counting the walk.
-func (r *Pipeline) timedWalk() []byte {
-	walk, err := r.src.Walk(r.walkDetail(time.Now()))
+// timedWalk walks the kernel's sockets at now, counting the walk.
+func (r *Pipeline) timedWalk(now time.Time) []byte {
+	walk, err := r.src.Walk(r.walkDetail(now))
 	r.Walks++
 	if err != nil {
 		r.warn(err)
@@ -210,7 +216,7 @@ func (r *Pipeline) recentWalk() []byte {
 	if w.buf != nil && r.cfg.WalkInterval > 0 && time.Since(w.last) <= r.walkEvery()+time.Second {
 		return w.buf
 	}
-	return r.timedWalk()
+	return r.timedWalk(time.Now())
 }
 
 // episode is a pile that has been reported and not yet cleared.

@@ -347,3 +347,30 @@ func TestEveryWalkFlushesTheStuckWatchsStates(t *testing.T) {
 		}
 	}
 }
+
+// The walk whose progress records are due sends everything the kernel
+// holds (config.ConnRecords), so that the connection table knows each
+// long-lived connection's start from then on; the walks between flush
+// only the stuck watch's states.
+func TestProgressWalkFlushesEveryState(t *testing.T) {
+	src := &walkerSource{}
+	cfg := config.Defaults()
+	cfg.Emit = config.EmitStuck
+	cfg.Progress = 10 * time.Second
+	p := pipeline.New(cfg, src, output.NewNDJSON(io.Discard, event.NewClock(time.Now(), 0)), nil, func(err error) { t.Error(err) })
+	t0 := time.Now()
+	for _, at := range []time.Duration{0, 2 * time.Second, 12 * time.Second, 14 * time.Second} {
+		if err := p.WalkDue(t0.Add(at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(src.details) != 4 {
+		t.Fatalf("%d walks, want 4", len(src.details))
+	}
+	for i, d := range src.details {
+		all := d.Flush == event.WalkAll.States
+		if all != (i == 2) {
+			t.Errorf("walk %d flushed %#x: want every state only at the progress walk (the third)", i, d.Flush)
+		}
+	}
+}
