@@ -185,3 +185,38 @@ func timesOf(m map[string]any) []float64 {
 	}
 	return out
 }
+
+// Progress records of connections born while tracing, with connection
+// records (the default output): their transitions are held in the kernel,
+// so the first progress walk flushes them; from then on each record gives
+// the connection's start and state's start as seen, not a lower bound.
+func TestProgressWithConnectionRecords(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	cfg := nsConfig(ns)
+	cfg.Emit = config.Defaults().Emit
+	cfg.Progress = time.Second
+	if !cfg.ConnRecords() {
+		t.Fatal("the default output does not use connection records")
+	}
+	tr := startTracer(t, cfg)
+	ns.Start(t, "sink", "127.0.0.1:7405", "2")
+	hold := ns.Start(t, "hold", "127.0.0.1:7405", "2", "30s")
+	if l := hold.Line(); l != "connected" {
+		t.Fatalf("hold: %q", l)
+	}
+	born := time.Now()
+	time.Sleep(5 * time.Second)
+	exact := map[uint64]bool{}
+	for _, r := range answers(t, tr, "progress") {
+		if r.State != "ESTABLISHED" || time.Duration(r.AgeNs) > r.TS.Sub(born)+time.Second {
+			t.Errorf("progress record %+v (connections %v old)", r, r.TS.Sub(born))
+		}
+		if !r.AgeAtLeast {
+			exact[r.Cookie] = true
+		}
+	}
+	if len(exact) != 4 {
+		t.Errorf("%d of the 4 sockets had a progress record with their exact age, want all", len(exact))
+	}
+}
