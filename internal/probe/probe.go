@@ -231,7 +231,7 @@ func sizeSocketTable(spec *ebpf.CollectionSpec, o Options, set func(string, any)
 
 // HistogramOnly reports whether o is the histogram-only mode (--emit
 // histograms without --pid): the kernel keeps each socket's entry time
-// and nothing else (HIST_ONLY in bpf/tcptrace.bpf.c).
+// and nothing else (HIST_ONLY in bpf/settings.h).
 func HistogramOnly(o Options) bool { return o.Aggregate() && o.PID == 0 }
 
 // HistSlots is the size of the histogram-only mode's slot table for
