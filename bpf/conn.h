@@ -75,9 +75,10 @@ static __always_inline void hold_transition(struct counters *c, const struct tra
 	if (flags & EV_HANDSHAKE) {
 		h->hs_syncookie = hs == HS_SYNCOOKIE;
 		h->hs_us = hs == HS_SYNCOOKIE ? 0 : hs / 1000;
-		h->hs_retrans = tp ? KREAD(typed, tp, total_retrans) : 0;
 	}
-	if (new == TCP_CLOSE || h->n == CONN_SPANS)
+	if (is_handshake_end(old, new)) /* as fill_ending sends it: any handshake's end */
+		h->hs_retrans = tp ? KREAD(typed, tp, total_retrans) : 0;
+	if (new == TCP_CLOSE || h->n == CONN_SPANS || (si->flags & SI_LIVE))
 		send_held(c, t, tp, typed, si);
 }
 

@@ -243,8 +243,8 @@ static __always_inline struct sock_info *new_entry(const struct transition *t,
 	__u64 key = (__u64)t->sk;
 	if (bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) {
 		struct sock_info *old = bpf_map_lookup_elem(&sock_table, &key);
-		if (old && !(old->flags & SI_CLOSED))
-			__sync_fetch_and_add(&c->reused_lost, 1);
+		if (old && !(old->flags & SI_CLOSED)) /* its CLOSE, and what it held (conn.h) */
+			__sync_fetch_and_add(&c->reused_lost, 1 + old->held.n);
 		bpf_map_update_elem(&sock_table, &key, fresh, BPF_ANY);
 	}
 	return bpf_map_lookup_elem(&sock_table, &key);

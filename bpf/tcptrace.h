@@ -184,6 +184,9 @@ struct state_hist {
 /* sock_info.flags */
 #define SI_ACCEPTED 0x01 /* an accepted child (born LISTEN->SYN_RECV) */
 #define SI_CLOSED   0x02 /* reached CLOSE; kept only for the reset an abortive close sends next */
+#define SI_LIVE     0x04 /* conn_records: a walk sent what it held; its transitions go out
+			  * as they come from then on (the connection table knows the
+			  * socket, and must not think it still in the state it was sent in) */
 
 /*
  * A socket's transitions not sent yet (conn_records: the record modes

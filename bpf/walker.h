@@ -224,8 +224,9 @@ static __always_inline void listener_snap(struct sock_snap *s, struct sock *sk,
 		s->syncookies = ls->syncookies;
 }
 
-/* Send the transitions held for a socket the walk found (conn.h). The
- * iterator holds the socket's lock: its transitions wait meanwhile. */
+/* Send the transitions held for a socket the walk found (conn.h); its
+ * next ones go out as they come (SI_LIVE). The iterator holds the
+ * socket's lock (5.15 on): its transitions wait meanwhile. */
 static __always_inline void flush_held(struct sock *sk, const struct sock_snap *s,
 				       struct sock_info *si)
 {
@@ -236,6 +237,7 @@ static __always_inline void flush_held(struct sock *sk, const struct sock_snap *
 	struct transition t = { .sk = sk, .now = bpf_ktime_get_ns(), .netns = s->netns,
 				.family = s->family, .sport = s->sport, .dport = s->dport };
 	send_held(c, &t, 0, true, si);
+	si->flags |= SI_LIVE;
 }
 
 /* Whether this walk writes the sockets of s's state one by one. */

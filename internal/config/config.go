@@ -430,13 +430,16 @@ func (c *Config) Aggregate() bool {
 
 // ConnRecords reports whether the kernel holds each connection's
 // transitions and sends them together (bpf/conn.h): the record modes
-// that write no transition record, on tp_btf (the walk that flushes what
-// the stuck watch needs is tp_btf's), without --metrics (its transition
-// counters are live) and without --min-dwell (it selects by stay). The
-// histograms then come from the kernel's aggregation.
+// that write no transition record, on tp_btf with a periodic walk (the
+// walk that flushes what the stuck watch needs is tp_btf's), without
+// --metrics (its transition counters are live), --min-dwell (it selects
+// by stay), --state (the kernel's histograms keep every state) or
+// --cgroup-fields (an owner's cgroup is read at its socket's birth, while
+// it surely runs). The histograms then come from the kernel's
+// aggregation. The probe also needs Linux 5.15 (probe.ConnRecords).
 func (c *Config) ConnRecords() bool {
 	return !c.Aggregate() && c.Emit&EmitTransitions == 0 && c.Metrics == "" && c.MinDwell == 0 &&
-		c.Attach == AttachBTF
+		!c.StateFilter() && !c.CgroupFields && c.WalkInterval > 0 && c.Attach == AttachBTF
 }
 
 // ParseStates reads --state: a comma-separated list of state names

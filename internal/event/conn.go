@@ -62,9 +62,10 @@ func DecodeConn(b []byte, e *Event, each func(*Event)) error {
 			e.BytesAcked, e.BytesReceived, e.SRTTMicros, e.TotalRetrans = 0, 0, 0, 0
 			e.Err, e.TW = 0, TWNone
 		}
-		if e.Flags&Handshake != 0 {
+		if e.Old == SynRecv && e.New == Established { // any handshake's end, as the kernel sends one
 			e.TotalRetrans = ne.Uint32(b[offHeldHSRetx:])
-		} else {
+		}
+		if e.Flags&Handshake == 0 {
 			e.HandshakeMicros, e.SynCookie = 0, false
 		}
 		each(e)

@@ -37,6 +37,20 @@ func checkKernel(a config.Attach) error {
 	return nil
 }
 
+// kernelAtLeast reports whether the running kernel's release is at least
+// major.minor (false when it cannot be read).
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var ma, mi int
+	if n, _ := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi); n != 2 {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
 const tracefsPath = "/sys/kernel/tracing"
 
 // inPrivateTracefs runs fn on a thread of its own with a private mount

@@ -150,7 +150,7 @@ func configure(spec *ebpf.CollectionSpec, o Options) error {
 		aggregate = 1
 	}
 	conn := uint8(0)
-	if o.ConnRecords() {
+	if connRecords(o) {
 		conn = 1
 	}
 	for name, v := range map[string]any{
@@ -306,7 +306,13 @@ func (p *Probe) RingFill() float64 {
 // ConnRecords reports whether the kernel sends each connection's
 // transitions together (config.ConnRecords): the records are then
 // event.ConnSize, and the histograms the kernel's (DwellHistograms).
-func (p *Probe) ConnRecords() bool { return p.opts.ConnRecords() }
+func (p *Probe) ConnRecords() bool { return connRecords(p.opts) }
+
+// connRecords: config.ConnRecords on a kernel whose socket walk holds
+// each socket's lock while the program runs (5.15, the batching TCP
+// iterator): the walk that sends what a socket holds must not race its
+// transitions.
+func connRecords(o Options) bool { return o.ConnRecords() && kernelAtLeast(5, 15) }
 
 // RingSize returns the ring buffer's size in bytes.
 func (p *Probe) RingSize() int { return p.ring.size }

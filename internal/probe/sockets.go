@@ -127,6 +127,28 @@ func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 	return walk, nil
 }
 
+// FlushHeld sends what the kernel still holds of each socket's
+// transitions (ConnRecords), once the programs are detached: a transition
+// made after the closing walk passed its socket would otherwise stay
+// held. What it cannot send (a socket it no longer finds) is counted
+// lost (Health.Gone).
+func (p *Probe) FlushHeld(netns []string) error {
+	if p.iter == nil || !p.ConnRecords() {
+		return nil
+	}
+	every := event.WalkAll.States
+	_, err := p.Sockets(netns, event.WalkDetail{States: every, Flush: every})
+	var (
+		key uint64
+		v   tcptraceSockInfo
+	)
+	it := p.coll.Maps[tcptraceMapSockTable].Iterate()
+	for it.Next(&key, &v) {
+		p.gone += uint64(v.Held.N)
+	}
+	return errors.Join(err, it.Err())
+}
+
 // HasWalker reports whether Sockets works (tp_btf mode).
 func (p *Probe) HasWalker() bool { return p.iter != nil }
 

@@ -220,3 +220,51 @@ func TestProgressWithConnectionRecords(t *testing.T) {
 		t.Errorf("%d of the 4 sockets had a progress record with their exact age, want all", len(exact))
 	}
 }
+
+// With connection records a walk sends what a socket in a watched state
+// holds; its next transitions must then reach the connection table as
+// they come, or the table keeps it in the state it was sent in: a connect
+// that waited in SYN_SENT past a walk (its first SYN dropped) and then
+// succeeded was reported stuck in SYN_SENT while ESTABLISHED. Walks every
+// 200 ms, a 2.5 s limit, SYN_SENT about 1 s (the SYN's retransmit),
+// ESTABLISHED 4 s: no stuck record, and the connection's timeline whole.
+func TestNoStaleStuckAfterAWalkSentTheConnection(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	ns := nettest.NewNetns(t)
+	cfg := nsConfig(ns)
+	cfg.Emit = config.Defaults().Emit
+	cfg.WalkInterval = 200 * time.Millisecond
+	cfg.Stuck = [event.NumStates]time.Duration{}
+	cfg.Stuck[event.SynSent] = 2500 * time.Millisecond
+	if !cfg.ConnRecords() {
+		t.Fatal("the default output does not use connection records")
+	}
+	tr := startTracer(t, cfg)
+	srv := ns.Start(t, "sink", "127.0.0.1:7471", "1")
+	dropIn(t, ns, "tcp dport 7471 tcp flags syn drop")
+	hold := ns.Start(t, "hold", "127.0.0.1:7471", "1", "4s")
+	time.Sleep(500 * time.Millisecond) // the first SYN dropped; its retransmit, after 1 s, passes
+	nft(t, ns, "delete table inet tcptrace_test")
+	if l := hold.Line(); l != "connected" {
+		t.Fatalf("hold: %q", l)
+	}
+	hold.Wait()
+	srv.Wait()
+	recs := tr.stop(t)
+	for _, r := range ofType(recs, "stuck") {
+		t.Errorf("stuck record %+v: the connection left SYN_SENT after about 1 s", r)
+	}
+	var paths []string
+	for _, c := range ofType(recs, "connection") {
+		if c.Dport == 7471 {
+			var sts []string
+			for _, s := range c.States {
+				sts = append(sts, s.State)
+			}
+			paths = append(paths, strings.Join(sts, ">"))
+		}
+	}
+	if len(paths) != 1 || !strings.HasPrefix(paths[0], "SYN_SENT>ESTABLISHED>") {
+		t.Errorf("client connections %v, want one SYN_SENT>ESTABLISHED>...", paths)
+	}
+}

@@ -579,6 +579,10 @@ func (r *run) finish(cause error) error {
 	}
 	r.p.Detach()
 	if cause == nil {
+		// What a socket held since the closing walk passed it.
+		if err := r.p.FlushHeld(sockowner.Netns("/proc", "/run/netns")); err != nil {
+			r.warn(fmt.Errorf("sending the transitions held at exit: %w", err))
+		}
 		r.drain()
 		// Every record the kernel submitted must have been read by now:
 		// the kernel counts each submit, so a record that vanished
