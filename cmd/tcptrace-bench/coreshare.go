@@ -77,36 +77,14 @@ func runCoreShare(tracer string, rates []int, d time.Duration, concurrency int, 
 
 // coreRun runs the paced load once under the mode's tracer.
 func coreRun(ctx context.Context, tracer string, m mode, srv *churn.Server, rate int, d time.Duration, concurrency int, outFile string) (coreSample, error) {
-	p, err := startTracer(tracer, m, outFile)
+	tl, err := tracedLoad(tracer, m, outFile, "", func() (churn.Result, error) {
+		return churn.RunAt(ctx, srv.Port(), rate, d, concurrency)
+	})
 	if err != nil {
 		return coreSample{}, err
 	}
-	defer p.kill()
-	acct := newProcessCPU(p.cmd.Process.Pid)
-	defer func() { p.kill(); acct.cleanup() }()
-	cpu0, err := acct.read()
-	if err != nil {
-		return coreSample{}, err
-	}
-	t0 := time.Now()
-	r, err := churn.RunAt(ctx, srv.Port(), rate, d, concurrency)
-	if err != nil {
-		return coreSample{}, err
-	}
-	time.Sleep(300 * time.Millisecond) // the tracer reads its ring at most every 100 ms
-	cpu1, err := acct.read()
-	if err != nil {
-		return coreSample{}, err
-	}
-	elapsed := time.Since(t0)
-	if err := p.stop(); err != nil {
-		return coreSample{}, err
-	}
-	st, err := lastStats(outFile)
-	if err != nil {
-		return coreSample{}, err
-	}
-	return coreSample{rate: r.Rate(), elapsed: elapsed, tracer: cpu1 - cpu0, bpf: time.Duration(st.BPFRunTimeNs),
+	r, st := tl.load, tl.stats
+	return coreSample{rate: r.Rate(), elapsed: tl.elapsed, tracer: tl.cpu, bpf: time.Duration(st.BPFRunTimeNs),
 		runs: st.BPFRuns, captured: st.captured(), expected: uint64(r.Conns) * 10, lost: st.Lost}, nil
 }
 

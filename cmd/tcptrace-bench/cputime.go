@@ -187,53 +187,14 @@ func profileParts(prof string, perThous float64) (parts [perfscript.NumParts]flo
 // the tracer's process (call graphs by frame pointer) over the same
 // window as the CPU time.
 func cpuRun(ctx context.Context, tracer string, m mode, srv *churn.Server, conns, concurrency int, outFile, prof string) (cpuSample, error) {
-	p, err := startTracer(tracer, m, outFile)
+	tl, err := tracedLoad(tracer, m, outFile, prof, func() (churn.Result, error) {
+		return churn.Run(ctx, srv.Port(), conns, concurrency)
+	})
 	if err != nil {
 		return cpuSample{}, err
 	}
-	defer p.kill()
-	pid := p.cmd.Process.Pid
-	acct := newProcessCPU(pid)
-	defer func() { p.kill(); acct.cleanup() }() // the cgroup goes once empty
-	var perf *exec.Cmd
-	if prof != "" {
-		perf = exec.Command("perf", "record", "-g", "--sample-cpu", "-F", "1999", "-p", strconv.Itoa(pid), "-o", prof)
-		perf.Stdout, perf.Stderr = io.Discard, io.Discard
-		if err := perf.Start(); err != nil {
-			return cpuSample{}, fmt.Errorf("perf: %w", err)
-		}
-		time.Sleep(500 * time.Millisecond) // perf attached
-	}
-	cpu0, err := acct.read()
-	if err != nil {
-		return cpuSample{}, err
-	}
-	r, err := churn.Run(ctx, srv.Port(), conns, concurrency)
-	if err != nil {
-		return cpuSample{}, err
-	}
-	time.Sleep(300 * time.Millisecond) // the tracer reads its ring at most every 100 ms
-	cpu1, err := acct.read()
-	if err != nil {
-		return cpuSample{}, err
-	}
-	if perf != nil {
-		perf.Process.Signal(syscall.SIGINT)
-		perf.Wait()
-	}
-	if err := p.stop(); err != nil {
-		return cpuSample{}, err
-	}
-	if prof != "" { // the run's output beside its profile
-		if b, err := os.ReadFile(outFile); err == nil {
-			os.WriteFile(strings.TrimSuffix(prof, ".perf.data")+".ndjson", b, 0o644)
-		}
-	}
-	s := cpuSample{cpu: cpu1 - cpu0, expected: uint64(r.Conns) * 10}
-	st, err := lastStats(outFile)
-	if err != nil {
-		return s, err
-	}
+	r, st := tl.load, tl.stats
+	s := cpuSample{cpu: tl.cpu, expected: uint64(r.Conns) * 10}
 	s.captured, s.lost = st.captured(), st.Lost
 	s.rate = float64(s.expected) / r.Duration.Seconds()
 	if s.captured > 0 {
@@ -303,4 +264,65 @@ func (p *processCPU) read() (time.Duration, error) {
 		}
 	}
 	return 0, errors.New("no usage_usec in cpu.stat")
+}
+
+// tracedRun is one load under a tracer: the tracer process's CPU over the
+// load and 300 ms after it (elapsed), the load's result and the tracer's
+// closing stats.
+type tracedRun struct {
+	cpu, elapsed time.Duration
+	load         churn.Result
+	stats        stats
+}
+
+// tracedLoad starts the mode's tracer, runs load under it and stops it;
+// with prof set, perf records the tracer's process over the same window,
+// its output kept beside the profile.
+func tracedLoad(tracer string, m mode, outFile, prof string, load func() (churn.Result, error)) (tracedRun, error) {
+	p, err := startTracer(tracer, m, outFile)
+	if err != nil {
+		return tracedRun{}, err
+	}
+	defer p.kill()
+	pid := p.cmd.Process.Pid
+	acct := newProcessCPU(pid)
+	defer func() { p.kill(); acct.cleanup() }() // the cgroup goes once empty
+	var perf *exec.Cmd
+	if prof != "" {
+		perf = exec.Command("perf", "record", "-g", "--sample-cpu", "-F", "1999", "-p", strconv.Itoa(pid), "-o", prof)
+		perf.Stdout, perf.Stderr = io.Discard, io.Discard
+		if err := perf.Start(); err != nil {
+			return tracedRun{}, fmt.Errorf("perf: %w", err)
+		}
+		time.Sleep(500 * time.Millisecond) // perf attached
+	}
+	cpu0, err := acct.read()
+	if err != nil {
+		return tracedRun{}, err
+	}
+	t0 := time.Now()
+	r, err := load()
+	if err != nil {
+		return tracedRun{}, err
+	}
+	time.Sleep(300 * time.Millisecond) // the tracer reads its ring at most every 100 ms
+	cpu1, err := acct.read()
+	if err != nil {
+		return tracedRun{}, err
+	}
+	elapsed := time.Since(t0)
+	if perf != nil {
+		perf.Process.Signal(syscall.SIGINT)
+		perf.Wait()
+	}
+	if err := p.stop(); err != nil {
+		return tracedRun{}, err
+	}
+	if prof != "" { // the run's output beside its profile
+		if b, err := os.ReadFile(outFile); err == nil {
+			os.WriteFile(strings.TrimSuffix(prof, ".perf.data")+".ndjson", b, 0o644)
+		}
+	}
+	st, err := lastStats(outFile)
+	return tracedRun{cpu: cpu1 - cpu0, elapsed: elapsed, load: r, stats: st}, err
 }
