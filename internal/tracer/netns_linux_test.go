@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/nettest"
@@ -202,24 +205,28 @@ func TestNetnsCookieTellsReusedInodesApart(t *testing.T) {
 // tracer filtered on a quiet namespace, in the tracepoint mode (no backup
 // program, so a skip is a loss), beside another tracer that wakes its
 // reader per record (whose interrupt runs softirq work inside the next
-// program on the tracepoint) and a burst of closes in a second namespace:
-// the quiet tracer loses transitions of the burst, not its own; it keeps
-// the figure and labels it the host's everywhere. A run that provokes no
-// skip proves nothing: up to three bursts, then the test fails.
+// program on the tracepoint) and bursts of closes in a second namespace:
+// the quiet tracer loses transitions of the bursts, not its own; it keeps
+// the figure and labels it the host's everywhere. A burst provokes a skip
+// about one time in two here, so bursts go on, under the same tracers,
+// until the kernel's own counter (the programs' recursion_misses) moved;
+// a run that provokes none in fifteen proves nothing, and fails.
 func TestHostWideLossesLabelledOnFilteredRun(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	for try := 1; ; try++ {
-		quiet, busy := nettest.NewNetns(t), nettest.NewNetns(t)
-		waker := nsConfig(busy)
-		waker.Emit, waker.WakeupBytes, waker.Attach = config.EmitTransitions, 1, config.AttachTracepoint
-		provoker := startTracer(t, waker) // first: its program runs before the filtered one's
-		cfg := nsConfig(quiet)
-		cfg.Attach = config.AttachTracepoint
-		filtered := startTracer(t, cfg)
-		const n = 4000
+	quiet, busy := nettest.NewNetns(t), nettest.NewNetns(t)
+	waker := nsConfig(busy)
+	waker.Emit, waker.WakeupBytes, waker.Attach = config.EmitTransitions, 1, config.AttachTracepoint
+	provoker := startTracer(t, waker) // first: its program runs before the filtered one's
+	cfg := nsConfig(quiet)
+	cfg.Attach = config.AttachTracepoint
+	filtered := startTracer(t, cfg)
+	before := tracepointMisses(t)
+	const n, bursts = 4000, 15
+	burst := 1
+	for ; ; burst++ {
 		sink := busy.Start(t, "sink", "127.0.0.1:0", fmt.Sprint(n))
 		hold := busy.Start(t, "hold", fmt.Sprintf("127.0.0.1:%d", sink.Port), fmt.Sprint(n), "200ms")
 		if l := hold.Line(); l != "connected" {
@@ -228,33 +235,70 @@ func TestHostWideLossesLabelledOnFilteredRun(t *testing.T) {
 		hold.Wait()
 		sink.Wait()
 		waitClosed(t, busy)
-		server, client := oneConnection(t, quiet, "127.0.0.1:0", "127.0.0.1", 10*time.Millisecond)
-		provoker.stop(t)
-		recs := filtered.stop(t)
-		checkSockets(t, recs, server, client, "inet") // its own transitions: every one
-		st := ofType(recs, "stats")
-		if len(st) != 1 {
-			t.Fatalf("%d stats records", len(st))
+		if tracepointMisses(t) > before {
+			break
 		}
-		if st[0].Lost == 0 {
-			if try == 3 {
-				t.Fatal("three bursts of 4,000 closes provoked no recursion skip of the filtered tracer: nothing tested")
+		if burst == bursts {
+			provoker.stop(t)
+			filtered.stop(t)
+			t.Fatalf("%d bursts of %d closes provoked no recursion skip on the tracepoint: nothing tested", bursts, n)
+		}
+	}
+	server, client := oneConnection(t, quiet, "127.0.0.1:0", "127.0.0.1", 10*time.Millisecond)
+	provoker.stop(t)
+	recs := filtered.stop(t)
+	checkSockets(t, recs, server, client, "inet") // its own transitions: every one
+	st := ofType(recs, "stats")
+	if len(st) != 1 {
+		t.Fatalf("%d stats records", len(st))
+	}
+	if st[0].Lost == 0 {
+		t.Fatalf("the tracepoint's programs counted recursion skips after burst %d, the filtered tracer reports none lost", burst)
+	}
+	t.Logf("burst %d: the filtered tracer's kernel skipped it %d times for the other namespace's transitions, and delivered all of its own", burst, st[0].Lost)
+	if st[0].LostHostWide != st[0].Lost {
+		t.Errorf("stats: lost %d, lost_host_wide %d: want every recursion skip labelled the host's", st[0].Lost, st[0].LostHostWide)
+	}
+	for _, l := range ofType(recs, "lost") {
+		if !l.RecursionHostWide || l.Recursion != l.Count {
+			t.Errorf("lost record %+v: want its recursion labelled host-wide", l)
+		}
+	}
+	if errOut := filtered.errOut.String(); !strings.Contains(errOut, "the whole host's kernel recursion skips: may concern sockets outside the filters") {
+		t.Errorf("exit line does not label the host's losses:\n%s", errOut)
+	}
+}
+
+// tracepointMisses sums the kernel's recursion_misses over the host's
+// classic tracepoint programs. The kernel counts a skip on every program
+// attached to the tracepoint at once, so a sum that moved means each of
+// them, the filtered tracer's too, missed the transition.
+func tracepointMisses(t *testing.T) uint64 {
+	t.Helper()
+	var sum uint64
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return sum
+		}
+		if err != nil {
+			t.Fatalf("listing BPF programs: %v", err)
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // unloaded since it was listed
+		}
+		if err != nil {
+			t.Fatalf("BPF program %d: %v", id, err)
+		}
+		if prog.Type() == ebpf.TracePoint {
+			st, err := prog.Stats()
+			if err != nil {
+				t.Fatalf("BPF program %d: %v", id, err)
 			}
-			t.Logf("burst %d: no recursion skip provoked; again", try)
-			continue
+			sum += st.RecursionMisses
 		}
-		t.Logf("burst %d: the filtered tracer's kernel skipped it %d times for the other namespace's transitions, and delivered all of its own", try, st[0].Lost)
-		if st[0].LostHostWide != st[0].Lost {
-			t.Errorf("stats: lost %d, lost_host_wide %d: want every recursion skip labelled the host's", st[0].Lost, st[0].LostHostWide)
-		}
-		for _, l := range ofType(recs, "lost") {
-			if !l.RecursionHostWide || l.Recursion != l.Count {
-				t.Errorf("lost record %+v: want its recursion labelled host-wide", l)
-			}
-		}
-		if errOut := filtered.errOut.String(); !strings.Contains(errOut, "the whole host's kernel recursion skips: may concern sockets outside the filters") {
-			t.Errorf("exit line does not label the host's losses:\n%s", errOut)
-		}
-		return
+		prog.Close()
 	}
 }
