@@ -233,8 +233,9 @@ static __always_inline struct sock_info *fresh_entry(__u32 slot)
  * Insert a fresh entry for sk in sock_table and return it. An entry
  * already there that is not SI_CLOSED belongs to an earlier socket at this
  * address whose CLOSE was not seen (the kernel reused the struct sock):
- * that CLOSE is counted lost (reused_lost), and the entry replaced. The
- * check costs nothing unless the insert finds one.
+ * that CLOSE is counted lost (reused_lost), what it held too (held_lost),
+ * and the entry replaced. The check costs nothing unless the insert finds
+ * one.
  */
 static __always_inline struct sock_info *new_entry(const struct transition *t,
 						   const struct sock_info *fresh,
@@ -243,8 +244,11 @@ static __always_inline struct sock_info *new_entry(const struct transition *t,
 	__u64 key = (__u64)t->sk;
 	if (bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) {
 		struct sock_info *old = bpf_map_lookup_elem(&sock_table, &key);
-		if (old && !(old->flags & SI_CLOSED)) /* its CLOSE, and what it held (conn.h) */
-			__sync_fetch_and_add(&c->reused_lost, 1 + old->held.n);
+		if (old && !(old->flags & SI_CLOSED)) { /* its CLOSE, and what it held (conn.h) */
+			__sync_fetch_and_add(&c->reused_lost, 1);
+			if (old->held.n)
+				__sync_fetch_and_add(&c->held_lost, old->held.n);
+		}
 		bpf_map_update_elem(&sock_table, &key, fresh, BPF_ANY);
 	}
 	return bpf_map_lookup_elem(&sock_table, &key);

@@ -139,6 +139,9 @@ struct counters {
 	__u64 reused_lost;   /* entries found for another socket (the kernel reused the
 			      * struct sock after a CLOSE that was not seen): one
 			      * transition, that CLOSE, inferred lost for each */
+	__u64 held_lost;     /* transitions held for a connection record (conn.h) and
+			      * never sent: the entry was replaced by another socket's
+			      * (exact: they were seen, not inferred) */
 };
 
 /*

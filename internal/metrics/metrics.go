@@ -149,7 +149,7 @@ func New() *Metrics {
 // LostReasons are the reason labels of tcptrace_lost_events_total: the
 // field names of the NDJSON lost record (docs/ndjson.md), one name per
 // idea.
-var LostReasons = []string{"ringbuf_full", "recursion", "decode_errors", "unread", "inferred"}
+var LostReasons = []string{"ringbuf_full", "recursion", "decode_errors", "unread", "unsent", "inferred"}
 
 // LifeCycle are the transitions every TCP connection's life is made of on
 // Linux (docs: KERNEL-NOTES, one loopback connection and a refused
@@ -225,7 +225,7 @@ func (m *Metrics) Stuck(s event.State) { m.stuck.WithLabelValues(s.String()).Inc
 // parts are pipeline.LostParts, in LostReasons' order; recursionHostWide:
 // the run is filtered, and the recursion skips are the host's
 // (pipeline.Lost.RecursionHostWide): scope "host".
-func (m *Metrics) Lost(parts [5]uint64, recursionHostWide bool) {
+func (m *Metrics) Lost(parts [6]uint64, recursionHostWide bool) {
 	for i, n := range parts {
 		scope := "run"
 		if i == 1 && recursionHostWide {

@@ -22,8 +22,8 @@ func TestMetrics(t *testing.T) {
 	counts[event.TimeWait] = 7
 	m.Sockets(&counts)
 	m.Stuck(event.CloseWait)
-	m.Lost([5]uint64{1, 2, 0, 0, 3}, false)
-	m.Lost([5]uint64{0, 5, 0, 0, 0}, true)
+	m.Lost([6]uint64{1, 2, 0, 0, 4, 3}, false)
+	m.Lost([6]uint64{0, 5, 0, 0, 0, 0}, true)
 
 	if got := testutil.ToFloat64(m.trans[event.CloseWait][event.LastAck]); got != 1 {
 		t.Errorf("transitions CLOSE_WAIT->LAST_ACK = %v", got)
@@ -42,6 +42,9 @@ func TestMetrics(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.lost.WithLabelValues("inferred", "run")); got != 3 {
 		t.Errorf("lost inferred %v", got)
+	}
+	if got := testutil.ToFloat64(m.lost.WithLabelValues("unsent", "run")); got != 4 {
+		t.Errorf("lost unsent %v", got)
 	}
 	// Every state has a stuck series from the start, at 0 until counted.
 	expo := `

@@ -302,6 +302,7 @@ func (n *NDJSON) Lost(l *pipeline.Lost) {
 	b = appendUint(b, `,"recursion":`, l.Recursion)
 	b = appendUint(b, `,"decode_errors":`, l.Decode)
 	b = appendUint(b, `,"unread":`, l.Unread)
+	b = appendUint(b, `,"unsent":`, l.Unsent)
 	b = appendUint(b, `,"inferred":`, l.Gap)
 	b = appendUint(b, `,"total":`, l.Total())
 	if l.RecursionHostWide {

@@ -118,7 +118,7 @@ func writeAll(s pipeline.Sink) {
 	untimed[event.SynRecv].ByReason[event.UntimedSynCookie] = 5 // a state with no timed stay
 	s.Histograms(t0.Add(time.Minute), t0, &hs, &untimed)
 	s.Lost(&pipeline.Lost{TS: t0.Add(time.Second), RingbufFull: 3, Recursion: 2, Unread: 1, TotalRingbufFull: 3, TotalRecursion: 5, TotalUnread: 1,
-		Gap: 4, TotalGap: 4, RecursionHostWide: true})
+		Unsent: 2, TotalUnsent: 2, Gap: 4, TotalGap: 4, RecursionHostWide: true})
 	var counts [event.NumStates]uint64
 	counts[event.Established], counts[event.CloseWait], counts[event.TimeWait], counts[event.Listen] = 120, 7, 3000, 2
 	s.States(t0.Add(10*time.Second), &counts)
@@ -411,13 +411,13 @@ func lostParts(t *testing.T, s string) (count, sum uint64) {
 func TestTextLostPartsAddUp(t *testing.T) {
 	var out bytes.Buffer
 	w := NewText(&out, clock, time.UTC)
-	w.Lost(&pipeline.Lost{TS: t0, RingbufFull: 3, Recursion: 2, Decode: 4, Unread: 1,
-		TotalRingbufFull: 3, TotalRecursion: 2, TotalDecode: 4, TotalUnread: 1})
+	w.Lost(&pipeline.Lost{TS: t0, RingbufFull: 3, Recursion: 2, Decode: 4, Unread: 1, Unsent: 5,
+		TotalRingbufFull: 3, TotalRecursion: 2, TotalDecode: 4, TotalUnread: 1, TotalUnsent: 5})
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if count, sum := lostParts(t, out.String()); count != 10 || sum != count {
-		t.Errorf("LOST %d with parts adding up to %d, want 10 and 10: %s", count, sum, out.String())
+	if count, sum := lostParts(t, out.String()); count != 15 || sum != count {
+		t.Errorf("LOST %d with parts adding up to %d, want 15 and 15: %s", count, sum, out.String())
 	}
 }
 

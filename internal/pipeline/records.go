@@ -44,13 +44,16 @@ type Lost struct {
 	// Unread: records the kernel submitted that never reached the
 	// reader, known at the end of a run (the kernel counts every submit).
 	Unread uint64
+	// Unsent: transitions the programs saw and held for a connection
+	// record that was never sent (probe.Health.Unsent): exact.
+	Unsent uint64
 	// Gap: transitions seen missing from sockets' states beyond the
 	// counted ones, for which the kernel counts nothing: at least this
 	// many (probe.Health.Inferred).
 	Gap                              uint64
 	TotalRingbufFull, TotalRecursion uint64
 	TotalDecode, TotalUnread         uint64
-	TotalGap                         uint64
+	TotalUnsent, TotalGap            uint64
 	// RecursionHostWide: the run is filtered (config.Filtered), and the
 	// recursion counts are the whole host's: they may concern sockets the
 	// filters drop.
@@ -66,18 +69,18 @@ func (l *Lost) HostWideNote() string {
 	return " (the whole host's: may concern sockets outside the filters)"
 }
 
-// LostParts are the counts of the five causes of loss, in the order
+// LostParts are the counts of the six causes of loss, in the order
 // Breakdown names them.
-type LostParts [5]uint64
+type LostParts [6]uint64
 
 // Parts are the causes of Count, since the previous report.
 func (l *Lost) Parts() LostParts {
-	return LostParts{l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.Gap}
+	return LostParts{l.RingbufFull, l.Recursion, l.Decode, l.Unread, l.Unsent, l.Gap}
 }
 
 // TotalParts are the causes of Total, since start.
 func (l *Lost) TotalParts() LostParts {
-	return LostParts{l.TotalRingbufFull, l.TotalRecursion, l.TotalDecode, l.TotalUnread, l.TotalGap}
+	return LostParts{l.TotalRingbufFull, l.TotalRecursion, l.TotalDecode, l.TotalUnread, l.TotalUnsent, l.TotalGap}
 }
 
 // Count is the number lost since the previous report (at least, with Gap).
@@ -87,14 +90,19 @@ func (l *Lost) Count() uint64 { return l.Parts().Sum() }
 func (l *Lost) Total() uint64 { return l.TotalParts().Sum() }
 
 // Sum is the number lost.
-func (p LostParts) Sum() uint64 { return p[0] + p[1] + p[2] + p[3] + p[4] }
+func (p LostParts) Sum() (n uint64) {
+	for _, x := range p {
+		n += x
+	}
+	return n
+}
 
 // Breakdown names every cause with its count, so that the parts a person
 // reads add up to the number lost: "ring buffer full 3, kernel recursion
-// 2, bad records 0, submitted but never read 1, at least 4 seen as gaps in
-// sockets' states".
+// 2, bad records 0, submitted but never read 1, held in the kernel and
+// never sent 0, at least 4 seen as gaps in sockets' states".
 func (p LostParts) Breakdown() string {
-	return fmt.Sprintf("ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d, at least %d seen as gaps in sockets' states", p[0], p[1], p[2], p[3], p[4])
+	return fmt.Sprintf("ring buffer full %d, kernel recursion %d, bad records %d, submitted but never read %d, held in the kernel and never sent %d, at least %d seen as gaps in sockets' states", p[0], p[1], p[2], p[3], p[4], p[5])
 }
 
 // Stats is the closing account of a run.

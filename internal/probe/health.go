@@ -33,6 +33,11 @@ type Health struct {
 	// Gone: entries of sockets found gone by a socket walk (UnseenCloses):
 	// one unseen CLOSE each.
 	Gone uint64
+	// Unsent: transitions the programs saw and held for a connection
+	// record (ConnRecords) that was never sent: the entry was another
+	// socket's by then, or its socket was gone at exit. Exact, and apart
+	// from Recursion (those were never seen): not in Inferred's overlap.
+	Unsent uint64
 	// StorageFail counts transitions recorded without owner and dwell
 	// because no per-socket storage could be allocated.
 	StorageFail uint64
@@ -60,7 +65,7 @@ type Health struct {
 
 // Lost is the number of transitions the kernel counted as never reaching
 // user space.
-func (h Health) Lost() uint64 { return h.RingbufFull + h.Recursion }
+func (h Health) Lost() uint64 { return h.RingbufFull + h.Recursion + h.Unsent }
 
 // Inferred is how many transitions at least were lost beyond those the
 // kernel counted: the ones seen missing from sockets' states, less the
@@ -90,8 +95,10 @@ func (p *Probe) Health() (Health, error) {
 		h.Submitted += c.Submitted
 		h.Gap += c.GapLost
 		h.Reused += c.ReusedLost
+		h.Unsent += c.HeldLost
 	}
 	h.Gone = p.gone
+	h.Unsent += p.heldGone
 	st, err := p.primary.Stats()
 	if err != nil {
 		return Health{}, fmt.Errorf("reading program stats: %w", err)

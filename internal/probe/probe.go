@@ -69,9 +69,11 @@ type Probe struct {
 	// walkWarning: namespaces the first walk could not enter.
 	walkWarning error
 	// walkGen: the last marking walk's walk_gen; gone: the entries of
-	// sockets found gone so far (UnseenCloses).
+	// sockets found gone so far (UnseenCloses); heldGone: the
+	// transitions they (and FlushHeld's leftovers) held, never sent.
 	walkGen  uint8
 	gone     uint64
+	heldGone uint64
 	walkCPU  time.Duration // the walks' CPU time (WalkCPU)
 	groupGen uint32        // the last walk's group_gen (setDetail)
 }

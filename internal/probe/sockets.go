@@ -75,8 +75,8 @@ const siClosed = 0x02
 // finds the sockets that are gone while their entry stays: their CLOSE
 // (at least) was not seen. The walk marks the entries of the sockets it
 // finds; the entries left unmarked, not SI_CLOSED and with no transition
-// since the walk began, are removed and counted (Health.Gone: its CLOSE,
-// and with conn_records each transition it held, never sent). The walk
+// since the walk began, are removed and counted (Health.Gone: its CLOSE;
+// Health.Unsent: with conn_records, each transition it held). The walk
 // also sends the transitions held for the sockets that exist (they are
 // then written as open connections). Nothing is
 // counted when a namespace could not be walked (the error is returned
@@ -117,13 +117,12 @@ func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 	if err := it.Err(); err != nil {
 		return walk, fmt.Errorf("reading the socket table: %w", err)
 	}
-	var n uint64
 	for i, k := range gone {
 		if m.Delete(k) == nil {
-			n += 1 + held[i] // its unseen CLOSE, and what it held
+			p.gone++              // its unseen CLOSE
+			p.heldGone += held[i] // and what it held, never sent
 		}
 	}
-	p.gone += n
 	return walk, nil
 }
 
@@ -131,7 +130,7 @@ func (p *Probe) UnseenCloses(netns []string) ([]byte, error) {
 // transitions (ConnRecords), once the programs are detached: a transition
 // made after the closing walk passed its socket would otherwise stay
 // held. What it cannot send (a socket it no longer finds) is counted
-// lost (Health.Gone).
+// lost (Health.Unsent).
 func (p *Probe) FlushHeld(netns []string) error {
 	if p.iter == nil || !p.ConnRecords() {
 		return nil
@@ -144,7 +143,7 @@ func (p *Probe) FlushHeld(netns []string) error {
 	)
 	it := p.coll.Maps[tcptraceMapSockTable].Iterate()
 	for it.Next(&key, &v) {
-		p.gone += uint64(v.Held.N)
+		p.heldGone += uint64(v.Held.N)
 	}
 	return errors.Join(err, it.Err())
 }

@@ -229,6 +229,7 @@ type Lost struct {
 	Recursion    uint64    `json:"recursion"`
 	DecodeErrors uint64    `json:"decode_errors"`
 	Unread       uint64    `json:"unread"`
+	Unsent       uint64    `json:"unsent"`
 	Inferred     uint64    `json:"inferred"`
 	Total        uint64    `json:"total"`
 	// RecursionHostWide: on a filtered run, recursion counts the whole

@@ -84,8 +84,8 @@ func TestReplayFiltersAndBadLines(t *testing.T) {
 			if s.Transitions != tc.trans || s.Connections != tc.conn {
 				t.Errorf("selected %d transitions, %d connections; want %d, %d", s.Transitions, s.Connections, tc.trans, tc.conn)
 			}
-			if s.Bad != 4 || s.Lines != n+4 || s.Lost != 10 {
-				t.Errorf("summary %+v: want %d lines, 4 bad, 10 lost", s, n+4)
+			if s.Bad != 4 || s.Lines != n+4 || s.Lost != 12 {
+				t.Errorf("summary %+v: want %d lines, 4 bad, 12 lost", s, n+4)
 			}
 			for i := n + 1; i <= n+4; i++ {
 				if want := fmt.Sprintf("line %d:", i); !strings.Contains(warn.String(), want) {

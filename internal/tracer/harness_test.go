@@ -44,6 +44,7 @@ type record struct {
 		TS       string  `json:"ts"`
 		DwellNs  *uint64 `json:"dwell_ns"`
 		Inferred bool    `json:"inferred"`
+		Unseen   bool    `json:"unseen"`
 	} `json:"states"`
 	TimeWait         *bool `json:"time_wait"`
 	FinWait2TimeWait bool  `json:"fin_wait2_timewait"`

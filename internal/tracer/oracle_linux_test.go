@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,6 +42,14 @@ func TestLossInvariantAgainstFtrace(t *testing.T) {
 			t.Run("burst", func(t *testing.T) { provoke(t, a, 1, 1, burstOfCloses) })
 		})
 	}
+	// The default output on tp_btf sends a record per connection
+	// (config.ConnRecords): the transitions it delivered are the states
+	// its connection records saw entered, each matched to ftrace's by
+	// socket and new state, in both scenarios.
+	t.Run("connection records", func(t *testing.T) {
+		t.Run("qdisc paced, two tracers", func(t *testing.T) { provokeConn(t, 2, 0, qdiscPaced) })
+		t.Run("burst", func(t *testing.T) { provokeConn(t, 1, 1, burstOfCloses) })
+	})
 }
 
 // scenario makes TCP traffic on port, the only port the tracers and the
@@ -53,9 +62,24 @@ var oraclePorts atomic.Int32
 // run provoked at least one skip (a recursion miss, or a transition the
 // programs never ran for), then checks the invariant for every tracer.
 func provoke(t *testing.T, attach config.Attach, n, wakeupBytes int, run scenario) {
+	cfg := config.Defaults()
+	cfg.Emit, cfg.Attach = config.EmitTransitions, attach
+	provokeWith(t, cfg, n, wakeupBytes, run)
+}
+
+// provokeConn is provoke for the default output's connection records.
+func provokeConn(t *testing.T, n, wakeupBytes int, run scenario) {
+	cfg := config.Defaults()
+	if !cfg.ConnRecords() {
+		t.Fatal("the default output does not send connection records: nothing of them tested")
+	}
+	provokeWith(t, cfg, n, wakeupBytes, run)
+}
+
+func provokeWith(t *testing.T, base config.Config, n, wakeupBytes int, run scenario) {
 	for attempt := 1; ; attempt++ {
 		port := 20000 + os.Getpid()%10000 + int(oraclePorts.Add(1))
-		tr := oracleRun(t, attach, n, wakeupBytes, port, run)
+		tr := oracleRun(t, base, n, wakeupBytes, port, run)
 		skips := uint64(0)
 		for _, r := range tr {
 			skips = max(skips, r.skips())
@@ -82,10 +106,14 @@ func provoke(t *testing.T, attach config.Attach, n, wakeupBytes int, run scenari
 			if r.delivered+r.lost+r.onPID1 < r.made {
 				t.Errorf("tracer %d: %d transitions neither delivered nor counted lost, nor skipped by the kernel for PID 1 (made %d, delivered %d, lost %d, on PID 1 %d)",
 					i+1, r.made-r.delivered-r.lost-r.onPID1, r.made, r.delivered, r.lost, r.onPID1)
-				for _, l := range r.unmatched() {
+				unmatched, extra := r.match()
+				for _, l := range unmatched {
 					if task := taskOf(l); task != "PID 1" {
 						t.Logf("    missing (on %s): %s", task, l)
 					}
+				}
+				for _, k := range extra {
+					t.Logf("    delivered, not in ftrace: %s", k)
 				}
 			}
 		}
@@ -98,6 +126,7 @@ type oracleResult struct {
 	onPID1                                   uint64 // missing, on top of PID 1's threads
 	ftrace                                   []string
 	got                                      map[string]int
+	key                                      func(ftraceLine string) string // got's key of a ftrace line
 }
 
 func (r *oracleResult) missing() uint64 {
@@ -113,31 +142,41 @@ func (r *oracleResult) skips() uint64 { return r.rescued + r.missing() }
 
 // unmatched lists ftrace lines with no delivered transition.
 func (r *oracleResult) unmatched() []string {
+	out, _ := r.match()
+	return out
+}
+
+// match pairs ftrace's lines with the delivered transitions: the lines
+// left without one, and the delivered transitions left without a line.
+func (r *oracleResult) match() (unmatched, extra []string) {
 	left := map[string]int{}
 	for k, v := range r.got {
 		left[k] = v
 	}
-	var out []string
 	for _, l := range r.ftrace {
-		k := ftraceKey(l)
+		k := r.key(l)
 		if left[k] > 0 {
 			left[k]--
 			continue
 		}
-		out = append(out, strings.TrimSpace(l))
+		unmatched = append(unmatched, strings.TrimSpace(l))
 	}
-	return out
+	for k, n := range left {
+		for range n {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(extra)
+	return unmatched, extra
 }
 
-func oracleRun(t *testing.T, attach config.Attach, n, wakeupBytes, port int, run scenario) []*oracleResult {
+func oracleRun(t *testing.T, base config.Config, n, wakeupBytes, port int, run scenario) []*oracleResult {
 	t.Helper()
 	ft := startFtrace(t, port)
 	var tracers []*traced
 	for range n {
-		cfg := config.Defaults()
-		cfg.Emit = config.EmitTransitions
+		cfg := base
 		cfg.Ports = []uint16{uint16(port)}
-		cfg.Attach = attach
 		cfg.WakeupBytes = wakeupBytes
 		cfg.Flush = 20 * time.Millisecond
 		cfg.KeepPrivileges = true
@@ -150,10 +189,24 @@ func oracleRun(t *testing.T, attach config.Attach, n, wakeupBytes, port int, run
 	var out []*oracleResult
 	for _, tr := range tracers {
 		recs := tr.stop(t)
-		r := &oracleResult{made: uint64(len(lines)), ftrace: lines, got: map[string]int{}}
+		r := &oracleResult{made: uint64(len(lines)), ftrace: lines, got: map[string]int{}, key: ftraceKey}
 		for _, x := range ofType(recs, "transition") {
 			r.delivered++
 			r.got[fmt.Sprintf("%s:%d>%s:%d %s>%s", x.Saddr, x.Sport, x.Daddr, x.Dport, x.Old, x.New)]++
+		}
+		if base.ConnRecords() {
+			if !strings.Contains(tr.errOut.String(), "one record per connection") {
+				t.Fatalf("the tracer did not send connection records:\n%s", tr.errOut)
+			}
+			r.key = ftraceNewKey
+			for _, x := range ofType(recs, "connection") {
+				for _, s := range x.States {
+					if !s.Unseen && !(s.Inferred && s.State == "TIME_WAIT") { // a state the kernel was seen entering
+						r.delivered++
+						r.got[connStateKey(x.Saddr, fmt.Sprint(x.Sport), x.Daddr, fmt.Sprint(x.Dport), s.State)]++
+					}
+				}
+			}
 		}
 		for _, l := range ofType(recs, "lost") {
 			r.lost += l.Count
@@ -203,6 +256,26 @@ func ftraceKey(l string) string {
 		return l
 	}
 	return fmt.Sprintf("%s:%s>%s:%s %s>%s", m[3], m[1], m[4], m[2], m[5], m[6])
+}
+
+// ftraceNewKey keys a ftrace line by socket and new state, as a
+// connection record's states are.
+func ftraceNewKey(l string) string {
+	m := ftraceLine.FindStringSubmatch(l)
+	if m == nil {
+		return l
+	}
+	return connStateKey(m[3], m[1], m[4], m[2], m[6])
+}
+
+// connStateKey: a socket's entry into state. SYN_SENT is entered before
+// connect chose the source port (ftrace shows sport 0), so it is keyed
+// without one.
+func connStateKey(saddr, sport, daddr, dport, state string) string {
+	if state == "SYN_SENT" {
+		sport = "*"
+	}
+	return fmt.Sprintf("%s:%s>%s:%s >%s", saddr, sport, daddr, dport, state)
 }
 
 // ftraceInstance is a private ftrace instance recording

@@ -520,11 +520,13 @@ func (r *run) reportLost(now time.Time) error {
 		Recursion:        h.Recursion - r.lastHealth.Recursion,
 		Decode:           r.pl.DecodeErrs - r.lastDecode,
 		Unread:           r.unread - r.lastUnread,
+		Unsent:           h.Unsent - r.lastHealth.Unsent,
 		Gap:              max(h.Inferred(), r.inferred) - r.inferred,
 		TotalRingbufFull: h.RingbufFull,
 		TotalRecursion:   h.Recursion,
 		TotalDecode:      r.pl.DecodeErrs,
 		TotalUnread:      r.unread,
+		TotalUnsent:      h.Unsent,
 		// The kernel counts recursion skips for every TCP transition
 		// of the host, before any filter.
 		RecursionHostWide: r.cfg.Filtered(),
