@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -18,6 +19,11 @@ import (
 )
 
 const peerEnv = "TCPTRACE_TEST_PEER"
+
+// PeerGCEnv, set to a duration in the environment of the test that starts
+// peers, makes each peer collect garbage that often: what the runtime's
+// forced collection does every two minutes, in a test's time.
+const PeerGCEnv = "TCPTRACE_TEST_PEER_GC"
 
 // IsPeer reports whether this process was started by Netns.Start. Call it
 // first in TestMain: if true, call PeerMain instead of running tests.
@@ -71,8 +77,23 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
 //	                            connections, print "accepted RPORT" for
 //	                            each, read to EOF and close; then exit
+//
+// pinned keeps the connections a peer holds until it is killed
+// reachable: a net.Conn the collector finds unused is closed by its
+// finalizer, and the forced collection (every two minutes) would close
+// them behind the peer's back.
+var pinned []net.Conn
+
 func PeerMain() {
 	flag.CommandLine = flag.NewFlagSet("peer", flag.ExitOnError)
+	if d, err := time.ParseDuration(os.Getenv(PeerGCEnv)); err == nil && d > 0 {
+		go func() { // a test's stand-in for the forced collection
+			for {
+				time.Sleep(d)
+				runtime.GC()
+			}
+		}()
+	}
 	args := os.Args[1:]
 	if err := peer(args); err != nil {
 		fmt.Fprintf(os.Stderr, "peer %v: %v\n", args, err)
@@ -180,6 +201,10 @@ func peer(args []string) error {
 		}
 		fmt.Println("connected")
 		time.Sleep(hold)
+		// Referenced until here: a net.Conn the collector finds unused is
+		// closed by its finalizer (the forced collection, every two
+		// minutes, closed the bench's idle connections mid-run).
+		runtime.KeepAlive(conns)
 		os.Exit(0) // every socket closed by the kernel at exit, at once
 		return nil
 	case "idleclose":
@@ -210,6 +235,7 @@ func peer(args []string) error {
 			}
 		}
 		if shut {
+			pinned = conns // held until killed (see pinned)
 			select {}
 		}
 		return nil
@@ -354,6 +380,7 @@ func peer(args []string) error {
 			conns = append(conns, c)
 		}
 		fmt.Println("accepted")
+		pinned = conns // leaked until killed (see pinned)
 		select {}
 	case "talker":
 		ln, err := listenReady(args[1])
