@@ -302,6 +302,31 @@ static __always_inline struct sock_info *child_entry(const struct transition *t,
 }
 
 /*
+ * A socket found without an entry in mid-life. Every socket the programs
+ * see and every socket a walk passes is asked its cookie (the kernel
+ * assigns one at the first request, and a new struct sock starts at 0),
+ * so a socket with no cookie was seen by neither: its transitions since
+ * birth went unseen (gap_lost). One with a cookie was seen, and the full
+ * table reclaimed its entry (or, rarely, another program asked its cookie
+ * and its birth was missed): what the entry held is lost in a number no
+ * one knows, so the socket is counted (reclaimed), not transitions (an
+ * inferred loss is a lower bound, never more than was lost). The
+ * histogram-only mode (--pid) takes no cookies, and the classic
+ * tracepoint may not, so neither can tell; a socket older than the
+ * tracer is first seen this way there: nothing is counted.
+ */
+static __always_inline void count_first_sight(const struct transition *t, bool typed,
+					      struct counters *c)
+{
+	if (!typed || aggregate_only)
+		return;
+	if (!KREAD(typed, t->sk, __sk_common.skc_cookie.counter))
+		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
+	else
+		__sync_fetch_and_add(&c->reclaimed, 1);
+}
+
+/*
  * Find or create the socket's entry. A birth always starts a fresh one;
  * an entry left by a closed socket at the same address (SI_CLOSED), or
  * one whose identity is another socket's (same_socket), is not this
@@ -333,10 +358,12 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 	struct sock_info *si = t->old == TCP_CLOSE ? 0 : bpf_map_lookup_elem(&sock_table, &key);
 	if (si && !(si->flags & SI_CLOSED) && same_socket(si, t, typed))
 		return si;
-	if (t->old == TCP_CLOSE)
+	if (t->old == TCP_CLOSE) {
 		*flags |= EV_BIRTH;
-	else
+	} else {
 		*missing = true; /* evicted from a full table, never seen, or reused */
+		count_first_sight(t, typed, c); /* before the cookie is taken below */
+	}
 	struct sock_info *fresh = fresh_entry(t->slot);
 	if (!fresh)
 		return 0;

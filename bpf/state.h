@@ -87,8 +87,6 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 	struct sock_info *si = sock_entry(t, typed, &flags, &missing, c);
 	if (missing || !si)
 		__sync_fetch_and_add(&c->storage_fail, 1);
-	if (missing) /* the transitions since its birth were not seen */
-		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
 	if (si) {
 		/* A child's cookie is settled at its birth (child_entry); one
 		 * still 0 after it is taken now (6.1: see adopt_child). */

@@ -139,6 +139,10 @@ struct counters {
 	__u64 reused_lost;   /* entries found for another socket (the kernel reused the
 			      * struct sock after a CLOSE that was not seen): one
 			      * transition, that CLOSE, inferred lost for each */
+	__u64 reclaimed;     /* sockets found without an entry in mid-life that had been
+			      * seen (their cookie was taken): the full table reclaimed
+			      * the entry, and what it held is lost, in an unknown
+			      * number (sockets.h: never_seen) */
 	__u64 held_lost;     /* transitions held for a connection record (conn.h) and
 			      * never sent: the entry was replaced by another socket's
 			      * (exact: they were seen, not inferred) */

@@ -28,6 +28,7 @@ type Metrics struct {
 	stuck       *prometheus.CounterVec
 	lost        *prometheus.CounterVec
 	evictions   prometheus.Counter
+	reclaimed   prometheus.Counter
 	ringFill    prometheus.Gauge
 	walk        walkGauges
 	bpfRuns     prometheus.Counter
@@ -87,6 +88,10 @@ func New() *Metrics {
 		Name: "tcptrace_evictions_total",
 		Help: "Connections written early because the connection table was full.",
 	})
+	m.reclaimed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tcptrace_reclaimed_sockets_total",
+		Help: "Live sockets whose kernel entry the full table (--max-conns) reclaimed: their timelines miss what the entry held.",
+	})
 	// The transitions read are sum(tcptrace_transitions_total): no
 	// second counter of the same idea (stats records call it events).
 	m.bpfRuns = prometheus.NewCounter(prometheus.CounterOpts{
@@ -119,7 +124,7 @@ func New() *Metrics {
 		Help: "Connections accepted through a SYN cookie (their handshake time is unknown).",
 	})
 	m.Registry.MustRegister(m.dwell, m.transitions, m.closed, m.sockets, m.stuck, m.lost,
-		m.evictions, m.ringFill, m.bpfRuns, m.bpfRunTime, buildInfo(),
+		m.evictions, m.reclaimed, m.ringFill, m.bpfRuns, m.bpfRunTime, buildInfo(),
 		m.untimed, m.listenDrops, m.cookieLsn, m.cookieConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.walk.register(m.Registry)
@@ -247,6 +252,9 @@ func (m *Metrics) BPFStats(runs, runTimeNs uint64) {
 
 // Evicted adds evictions.
 func (m *Metrics) Evicted(n uint64) { m.evictions.Add(float64(n)) }
+
+// Reclaimed adds sockets whose kernel entry the full table reclaimed.
+func (m *Metrics) Reclaimed(n uint64) { m.reclaimed.Add(float64(n)) }
 
 // RingFill records how full the ring buffer was.
 func (m *Metrics) RingFill(ratio float64) { m.ringFill.Set(ratio) }

@@ -336,6 +336,9 @@ func (n *NDJSON) Stats(s *pipeline.Stats) {
 		b = appendUint(b, `,"lost_host_wide":`, s.LostHostWide)
 	}
 	b = appendUint(b, `,"lost_inferred":`, s.LostInferred)
+	if s.Reclaimed != 0 {
+		b = appendUint(b, `,"reclaimed":`, s.Reclaimed)
+	}
 	b = appendUint(b, `,"walks":`, s.Walks)
 	b = appendUint(b, `,"walk_ns":`, s.WalkNs)
 	if s.Runs != 0 {

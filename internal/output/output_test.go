@@ -232,7 +232,7 @@ func writeRest(s pipeline.Sink) {
 	}
 	s.Connection(cookied)
 	s.Stats(&pipeline.Stats{TS: t0.Add(2 * time.Minute), Attach: "tracepoint", Events: 12, Aggregated: 7, Connections: 4,
-		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Lost: 4, HostWide: true, LostHostWide: 3,
+		Evictions: 1, Gaps: 3, Reordered: 1, StuckDropped: 2, Stuck: 2, Rescued: 1, StorageFail: 1, Lost: 4, HostWide: true, LostHostWide: 3, Reclaimed: 5,
 		Runs: 100, PrimaryRunTimeNs: 0, RunTimeNs: 5000,
 		Untimed: event.UntimedStays{ByReason: [event.NumUntimedReasons]uint64{4, 1, 0}},
 		Walks:   120, WalkNs: 96_000_000, ProgressOn: true, Progress: 30, ProgressSkipped: 4})

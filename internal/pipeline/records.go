@@ -134,6 +134,10 @@ type Stats struct {
 	// LostInferred: the part of Lost seen only as gaps in sockets'
 	// states (Lost.Gap): Lost is then a lower bound.
 	LostInferred uint64
+	// Reclaimed: sockets whose kernel entry the full table (--max-conns)
+	// reclaimed while they lived (probe.Health.Reclaimed): their
+	// timelines miss what the entry held, in a number not known.
+	Reclaimed uint64
 	// With kernel.bpf_stats_enabled=1: the primary program's runs and
 	// run time, and the run time of all attached programs.
 	Runs             uint64

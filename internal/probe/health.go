@@ -33,6 +33,10 @@ type Health struct {
 	// Gone: entries of sockets found gone by a socket walk (UnseenCloses):
 	// one unseen CLOSE each.
 	Gone uint64
+	// Reclaimed: sockets found without an entry in mid-life that had
+	// been seen: the full table (--max-conns) reclaimed their entry, and
+	// what it held of their timeline is lost, in a number not known.
+	Reclaimed uint64
 	// Unsent: transitions the programs saw and held for a connection
 	// record (ConnRecords) that was never sent: the entry was another
 	// socket's by then, or its socket was gone at exit. Exact, and apart
@@ -96,6 +100,7 @@ func (p *Probe) Health() (Health, error) {
 		h.Gap += c.GapLost
 		h.Reused += c.ReusedLost
 		h.Unsent += c.HeldLost
+		h.Reclaimed += c.Reclaimed
 	}
 	h.Gone = p.gone
 	h.Unsent += p.heldGone

@@ -54,6 +54,7 @@ type tcptraceCounters struct {
 	SynackLate   uint64
 	GapLost      uint64
 	ReusedLost   uint64
+	Reclaimed    uint64
 	HeldLost     uint64
 }
 

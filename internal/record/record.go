@@ -484,6 +484,9 @@ type Stats struct {
 	// recursion skips of the whole host (they may concern other sockets).
 	LostHostWide *uint64 `json:"lost_host_wide,omitempty"`
 	LostInferred uint64  `json:"lost_inferred"`
+	// Reclaimed: sockets whose kernel entry the full table reclaimed
+	// while they lived; their timelines are partial.
+	Reclaimed uint64 `json:"reclaimed,omitempty"`
 	// Walks of the kernel's sockets, and the CPU time of all walks.
 	Walks  uint64 `json:"walks"`
 	WalkNs uint64 `json:"walk_ns"`

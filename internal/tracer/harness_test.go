@@ -98,6 +98,7 @@ type record struct {
 	Events         uint64 `json:"events"`
 	Lost           uint64 `json:"lost"`
 	LostInferred   uint64 `json:"lost_inferred"`
+	Reclaimed      uint64 `json:"reclaimed"`
 	Rescued        uint64 `json:"rescued"`
 	Attach         string `json:"attach"`
 
@@ -107,6 +108,7 @@ type record struct {
 	NetnsCookie       uint64 `json:"netns_cookie"`
 	Ifindex           uint32 `json:"ifindex"`
 	Recursion         uint64 `json:"recursion"`
+	Unsent            uint64 `json:"unsent"`
 	RecursionHostWide bool   `json:"recursion_host_wide"`
 	LostHostWide      uint64 `json:"lost_host_wide"`
 }

@@ -533,6 +533,12 @@ func (r *run) reportLost(now time.Time) error {
 	}
 	r.inferred += l.Gap // only grows: recursion skips may catch up with the gaps
 	l.TotalGap = r.inferred
+	if n := h.Reclaimed - r.lastHealth.Reclaimed; n > 0 {
+		if r.m != nil {
+			r.m.Reclaimed(n)
+		}
+		fmt.Fprintf(r.stderr, "tcptrace-bpf: warning: the connection table is full (--max-conns %d): %d live sockets' kernel entries reclaimed, their timelines miss what the entries held; raise --max-conns\n", r.cfg.MaxConns, n)
+	}
 	r.lastHealth, r.lastDecode, r.lastUnread = h, r.pl.DecodeErrs, r.unread
 	if r.m != nil {
 		r.m.Lost(l.Parts(), l.RecursionHostWide)
@@ -613,7 +619,7 @@ func (r *run) finish(cause error) error {
 		TS: now, Attach: string(r.p.Attach()), Events: r.pl.Events, Connections: r.pl.Conns, Open: r.pl.Open,
 		Aggregated: h.Aggregated,
 		Rescued:    h.Rescued, StorageFail: h.StorageFail, Lost: h.Lost() + r.pl.DecodeErrs + r.unread + r.inferred, LostInferred: r.inferred,
-		LostHostWide: h.Recursion, HostWide: r.cfg.Filtered(),
+		LostHostWide: h.Recursion, HostWide: r.cfg.Filtered(), Reclaimed: h.Reclaimed,
 		Runs: h.Runs, PrimaryRunTimeNs: h.PrimaryRunTimeNs, RunTimeNs: h.RunTimeNs,
 	}
 	ts := r.pl.TrackerStats()
