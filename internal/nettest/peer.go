@@ -29,6 +29,12 @@ const PeerGCEnv = "TCPTRACE_TEST_PEER_GC"
 // first in TestMain: if true, call PeerMain instead of running tests.
 func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 
+// pinned keeps the connections and listeners a peer holds until it is
+// killed reachable: a net.Conn or net.Listener the collector finds unused
+// is closed by its finalizer, and the forced collection (every two
+// minutes) would close them behind the peer's back.
+var pinned []any
+
 // PeerMain runs the peer role named by the arguments and exits:
 //
 //	server ADDR N CLOSE_DELAY   listen, print "ready PORT PID", accept N
@@ -77,13 +83,6 @@ func IsPeer() bool { return os.Getenv(peerEnv) == "1" }
 //	reuseport ADDR FOR          listen with SO_REUSEPORT; for FOR, accept
 //	                            connections, print "accepted RPORT" for
 //	                            each, read to EOF and close; then exit
-//
-// pinned keeps the connections a peer holds until it is killed
-// reachable: a net.Conn the collector finds unused is closed by its
-// finalizer, and the forced collection (every two minutes) would close
-// them behind the peer's back.
-var pinned []net.Conn
-
 func PeerMain() {
 	flag.CommandLine = flag.NewFlagSet("peer", flag.ExitOnError)
 	if d, err := time.ParseDuration(os.Getenv(PeerGCEnv)); err == nil && d > 0 {
@@ -235,7 +234,7 @@ func peer(args []string) error {
 			}
 		}
 		if shut {
-			pinned = conns // held until killed (see pinned)
+			pinned = append(pinned, conns) // held until killed
 			select {}
 		}
 		return nil
@@ -380,7 +379,7 @@ func peer(args []string) error {
 			conns = append(conns, c)
 		}
 		fmt.Println("accepted")
-		pinned = conns // leaked until killed (see pinned)
+		pinned = append(pinned, ln, conns) // leaked until killed
 		select {}
 	case "talker":
 		ln, err := listenReady(args[1])
