@@ -32,9 +32,11 @@ struct {
  * (--max-conns). An entry is 256 bytes with the hash's own (184 of
  * sock_info, 128 of them the transitions conn_records holds): 67 MB at
  * the default 262,144. With conn_records an entry the LRU reclaims takes
- * the transitions it held with it: the socket's next transition finds no
- * entry and counts them inferred-lost from its state (gap_lost), "at
- * least".
+ * the transitions it held with it, in a number no one knows: the socket's
+ * next transition finds no entry, and the socket is counted (seen_first,
+ * reported reclaimed while the table may be full: sockets.h,
+ * count_first_sight). Inserts and deletes are counted (entries_in,
+ * entries_out) so that user space knows the occupancy.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -29,6 +29,11 @@ const volatile __u8 conn_records = 0;    /* 1: a connection's transitions are he
 					  * entry and sent together (KIND_CONN), histograms
 					  * in the kernel (conn.h) */
 
+/* 1 until the start's walk is done: it creates entries and seeds owners
+ * (walker.h), later walks only read; a socket first seen meanwhile may be
+ * one the walk has not reached yet (sockets.h: count_first_sight). */
+volatile __u8 iter_seed = 1;
+
 /* Tracer-assigned ids for the tracepoint fallback: bit 52 set, so they
  * stay exact in any JSON reader that uses doubles (below 2^53) and clear
  * of the kernel's cookies, a counter from 1 that never gets near 2^52. */

@@ -229,6 +229,17 @@ static __always_inline struct sock_info *fresh_entry(__u32 slot)
 	return f;
 }
 
+/* Delete an entry of sock_table, counted (entries_out). */
+static __always_inline void table_delete(__u64 key)
+{
+	if (bpf_map_delete_elem(&sock_table, &key))
+		return;
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (c)
+		__sync_fetch_and_add(&c->entries_out, 1);
+}
+
 /*
  * Insert a fresh entry for sk in sock_table and return it. An entry
  * already there that is not SI_CLOSED belongs to an earlier socket at this
@@ -242,7 +253,9 @@ static __always_inline struct sock_info *new_entry(const struct transition *t,
 						   struct counters *c)
 {
 	__u64 key = (__u64)t->sk;
-	if (bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) {
+	if (!bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) {
+		__sync_fetch_and_add(&c->entries_in, 1);
+	} else {
 		struct sock_info *old = bpf_map_lookup_elem(&sock_table, &key);
 		if (old && !(old->flags & SI_CLOSED)) { /* its CLOSE, and what it held (conn.h) */
 			__sync_fetch_and_add(&c->reused_lost, 1);
@@ -302,28 +315,35 @@ static __always_inline struct sock_info *child_entry(const struct transition *t,
 }
 
 /*
- * A socket found without an entry in mid-life. Every socket the programs
- * see and every socket a walk passes is asked its cookie (the kernel
- * assigns one at the first request, and a new struct sock starts at 0),
- * so a socket with no cookie was seen by neither: its transitions since
- * birth went unseen (gap_lost). One with a cookie was seen, and the full
- * table reclaimed its entry (or, rarely, another program asked its cookie
- * and its birth was missed): what the entry held is lost in a number no
- * one knows, so the socket is counted (reclaimed), not transitions (an
- * inferred loss is a lower bound, never more than was lost). The
- * histogram-only mode (--pid) takes no cookies, and the classic
- * tracepoint may not, so neither can tell; a socket older than the
- * tracer is first seen this way there: nothing is counted.
+ * A socket found without an entry in mid-life; cookie: its cookie as it
+ * was before this transition asked for one. Every socket the programs see
+ * and every socket a walk passes is asked its cookie (the kernel assigns
+ * one at the first request, and a new struct sock starts at 0), so a
+ * socket with no cookie was seen by neither: its transitions since birth
+ * went unseen (gap_lost). One with a cookie was seen (by these programs,
+ * a walk, or another user of cookies): the full table reclaimed its
+ * entry, or its birth was missed. Which, only the table's occupancy tells
+ * (entries_in - entries_out, summed by user space): seen_first counts it,
+ * seen_first_unseen what it would have lost since birth, and user space
+ * reports a reclaimed socket while the table may have been full, else the
+ * transitions (probe.Health). The histogram-only mode (--pid) takes no
+ * cookies and the classic tracepoint may not, so neither can tell; nor can
+ * anything before the start's walk is done (iter_seed: a socket older
+ * than the tracer it has not reached yet): nothing is counted then, an
+ * inferred loss being a lower bound, never more than was lost.
  */
 static __always_inline void count_first_sight(const struct transition *t, bool typed,
-					      struct counters *c)
+					      __u64 cookie, struct counters *c)
 {
-	if (!typed || aggregate_only)
+	if (!typed || aggregate_only || iter_seed)
 		return;
-	if (!KREAD(typed, t->sk, __sk_common.skc_cookie.counter))
-		__sync_fetch_and_add(&c->gap_lost, unseen_since_birth(t->old));
-	else
-		__sync_fetch_and_add(&c->reclaimed, 1);
+	__u32 n = unseen_since_birth(t->old);
+	if (!cookie) {
+		__sync_fetch_and_add(&c->gap_lost, n);
+		return;
+	}
+	__sync_fetch_and_add(&c->seen_first, 1);
+	__sync_fetch_and_add(&c->seen_first_unseen, n);
 }
 
 /*
@@ -341,6 +361,8 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 	if (is_child_birth(t->old, t->new))
 		return child_entry(t, typed, flags, c);
 	__u64 key = (__u64)t->sk;
+	/* Before same_socket or the fresh entry below ask for it. */
+	__u64 cookie = typed ? KREAD(typed, t->sk, __sk_common.skc_cookie.counter) : 0;
 	if (typed) {
 		/* Storage exists only on SO_REUSEPORT listeners and their
 		 * children; for any other socket this is one load. */
@@ -362,7 +384,7 @@ static __always_inline struct sock_info *sock_entry(const struct transition *t, 
 		*flags |= EV_BIRTH;
 	} else {
 		*missing = true; /* evicted from a full table, never seen, or reused */
-		count_first_sight(t, typed, c); /* before the cookie is taken below */
+		count_first_sight(t, typed, cookie, c);
 	}
 	struct sock_info *fresh = fresh_entry(t->slot);
 	if (!fresh)
@@ -436,7 +458,7 @@ static __always_inline void settle_entry(const struct transition *t, bool typed,
 	if (reset_may_follow(t, typed))
 		si->flags |= SI_CLOSED; /* si may be storage: then this is moot */
 	else
-		bpf_map_delete_elem(&sock_table, &key);
+		table_delete(key);
 }
 
 /* The socket's entry for the trouble counters (never created there). */

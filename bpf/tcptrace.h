@@ -139,10 +139,15 @@ struct counters {
 	__u64 reused_lost;   /* entries found for another socket (the kernel reused the
 			      * struct sock after a CLOSE that was not seen): one
 			      * transition, that CLOSE, inferred lost for each */
-	__u64 reclaimed;     /* sockets found without an entry in mid-life that had been
-			      * seen (their cookie was taken): the full table reclaimed
-			      * the entry, and what it held is lost, in an unknown
-			      * number (sockets.h: never_seen) */
+	__u64 seen_first;    /* sockets found without an entry in mid-life that had a
+			      * cookie (so something had seen them): with the table
+			      * full, a reclaimed entry; else a birth not seen */
+	__u64 seen_first_unseen; /* their transitions since birth (sockets.h:
+				  * count_first_sight), inferred lost only while the
+				  * table cannot have been full */
+	__u64 entries_in;    /* sock_table inserts, and */
+	__u64 entries_out;   /* deletes: summed over CPUs, its occupancy (user space
+			      * tells from it whether the LRU may have reclaimed) */
 	__u64 held_lost;     /* transitions held for a connection record (conn.h) and
 			      * never sent: the entry was replaced by another socket's
 			      * (exact: they were seen, not inferred) */

@@ -13,8 +13,6 @@
 /* Keeps enum age_source in the object's BTF for bpf2go. */
 const enum age_source *unused_age_source __attribute__((unused));
 
-/* 1 on the first walk: create entries and seed owners; later walks only read. */
-volatile __u8 iter_seed = 1;
 /* Set by user space before a walk that marks the entries of the sockets it
  * finds (sock_info.walked): an entry left unmarked belongs to a socket
  * that is gone, whose CLOSE was not seen. */
@@ -185,7 +183,12 @@ static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *
 		return;
 	}
 	__u64 key = (__u64)sk;
-	bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST); /* a transition may have made one */
+	if (!bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) { /* a transition may have made one */
+		__u32 zero = 0;
+		struct counters *c = bpf_map_lookup_elem(&health, &zero);
+		if (c)
+			__sync_fetch_and_add(&c->entries_in, 1);
+	}
 	if (s->state == TCP_LISTEN && fresh->pid) {
 		struct listen_key k;
 		listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);

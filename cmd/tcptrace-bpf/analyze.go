@@ -163,8 +163,12 @@ func runOffline(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wr
 }
 
 func summarize(stderr io.Writer, cmd string, s recording.Summary) {
-	fmt.Fprintf(stderr, "tcptrace-bpf %s: %d lines, %d bad, %d transitions and %d connections selected; the recording reports %d transitions lost\n",
-		cmd, s.Lines, s.Bad, s.Transitions, s.Connections, s.Lost)
+	reclaimed := ""
+	if s.Reclaimed > 0 {
+		reclaimed = fmt.Sprintf(", and %d sockets with partial timelines (the kernel's table was full: --max-conns)", s.Reclaimed)
+	}
+	fmt.Fprintf(stderr, "tcptrace-bpf %s: %d lines, %d bad, %d transitions and %d connections selected; the recording reports %d transitions lost%s\n",
+		cmd, s.Lines, s.Bad, s.Transitions, s.Connections, s.Lost, reclaimed)
 }
 
 // reportMode is the page's mode: it holds what the recording holds

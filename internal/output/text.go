@@ -307,6 +307,9 @@ func (t *TextWriter) Stats(s *pipeline.Stats) {
 	}
 	t.printf("\n%d transitions, %d connections (%d still open), %d lost%s, %d rescued from kernel recursion, %d evicted; attach %s\n",
 		s.Events, s.Connections, s.Open, s.Lost, s.HostWideNote(), s.Rescued, s.Evictions, s.Attach)
+	if s.Reclaimed != 0 {
+		t.printf("%d live sockets lost their kernel entry to the full table (--max-conns): their timelines are partial\n", s.Reclaimed)
+	}
 	if n := s.Untimed.Total(); n != 0 {
 		t.printf("%d stays ended untimed and are missing from the histograms (%s)\n", n, UntimedWhy(&s.Untimed))
 	}

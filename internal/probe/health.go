@@ -88,7 +88,10 @@ func (p *Probe) Health() (Health, error) {
 	if err := p.coll.Maps[tcptraceMapHealth].Lookup(uint32(0), &per); err != nil {
 		return Health{}, fmt.Errorf("reading health counters: %w", err)
 	}
-	var h Health
+	var (
+		h                         Health
+		seen, seenUnseen, in, out uint64
+	)
 	for _, c := range per {
 		h.RingbufFull += c.RingbufDrops
 		h.Rescued += c.Rescued
@@ -100,8 +103,14 @@ func (p *Probe) Health() (Health, error) {
 		h.Gap += c.GapLost
 		h.Reused += c.ReusedLost
 		h.Unsent += c.HeldLost
-		h.Reclaimed += c.Reclaimed
+		seen += c.SeenFirst
+		seenUnseen += c.SeenFirstUnseen
+		in += c.EntriesIn
+		out += c.EntriesOut
 	}
+	p.firstSights(seen, seenUnseen, in-out)
+	h.Gap += p.seenGap
+	h.Reclaimed = p.reclaimed
 	h.Gone = p.gone
 	h.Unsent += p.heldGone
 	st, err := p.primary.Stats()
@@ -121,6 +130,33 @@ func (p *Probe) Health() (Health, error) {
 		h.RunTimeNs += uint64(st.Runtime.Nanoseconds())
 	}
 	return h, nil
+}
+
+// firstSights sorts the sockets first seen mid-life with a cookie
+// (count_first_sight in bpf/sockets.h) since the last reading: while the
+// socket table may have been full, the LRU may have reclaimed their
+// entries, and each is a reclaimed socket (what its entry held is not
+// known); else nothing could have reclaimed them, their births were not
+// seen, and their transitions since birth are inferred lost. Once the
+// table may have been full, it is taken as such for the rest of the run.
+func (p *Probe) firstSights(seen, unseen, occupancy uint64) {
+	if !p.tableFull && tableMayReclaim(occupancy, uint64(p.opts.MaxConns), uint64(p.cpus)) {
+		p.tableFull = true
+	}
+	if p.tableFull {
+		p.reclaimed += seen - p.lastSeen
+	} else {
+		p.seenGap += unseen - p.lastSeenUnseen
+	}
+	p.lastSeen, p.lastSeenUnseen = seen, unseen
+}
+
+// tableMayReclaim tells whether an LRU hash of maxEntries holding
+// occupancy entries may have reclaimed one: the kernel's LRU keeps free
+// nodes in per-CPU lists (up to 128 each, and as many pending), so it
+// may evict before every node is in use.
+func tableMayReclaim(occupancy, maxEntries, cpus uint64) bool {
+	return occupancy+2*128*cpus >= maxEntries
 }
 
 // DwellHistograms adds the kernel's per-CPU dwell-time histograms

@@ -61,8 +61,8 @@ func TestSockInfoAndCountersLayout(t *testing.T) {
 	if s := unsafe.Sizeof(tcptraceSockInfo{}); s != 184 {
 		t.Errorf("struct sock_info is %d bytes, want 184 (56, and struct held)", s)
 	}
-	if s := unsafe.Sizeof(tcptraceCounters{}); s != 96 {
-		t.Errorf("struct counters is %d bytes, want 96", s)
+	if s := unsafe.Sizeof(tcptraceCounters{}); s != 120 {
+		t.Errorf("struct counters is %d bytes, want 120", s)
 	}
 }
 

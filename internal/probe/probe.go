@@ -74,8 +74,14 @@ type Probe struct {
 	walkGen  uint8
 	gone     uint64
 	heldGone uint64
-	walkCPU  time.Duration // the walks' CPU time (WalkCPU)
-	groupGen uint32        // the last walk's group_gen (setDetail)
+	// The first sights of sockets with a cookie (firstSights): the
+	// last readings of the kernel's counts, and what they came to.
+	cpus                     int
+	tableFull                bool
+	lastSeen, lastSeenUnseen uint64
+	reclaimed, seenGap       uint64
+	walkCPU                  time.Duration // the walks' CPU time (WalkCPU)
+	groupGen                 uint32        // the last walk's group_gen (setDetail)
 }
 
 // WalkWarning returns what the first socket walk could not do, if anything.
@@ -109,6 +115,9 @@ func Load(opts Options) (p *Probe, err error) {
 			p.Close()
 		}
 	}()
+	if p.cpus, err = ebpf.PossibleCPU(); err != nil {
+		return nil, fmt.Errorf("counting CPUs: %w", err)
+	}
 
 	// The reader exists before the programs run, so nothing reserved
 	// between attach and read is at risk.

@@ -43,19 +43,22 @@ type tcptraceConnRecord struct {
 }
 
 type tcptraceCounters struct {
-	_            structs.HostLayout
-	Busy         uint64
-	Rescued      uint64
-	RingbufDrops uint64
-	StorageFail  uint64
-	Filtered     uint64
-	Aggregated   uint64
-	Submitted    uint64
-	SynackLate   uint64
-	GapLost      uint64
-	ReusedLost   uint64
-	Reclaimed    uint64
-	HeldLost     uint64
+	_               structs.HostLayout
+	Busy            uint64
+	Rescued         uint64
+	RingbufDrops    uint64
+	StorageFail     uint64
+	Filtered        uint64
+	Aggregated      uint64
+	Submitted       uint64
+	SynackLate      uint64
+	GapLost         uint64
+	ReusedLost      uint64
+	SeenFirst       uint64
+	SeenFirstUnseen uint64
+	EntriesIn       uint64
+	EntriesOut      uint64
+	HeldLost        uint64
 }
 
 type tcptraceEntryTestArgs struct {

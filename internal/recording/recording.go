@@ -33,7 +33,10 @@ func (f *Filter) Config() config.Config {
 // Summary counts what a replay read.
 type Summary struct {
 	Lines, Bad, Transitions, Connections, Lost uint64
-	First, Last                                time.Time
+	// Reclaimed: sockets whose kernel entry the full table reclaimed
+	// (the last stats record's): their connection records are partial.
+	Reclaimed   uint64
+	First, Last time.Time
 }
 
 // Source is the pipeline's Source in a replay: no socket walker, no
@@ -206,8 +209,12 @@ func (s *Summary) feed(rec any, f Filter, p *pipeline.Pipeline, src *Source) err
 		}
 		s.seen(rec.TS, src)
 		p.RecordedListener(rec.TS, l)
-	case *record.Histogram, *record.Stats:
-		// Derived, or about the tracer: rebuilt or not needed offline.
+	case *record.Stats:
+		// About the tracer, but for what it could not record: a
+		// recording may hold several runs, each with its own stats.
+		s.Reclaimed += rec.Reclaimed
+	case *record.Histogram:
+		// Derived: rebuilt offline.
 	}
 	return nil
 }

@@ -183,3 +183,31 @@ func TestVerdictFirst(t *testing.T) {
 		t.Errorf("header %q", m)
 	}
 }
+
+// A run whose kernel table was full lost parts of timelines that no lost
+// record counts (how many transitions is not known): the stats record's
+// reclaimed sockets. The verdict says so and is not clean.
+func TestVerdictNamesReclaimedSockets(t *testing.T) {
+	rec := `{"type":"connection","cookie":7,"netns":1,"family":"inet","saddr":"127.0.0.1","sport":9301,"daddr":"127.0.0.1","dport":41000,"start":"2026-12-01T10:00:00Z","end":"2026-12-01T10:00:01Z","duration_ns":1000000000,"open":false,"partial":true,"retransmits":0,"syn_retransmits":0,"states":[{"state":"ESTABLISHED","ts":"2026-12-01T10:00:00Z","dwell_ns":1000000000},{"state":"CLOSE","ts":"2026-12-01T10:00:01Z"}]}` + "\n" +
+		`{"type":"stats","ts":"2026-12-01T10:00:02Z","attach":"tp_btf","events":1,"connections":1,"open_connections":0,"evictions":0,"gaps":0,"reordered":0,"stuck_dropped":0,"stuck":0,"rescued":0,"storage_fail":1,"lost":0,"untimed":0,"lost_inferred":0,"reclaimed":5,"walks":0,"walk_ns":0}` + "\n"
+	c := NewCollector(recording.Clock)
+	s, err := recording.Replay(strings.NewReader(rec), recording.Filter{}, c, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Reclaimed != 5 {
+		t.Fatalf("summary: %d reclaimed sockets, want 5", s.Reclaimed)
+	}
+	c.Recorded(s)
+	var out bytes.Buffer
+	if err := c.Render(&out, "verdict"); err != nil {
+		t.Fatal(err)
+	}
+	page := out.String()
+	if strings.Contains(page, "Nothing was lost") || !strings.Contains(page, "5 sockets lost part of their timelines") {
+		t.Errorf("the verdict does not name the reclaimed sockets:\n%s", page[strings.Index(page, `id="verdict"`):])
+	}
+	if c.verdict().Clean {
+		t.Error("a verdict with reclaimed sockets is clean")
+	}
+}

@@ -142,10 +142,16 @@ func (c *Collector) verdict() verdictView {
 	default:
 		v.Lost = "Nothing was lost: the recording has no lost record."
 	}
+	if s := c.recorded; s.Reclaimed > 0 {
+		v.Lost += fmt.Sprintf(" The kernel's connection table was full (--max-conns): %d sockets lost part of their timelines (their connection records are partial).", s.Reclaimed)
+		if s.Lost == 0 {
+			v.Lost = strings.TrimPrefix(v.Lost, "Nothing was lost: the recording has no lost record. ")
+		}
+	}
 	if s := c.recorded; s.Bad > 0 {
 		v.Lost += fmt.Sprintf(" %d lines of the file could not be read.", s.Bad)
 	}
-	v.Clean = len(v.Stuck) == 0 && c.recorded.Lost == 0
+	v.Clean = len(v.Stuck) == 0 && c.recorded.Lost == 0 && c.recorded.Reclaimed == 0
 	return v
 }
 
