@@ -229,14 +229,24 @@ static __always_inline struct sock_info *fresh_entry(__u32 slot)
 	return f;
 }
 
-/* Delete an entry of sock_table, counted (entries_out). */
-static __always_inline void table_delete(__u64 key)
+/*
+ * sock_table's inserts (of a key not there) and deletes, counted in c
+ * (entries_in, entries_out; c may be 0): user space sums them into the
+ * table's occupancy (probe.firstSights).
+ */
+static __always_inline bool table_insert(__u64 key, const struct sock_info *v,
+					 struct counters *c)
 {
-	if (bpf_map_delete_elem(&sock_table, &key))
-		return;
-	__u32 zero = 0;
-	struct counters *c = bpf_map_lookup_elem(&health, &zero);
+	if (bpf_map_update_elem(&sock_table, &key, v, BPF_NOEXIST))
+		return false;
 	if (c)
+		__sync_fetch_and_add(&c->entries_in, 1);
+	return true;
+}
+
+static __always_inline void table_delete(__u64 key, struct counters *c)
+{
+	if (!bpf_map_delete_elem(&sock_table, &key) && c)
 		__sync_fetch_and_add(&c->entries_out, 1);
 }
 
@@ -253,9 +263,7 @@ static __always_inline struct sock_info *new_entry(const struct transition *t,
 						   struct counters *c)
 {
 	__u64 key = (__u64)t->sk;
-	if (!bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) {
-		__sync_fetch_and_add(&c->entries_in, 1);
-	} else {
+	if (!table_insert(key, fresh, c)) {
 		struct sock_info *old = bpf_map_lookup_elem(&sock_table, &key);
 		if (old && !(old->flags & SI_CLOSED)) { /* its CLOSE, and what it held (conn.h) */
 			__sync_fetch_and_add(&c->reused_lost, 1);
@@ -435,7 +443,7 @@ static __always_inline bool reset_may_follow(const struct transition *t, bool ty
  * ->CLOSE the end of the entry (socket storage goes with the socket).
  */
 static __always_inline void settle_entry(const struct transition *t, bool typed,
-					 struct sock_info *si)
+					 struct sock_info *si, struct counters *c)
 {
 	if (!si)
 		return;
@@ -458,7 +466,7 @@ static __always_inline void settle_entry(const struct transition *t, bool typed,
 	if (reset_may_follow(t, typed))
 		si->flags |= SI_CLOSED; /* si may be storage: then this is moot */
 	else
-		table_delete(key);
+		table_delete(key, c);
 }
 
 /* The socket's entry for the trouble counters (never created there). */

@@ -105,7 +105,7 @@ static __always_inline void handle_state(struct counters *c, const struct transi
 		c->filtered++;
 	else
 		deliver(c, t, tp, typed, si, dwell, flags);
-	settle_entry(t, typed, si);
+	settle_entry(t, typed, si, c);
 }
 
 /* The tp_btf path: plain loads from the typed socket. */

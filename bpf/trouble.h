@@ -125,7 +125,8 @@ static __always_inline void on_reset_sent(struct sock *sk, int state, bool typed
 	emit_reset_after(si->cookie, si->rst, BPF_CORE_READ(sk, __sk_common.skc_family),
 			 BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum));
 	if (si->flags & SI_CLOSED) { /* its last use: see maps.h */
-		table_delete((__u64)sk);
+		__u32 zero = 0;
+		table_delete((__u64)sk, bpf_map_lookup_elem(&health, &zero));
 	}
 }
 

@@ -183,12 +183,8 @@ static __always_inline void seed_entry(struct sock *sk, const struct sock_snap *
 		return;
 	}
 	__u64 key = (__u64)sk;
-	if (!bpf_map_update_elem(&sock_table, &key, fresh, BPF_NOEXIST)) { /* a transition may have made one */
-		__u32 zero = 0;
-		struct counters *c = bpf_map_lookup_elem(&health, &zero);
-		if (c)
-			__sync_fetch_and_add(&c->entries_in, 1);
-	}
+	__u32 zero = 0;
+	table_insert(key, fresh, bpf_map_lookup_elem(&health, &zero)); /* a transition may have made one */
 	if (s->state == TCP_LISTEN && fresh->pid) {
 		struct listen_key k;
 		listen_key_of(&k, s->netns, s->family, s->sport, sk, true, false);
