@@ -34,7 +34,8 @@ func (f *Filter) Config() config.Config {
 type Summary struct {
 	Lines, Bad, Transitions, Connections, Lost uint64
 	// Reclaimed: sockets whose kernel entry the full table reclaimed
-	// (the last stats record's): their connection records are partial.
+	// (summed over the recording's stats records, one a run): their
+	// connection records are partial.
 	Reclaimed   uint64
 	First, Last time.Time
 }

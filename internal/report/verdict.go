@@ -139,14 +139,11 @@ func (c *Collector) verdict() verdictView {
 	switch s := c.recorded; {
 	case s.Lost > 0:
 		v.Lost = fmt.Sprintf("The tracer lost %d transitions while recording (lost records): counts, timelines and histograms lack them.", s.Lost)
-	default:
+	case s.Reclaimed == 0:
 		v.Lost = "Nothing was lost: the recording has no lost record."
 	}
 	if s := c.recorded; s.Reclaimed > 0 {
-		v.Lost += fmt.Sprintf(" The kernel's connection table was full (--max-conns): %d sockets lost part of their timelines (their connection records are partial).", s.Reclaimed)
-		if s.Lost == 0 {
-			v.Lost = strings.TrimPrefix(v.Lost, "Nothing was lost: the recording has no lost record. ")
-		}
+		v.Lost = strings.TrimSpace(v.Lost + fmt.Sprintf(" The kernel's connection table was full (--max-conns): %d sockets lost part of their timelines (their connection records are partial).", s.Reclaimed))
 	}
 	if s := c.recorded; s.Bad > 0 {
 		v.Lost += fmt.Sprintf(" %d lines of the file could not be read.", s.Bad)
