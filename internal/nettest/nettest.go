@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -63,6 +64,23 @@ func NewNetns(t testing.TB) *Netns {
 		t.Fatalf("stat netns %s: %v", name, err)
 	}
 	return &Netns{Name: name, Inode: uint32(st.Ino)}
+}
+
+// SSStates counts ns's TCP sockets by state, as `ss -tan` names the
+// states (ESTAB, FIN-WAIT-2, TIME-WAIT...).
+func (ns *Netns) SSStates(t testing.TB) map[string]uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-Htan").Output()
+	if err != nil {
+		t.Fatalf("ss in %s: %v", ns.Name, err)
+	}
+	states := map[string]uint64{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			states[f[0]]++
+		}
+	}
+	return states
 }
 
 // Peer is a peer process running inside a namespace.

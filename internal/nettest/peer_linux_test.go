@@ -2,8 +2,6 @@ package nettest
 
 import (
 	"fmt"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 )
@@ -35,20 +33,11 @@ func TestPeersHoldConnectionsThroughCollections(t *testing.T) {
 		t.Fatalf("leak: %q", l)
 	}
 	time.Sleep(time.Second) // fifty collections in each peer
-	out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-Htan").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	states := map[string]int{}
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f := strings.Fields(l); len(f) > 0 {
-			states[f[0]]++
-		}
-	}
+	states := ns.SSStates(t)
 	// hold: n connections, both ends established; idleclose shutdown
 	// against leak: n half-closed (FIN_WAIT2 and CLOSE_WAIT), held.
 	// The leak peer's listener stays too.
-	want := map[string]int{"ESTAB": 2 * n, "FIN-WAIT-2": n, "CLOSE-WAIT": n, "LISTEN": 1}
+	want := map[string]uint64{"ESTAB": 2 * n, "FIN-WAIT-2": n, "CLOSE-WAIT": n, "LISTEN": 1}
 	for st, w := range want {
 		if states[st] != w {
 			t.Errorf("%s: %d sockets, want %d (all: %v)", st, states[st], w, states)

@@ -5,8 +5,6 @@ package tracer
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/tcptrace-bpf/tcptrace-bpf/internal/config"
@@ -82,14 +80,7 @@ func TestGroupedWalkCountsWhatEveryWalkFinds(t *testing.T) {
 	grouped := walk(event.WalkDetail{}.With(event.Listen))
 	again := walk(event.WalkDetail{}.With(event.Listen)) // the groups counted afresh, not added to
 
-	ss := map[string]uint64{}
-	out, err := exec.Command("ip", "netns", "exec", ns.Name, "ss", "-tanH").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		ss[strings.Fields(l)[0]]++
-	}
+	ss := ns.SSStates(t)
 	t.Logf("ss: %v", ss)
 	for _, c := range []struct {
 		st   event.State
