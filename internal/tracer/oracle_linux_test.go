@@ -107,12 +107,8 @@ func provokeWith(t *testing.T, base config.Config, n, wakeupBytes int, run scena
 			// skip) while PID 1 is on the CPU (docs/reliability.md): those
 			// transitions cannot be delivered or counted by any BPF tool;
 			// the tracer infers what it can, and the rest are left out.
-			// What the tracer infers is a lower bound and what it held and
-			// never sent is exact: together no more than went missing.
-			// (Recursion skips are the host's, and may exceed it.)
-			if r.delivered+r.unsent+r.inferred > r.made {
-				t.Errorf("tracer %d: %d transitions reported lost (%d held and never sent, at least %d inferred), but only %d of the %d made went missing",
-					i+1, r.unsent+r.inferred, r.unsent, r.inferred, r.missing(), r.made)
+			if err := r.overReported(); err != nil {
+				t.Errorf("tracer %d: %v", i+1, err)
 			}
 			if r.delivered+r.lost+r.onPID1 < r.made {
 				t.Errorf("tracer %d: %d transitions neither delivered nor counted lost, nor skipped by the kernel for PID 1 (made %d, delivered %d, lost %d, on PID 1 %d)",
@@ -148,6 +144,18 @@ func (r *oracleResult) missing() uint64 {
 		return 0
 	}
 	return r.made - r.delivered
+}
+
+// overReported fails when the tracer reports more lost than went
+// missing: what it infers is a lower bound and what it held and never
+// sent is exact, so together no more than that. (Recursion skips are the
+// host's, and may exceed it.)
+func (r *oracleResult) overReported() error {
+	if r.delivered+r.unsent+r.inferred > r.made {
+		return fmt.Errorf("%d transitions reported lost (%d held and never sent, at least %d inferred), but only %d of the %d made went missing",
+			r.unsent+r.inferred, r.unsent, r.inferred, r.missing(), r.made)
+	}
+	return nil
 }
 
 // skips: transitions the primary program was not run for, as far as one
@@ -455,9 +463,8 @@ func fullTableOracle(t *testing.T) {
 	r := oracleRun(t, cfg, 1, 0, port, heldOverTheTable)[0]
 	t.Logf("ftrace saw %d transitions: %d delivered, %d missing; %d counted lost (%d inferred, %d unsent); %d sockets' entries reclaimed",
 		r.made, r.delivered, r.missing(), r.lost, r.inferred, r.unsent, r.reclaimed)
-	if r.delivered+r.unsent+r.inferred > r.made {
-		t.Errorf("%d transitions reported lost (%d held and never sent, at least %d inferred), but only %d went missing",
-			r.unsent+r.inferred, r.unsent, r.inferred, r.missing())
+	if err := r.overReported(); err != nil {
+		t.Error(err)
 	}
 	if r.missing() == 0 {
 		t.Fatal("nothing went missing: the table was not full, nothing tested")
